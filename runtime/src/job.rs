@@ -1,0 +1,435 @@
+//! Running one job: stage the inputs, instantiate, run `_start` under the limits, classify the
+//! outcome, materialize the outputs, hash everything and seal the receipt.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use alloy_primitives::B256;
+use serde::Deserialize;
+use tracing::instrument;
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use crate::Runtime;
+use crate::error::{Error, Result};
+use crate::limits::Limits;
+use crate::receipt::{InputRoot, Outcome, RECEIPT_VERSION, Receipt, ReceiptMeta, RuntimeInfo, derive_seed};
+use crate::tree::{self, EntryKind, Tree};
+use crate::wasi::ctx::{Capture, WasiCtx};
+use crate::wasi::vfs::{Mount, Vfs};
+use crate::wasi::{GuestStop, Limiter, StoreState};
+
+/// The guest path of the algorithm directory.
+pub const ALGORITHM_DIR: &str = "/algorithm";
+/// The guest path of the inputs directory (argv\[1\]).
+pub const INPUTS_DIR: &str = "/data/inputs";
+/// The guest path of the outputs directory (argv\[2\]).
+pub const OUTPUTS_DIR: &str = "/data/outputs";
+/// Lines of stderr starting with this are structured guest events (see [`GuestEvent`]).
+pub const EVENT_PREFIX: &str = "@tidepool ";
+
+/// An algorithm: a WebAssembly module and the name it runs under (`argv[0]`, and
+/// `/algorithm/<name>.wasm`).
+#[derive(Clone, Debug)]
+pub struct Algorithm {
+    pub name: String,
+    pub bytes: Arc<[u8]>,
+}
+
+impl Algorithm {
+    /// Reads a module from a file; its name is the file stem.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(Error::io(format!("reading the module {}", path.display())))?;
+        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("algorithm").to_string();
+        Ok(Self { name: sanitize_name(&name), bytes: bytes.into() })
+    }
+
+    /// BLAKE3 of the module bytes: the receipt's `algorithm_hash`.
+    pub fn hash(&self) -> B256 {
+        tree::blake3_b256(&self.bytes)
+    }
+}
+
+/// Replaces characters outside `[A-Za-z0-9._-]` with `_`, so a name is always a valid entry.
+pub fn sanitize_name(name: &str) -> String {
+    let cleaned: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
+    if cleaned.is_empty() || cleaned == "." || cleaned == ".." { "algorithm".into() } else { cleaned }
+}
+
+/// One input dataset: mounted at `/data/inputs/<name>`, read from `dir` on the host.
+#[derive(Clone, Debug)]
+pub struct InputSpec {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+/// A structured event a guest reported on stderr (see the guest SDK).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum GuestEvent {
+    /// `done` of `total` units of work (total unknown when absent).
+    Progress { done: u64, total: Option<u64>, message: Option<String> },
+    /// A named measurement.
+    Metric { name: String, value: f64 },
+}
+
+impl GuestEvent {
+    /// Parses one stderr line; `None` when it is not an event.
+    pub fn parse(line: &[u8]) -> Option<Self> {
+        let rest = line.strip_prefix(EVENT_PREFIX.as_bytes())?;
+        serde_json::from_slice(rest).ok()
+    }
+}
+
+/// Receives guest events as they happen, on the job's thread.
+pub type EventSink = Arc<dyn Fn(GuestEvent) + Send + Sync>;
+
+/// Everything that defines a job.
+#[derive(Clone)]
+pub struct JobSpec {
+    pub algorithm: Algorithm,
+    pub inputs: Vec<InputSpec>,
+    /// Receives the outputs; created if missing, must be empty.
+    pub output_dir: PathBuf,
+    /// Extra arguments, after the three standard ones.
+    pub args: Vec<String>,
+    pub limits: Limits,
+    /// The seed of the guest's random stream; derived from the job when `None`.
+    pub seed: Option<B256>,
+    pub events: Option<EventSink>,
+    /// Set to stop the job; it then fails with [`Error::Cancelled`].
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl std::fmt::Debug for JobSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobSpec")
+            .field("algorithm", &self.algorithm.name)
+            .field("inputs", &self.inputs)
+            .field("output_dir", &self.output_dir)
+            .field("args", &self.args)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JobSpec {
+    /// A job with default limits and no extra arguments.
+    pub fn new(algorithm: Algorithm, inputs: Vec<InputSpec>, output_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            algorithm,
+            inputs,
+            output_dir: output_dir.into(),
+            args: Vec::new(),
+            limits: Limits::default(),
+            seed: None,
+            events: None,
+            cancel: None,
+        }
+    }
+}
+
+/// What a job produced.
+#[derive(Debug)]
+pub struct JobResult {
+    /// The sealed receipt.
+    pub receipt: Receipt,
+    /// The kept part of stdout and stderr (the logs).
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// The outputs tree, as hashed into `receipt.outputs_root`.
+    pub outputs: Tree,
+    pub wall_time: Duration,
+    /// True when the module came from the compile cache.
+    pub compile_cached: bool,
+}
+
+fn check_spec(spec: &JobSpec) -> Result<()> {
+    spec.limits.validate()?;
+    let invalid = |reason: String| Err(Error::InvalidJob { reason });
+    if sanitize_name(&spec.algorithm.name) != spec.algorithm.name {
+        return invalid(format!("algorithm name `{}` may only use A-Z a-z 0-9 . _ -", spec.algorithm.name));
+    }
+    let mut seen = BTreeSet::new();
+    for input in &spec.inputs {
+        let ok = !input.name.is_empty()
+            && input.name != "."
+            && input.name != ".."
+            && input.name.len() <= 255
+            && input.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if !ok {
+            return Err(Error::InvalidInput {
+                name: input.name.clone(),
+                reason: "names may only use A-Z a-z 0-9 . _ - (and not be `.` or `..`)".into(),
+            });
+        }
+        if !seen.insert(&input.name) {
+            return Err(Error::InvalidInput { name: input.name.clone(), reason: "given twice".into() });
+        }
+    }
+    if let Some(arg) = spec.args.iter().find(|a| a.contains('\0')) {
+        return invalid(format!("argument {arg:?} contains a NUL byte"));
+    }
+    let size = spec.algorithm.bytes.len() as u64;
+    if size > spec.limits.module_bytes {
+        return Err(Error::ModuleTooLarge { size, limit: spec.limits.module_bytes });
+    }
+    Ok(())
+}
+
+/// Makes sure `dir` exists and is empty; never touches what is already in it.
+fn prepare_output(dir: &Path) -> Result<()> {
+    let bad = |reason: String| Error::InvalidOutput { path: dir.to_path_buf(), reason };
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(bad("is not empty; refusing to mix new outputs with existing files".into()));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(|e| bad(format!("cannot be created: {e}")))
+        }
+        Err(e) => Err(bad(format!("cannot be read: {e}"))),
+    }
+}
+
+/// A scratch directory for output blobs, next to the output directory when possible (so
+/// moving blobs into place is a rename), else in the system temporary directory.
+fn scratch_dir(output: &Path) -> Result<tempfile::TempDir> {
+    let parent = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    tempfile::Builder::new()
+        .prefix(".tidepool-scratch-")
+        .tempdir_in(parent)
+        .or_else(|_| tempfile::Builder::new().prefix("tidepool-scratch-").tempdir())
+        .map_err(Error::io("creating a scratch directory"))
+}
+
+/// A staged input: its root hash, entries and an open handle on its directory.
+struct Staged {
+    name: String,
+    tree: Tree,
+    dir: Rc<cap_std::fs::Dir>,
+}
+
+fn stage_input(input: &InputSpec) -> Result<Staged> {
+    let invalid = |reason: String| Error::InvalidInput { name: input.name.clone(), reason };
+    let dir = cap_std::fs::Dir::open_ambient_dir(&input.dir, cap_std::ambient_authority())
+        .map_err(|e| invalid(format!("cannot open {}: {e}", input.dir.display())))?;
+    let tree = tree::scan_dir(&dir).map_err(|e| invalid(format!("{} ({})", e, input.dir.display())))?;
+    Ok(Staged { name: input.name.clone(), tree, dir: Rc::new(dir) })
+}
+
+/// Adds a staged dataset under `root` in the guest's tree.
+fn mount_input(vfs: &Vfs, root: &crate::wasi::vfs::DirRef, staged: &Staged) {
+    let top = vfs.stage_dir(root, &staged.name);
+    let mut dirs: HashMap<&str, crate::wasi::vfs::DirRef> = HashMap::new();
+    for entry in &staged.tree.entries {
+        let (parent, name) = match entry.path.rsplit_once('/') {
+            Some((p, n)) => (dirs.get(p).cloned().unwrap_or_else(|| top.clone()), n),
+            None => (top.clone(), entry.path.as_str()),
+        };
+        match &entry.kind {
+            EntryKind::Dir => {
+                let d = vfs.stage_dir(&parent, name);
+                dirs.insert(&entry.path, d);
+            }
+            EntryKind::File { size, .. } => {
+                vfs.stage_input_file(&parent, name, *size, staged.dir.clone(), PathBuf::from(&entry.path))
+            }
+            EntryKind::Symlink { target } => vfs.stage_symlink(&parent, name, target),
+        }
+    }
+}
+
+fn classify(result: wasmtime::Result<()>, memory_denied: bool) -> Result<Outcome> {
+    let Err(e) = result else { return Ok(Outcome::Exited { code: 0 }) };
+    if let Some(stop) = e.downcast_ref::<GuestStop>() {
+        return match stop {
+            GuestStop::Exit(code) => Ok(Outcome::Exited { code: *code }),
+            GuestStop::OutputQuota(_) => Ok(Outcome::OutputQuota),
+            GuestStop::Cancelled => Err(Error::Cancelled),
+            GuestStop::HostFailure(reason) => Err(Error::Engine { reason: reason.clone() }),
+        };
+    }
+    if let Some(trap) = e.downcast_ref::<Trap>() {
+        return Ok(match trap {
+            Trap::OutOfFuel => Outcome::OutOfFuel,
+            Trap::Interrupt => Outcome::Timeout,
+            _ if memory_denied => Outcome::MemoryLimit,
+            other => Outcome::Trap { message: other.to_string() },
+        });
+    }
+    if memory_denied {
+        // The initial memory did not fit the limit: instantiation was refused.
+        return Ok(Outcome::MemoryLimit);
+    }
+    Err(Error::Engine { reason: format!("{e:#}") })
+}
+
+impl Runtime {
+    /// Runs a job to completion and returns its sealed receipt, logs and outputs.
+    ///
+    /// `Err` means the job could not run (bad module, inputs or limits; a host failure; or it
+    /// was cancelled). Everything the guest did, including failing, is an [`Outcome`].
+    #[instrument(skip_all, fields(algorithm = %spec.algorithm.name))]
+    pub fn run(&self, spec: &JobSpec) -> Result<JobResult> {
+        let started = Instant::now();
+        check_spec(spec)?;
+        let engine = self.engine(spec.limits.max_wasm_stack)?;
+        let algorithm_hash = spec.algorithm.hash();
+        let (compiled, compile_cached) = engine.compile(algorithm_hash, &spec.algorithm.bytes)?;
+
+        let mut inputs: Vec<&InputSpec> = spec.inputs.iter().collect();
+        inputs.sort_by(|a, b| a.name.cmp(&b.name));
+        let staged = inputs.into_iter().map(stage_input).collect::<Result<Vec<_>>>()?;
+        let input_roots: Vec<InputRoot> =
+            staged.iter().map(|s| InputRoot { name: s.name.clone(), root: s.tree.root() }).collect();
+        let seed = spec.seed.unwrap_or_else(|| derive_seed(&algorithm_hash, &input_roots, &spec.args));
+
+        prepare_output(&spec.output_dir)?;
+        let scratch = scratch_dir(&spec.output_dir)?;
+        let scratch_cap = cap_std::fs::Dir::open_ambient_dir(scratch.path(), cap_std::ambient_authority())
+            .map_err(Error::io("opening the scratch directory"))?;
+        let limits = &spec.limits;
+        let vfs = Vfs::new(scratch_cap, limits.output_bytes, limits.output_files);
+        let algorithm_root = vfs.new_root(Mount::Algorithm);
+        vfs.stage_memory_file(&algorithm_root, &format!("{}.wasm", spec.algorithm.name), spec.algorithm.bytes.clone());
+        let inputs_root = vfs.new_root(Mount::Inputs);
+        for s in &staged {
+            mount_input(&vfs, &inputs_root, s);
+        }
+        let outputs_root = vfs.new_root(Mount::Outputs);
+
+        let mut args = vec![spec.algorithm.name.clone(), INPUTS_DIR.to_string(), OUTPUTS_DIR.to_string()];
+        args.extend(spec.args.iter().cloned());
+        let mut stderr = Capture::new(limits.stderr_bytes);
+        if let Some(sink) = spec.events.clone() {
+            stderr = stderr.with_line_sink(Box::new(move |line| {
+                if let Some(event) = GuestEvent::parse(line) {
+                    sink(event);
+                }
+            }));
+        }
+        let wasi = WasiCtx::new(
+            args,
+            vfs,
+            vec![
+                (ALGORITHM_DIR.to_string(), algorithm_root, false),
+                (INPUTS_DIR.to_string(), inputs_root, false),
+                (OUTPUTS_DIR.to_string(), outputs_root.clone(), true),
+            ],
+            seed.0,
+            Capture::new(limits.stdout_bytes),
+            stderr,
+        );
+
+        let mut store = Store::new(
+            &engine.engine,
+            StoreState { wasi, limiter: Limiter::new(limits.memory_bytes), memory: None, fuel_limit: limits.fuel },
+        );
+        store.limiter(|s| &mut s.limiter);
+        if engine.fuel_metering {
+            store.set_fuel(limits.fuel).map_err(Error::engine)?;
+        }
+        let deadline = started + limits.timeout();
+        let cancel = spec.cancel.clone();
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(wasmtime::Error::new(GuestStop::Cancelled));
+            }
+            if Instant::now() >= deadline {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            Ok(UpdateDeadline::Continue(1))
+        });
+
+        let result = (|| {
+            let instance = compiled.pre.instantiate(&mut store)?;
+            store.data_mut().memory = instance.get_memory(&mut store, "memory");
+            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+            start.call(&mut store, ())
+        })();
+        let fuel_consumed = if engine.fuel_metering { limits.fuel - store.get_fuel().unwrap_or(0) } else { 0 };
+        let outcome = classify(result, store.data().limiter.memory_denied)?;
+        tracing::debug!(%outcome, fuel_consumed, "guest finished");
+
+        let state = store.into_data();
+        let WasiCtx { vfs, stdout, stderr, fds, .. } = state.wasi;
+        drop(fds);
+        let out_cap = cap_std::fs::Dir::open_ambient_dir(&spec.output_dir, cap_std::ambient_authority())
+            .map_err(Error::io(format!("opening {}", spec.output_dir.display())))?;
+        vfs.materialize(&outputs_root, &out_cap)
+            .map_err(Error::io(format!("writing the outputs to {}", spec.output_dir.display())))?;
+        drop((vfs, outputs_root, scratch));
+        let outputs = tree::scan_dir(&out_cap).map_err(|e| Error::Io {
+            context: format!("hashing the outputs in {}", spec.output_dir.display()),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+
+        let (stdout, stdout_len) = stdout.finish();
+        let (stderr, stderr_len) = stderr.finish();
+        let wall_time = started.elapsed();
+        let receipt = Receipt {
+            version: RECEIPT_VERSION,
+            receipt_hash: B256::ZERO,
+            algorithm_hash,
+            algorithm_name: spec.algorithm.name.clone(),
+            args: spec.args.clone(),
+            inputs: input_roots,
+            outputs_root: outputs.root(),
+            stdout_hash: tree::blake3_b256(&stdout),
+            stdout_len,
+            stderr_hash: tree::blake3_b256(&stderr),
+            stderr_len,
+            deterministic: outcome != Outcome::Timeout,
+            outcome,
+            fuel_consumed,
+            limits: spec.limits.clone(),
+            runtime: RuntimeInfo {
+                tidepool_version: crate::VERSION.to_string(),
+                wasmtime_version: crate::engine::WASMTIME_VERSION.to_string(),
+                engine_config_hash: engine.config_hash,
+            },
+            seed,
+            signatures: Vec::new(),
+            meta: Some(ReceiptMeta { wall_time_ms: wall_time.as_millis() as u64, compile_cached }),
+        }
+        .seal();
+        Ok(JobResult { receipt, stdout, stderr, outputs, wall_time, compile_cached })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_events_parse_and_other_lines_do_not() {
+        let e = GuestEvent::parse(br#"@tidepool {"event":"progress","done":3,"total":10,"message":"reading"}"#);
+        assert_eq!(e, Some(GuestEvent::Progress { done: 3, total: Some(10), message: Some("reading".into()) }));
+        assert_eq!(GuestEvent::parse(b"plain stderr"), None);
+        assert_eq!(GuestEvent::parse(br#"@tidepool {"event":"nope"}"#), None);
+    }
+
+    #[test]
+    fn names_are_sanitized() {
+        assert_eq!(sanitize_name("word freq!"), "word_freq_");
+        assert_eq!(sanitize_name(".."), "algorithm");
+    }
+
+    #[test]
+    fn non_empty_output_directories_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("keep.txt"), b"precious").unwrap();
+        assert!(matches!(prepare_output(tmp.path()), Err(Error::InvalidOutput { .. })));
+        assert_eq!(std::fs::read(tmp.path().join("keep.txt")).unwrap(), b"precious");
+        prepare_output(&tmp.path().join("new/deeper")).unwrap();
+        assert!(tmp.path().join("new/deeper").is_dir());
+    }
+}

@@ -1,0 +1,77 @@
+//! The Tidepool sandbox: runs untrusted WebAssembly (WASI preview 1) modules next to the data,
+//! under hard limits, and proves what it ran with a deterministic execution receipt.
+//!
+//! ```no_run
+//! use tidepool_runtime::{Algorithm, InputSpec, JobSpec, Runtime, RuntimeConfig};
+//! # fn main() -> Result<(), tidepool_runtime::Error> {
+//! let runtime = Runtime::new(RuntimeConfig::default());
+//! let algorithm = Algorithm::from_file("wordfreq.wasm".as_ref())?;
+//! let inputs = vec![InputSpec { name: "books".into(), dir: "data/books".into() }];
+//! let result = runtime.run(&JobSpec::new(algorithm, inputs, "out"))?;
+//! println!("{}: {}", result.receipt.outcome, result.receipt.receipt_hash);
+//! # Ok(()) }
+//! ```
+//!
+//! * [`engine`]: wasmtime configuration, compile cache, module admission;
+//! * `wasi` (private): our own `wasi_snapshot_preview1` over a virtual filesystem;
+//! * [`job`]: staging, running, outcome, outputs; [`verify`]: re-execution;
+//! * [`receipt`]: the receipt schema and its EIP-712 hash; [`tree`]: canonical tree roots;
+//! * [`limits`]: limits, defaults and the SIZE/DURATION parsers.
+
+pub mod engine;
+pub mod error;
+pub mod job;
+pub mod limits;
+pub mod receipt;
+pub mod tree;
+pub mod verify;
+mod wasi;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub use engine::RuntimeConfig;
+pub use error::{Error, Result};
+pub use job::{Algorithm, EventSink, GuestEvent, InputSpec, JobResult, JobSpec};
+pub use limits::Limits;
+pub use receipt::{Outcome, Receipt};
+pub use verify::{VerifyReport, VerifyRequest};
+pub use wasi::{FUEL_PER_BYTE, HOST_CALL_FUEL};
+
+/// This crate's version, recorded in receipts.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Runs jobs. Cheap to share across threads (`Arc<Runtime>`); engines are created on first
+/// use, one per `max_wasm_stack` value.
+#[derive(Debug)]
+pub struct Runtime {
+    config: RuntimeConfig,
+    engines: Mutex<HashMap<u64, Arc<engine::EngineState>>>,
+}
+
+impl std::fmt::Debug for engine::EngineState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineState").field("config_hash", &self.config_hash).finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> Self {
+        Self { config, engines: Mutex::new(HashMap::new()) }
+    }
+
+    pub(crate) fn engine(&self, max_wasm_stack: u64) -> Result<Arc<engine::EngineState>> {
+        let mut engines = self.engines.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = engines.get(&max_wasm_stack) {
+            return Ok(e.clone());
+        }
+        let e = engine::EngineState::new(max_wasm_stack, &self.config)?;
+        engines.insert(max_wasm_stack, e.clone());
+        Ok(e)
+    }
+
+    /// The engine configuration hash receipts from this runtime carry, for a given stack limit.
+    pub fn engine_config_hash(&self, max_wasm_stack: u64) -> Result<alloy_primitives::B256> {
+        Ok(self.engine(max_wasm_stack)?.config_hash)
+    }
+}

@@ -1,0 +1,465 @@
+//! Execution receipts: what ran, on what, under which limits, and what came out.
+//!
+//! A receipt is JSON. Its field names are a contract for other tools. Every field except
+//! `receipt_hash`, `signatures` and `meta` is covered by `receipt_hash`, and none of those
+//! carries wall-clock time.
+//!
+//! # `receipt_hash`: an EIP-712 struct hash
+//!
+//! `receipt_hash = hashStruct(Receipt)` as defined by EIP-712, over the struct types in
+//! [`eip712`] (types encoded with `encodeType`, strings and arrays hashed, nested structs by
+//! their own `hashStruct`). A Solidity contract can recompute it from the fields, and a wallet
+//! signing EIP-712 typed data with `primaryType: "Receipt"` signs
+//! `keccak256(0x1901 || domainSeparator || receipt_hash)`: the provider's signature binds the
+//! domain (chain id, provider), the hash does not. The test vector is
+//! `tests::receipt_hash_test_vector`.
+//!
+//! Content hashes inside the receipt (`algorithm_hash`, tree roots, stdout/stderr) are BLAKE3.
+
+use alloy_primitives::{B256, keccak256};
+use alloy_sol_types::SolStruct;
+use serde::{Deserialize, Serialize};
+
+use crate::limits::Limits;
+
+/// The receipt format version.
+pub const RECEIPT_VERSION: u32 = 1;
+
+/// The EIP-712 types the receipt hash is defined over.
+pub mod eip712 {
+    alloy_sol_types::sol! {
+        /// One input dataset: the name it is mounted under and its tree root.
+        #[derive(Debug)]
+        struct Input {
+            string name;
+            bytes32 root;
+        }
+
+        /// How the guest stopped. `code` is the exit code for `exited`, else 0; `message` is
+        /// the trap message for `trap`, else empty.
+        #[derive(Debug)]
+        struct Outcome {
+            string kind;
+            int32 code;
+            string message;
+        }
+
+        #[derive(Debug)]
+        struct Limits {
+            uint64 fuel;
+            uint64 memoryBytes;
+            uint64 timeoutMs;
+            uint64 outputBytes;
+            uint64 outputFiles;
+            uint64 stdoutBytes;
+            uint64 stderrBytes;
+            uint64 moduleBytes;
+            uint64 maxWasmStack;
+        }
+
+        #[derive(Debug)]
+        struct Runtime {
+            string tidepoolVersion;
+            string wasmtimeVersion;
+            bytes32 engineConfigHash;
+        }
+
+        #[derive(Debug)]
+        struct Receipt {
+            uint32 version;
+            bytes32 algorithmHash;
+            string algorithmName;
+            string[] args;
+            Input[] inputs;
+            bytes32 outputsRoot;
+            bytes32 stdoutHash;
+            uint64 stdoutLen;
+            bytes32 stderrHash;
+            uint64 stderrLen;
+            Outcome outcome;
+            uint64 fuelConsumed;
+            Limits limits;
+            Runtime runtime;
+            bytes32 seed;
+            bool deterministic;
+        }
+    }
+}
+
+/// How the guest's run ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Outcome {
+    /// `_start` returned (code 0) or the guest called `proc_exit(code)`.
+    Exited { code: i32 },
+    /// The fuel limit was reached.
+    OutOfFuel,
+    /// The guest trapped after being refused memory beyond its limit (or its initial memory
+    /// exceeded the limit).
+    MemoryLimit,
+    /// The guest trapped.
+    Trap { message: String },
+    /// The wall-clock timeout expired. The only non-deterministic outcome.
+    Timeout,
+    /// The guest tried to cross the output quota.
+    OutputQuota,
+}
+
+impl Outcome {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Exited { .. } => "exited",
+            Outcome::OutOfFuel => "out_of_fuel",
+            Outcome::MemoryLimit => "memory_limit",
+            Outcome::Trap { .. } => "trap",
+            Outcome::Timeout => "timeout",
+            Outcome::OutputQuota => "output_quota",
+        }
+    }
+
+    /// True when the algorithm ran to completion and exited 0.
+    pub fn is_success(&self) -> bool {
+        matches!(self, Outcome::Exited { code: 0 })
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Exited { code } => write!(f, "exited with code {code}"),
+            Outcome::OutOfFuel => write!(f, "ran out of fuel"),
+            Outcome::MemoryLimit => write!(f, "hit the memory limit"),
+            Outcome::Trap { message } => write!(f, "trapped: {message}"),
+            Outcome::Timeout => write!(f, "timed out"),
+            Outcome::OutputQuota => write!(f, "hit the output quota"),
+        }
+    }
+}
+
+/// One input dataset of a job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputRoot {
+    pub name: String,
+    pub root: B256,
+}
+
+/// What executed the job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeInfo {
+    pub tidepool_version: String,
+    pub wasmtime_version: String,
+    /// Hash of everything about the engine that can change what a guest observes.
+    pub engine_config_hash: B256,
+}
+
+/// A signature over a receipt (not part of `receipt_hash`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptSignature {
+    /// The signer's Ethereum address.
+    pub signer: String,
+    /// How the signature was made, e.g. `eip712`.
+    pub scheme: String,
+    /// The 65-byte signature, 0x-hex.
+    pub signature: String,
+    /// The EIP-712 domain the signature is bound to, when `scheme` is `eip712`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<serde_json::Value>,
+}
+
+/// Facts about the run that are not part of the hashed receipt (they vary between runs).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptMeta {
+    pub wall_time_ms: u64,
+    pub compile_cached: bool,
+}
+
+/// An execution receipt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Receipt {
+    pub version: u32,
+    pub receipt_hash: B256,
+    pub algorithm_hash: B256,
+    pub algorithm_name: String,
+    pub args: Vec<String>,
+    pub inputs: Vec<InputRoot>,
+    pub outputs_root: B256,
+    pub stdout_hash: B256,
+    pub stdout_len: u64,
+    pub stderr_hash: B256,
+    pub stderr_len: u64,
+    pub outcome: Outcome,
+    pub fuel_consumed: u64,
+    pub limits: Limits,
+    pub runtime: RuntimeInfo,
+    pub seed: B256,
+    pub deterministic: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<ReceiptSignature>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<ReceiptMeta>,
+}
+
+impl Receipt {
+    /// The receipt as the EIP-712 struct its hash is defined over.
+    pub fn to_eip712(&self) -> eip712::Receipt {
+        let (code, message) = match &self.outcome {
+            Outcome::Exited { code } => (*code, String::new()),
+            Outcome::Trap { message } => (0, message.clone()),
+            _ => (0, String::new()),
+        };
+        let l = &self.limits;
+        eip712::Receipt {
+            version: self.version,
+            algorithmHash: self.algorithm_hash,
+            algorithmName: self.algorithm_name.clone(),
+            args: self.args.clone(),
+            inputs: self.inputs.iter().map(|i| eip712::Input { name: i.name.clone(), root: i.root }).collect(),
+            outputsRoot: self.outputs_root,
+            stdoutHash: self.stdout_hash,
+            stdoutLen: self.stdout_len,
+            stderrHash: self.stderr_hash,
+            stderrLen: self.stderr_len,
+            outcome: eip712::Outcome { kind: self.outcome.kind().to_string(), code, message },
+            fuelConsumed: self.fuel_consumed,
+            limits: eip712::Limits {
+                fuel: l.fuel,
+                memoryBytes: l.memory_bytes,
+                timeoutMs: l.timeout_ms,
+                outputBytes: l.output_bytes,
+                outputFiles: l.output_files,
+                stdoutBytes: l.stdout_bytes,
+                stderrBytes: l.stderr_bytes,
+                moduleBytes: l.module_bytes,
+                maxWasmStack: l.max_wasm_stack,
+            },
+            runtime: eip712::Runtime {
+                tidepoolVersion: self.runtime.tidepool_version.clone(),
+                wasmtimeVersion: self.runtime.wasmtime_version.clone(),
+                engineConfigHash: self.runtime.engine_config_hash,
+            },
+            seed: self.seed,
+            deterministic: self.deterministic,
+        }
+    }
+
+    /// The hash of every field but `receipt_hash`, `signatures` and `meta`.
+    pub fn compute_hash(&self) -> B256 {
+        self.to_eip712().eip712_hash_struct()
+    }
+
+    /// Sets `receipt_hash` from the other fields.
+    pub fn seal(mut self) -> Self {
+        self.receipt_hash = self.compute_hash();
+        self
+    }
+
+    /// True when `receipt_hash` matches the other fields.
+    pub fn hash_is_consistent(&self) -> bool {
+        self.receipt_hash == self.compute_hash()
+    }
+
+    /// The hashed fields that differ between `self` (expected) and `other` (actual), as
+    /// `(field, expected, actual)`, with nested fields named by path (`limits.fuel`,
+    /// `inputs[books].root`).
+    pub fn diff(&self, other: &Receipt) -> Vec<FieldDiff> {
+        let (a, b) = (hashed_json(self), hashed_json(other));
+        let mut out = Vec::new();
+        diff_json("", &a, &b, &mut out);
+        out
+    }
+
+    /// The EIP-712 `encodeType` string of the receipt (documented for contract authors).
+    pub fn eip712_encode_type() -> String {
+        eip712::Receipt::eip712_encode_type().into_owned()
+    }
+}
+
+/// One field that differs between two receipts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldDiff {
+    pub field: String,
+    pub expected: String,
+    pub actual: String,
+}
+
+impl std::fmt::Display for FieldDiff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: expected {}, got {}", self.field, self.expected, self.actual)
+    }
+}
+
+/// The hashed part of a receipt as JSON, with inputs keyed by name for readable diffs.
+fn hashed_json(r: &Receipt) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    if let Some(obj) = v.as_object_mut() {
+        for unhashed in ["receipt_hash", "signatures", "meta"] {
+            obj.remove(unhashed);
+        }
+        let inputs: serde_json::Map<String, serde_json::Value> =
+            r.inputs.iter().map(|i| (i.name.clone(), serde_json::json!({ "root": i.root }))).collect();
+        obj.insert("inputs".into(), serde_json::Value::Object(inputs));
+    }
+    v
+}
+
+fn diff_json(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<FieldDiff>) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let sub = if path.is_empty() {
+                    k.clone()
+                } else if path == "inputs" {
+                    format!("inputs[{k}]")
+                } else {
+                    format!("{path}.{k}")
+                };
+                diff_json(&sub, x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null), out);
+            }
+        }
+        _ if a != b => out.push(FieldDiff {
+            field: path.to_string(),
+            expected: if a.is_null() { "(absent)".into() } else { a.to_string() },
+            actual: if b.is_null() { "(absent)".into() } else { b.to_string() },
+        }),
+        _ => {}
+    }
+}
+
+/// The seed a job gets when none is given: derived from what the job is, so running the same
+/// job twice gives the same receipt.
+pub fn derive_seed(algorithm_hash: &B256, inputs: &[InputRoot], args: &[String]) -> B256 {
+    let mut bytes = b"tidepool-seed-v1".to_vec();
+    bytes.extend_from_slice(algorithm_hash.as_slice());
+    for i in inputs {
+        bytes.extend_from_slice(&(i.name.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(i.name.as_bytes());
+        bytes.extend_from_slice(i.root.as_slice());
+    }
+    for a in args {
+        bytes.extend_from_slice(&(a.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(a.as_bytes());
+    }
+    keccak256(bytes)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Receipt {
+        Receipt {
+            version: RECEIPT_VERSION,
+            receipt_hash: B256::ZERO,
+            algorithm_hash: B256::repeat_byte(0x11),
+            algorithm_name: "wordfreq".into(),
+            args: vec!["--top".into(), "10".into()],
+            inputs: vec![InputRoot { name: "books".into(), root: B256::repeat_byte(0x22) }],
+            outputs_root: B256::repeat_byte(0x33),
+            stdout_hash: B256::repeat_byte(0x44),
+            stdout_len: 12,
+            stderr_hash: B256::repeat_byte(0x55),
+            stderr_len: 0,
+            outcome: Outcome::Exited { code: 0 },
+            fuel_consumed: 123_456,
+            limits: Limits::default(),
+            runtime: RuntimeInfo {
+                tidepool_version: "0.1.0".into(),
+                wasmtime_version: "48.0.8".into(),
+                engine_config_hash: B256::repeat_byte(0x66),
+            },
+            seed: B256::repeat_byte(0x77),
+            deterministic: true,
+            signatures: vec![],
+            meta: None,
+        }
+        .seal()
+    }
+
+    #[test]
+    fn receipt_hash_test_vector() {
+        let r = sample();
+        assert!(r.hash_is_consistent());
+        // EIP-712 by hand for the innermost struct, to pin the encoding down independently of
+        // alloy: hashStruct(Input) = keccak256(typeHash || keccak256(name) || root).
+        let type_hash = keccak256("Input(string name,bytes32 root)");
+        let mut enc = type_hash.to_vec();
+        enc.extend_from_slice(keccak256("books").as_slice());
+        enc.extend_from_slice(B256::repeat_byte(0x22).as_slice());
+        let input = eip712::Input { name: "books".into(), root: B256::repeat_byte(0x22) };
+        assert_eq!(input.eip712_hash_struct(), keccak256(enc));
+        assert_eq!(
+            Receipt::eip712_encode_type(),
+            "Receipt(uint32 version,bytes32 algorithmHash,string algorithmName,string[] args,Input[] inputs,\
+             bytes32 outputsRoot,bytes32 stdoutHash,uint64 stdoutLen,bytes32 stderrHash,uint64 stderrLen,\
+             Outcome outcome,uint64 fuelConsumed,Limits limits,Runtime runtime,bytes32 seed,bool deterministic)\
+             Input(string name,bytes32 root)\
+             Limits(uint64 fuel,uint64 memoryBytes,uint64 timeoutMs,uint64 outputBytes,uint64 outputFiles,\
+             uint64 stdoutBytes,uint64 stderrBytes,uint64 moduleBytes,uint64 maxWasmStack)\
+             Outcome(string kind,int32 code,string message)\
+             Runtime(string tidepoolVersion,string wasmtimeVersion,bytes32 engineConfigHash)"
+        );
+        assert_eq!(
+            r.receipt_hash.to_string(),
+            "0x3b834165547220e2ee619c5bc3baa26dee20308dc79a27184080928ab755672e",
+            "the documented test vector for `sample()`"
+        );
+    }
+
+    #[test]
+    fn every_hashed_field_changes_the_hash_and_unhashed_ones_do_not() {
+        let base = sample();
+        let mut changed = base.clone();
+        changed.limits.fuel += 1;
+        assert_ne!(changed.compute_hash(), base.receipt_hash);
+        let mut changed = base.clone();
+        changed.outcome = Outcome::Trap { message: "x".into() };
+        assert_ne!(changed.compute_hash(), base.receipt_hash);
+        let mut meta_only = base.clone();
+        meta_only.meta = Some(ReceiptMeta { wall_time_ms: 5, compile_cached: true });
+        assert_eq!(meta_only.compute_hash(), base.receipt_hash);
+    }
+
+    #[test]
+    fn json_round_trips_with_the_contract_field_names() {
+        let r = sample();
+        let json = serde_json::to_value(&r).unwrap();
+        for field in [
+            "version",
+            "receipt_hash",
+            "algorithm_hash",
+            "inputs",
+            "outputs_root",
+            "stdout_hash",
+            "stderr_hash",
+            "outcome",
+            "fuel_consumed",
+            "limits",
+            "runtime",
+            "seed",
+            "deterministic",
+        ] {
+            assert!(json.get(field).is_some(), "receipt JSON lacks `{field}`");
+        }
+        assert_eq!(json["outcome"], serde_json::json!({"kind": "exited", "code": 0}));
+        let back: Receipt = serde_json::from_value(json).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn diff_names_nested_fields() {
+        let a = sample();
+        let mut b = a.clone();
+        b.inputs[0].root = B256::repeat_byte(0x99);
+        b.limits.memory_bytes = 1;
+        b.meta = Some(ReceiptMeta::default());
+        let fields: Vec<String> = a.diff(&b).into_iter().map(|d| d.field).collect();
+        assert_eq!(fields, ["inputs[books].root", "limits.memory_bytes"]);
+    }
+}

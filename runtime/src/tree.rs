@@ -1,0 +1,283 @@
+//! Canonical tree roots: one BLAKE3 hash for a whole directory tree.
+//!
+//! # The canonical walk (`tidepool-tree-v1`)
+//!
+//! A tree is the list of every entry below its root directory (the root itself is not an
+//! entry), each named by its relative path: UTF-8, components joined by `/`. Entries are sorted
+//! by the bytes of that path. Symlinks are recorded, never followed. The root is
+//!
+//! ```text
+//! BLAKE3( "tidepool-tree-v1\n"
+//!         || for each entry, in order:
+//!              kind (1 byte: 'd' directory, 'f' file, 'l' symlink)
+//!              || u64le(len(path)) || path
+//!              || for 'f': u64le(size) || BLAKE3(contents)
+//!              || for 'l': u64le(len(target)) || target )
+//! ```
+//!
+//! Every directory is an entry, so empty directories count. Timestamps, permissions and owners
+//! do not. The same function serves inputs (before a job), outputs (after it) and `verify`.
+//! Test vector: see `tests::empty_and_small_trees_have_fixed_roots`.
+
+use std::io::Read;
+use std::path::Path;
+
+use alloy_primitives::B256;
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
+
+/// What an entry of a tree is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    Dir,
+    File { size: u64, hash: [u8; 32] },
+    Symlink { target: String },
+}
+
+/// One entry of a tree, named by its relative path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub path: String,
+    pub kind: EntryKind,
+}
+
+/// A scanned tree: its entries in canonical order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tree {
+    pub entries: Vec<Entry>,
+}
+
+/// Why a directory could not be scanned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScanError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: file names must be valid UTF-8")]
+    NonUtf8Name { path: String },
+    #[error("{path}: {kind} files are not supported (only files, directories and symlinks)")]
+    Unsupported { path: String, kind: &'static str },
+    #[error("more than {limit} entries")]
+    TooManyEntries { limit: usize },
+}
+
+/// Most entries one tree may hold.
+pub const MAX_ENTRIES: usize = 1_000_000;
+
+const DOMAIN: &[u8] = b"tidepool-tree-v1\n";
+
+impl Tree {
+    /// The tree's root hash.
+    pub fn root(&self) -> B256 {
+        let mut h = blake3::Hasher::new();
+        h.update(DOMAIN);
+        for e in &self.entries {
+            let (kind, tail): (u8, Vec<u8>) = match &e.kind {
+                EntryKind::Dir => (b'd', Vec::new()),
+                EntryKind::File { size, hash } => {
+                    let mut t = size.to_le_bytes().to_vec();
+                    t.extend_from_slice(hash);
+                    (b'f', t)
+                }
+                EntryKind::Symlink { target } => {
+                    let mut t = (target.len() as u64).to_le_bytes().to_vec();
+                    t.extend_from_slice(target.as_bytes());
+                    (b'l', t)
+                }
+            };
+            h.update(&[kind]);
+            h.update(&(e.path.len() as u64).to_le_bytes());
+            h.update(e.path.as_bytes());
+            h.update(&tail);
+        }
+        B256::from(*h.finalize().as_bytes())
+    }
+
+    /// Number of regular files, and their total size.
+    pub fn file_stats(&self) -> (u64, u64) {
+        self.entries.iter().fold((0, 0), |(n, bytes), e| match e.kind {
+            EntryKind::File { size, .. } => (n + 1, bytes + size),
+            _ => (n, bytes),
+        })
+    }
+}
+
+/// Scans the directory at `path`.
+pub fn scan(path: &Path) -> Result<Tree, ScanError> {
+    let dir = Dir::open_ambient_dir(path, ambient_authority())
+        .map_err(|source| ScanError::Io { path: path.display().to_string(), source })?;
+    scan_dir(&dir)
+}
+
+/// Scans an open directory.
+pub fn scan_dir(dir: &Dir) -> Result<Tree, ScanError> {
+    let mut entries = Vec::new();
+    walk(dir, "", &mut entries)?;
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Tree { entries })
+}
+
+fn walk(dir: &Dir, prefix: &str, out: &mut Vec<Entry>) -> Result<(), ScanError> {
+    let io = |path: &str| {
+        let path = path.to_string();
+        move |source| ScanError::Io { path, source }
+    };
+    let shown = if prefix.is_empty() { "." } else { prefix };
+    for entry in dir.entries().map_err(io(shown))? {
+        let entry = entry.map_err(io(shown))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            return Err(ScanError::NonUtf8Name { path: format!("{prefix}/{}", name.to_string_lossy()) });
+        };
+        let path = if prefix.is_empty() { name.to_string() } else { format!("{prefix}/{name}") };
+        if out.len() >= MAX_ENTRIES {
+            return Err(ScanError::TooManyEntries { limit: MAX_ENTRIES });
+        }
+        let ft = entry.file_type().map_err(io(&path))?;
+        if ft.is_dir() {
+            out.push(Entry { path: path.clone(), kind: EntryKind::Dir });
+            let sub = entry.open_dir().map_err(io(&path))?;
+            walk(&sub, &path, out)?;
+        } else if ft.is_file() {
+            let file = entry.open().map_err(io(&path))?;
+            let (size, hash) = hash_reader(file).map_err(io(&path))?;
+            out.push(Entry { path, kind: EntryKind::File { size, hash } });
+        } else if ft.is_symlink() {
+            let target = dir.read_link_contents(name).map_err(io(&path))?;
+            let target = target.to_str().ok_or_else(|| ScanError::NonUtf8Name { path: path.clone() })?.to_string();
+            out.push(Entry { path, kind: EntryKind::Symlink { target } });
+        } else {
+            return Err(ScanError::Unsupported { path, kind: special_kind(&ft) });
+        }
+    }
+    Ok(())
+}
+
+fn special_kind(ft: &cap_std::fs::FileType) -> &'static str {
+    use cap_std::fs::FileTypeExt;
+    if ft.is_fifo() {
+        "FIFO"
+    } else if ft.is_socket() {
+        "socket"
+    } else if ft.is_block_device() || ft.is_char_device() {
+        "device"
+    } else {
+        "special"
+    }
+}
+
+/// BLAKE3 of everything `reader` yields, and how many bytes that was.
+pub fn hash_reader(mut reader: impl Read) -> std::io::Result<(u64, [u8; 32])> {
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, *h.finalize().as_bytes()))
+}
+
+/// BLAKE3 of a byte string, as a `B256`.
+pub fn blake3_b256(bytes: &[u8]) -> B256 {
+    B256::from(*blake3::hash(bytes).as_bytes())
+}
+
+/// How two trees differ, path by path: for a precise "no" from `verify`.
+pub fn diff(expected: &Tree, actual: &Tree) -> Vec<String> {
+    use std::collections::BTreeMap;
+    let index = |t: &Tree| t.entries.iter().map(|e| (e.path.clone(), e.kind.clone())).collect::<BTreeMap<_, _>>();
+    let (a, b) = (index(expected), index(actual));
+    let mut out = Vec::new();
+    for (path, kind) in &a {
+        match b.get(path) {
+            None => out.push(format!("missing: {path}")),
+            Some(other) if other != kind => out.push(format!("differs: {path}")),
+            Some(_) => {}
+        }
+    }
+    for path in b.keys().filter(|p| !a.contains_key(*p)) {
+        out.push(format!("extra: {path}"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_and_small_trees_have_fixed_roots() {
+        // Test vectors: if these change, every receipt ever issued stops verifying.
+        let empty = Tree::default();
+        assert_eq!(empty.root(), blake3_b256(b"tidepool-tree-v1\n"));
+
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("empty")).unwrap();
+        std::fs::write(tmp.path().join("a.txt"), b"hello").unwrap();
+        let tree = scan(tmp.path()).unwrap();
+        let mut expected = blake3::Hasher::new();
+        expected.update(b"tidepool-tree-v1\n");
+        expected.update(b"f");
+        expected.update(&5u64.to_le_bytes());
+        expected.update(b"a.txt");
+        expected.update(&5u64.to_le_bytes());
+        expected.update(blake3::hash(b"hello").as_bytes());
+        expected.update(b"d");
+        expected.update(&5u64.to_le_bytes());
+        expected.update(b"empty");
+        assert_eq!(tree.root(), B256::from(*expected.finalize().as_bytes()));
+        assert_eq!(
+            tree.root().to_string(),
+            "0xfcb62b77ce4d5389bf7d9258a0eaf698c8b89b211f43f6970468672c5c96c57f",
+            "the documented test vector"
+        );
+    }
+
+    #[test]
+    fn order_is_by_full_path_bytes_not_walk_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("a")).unwrap();
+        std::fs::write(tmp.path().join("a/b"), b"").unwrap();
+        std::fs::write(tmp.path().join("a.b"), b"").unwrap();
+        let paths: Vec<_> = scan(tmp.path()).unwrap().entries.into_iter().map(|e| e.path).collect();
+        assert_eq!(paths, ["a", "a.b", "a/b"]);
+    }
+
+    #[test]
+    fn symlinks_are_recorded_not_followed_and_specials_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", tmp.path().join("out")).unwrap();
+        let tree = scan(tmp.path()).unwrap();
+        assert_eq!(tree.entries[0].kind, EntryKind::Symlink { target: "/etc/passwd".into() });
+
+        let fifo = tmp.path().join("fifo");
+        let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(status.success());
+        assert!(matches!(scan(tmp.path()), Err(ScanError::Unsupported { kind: "FIFO", .. })));
+    }
+
+    #[test]
+    fn content_changes_change_the_root_and_diff_names_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("x"), b"1").unwrap();
+        std::fs::write(tmp.path().join("y"), b"2").unwrap();
+        let before = scan(tmp.path()).unwrap();
+        std::fs::write(tmp.path().join("x"), b"changed").unwrap();
+        std::fs::remove_file(tmp.path().join("y")).unwrap();
+        std::fs::write(tmp.path().join("z"), b"").unwrap();
+        let after = scan(tmp.path()).unwrap();
+        assert_ne!(before.root(), after.root());
+        assert_eq!(diff(&before, &after), ["differs: x", "missing: y", "extra: z"]);
+    }
+}

@@ -1,0 +1,118 @@
+//! Re-executing a receipt: the auditor's yes or precise no.
+
+use std::path::PathBuf;
+
+use crate::Runtime;
+use crate::error::Result;
+use crate::job::{Algorithm, InputSpec, JobSpec};
+use crate::receipt::{FieldDiff, Outcome, RECEIPT_VERSION, Receipt};
+use crate::tree;
+
+/// What to check a receipt against.
+#[derive(Clone, Debug)]
+pub struct VerifyRequest {
+    pub receipt: Receipt,
+    pub algorithm: Algorithm,
+    pub inputs: Vec<InputSpec>,
+    /// Outputs someone claims the job produced, checked against the receipt and the rerun.
+    pub claimed_outputs: Option<PathBuf>,
+}
+
+/// The verdict, with every reason for a "no".
+#[derive(Clone, Debug)]
+pub struct VerifyReport {
+    /// Hashed fields where the given receipt and the re-execution disagree.
+    pub mismatches: Vec<FieldDiff>,
+    /// How the claimed outputs differ from the re-executed ones (path by path).
+    pub output_mismatches: Vec<String>,
+    /// Things worth knowing that do not make the verdict (e.g. a timeout receipt).
+    pub notes: Vec<String>,
+    /// The receipt the re-execution produced.
+    pub rerun: Receipt,
+}
+
+impl VerifyReport {
+    /// True when the receipt is confirmed.
+    pub fn verified(&self) -> bool {
+        self.mismatches.is_empty() && self.output_mismatches.is_empty()
+    }
+}
+
+/// Fields that depend on wall time when the job timed out: not comparable then.
+const TIMING_DEPENDENT: &[&str] =
+    &["fuel_consumed", "outputs_root", "stdout_hash", "stdout_len", "stderr_hash", "stderr_len"];
+
+impl Runtime {
+    /// Re-executes `req.receipt`'s job under its limits, seed and arguments, and compares.
+    pub fn verify(&self, req: &VerifyRequest) -> Result<VerifyReport> {
+        let claimed = &req.receipt;
+        let mut mismatches = Vec::new();
+        let mut notes = Vec::new();
+        if !claimed.hash_is_consistent() {
+            mismatches.push(FieldDiff {
+                field: "receipt_hash".into(),
+                expected: claimed.compute_hash().to_string(),
+                actual: format!("{} (does not match the receipt's own fields: it was altered)", claimed.receipt_hash),
+            });
+        }
+        if claimed.version != RECEIPT_VERSION {
+            notes.push(format!("receipt version {} (this verifier writes version {RECEIPT_VERSION})", claimed.version));
+        }
+        if claimed.runtime.tidepool_version != crate::VERSION {
+            notes.push(format!(
+                "the receipt was made by tidepool {}, this is {}: fuel figures may legitimately differ",
+                claimed.runtime.tidepool_version,
+                crate::VERSION
+            ));
+        }
+
+        let scratch = tempfile::tempdir().map_err(crate::Error::io("creating a directory for the re-execution"))?;
+        let mut algorithm = req.algorithm.clone();
+        algorithm.name = claimed.algorithm_name.clone();
+        let spec = JobSpec {
+            algorithm,
+            inputs: req.inputs.clone(),
+            output_dir: scratch.path().join("outputs"),
+            args: claimed.args.clone(),
+            limits: claimed.limits.clone(),
+            seed: Some(claimed.seed),
+            events: None,
+            cancel: None,
+        };
+        let rerun = self.run(&spec)?;
+
+        let timed_out = claimed.outcome == Outcome::Timeout || rerun.receipt.outcome == Outcome::Timeout;
+        for d in claimed.diff(&rerun.receipt) {
+            let both_timed_out = claimed.outcome == Outcome::Timeout && rerun.receipt.outcome == Outcome::Timeout;
+            if both_timed_out && TIMING_DEPENDENT.contains(&d.field.as_str()) {
+                continue;
+            }
+            mismatches.push(d);
+        }
+        if timed_out {
+            notes.push(
+                "the job hit its wall-clock timeout: that outcome depends on the machine, so fuel, outputs and logs \
+                 are not compared when both runs timed out"
+                    .into(),
+            );
+        }
+
+        let mut output_mismatches = Vec::new();
+        if let Some(dir) = &req.claimed_outputs {
+            match tree::scan(dir) {
+                Ok(claimed_tree) => {
+                    if claimed_tree.root() != claimed.outputs_root {
+                        output_mismatches.push(format!(
+                            "the claimed outputs' root {} is not the receipt's outputs_root {}",
+                            claimed_tree.root(),
+                            claimed.outputs_root
+                        ));
+                    }
+                    output_mismatches.extend(tree::diff(&rerun.outputs, &claimed_tree));
+                }
+                Err(e) => output_mismatches.push(format!("cannot read the claimed outputs: {e}")),
+            }
+        }
+        Ok(VerifyReport { mismatches, output_mismatches, notes, rerun: rerun.receipt })
+    }
+}
