@@ -116,11 +116,14 @@ pub(crate) struct Capture {
     lines: Option<LineSplitter>,
 }
 
+/// Receives each complete line of a captured stream.
+pub(crate) type LineSink = Box<dyn FnMut(&[u8])>;
+
 /// Hands complete lines of a stream to a callback (used to surface guest progress events).
 struct LineSplitter {
     partial: Vec<u8>,
     overflowed: bool,
-    sink: Box<dyn FnMut(&[u8])>,
+    sink: LineSink,
 }
 
 /// Longest line handed to a line sink; longer lines are skipped, so memory stays bounded.
@@ -132,7 +135,7 @@ impl Capture {
     }
 
     /// Also hand every complete line (without its `\n`) to `sink` as it is written.
-    pub(crate) fn with_line_sink(mut self, sink: Box<dyn FnMut(&[u8])>) -> Self {
+    pub(crate) fn with_line_sink(mut self, sink: LineSink) -> Self {
         self.lines = Some(LineSplitter { partial: Vec::new(), overflowed: false, sink });
         self
     }

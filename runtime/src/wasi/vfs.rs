@@ -837,10 +837,10 @@ impl Vfs {
             return Err(Fault::Errno(errno::NOENT));
         }
         let dst = to_dir.get(to);
-        if let Some(dst) = &dst {
-            if same_node(&src, dst) {
-                return Ok(());
-            }
+        if let Some(dst) = &dst
+            && same_node(&src, dst)
+        {
+            return Ok(());
         }
         match (&src, &dst) {
             (Node::Dir(s), dst) => {

@@ -1,1 +1,18 @@
+//! Paths of the wasm modules the tests run: the test guests (`tests/guests/src/bin/*.rs`) and
+//! the example algorithms, built for `wasm32-wasip1` by this crate's build script.
 
+use std::path::PathBuf;
+
+/// The directory holding every built module.
+pub fn dir() -> PathBuf {
+    PathBuf::from(env!("TIDEPOOL_GUESTS_DIR"))
+}
+
+/// The module built from `tests/guests/src/bin/<name>.rs` or from the example `<name>`.
+///
+/// Panics when it does not exist: that is a mistake in the test, not a condition to handle.
+pub fn module(name: &str) -> PathBuf {
+    let path = dir().join(format!("{name}.wasm"));
+    assert!(path.exists(), "no guest module {} (is there a tests/guests/src/bin/{name}.rs?)", path.display());
+    path
+}

@@ -73,7 +73,9 @@ enum Sub {
     BadClock,
 }
 
-fn decode(c: &WasiCtx, m: &GuestMem<'_>, at: u32) -> Result<(u64, u8, Sub), Errno> {
+/// Decodes the subscription at `at`; relative timeouts count from `now` (the virtual time when
+/// the call began, so both passes agree on every deadline).
+fn decode(c: &WasiCtx, m: &GuestMem<'_>, at: u32, now: u64) -> Result<(u64, u8, Sub), Errno> {
     let userdata = m.read_u64(at)?;
     let tag = m.read_u8(at + 8)?;
     let sub = match tag {
@@ -81,7 +83,6 @@ fn decode(c: &WasiCtx, m: &GuestMem<'_>, at: u32) -> Result<(u64, u8, Sub), Errn
             let id = m.read_u32(at + 16)?;
             let timeout = m.read_u64(at + 24)?;
             let flags = m.read_u16(at + 40)?;
-            let now = c.clock.elapsed_ns();
             let absolute = flags & event::ABSTIME != 0;
             match id {
                 clockid::REALTIME if absolute => Sub::Clock { deadline: timeout.saturating_sub(REALTIME_BASE_NS) },
@@ -134,11 +135,12 @@ pub(super) fn poll_oneoff(c: &mut WasiCtx, m: &mut GuestMem<'_>, subs: u32, even
     let sub_at =
         |i: u32| i.checked_mul(layout::SUBSCRIPTION_SIZE).and_then(|o| subs.checked_add(o)).ok_or(errno::FAULT);
     let event_at = |i: u32| i.checked_mul(layout::EVENT_SIZE).and_then(|o| events.checked_add(o)).ok_or(errno::FAULT);
+    let start = c.clock.elapsed_ns();
     // First pass: anything ready now (descriptors, bad clocks), and the earliest deadline.
     let mut ready = 0u32;
     let mut earliest = u64::MAX;
     for i in 0..n {
-        match decode(c, m, sub_at(i)?)?.2 {
+        match decode(c, m, sub_at(i)?, start)?.2 {
             Sub::Clock { deadline } => earliest = earliest.min(deadline),
             Sub::Fd { .. } | Sub::BadClock => ready += 1,
         }
@@ -147,22 +149,21 @@ pub(super) fn poll_oneoff(c: &mut WasiCtx, m: &mut GuestMem<'_>, subs: u32, even
     if ready == 0 {
         // Nothing is ready: sleep (virtually) until the earliest deadline, then fire every
         // clock due by then.
-        let now = c.clock.elapsed_ns();
-        if earliest > now {
-            c.clock.slept_ns = c.clock.slept_ns.saturating_add(earliest - now);
+        if earliest > start {
+            c.clock.slept_ns = c.clock.slept_ns.saturating_add(earliest - start);
         }
         let now = c.clock.elapsed_ns();
         for i in 0..n {
-            if let (userdata, tag, Sub::Clock { deadline }) = decode(c, m, sub_at(i)?)? {
-                if deadline <= now {
-                    write_event(m, event_at(written)?, userdata, 0, tag, 0, 0)?;
-                    written += 1;
-                }
+            if let (userdata, tag, Sub::Clock { deadline }) = decode(c, m, sub_at(i)?, start)?
+                && deadline <= now
+            {
+                write_event(m, event_at(written)?, userdata, 0, tag, 0, 0)?;
+                written += 1;
             }
         }
     } else {
         for i in 0..n {
-            match decode(c, m, sub_at(i)?)? {
+            match decode(c, m, sub_at(i)?, start)? {
                 (userdata, tag, Sub::Fd { error, nbytes, flags }) => {
                     write_event(m, event_at(written)?, userdata, error, tag, nbytes, flags)?;
                     written += 1;

@@ -1,0 +1,200 @@
+//! Limits: every limit hit is an outcome in the receipt, never a host crash, and the host's
+//! memory and disk stay bounded whatever the guest does. Modules the sandbox cannot run are
+//! refused before execution with an error naming the problem.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tidepool_runtime::{Algorithm, Error, Outcome};
+
+use crate::util::{Opts, run, runtime};
+
+fn misbehave(mode: &[&str], limits: impl FnOnce(&mut tidepool_runtime::Limits)) -> crate::util::Ran {
+    let mut args = mode.to_vec();
+    args.retain(|a| !a.is_empty());
+    run("misbehave", &Opts::default().args(&args).limits(limits))
+}
+
+/// Total bytes and number of files under `dir`, from the host's point of view.
+fn disk_usage(dir: &std::path::Path) -> (u64, u64) {
+    let tree = tidepool_runtime::tree::scan(dir).unwrap();
+    let (files, bytes) = tree.file_stats();
+    (bytes, files)
+}
+
+#[test]
+fn fuel_exhaustion_is_deterministic() {
+    let a = misbehave(&["spin"], |l| l.fuel = 5_000_000);
+    let b = misbehave(&["spin"], |l| l.fuel = 5_000_000);
+    assert_eq!(a.outcome(), &Outcome::OutOfFuel);
+    assert_eq!(a.result.receipt.fuel_consumed, 5_000_000, "all the fuel, exactly");
+    assert!(a.result.receipt.deterministic);
+    assert_eq!(a.result.receipt.receipt_hash, b.result.receipt.receipt_hash);
+}
+
+#[test]
+fn the_wall_clock_timeout_stops_an_endless_loop() {
+    let r = misbehave(&["spin"], |l| {
+        l.timeout_ms = 300;
+        l.fuel = u64::MAX / 2;
+    });
+    assert_eq!(r.outcome(), &Outcome::Timeout);
+    assert!(!r.result.receipt.deterministic, "a timeout depends on the machine");
+    assert!(r.result.receipt.hash_is_consistent());
+}
+
+#[test]
+fn memory_bombs_hit_the_memory_limit() {
+    let r = misbehave(&["alloc"], |l| l.memory_bytes = 16 << 20);
+    assert_eq!(r.outcome(), &Outcome::MemoryLimit, "stderr: {}", r.stderr());
+    // A module whose initial memory is over the limit never starts.
+    let tmp = tempfile::tempdir().unwrap();
+    let big = wat::parse_str(r#"(module (memory (export "memory") 100) (func (export "_start")))"#).unwrap();
+    let spec = Opts::default()
+        .limits(|l| l.memory_bytes = 1 << 20)
+        .spec(Algorithm { name: "big".into(), bytes: big.into() }, &tmp.path().join("out"));
+    assert_eq!(runtime().run(&spec).unwrap().receipt.outcome, Outcome::MemoryLimit);
+}
+
+#[test]
+fn an_endless_writer_is_stopped_at_the_output_quota() {
+    let quota = 1 << 20;
+    let r = misbehave(&["file"], |l| l.output_bytes = quota);
+    assert_eq!(r.outcome(), &Outcome::OutputQuota);
+    let (bytes, files) = disk_usage(&r.outputs());
+    assert_eq!(files, 1);
+    assert!(bytes <= quota, "{bytes} bytes on disk for a {quota}-byte quota");
+    assert_eq!(bytes, quota, "64 KiB writes fill a 1 MiB quota exactly before the crossing write");
+    // Nothing is left behind beside the outputs (the scratch directory is removed).
+    let leftovers: Vec<_> = std::fs::read_dir(r.dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers, [std::ffi::OsString::from("out")]);
+}
+
+#[test]
+fn sparse_growth_counts_against_the_quota() {
+    let r = misbehave(&["sparse"], |l| l.output_bytes = 1 << 30);
+    assert_eq!(r.outcome(), &Outcome::OutputQuota, "a 1 TiB sparse file must not be allowed");
+    assert_eq!(disk_usage(&r.outputs()), (0, 1));
+}
+
+#[test]
+fn creating_files_forever_hits_the_file_quota() {
+    let r = misbehave(&["files"], |l| l.output_files = 50);
+    assert_eq!(r.outcome(), &Outcome::OutputQuota);
+    assert_eq!(disk_usage(&r.outputs()).1, 50);
+}
+
+#[test]
+fn stdout_floods_are_capped_and_counted() {
+    let r = misbehave(&["stdout"], |l| {
+        l.stdout_bytes = 4096;
+        l.fuel = 20_000_000;
+    });
+    assert_eq!(r.outcome(), &Outcome::OutOfFuel);
+    assert_eq!(r.result.stdout.len(), 4096, "only the cap is kept in host memory");
+    assert!(r.result.receipt.stdout_len > 1_000_000, "the rest is counted: {}", r.result.receipt.stdout_len);
+}
+
+#[test]
+fn exits_traps_and_panics_are_outcomes() {
+    assert_eq!(misbehave(&["exit", "3"], |_| {}).outcome(), &Outcome::Exited { code: 3 });
+    assert_eq!(misbehave(&["exit", "0"], |_| {}).outcome(), &Outcome::Exited { code: 0 });
+    let panicked = misbehave(&["panic"], |_| {});
+    assert!(matches!(panicked.outcome(), Outcome::Trap { message } if message.contains("unreachable")));
+    assert!(panicked.stderr().contains("the algorithm gave up"));
+    let oob = misbehave(&["oob"], |_| {});
+    assert!(
+        matches!(oob.outcome(), Outcome::Trap { message } if message.contains("out of bounds")),
+        "{}",
+        oob.outcome()
+    );
+}
+
+#[test]
+fn a_running_job_can_be_cancelled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut spec = Opts::default()
+        .args(&["spin"])
+        .limits(|l| l.fuel = u64::MAX / 2)
+        .spec(crate::util::guest("misbehave"), &tmp.path().join("out"));
+    let cancel = Arc::new(AtomicBool::new(false));
+    spec.cancel = Some(cancel.clone());
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        cancel.store(true, Ordering::Relaxed);
+    });
+    assert!(matches!(runtime().run(&spec), Err(Error::Cancelled)));
+    stopper.join().unwrap();
+}
+
+fn refused(bytes: Vec<u8>, limits: impl FnOnce(&mut tidepool_runtime::Limits)) -> Error {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = Opts::default()
+        .limits(limits)
+        .spec(Algorithm { name: "m".into(), bytes: bytes.into() }, &tmp.path().join("out"));
+    let err = runtime().run(&spec).expect_err("the module must be refused");
+    assert!(!tmp.path().join("out").exists(), "nothing is created for a refused module");
+    err
+}
+
+#[test]
+fn modules_are_admitted_before_they_run() {
+    let wat = |s: &str| wat::parse_str(s).unwrap();
+    let err = refused(
+        wat(r#"(module (import "env" "now" (func)) (memory (export "memory") 1) (func (export "_start")))"#),
+        |_| {},
+    );
+    assert!(matches!(&err, Error::ForbiddenImport { module, name } if module == "env" && name == "now"), "{err}");
+    assert!(err.to_string().contains("env::now"));
+    let err = refused(
+        wat(
+            r#"(module (import "wasi_snapshot_preview1" "sock_open" (func)) (memory (export "memory") 1) (func (export "_start")))"#,
+        ),
+        |_| {},
+    );
+    assert!(matches!(&err, Error::ForbiddenImport { name, .. } if name == "sock_open"), "{err}");
+    let err = refused(
+        wat(
+            r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i64))) (memory (export "memory") 1) (func (export "_start")))"#,
+        ),
+        |_| {},
+    );
+    assert!(matches!(err, Error::InvalidModule { .. }), "a wrong signature: {err}");
+    let err = refused(wat(r#"(module (memory (export "memory") 1) (func (export "run")))"#), |_| {});
+    assert!(err.to_string().contains("_start"), "{err}");
+    let err = refused(wat(r#"(module (func (export "_start")))"#), |_| {});
+    assert!(err.to_string().contains("memory"), "{err}");
+    assert!(matches!(refused(b"not wasm at all".to_vec(), |_| {}), Error::InvalidModule { .. }));
+    let err = refused(b"\0asm\x0d\0\x01\0rest".to_vec(), |_| {});
+    assert!(err.to_string().contains("component"), "{err}");
+    let truncated = wat(r#"(module (memory (export "memory") 1) (func (export "_start")))"#);
+    assert!(matches!(refused(truncated[..truncated.len() - 3].to_vec(), |_| {}), Error::InvalidModule { .. }));
+    let err =
+        refused(wat(r#"(module (memory (export "memory") 1) (func (export "_start")))"#), |l| l.module_bytes = 10);
+    assert!(matches!(err, Error::ModuleTooLarge { limit: 10, .. }), "{err}");
+}
+
+#[test]
+fn bad_jobs_are_refused_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let alg = crate::util::guest("misbehave");
+    let run_spec = |opts: Opts, out: &str| runtime().run(&opts.spec(alg.clone(), &tmp.path().join(out))).unwrap_err();
+    let missing = run_spec(Opts::default().input("data", &tmp.path().join("nope")), "o1");
+    assert!(matches!(&missing, Error::InvalidInput { name, .. } if name == "data"), "{missing}");
+    let bad_name = run_spec(Opts::default().input("../up", tmp.path()), "o2");
+    assert!(matches!(bad_name, Error::InvalidInput { .. }));
+    let twice = run_spec(Opts::default().input("a", tmp.path()).input("a", tmp.path()), "o3");
+    assert!(twice.to_string().contains("twice"), "{twice}");
+    std::fs::create_dir(tmp.path().join("full")).unwrap();
+    std::fs::write(tmp.path().join("full/keep"), b"mine").unwrap();
+    let full = run_spec(Opts::default(), "full");
+    assert!(matches!(full, Error::InvalidOutput { .. }), "{full}");
+    assert_eq!(std::fs::read(tmp.path().join("full/keep")).unwrap(), b"mine", "existing files are never touched");
+    let fifo_dir = tmp.path().join("fifo");
+    std::fs::create_dir(&fifo_dir).unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(fifo_dir.join("pipe")).status().unwrap().success());
+    let fifo = run_spec(Opts::default().input("d", &fifo_dir), "o4");
+    assert!(fifo.to_string().contains("FIFO"), "{fifo}");
+    let zero_fuel = run_spec(Opts::default().limits(|l| l.fuel = 0), "o5");
+    assert!(matches!(zero_fuel, Error::InvalidLimits { .. }));
+}

@@ -1,0 +1,162 @@
+//! Receipts and verification, with the example algorithms doing real work.
+
+use std::collections::HashMap;
+
+use tidepool_runtime::receipt::Outcome;
+use tidepool_runtime::tree;
+use tidepool_runtime::{Algorithm, InputSpec, VerifyRequest};
+
+use crate::util::{Opts, dataset, guest, run, runtime};
+
+const BOOK: &str = "It was the best of times, it was the worst of times, it was the age of wisdom, \
+                    it was the age of foolishness. The end; the END!\n";
+
+fn verify(
+    alg: Algorithm,
+    receipt: &tidepool_runtime::Receipt,
+    inputs: &[(&str, &std::path::Path)],
+    claimed: Option<&std::path::Path>,
+) -> tidepool_runtime::VerifyReport {
+    runtime()
+        .verify(&VerifyRequest {
+            receipt: receipt.clone(),
+            algorithm: alg,
+            inputs: inputs.iter().map(|(n, d)| InputSpec { name: n.to_string(), dir: d.to_path_buf() }).collect(),
+            claimed_outputs: claimed.map(|p| p.to_path_buf()),
+        })
+        .unwrap()
+}
+
+#[test]
+fn wordfreq_counts_words_and_its_receipt_describes_the_run() {
+    let books = dataset(&[("dickens.txt", BOOK.as_bytes()), ("more/short.txt", b"Times. times? TIMES")]);
+    let ran = run("wordfreq", &Opts::default().input("books", books.path()).args(&["--top", "3"]));
+    ran.assert_success();
+    // Count independently.
+    let mut counts: HashMap<String, u64> = HashMap::new();
+    for text in [BOOK, "Times. times? TIMES"] {
+        for w in text.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()) {
+            *counts.entry(w.to_ascii_lowercase()).or_default() += 1;
+        }
+    }
+    let mut ranked: Vec<(String, u64)> = counts.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let expected: String = std::iter::once("word,count\n".to_string())
+        .chain(ranked.iter().take(3).map(|(w, c)| format!("{w},{c}\n")))
+        .collect();
+    assert_eq!(std::fs::read_to_string(ran.outputs().join("wordfreq.csv")).unwrap(), expected);
+
+    let r = &ran.result.receipt;
+    assert!(r.hash_is_consistent());
+    assert_eq!(r.algorithm_name, "wordfreq");
+    assert_eq!(r.args, ["--top", "3"]);
+    assert_eq!(r.algorithm_hash, guest("wordfreq").hash());
+    assert_eq!(r.inputs.len(), 1);
+    assert_eq!(r.inputs[0].root, tree::scan(books.path()).unwrap().root());
+    assert_eq!(r.outputs_root, tree::scan(&ran.outputs()).unwrap().root());
+    assert_eq!(r.stdout_hash, tree::blake3_b256(&ran.result.stdout));
+    assert_eq!(r.stderr_hash, tree::blake3_b256(&ran.result.stderr));
+    assert_eq!(r.stderr_len, ran.result.stderr.len() as u64);
+    assert!(r.fuel_consumed > 0 && r.fuel_consumed < r.limits.fuel);
+    // The SDK's progress and metric lines are in the log.
+    assert!(ran.stderr().contains(r#"@tidepool {"event":"progress""#), "{}", ran.stderr());
+    assert!(ran.stderr().contains(r#""event":"metric","name":"words""#));
+}
+
+#[test]
+fn guest_events_reach_the_host_while_the_job_runs() {
+    let books = dataset(&[("a.txt", b"one two"), ("b.txt", b"three")]);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut spec = Opts::default().input("books", books.path()).spec(guest("wordfreq"), &tmp.path().join("out"));
+    spec.events = Some(std::sync::Arc::new(move |e| sink.lock().unwrap().push(e)));
+    runtime().run(&spec).unwrap();
+    let events = seen.lock().unwrap();
+    use tidepool_runtime::GuestEvent::*;
+    assert!(events.iter().any(|e| matches!(e, Progress { done: 12, total: Some(12), .. })), "{events:?}");
+    assert!(events.iter().any(|e| matches!(e, Metric { name, value } if name == "words" && *value == 3.0)));
+}
+
+#[test]
+fn csv_stats_computes_per_column_statistics() {
+    let csv = "name,age,score\nann,30,1.5\nbob,40,2.5\n\"c, d\",,3.5\neve,50,x\n";
+    let data = dataset(&[("people.csv", csv.as_bytes()), ("notes.txt", b"ignored")]);
+    let ran = run("csv-stats", &Opts::default().input("survey", data.path()));
+    ran.assert_success();
+    let table = std::fs::read_to_string(ran.outputs().join("stats.csv")).unwrap();
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows[0], "dataset,file,column,count,missing,mean,stddev,min,p05,p25,median,p75,p95,max");
+    assert_eq!(rows.len(), 4, "one row per column of the one CSV file:\n{table}");
+    // age: 30, 40, 50 (one empty cell); score: 1.5, 2.5, 3.5 (one `x`).
+    assert_eq!(rows[2], "survey,people.csv,age,3,1,40,10,30,31,35,40,45,49,50");
+    assert_eq!(rows[3], "survey,people.csv,score,3,1,2.5,1,1.5,1.6,2,2.5,3,3.4,3.5");
+    assert!(rows[1].starts_with("survey,people.csv,name,0,4,"), "{}", rows[1]);
+    let json = std::fs::read_to_string(ran.outputs().join("stats.json")).unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(parsed[1]["quantiles"]["p50"], 40.0);
+}
+
+#[test]
+fn mandelbrot_renders_a_pgm() {
+    let ran = run("mandelbrot", &Opts::default().args(&["--width", "64", "--height", "48", "--max-iter", "100"]));
+    ran.assert_success();
+    let pgm = std::fs::read(ran.outputs().join("mandelbrot.pgm")).unwrap();
+    let header = b"P5\n64 48\n255\n";
+    assert_eq!(&pgm[..header.len()], header);
+    assert_eq!(pgm.len(), header.len() + 64 * 48);
+    // The centre row is the real axis from -2 to 1: c = -2 (the needle's tip) and c = -1 are
+    // inside the set (black), c = 0.5 is outside. The top-left corner, -2 - 1.125i, is outside.
+    let pixel = |x: usize, y: usize| pgm[header.len() + y * 64 + x];
+    assert_eq!(pixel(0, 24), 0, "c = -2");
+    assert_eq!(pixel(32 - 11, 24), 0, "c = -0.5 - 11 * 3/64 ≈ -1.02");
+    assert!(pixel(32 + 21, 24) > 0, "c = -0.5 + 21 * 3/64 ≈ 0.48");
+    assert!(pixel(0, 0) > 0, "c = -2 - 1.125i");
+}
+
+#[test]
+fn verify_confirms_an_honest_receipt_and_its_outputs() {
+    let books = dataset(&[("dickens.txt", BOOK.as_bytes())]);
+    let ran = run("wordfreq", &Opts::default().input("books", books.path()));
+    let report = verify(guest("wordfreq"), &ran.result.receipt, &[("books", books.path())], Some(&ran.outputs()));
+    assert!(report.verified(), "{:?} {:?}", report.mismatches, report.output_mismatches);
+    assert_eq!(report.rerun.receipt_hash, ran.result.receipt.receipt_hash);
+}
+
+#[test]
+fn verify_names_what_differs() {
+    let books = dataset(&[("dickens.txt", BOOK.as_bytes())]);
+    let ran = run("wordfreq", &Opts::default().input("books", books.path()));
+    let receipt = ran.result.receipt.clone();
+    let fields = |r: &tidepool_runtime::VerifyReport| r.mismatches.iter().map(|d| d.field.clone()).collect::<Vec<_>>();
+
+    // Tampered inputs.
+    let tampered = dataset(&[("dickens.txt", b"It was the best of times. Or so they say.")]);
+    let report = verify(guest("wordfreq"), &receipt, &[("books", tampered.path())], None);
+    assert!(!report.verified());
+    let f = fields(&report);
+    assert!(f.contains(&"inputs[books].root".to_string()) && f.contains(&"outputs_root".to_string()), "{f:?}");
+
+    // A forged field, left unsealed: the hash gives it away.
+    let mut forged = receipt.clone();
+    forged.fuel_consumed /= 2;
+    let f = fields(&verify(guest("wordfreq"), &forged, &[("books", books.path())], None));
+    assert!(f.contains(&"receipt_hash".to_string()) && f.contains(&"fuel_consumed".to_string()), "{f:?}");
+
+    // A forged field, resealed: re-execution gives it away.
+    let resealed = tidepool_runtime::Receipt { outcome: Outcome::Exited { code: 1 }, ..receipt.clone() }.seal();
+    let f = fields(&verify(guest("wordfreq"), &resealed, &[("books", books.path())], None));
+    assert_eq!(f, ["outcome.code"], "{f:?}");
+
+    // Another algorithm.
+    let f = fields(&verify(guest("csv-stats"), &receipt, &[("books", books.path())], None));
+    assert!(f.contains(&"algorithm_hash".to_string()), "{f:?}");
+
+    // Claimed outputs that were altered.
+    std::fs::write(ran.outputs().join("wordfreq.csv"), "word,count\nfake,1000\n").unwrap();
+    std::fs::write(ran.outputs().join("extra.txt"), "planted").unwrap();
+    let report = verify(guest("wordfreq"), &receipt, &[("books", books.path())], Some(&ran.outputs()));
+    assert!(report.mismatches.is_empty(), "the job itself re-executes identically");
+    assert!(report.output_mismatches.iter().any(|m| m == "differs: wordfreq.csv"), "{:?}", report.output_mismatches);
+    assert!(report.output_mismatches.iter().any(|m| m == "extra: extra.txt"));
+}
