@@ -14,6 +14,7 @@ use tracing::instrument;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use crate::Runtime;
+use crate::engine::{Compiled, EngineState};
 use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::receipt::{InputRoot, Outcome, RECEIPT_VERSION, Receipt, ReceiptMeta, RuntimeInfo, derive_seed};
@@ -65,6 +66,17 @@ pub fn sanitize_name(name: &str) -> String {
 pub struct InputSpec {
     pub name: String,
     pub dir: PathBuf,
+    /// The dataset's tree, when already known (e.g. hashed when it was published into an
+    /// immutable store). Staging then trusts it instead of scanning and hashing `dir` again.
+    /// Leave `None` unless `dir` cannot have changed since the tree was computed.
+    pub manifest: Option<Arc<Tree>>,
+}
+
+impl InputSpec {
+    /// A dataset to be scanned and hashed when the job starts.
+    pub fn new(name: impl Into<String>, dir: impl Into<PathBuf>) -> Self {
+        Self { name: name.into(), dir: dir.into(), manifest: None }
+    }
 }
 
 /// A structured event a guest reported on stderr (see the guest SDK).
@@ -85,8 +97,28 @@ impl GuestEvent {
     }
 }
 
-/// Receives guest events as they happen, on the job's thread.
-pub type EventSink = Arc<dyn Fn(GuestEvent) + Send + Sync>;
+/// The phases of a job, in order (named after Ocean's compute statuses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Scanning and hashing the input datasets.
+    ConfiguringVolumes,
+    /// Compiling (or fetching from the cache) and admitting the module.
+    Provisioning,
+    /// The guest is running.
+    Running,
+    /// Moving outputs into place and hashing them.
+    PublishingResults,
+}
+
+/// Something that happened during a job.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobEvent {
+    Stage(Stage),
+    Guest(GuestEvent),
+}
+
+/// Receives job events as they happen, on the job's thread.
+pub type EventSink = Arc<dyn Fn(JobEvent) + Send + Sync>;
 
 /// Everything that defines a job.
 #[derive(Clone)]
@@ -209,10 +241,10 @@ fn scratch_dir(output: &Path) -> Result<tempfile::TempDir> {
         .map_err(Error::io("creating a scratch directory"))
 }
 
-/// A staged input: its root hash, entries and an open handle on its directory.
+/// A staged input: its entries and an open handle on its directory.
 struct Staged {
     name: String,
-    tree: Tree,
+    tree: Arc<Tree>,
     dir: Rc<cap_std::fs::Dir>,
 }
 
@@ -220,7 +252,10 @@ fn stage_input(input: &InputSpec) -> Result<Staged> {
     let invalid = |reason: String| Error::InvalidInput { name: input.name.clone(), reason };
     let dir = cap_std::fs::Dir::open_ambient_dir(&input.dir, cap_std::ambient_authority())
         .map_err(|e| invalid(format!("cannot open {}: {e}", input.dir.display())))?;
-    let tree = tree::scan_dir(&dir).map_err(|e| invalid(format!("{} ({})", e, input.dir.display())))?;
+    let tree = match &input.manifest {
+        Some(tree) => tree.clone(),
+        None => Arc::new(tree::scan_dir(&dir).map_err(|e| invalid(format!("{} ({})", e, input.dir.display())))?),
+    };
     Ok(Staged { name: input.name.clone(), tree, dir: Rc::new(dir) })
 }
 
@@ -244,6 +279,24 @@ fn mount_input(vfs: &Vfs, root: &crate::wasi::vfs::DirRef, staged: &Staged) {
             EntryKind::Symlink { target } => vfs.stage_symlink(&parent, name, target),
         }
     }
+}
+
+/// A store for one job: the WASI state, the memory limiter, and the fuel.
+fn new_store(engine: &EngineState, wasi: WasiCtx, limits: &Limits) -> Result<Store<StoreState>> {
+    let state = StoreState { wasi, limiter: Limiter::new(limits.memory_bytes), memory: None, fuel_limit: limits.fuel };
+    let mut store = Store::new(&engine.engine, state);
+    store.limiter(|s| &mut s.limiter);
+    if engine.fuel_metering {
+        store.set_fuel(limits.fuel).map_err(Error::engine)?;
+    }
+    Ok(store)
+}
+
+/// Instantiates the module and runs `_start`.
+fn start(compiled: &Compiled, store: &mut Store<StoreState>) -> wasmtime::Result<()> {
+    let instance = compiled.pre.instantiate(&mut *store)?;
+    store.data_mut().memory = instance.get_memory(&mut *store, "memory");
+    instance.get_typed_func::<(), ()>(&mut *store, "_start")?.call(&mut *store, ())
 }
 
 fn classify(result: wasmtime::Result<()>, memory_denied: bool) -> Result<Outcome> {
@@ -280,16 +333,24 @@ impl Runtime {
     pub fn run(&self, spec: &JobSpec) -> Result<JobResult> {
         let started = Instant::now();
         check_spec(spec)?;
-        let engine = self.engine(spec.limits.max_wasm_stack)?;
+        let stage = |s: Stage| {
+            if let Some(sink) = &spec.events {
+                sink(JobEvent::Stage(s));
+            }
+        };
         let algorithm_hash = spec.algorithm.hash();
-        let (compiled, compile_cached) = engine.compile(algorithm_hash, &spec.algorithm.bytes)?;
 
+        stage(Stage::ConfiguringVolumes);
         let mut inputs: Vec<&InputSpec> = spec.inputs.iter().collect();
         inputs.sort_by(|a, b| a.name.cmp(&b.name));
         let staged = inputs.into_iter().map(stage_input).collect::<Result<Vec<_>>>()?;
         let input_roots: Vec<InputRoot> =
             staged.iter().map(|s| InputRoot { name: s.name.clone(), root: s.tree.root() }).collect();
         let seed = spec.seed.unwrap_or_else(|| derive_seed(&algorithm_hash, &input_roots, &spec.args));
+
+        stage(Stage::Provisioning);
+        let engine = self.engine(spec.limits.max_wasm_stack)?;
+        let (compiled, compile_cached) = engine.compile(algorithm_hash, &spec.algorithm.bytes)?;
 
         prepare_output(&spec.output_dir)?;
         let scratch = scratch_dir(&spec.output_dir)?;
@@ -311,7 +372,7 @@ impl Runtime {
         if let Some(sink) = spec.events.clone() {
             stderr = stderr.with_line_sink(Box::new(move |line| {
                 if let Some(event) = GuestEvent::parse(line) {
-                    sink(event);
+                    sink(JobEvent::Guest(event));
                 }
             }));
         }
@@ -328,14 +389,7 @@ impl Runtime {
             stderr,
         );
 
-        let mut store = Store::new(
-            &engine.engine,
-            StoreState { wasi, limiter: Limiter::new(limits.memory_bytes), memory: None, fuel_limit: limits.fuel },
-        );
-        store.limiter(|s| &mut s.limiter);
-        if engine.fuel_metering {
-            store.set_fuel(limits.fuel).map_err(Error::engine)?;
-        }
+        let mut store = new_store(&engine, wasi, limits)?;
         let deadline = started + limits.timeout();
         let cancel = spec.cancel.clone();
         store.set_epoch_deadline(1);
@@ -349,16 +403,13 @@ impl Runtime {
             Ok(UpdateDeadline::Continue(1))
         });
 
-        let result = (|| {
-            let instance = compiled.pre.instantiate(&mut store)?;
-            store.data_mut().memory = instance.get_memory(&mut store, "memory");
-            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-            start.call(&mut store, ())
-        })();
+        stage(Stage::Running);
+        let result = start(&compiled, &mut store);
         let fuel_consumed = if engine.fuel_metering { limits.fuel - store.get_fuel().unwrap_or(0) } else { 0 };
         let outcome = classify(result, store.data().limiter.memory_denied)?;
         tracing::debug!(%outcome, fuel_consumed, "guest finished");
 
+        stage(Stage::PublishingResults);
         let state = store.into_data();
         let WasiCtx { vfs, stdout, stderr, fds, .. } = state.wasi;
         drop(fds);
@@ -402,6 +453,35 @@ impl Runtime {
         }
         .seal();
         Ok(JobResult { receipt, stdout, stderr, outputs, wall_time, compile_cached })
+    }
+}
+
+impl Runtime {
+    /// Instantiates `algorithm` and runs `_start` with empty read-only mounts, recording
+    /// nothing: the cost of the WASI layer alone, for the benchmarks that chose it. Returns
+    /// the guest's stdout. Not part of the supported API.
+    #[doc(hidden)]
+    pub fn bench_bare_run(&self, algorithm: &Algorithm, hash: B256, limits: &Limits) -> Result<Vec<u8>> {
+        let engine = self.engine(limits.max_wasm_stack)?;
+        let (compiled, _) = engine.compile(hash, &algorithm.bytes)?;
+        let vfs = Vfs::read_only();
+        let roots = [Mount::Algorithm, Mount::Inputs, Mount::Outputs].map(|m| vfs.new_root(m));
+        let preopens =
+            [ALGORITHM_DIR, INPUTS_DIR, OUTPUTS_DIR].into_iter().zip(roots).map(|(p, r)| (p.to_string(), r, false));
+        let wasi = WasiCtx::new(
+            vec![algorithm.name.clone()],
+            vfs,
+            preopens.collect(),
+            [0; 32],
+            Capture::new(limits.stdout_bytes),
+            Capture::new(limits.stderr_bytes),
+        );
+        let mut store = new_store(&engine, wasi, limits)?;
+        store.set_epoch_deadline(u64::MAX / 2);
+        match classify(start(&compiled, &mut store), false)? {
+            Outcome::Exited { code: 0 } => Ok(store.into_data().wasi.stdout.finish().0),
+            other => Err(Error::Engine { reason: format!("the guest {other}") }),
+        }
     }
 }
 

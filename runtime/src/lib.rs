@@ -6,7 +6,7 @@
 //! # fn main() -> Result<(), tidepool_runtime::Error> {
 //! let runtime = Runtime::new(RuntimeConfig::default());
 //! let algorithm = Algorithm::from_file("wordfreq.wasm".as_ref())?;
-//! let inputs = vec![InputSpec { name: "books".into(), dir: "data/books".into() }];
+//! let inputs = vec![InputSpec::new("books", "data/books")];
 //! let result = runtime.run(&JobSpec::new(algorithm, inputs, "out"))?;
 //! println!("{}: {}", result.receipt.outcome, result.receipt.receipt_hash);
 //! # Ok(()) }
@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 
 pub use engine::RuntimeConfig;
 pub use error::{Error, Result};
-pub use job::{Algorithm, EventSink, GuestEvent, InputSpec, JobResult, JobSpec};
+pub use job::{Algorithm, EventSink, GuestEvent, InputSpec, JobEvent, JobResult, JobSpec, Stage};
 pub use limits::Limits;
 pub use receipt::{Outcome, Receipt};
 pub use verify::{VerifyReport, VerifyRequest};

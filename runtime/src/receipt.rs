@@ -270,6 +270,23 @@ impl Receipt {
         let (a, b) = (hashed_json(self), hashed_json(other));
         let mut out = Vec::new();
         diff_json("", &a, &b, &mut out);
+        // Causes first (what was run, on what, how), then their consequences.
+        const ORDER: &[&str] = &[
+            "version",
+            "runtime",
+            "algorithm",
+            "args",
+            "inputs",
+            "limits",
+            "seed",
+            "outcome",
+            "fuel_consumed",
+            "outputs_root",
+            "stdout",
+            "stderr",
+            "deterministic",
+        ];
+        out.sort_by_key(|d| ORDER.iter().position(|p| d.field.starts_with(p)).unwrap_or(ORDER.len()));
         out
     }
 
@@ -459,7 +476,8 @@ pub(crate) mod tests {
         b.inputs[0].root = B256::repeat_byte(0x99);
         b.limits.memory_bytes = 1;
         b.meta = Some(ReceiptMeta::default());
+        b.fuel_consumed += 1;
         let fields: Vec<String> = a.diff(&b).into_iter().map(|d| d.field).collect();
-        assert_eq!(fields, ["inputs[books].root", "limits.memory_bytes"]);
+        assert_eq!(fields, ["inputs[books].root", "limits.memory_bytes", "fuel_consumed"], "causes first");
     }
 }

@@ -21,7 +21,7 @@ fn verify(
         .verify(&VerifyRequest {
             receipt: receipt.clone(),
             algorithm: alg,
-            inputs: inputs.iter().map(|(n, d)| InputSpec { name: n.to_string(), dir: d.to_path_buf() }).collect(),
+            inputs: inputs.iter().map(|(n, d)| InputSpec::new(*n, *d)).collect(),
             claimed_outputs: claimed.map(|p| p.to_path_buf()),
         })
         .unwrap()
@@ -73,9 +73,18 @@ fn guest_events_reach_the_host_while_the_job_runs() {
     spec.events = Some(std::sync::Arc::new(move |e| sink.lock().unwrap().push(e)));
     runtime().run(&spec).unwrap();
     let events = seen.lock().unwrap();
-    use tidepool_runtime::GuestEvent::*;
-    assert!(events.iter().any(|e| matches!(e, Progress { done: 12, total: Some(12), .. })), "{events:?}");
-    assert!(events.iter().any(|e| matches!(e, Metric { name, value } if name == "words" && *value == 3.0)));
+    use tidepool_runtime::{GuestEvent::*, JobEvent, Stage};
+    let stages: Vec<Stage> =
+        events.iter().filter_map(|e| if let JobEvent::Stage(s) = e { Some(*s) } else { None }).collect();
+    assert_eq!(stages, [Stage::ConfiguringVolumes, Stage::Provisioning, Stage::Running, Stage::PublishingResults]);
+    let guest: Vec<&tidepool_runtime::GuestEvent> =
+        events.iter().filter_map(|e| if let JobEvent::Guest(g) = e { Some(g) } else { None }).collect();
+    assert!(guest.iter().any(|e| matches!(e, Progress { done: 12, total: Some(12), .. })), "{events:?}");
+    assert!(guest.iter().any(|e| matches!(e, Metric { name, value } if name == "words" && *value == 3.0)));
+    // Guest events happen while running, between the Running and PublishingResults stages.
+    let running = events.iter().position(|e| *e == JobEvent::Stage(Stage::Running)).unwrap();
+    let first_guest = events.iter().position(|e| matches!(e, JobEvent::Guest(_))).unwrap();
+    assert!(first_guest > running);
 }
 
 #[test]
@@ -159,4 +168,17 @@ fn verify_names_what_differs() {
     assert!(report.mismatches.is_empty(), "the job itself re-executes identically");
     assert!(report.output_mismatches.iter().any(|m| m == "differs: wordfreq.csv"), "{:?}", report.output_mismatches);
     assert!(report.output_mismatches.iter().any(|m| m == "extra: extra.txt"));
+}
+
+#[test]
+fn a_known_manifest_is_trusted_instead_of_rescanning() {
+    let books = dataset(&[("dickens.txt", BOOK.as_bytes())]);
+    let plain = run("wordfreq", &Opts::default().input("books", books.path()));
+    let tmp = tempfile::tempdir().unwrap();
+    let mut spec = Opts::default().spec(guest("wordfreq"), &tmp.path().join("out"));
+    let manifest = std::sync::Arc::new(tree::scan(books.path()).unwrap());
+    spec.inputs = vec![InputSpec { manifest: Some(manifest.clone()), ..InputSpec::new("books", books.path()) }];
+    let with_manifest = runtime().run(&spec).unwrap();
+    assert_eq!(with_manifest.receipt.receipt_hash, plain.result.receipt.receipt_hash);
+    assert_eq!(with_manifest.receipt.inputs[0].root, manifest.root());
 }

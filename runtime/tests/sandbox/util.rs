@@ -86,7 +86,7 @@ impl Opts {
     }
 
     pub fn spec(&self, algorithm: Algorithm, out: &Path) -> JobSpec {
-        let inputs = self.inputs.iter().map(|(name, dir)| InputSpec { name: name.clone(), dir: dir.clone() }).collect();
+        let inputs = self.inputs.iter().map(|(name, dir)| InputSpec::new(name.clone(), dir.clone())).collect();
         let mut spec = JobSpec::new(algorithm, inputs, out);
         spec.args = self.args.clone();
         spec.limits = self.limits.clone().unwrap_or_default();
@@ -107,13 +107,4 @@ pub fn run(name: &str, opts: &Opts) -> Ran {
     run_alg(guest(name), opts)
 }
 
-/// Writes `files` (relative path, contents) under a new temporary directory.
-pub fn dataset(files: &[(&str, &[u8])]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (path, contents) in files {
-        let p = dir.path().join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, contents).unwrap();
-    }
-    dir
-}
+pub use tidepool_test_artifacts::dataset;

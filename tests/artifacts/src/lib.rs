@@ -1,5 +1,6 @@
-//! Paths of the wasm modules the tests run: the test guests (`tests/guests/src/bin/*.rs`) and
-//! the example algorithms, built for `wasm32-wasip1` by this crate's build script.
+//! Test support: the wasm modules the tests run (the test guests in `tests/guests/src/bin/*.rs`
+//! and the example algorithms, built for `wasm32-wasip1` by this crate's build script), and
+//! fixtures shared by the test suites.
 
 use std::path::PathBuf;
 
@@ -15,4 +16,15 @@ pub fn module(name: &str) -> PathBuf {
     let path = dir().join(format!("{name}.wasm"));
     assert!(path.exists(), "no guest module {} (is there a tests/guests/src/bin/{name}.rs?)", path.display());
     path
+}
+
+/// Writes `files` (relative path, contents) under a new temporary directory.
+pub fn dataset(files: &[(&str, &[u8])]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    for (path, contents) in files {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().expect("a file path has a parent")).expect("creating a dataset directory");
+        std::fs::write(p, contents).expect("writing a dataset file");
+    }
+    dir
 }

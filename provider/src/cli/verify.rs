@@ -1,0 +1,91 @@
+//! `tidepool verify`: re-execute a receipt's job and say yes, or precisely why not.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tidepool_runtime::{Algorithm, Receipt, VerifyRequest};
+
+use super::args::InputArg;
+use super::run::CacheArgs;
+
+/// `tidepool verify RECEIPT.json --algorithm ALGORITHM.wasm [--input NAME=DIR]... [--outputs DIR]`
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Exit status: 0 the receipt is confirmed; 1 it is not (the differing fields are \
+                        listed); 2 it could not be checked.")]
+pub struct VerifyArgs {
+    /// The receipt to check.
+    pub receipt: PathBuf,
+    /// The algorithm the receipt claims was run.
+    #[arg(long, value_name = "FILE")]
+    pub algorithm: PathBuf,
+    /// A dataset, as it was mounted in the job (repeatable).
+    #[arg(long = "input", value_name = "NAME=DIR")]
+    pub inputs: Vec<InputArg>,
+    /// Outputs claimed to come from the job: checked against the receipt and the re-execution.
+    #[arg(long, value_name = "DIR")]
+    pub outputs: Option<PathBuf>,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.receipt).with_context(|| format!("reading {}", args.receipt.display()))?;
+    let receipt: Receipt =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a Tidepool receipt", args.receipt.display()))?;
+    let algorithm = Algorithm::from_file(&args.algorithm)?;
+    let mut given: Vec<&str> = args.inputs.iter().map(|i| i.name.as_str()).collect();
+    given.sort_unstable();
+    let expected: Vec<&str> = receipt.inputs.iter().map(|i| i.name.as_str()).collect();
+    if given != expected && !args.json {
+        eprintln!("note: the receipt's inputs are [{}], you gave [{}]", expected.join(", "), given.join(", "));
+    }
+    let runtime = args.cache.runtime();
+    let report = runtime
+        .verify(&VerifyRequest {
+            receipt: receipt.clone(),
+            algorithm,
+            inputs: args.inputs.iter().cloned().map(Into::into).collect(),
+            claimed_outputs: args.outputs.clone(),
+        })
+        .context("could not re-execute the job")?;
+
+    if args.json {
+        let json = serde_json::json!({
+            "verified": report.verified(),
+            "receipt_hash": receipt.receipt_hash,
+            "mismatches": report.mismatches.iter().map(|d| serde_json::json!({
+                "field": d.field, "expected": d.expected, "actual": d.actual,
+            })).collect::<Vec<_>>(),
+            "output_mismatches": report.output_mismatches,
+            "notes": report.notes,
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        for note in &report.notes {
+            eprintln!("note: {note}");
+        }
+        if report.verified() {
+            println!(
+                "verified: {} re-executes to the same receipt ({} {}, fuel {}{})",
+                receipt.receipt_hash,
+                receipt.algorithm_name,
+                receipt.outcome,
+                super::run::group(receipt.fuel_consumed),
+                if args.outputs.is_some() { "; the outputs match" } else { "" },
+            );
+        } else {
+            println!("NOT verified: {}", receipt.receipt_hash);
+            for d in &report.mismatches {
+                println!("  {d}");
+            }
+            for m in &report.output_mismatches {
+                println!("  outputs: {m}");
+            }
+        }
+    }
+    Ok(if report.verified() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

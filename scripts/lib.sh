@@ -1,0 +1,11 @@
+# Shared by the scripts: timed, announced steps.
+# shellcheck shell=bash
+
+step() {
+    local name=$1
+    shift
+    local start=$SECONDS
+    printf '\n==> %s\n' "$name" >&2
+    "$@"
+    printf '==> %s: done in %ds\n' "$name" $((SECONDS - start)) >&2
+}

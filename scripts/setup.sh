@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what building and testing Tidepool needs. Idempotent; safe to run every time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null; then
+    echo "error: cargo is not installed; install Rust with rustup (https://rustup.rs)" >&2
+    exit 1
+fi
+required=1.95
+have=$(rustc --version | awk '{print $2}')
+if [ "$(printf '%s\n%s\n' "$required" "$have" | sort -V | head -n1)" != "$required" ]; then
+    echo "error: Tidepool needs Rust $required or newer (found $have)" >&2
+    exit 1
+fi
+if command -v rustup >/dev/null; then
+    if ! rustup target list --installed | grep -qx wasm32-wasip1; then
+        echo "installing the wasm32-wasip1 target (algorithms and test guests compile to it)" >&2
+        rustup target add wasm32-wasip1
+    fi
+else
+    echo "warning: rustup not found; make sure the wasm32-wasip1 target is installed" >&2
+fi
