@@ -5,7 +5,19 @@ use crate::util::{Opts, dataset, guest, run};
 
 #[test]
 fn directories_and_listings() {
-    run("fs_dirs", &Opts::default()).assert_success();
+    let ran = run("fs_dirs", &Opts::default());
+    ran.assert_success();
+    // The 128-level chain the guest left was materialized and hashed through per-directory
+    // handles (its path is far longer than the host's PATH_MAX would allow in one piece).
+    let deepest = ran.result.outputs.entries.iter().find(|e| e.path.ends_with("bottom.txt")).expect("the deep file");
+    assert_eq!(deepest.path.matches('/').count(), 128);
+    // Walk down one handle at a time, as the runtime wrote it: deep (level 2), 126 `d`s.
+    let mut dir =
+        cap_std::fs::Dir::open_ambient_dir(ran.outputs().join("dirs/deep"), cap_std::ambient_authority()).unwrap();
+    for _ in 0..126 {
+        dir = dir.open_dir("d").unwrap();
+    }
+    assert_eq!(dir.read_to_string("bottom.txt").unwrap(), "128 levels down");
 }
 
 #[test]

@@ -53,6 +53,9 @@ use output::blob_name;
 pub(crate) const NAME_MAX: usize = 255;
 /// Longest path a guest may pass to a path function, in bytes.
 pub(crate) const PATH_MAX: usize = 4096;
+/// How deep directories may nest below a mount root (`ENAMETOOLONG` beyond). Bounds every walk
+/// over the tree (materializing, hashing, dropping) whatever the guest builds.
+pub(crate) const MAX_DEPTH: usize = 128;
 /// How many symlinks one lookup may follow before failing with `ELOOP`.
 pub(crate) const MAX_SYMLINKS: u32 = 40;
 /// The timestamp (ns since the Unix epoch) of every file, directory and symlink:
@@ -227,6 +230,27 @@ impl Dir {
 
     fn is_empty(&self) -> bool {
         self.entries.borrow().is_empty()
+    }
+
+    /// How many directories lie between this one and its mount root (0 for the root).
+    pub(crate) fn depth(&self) -> usize {
+        let mut depth = 0;
+        let mut cur = self.parent.borrow().upgrade();
+        while let Some(d) = cur {
+            depth += 1;
+            cur = d.parent.borrow().upgrade();
+        }
+        depth
+    }
+
+    /// How many levels of directories this one holds (0 when it has no subdirectories).
+    pub(crate) fn height(&self) -> usize {
+        let entries = self.entries.borrow();
+        entries
+            .values()
+            .filter_map(|n| if let Node::Dir(d) = n { Some(1 + d.height()) } else { None })
+            .max()
+            .unwrap_or(0)
     }
 
     /// True if `self` is `other` or one of its ancestors.

@@ -3,13 +3,11 @@
 //! finished tree.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::io;
-use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
 
 use super::super::abi::errno;
-use super::{Backing, DirRef, Fault, File, Mount, NAME_MAX, Node, PATH_MAX, QuotaExceeded, Times, Vfs};
+use super::{Backing, DirRef, Fault, File, MAX_DEPTH, Mount, NAME_MAX, Node, PATH_MAX, QuotaExceeded, Times, Vfs};
 
 /// The scratch directory holding the contents of files the guest creates, and the quota
 /// they count against.
@@ -113,6 +111,9 @@ impl Vfs {
     pub(crate) fn create_dir(&self, parent: &DirRef, name: &str) -> Result<(), Fault> {
         let store = self.store_for(parent)?;
         Self::check_name(name)?;
+        if parent.depth() + 1 > MAX_DEPTH {
+            return Err(Fault::Errno(errno::NAMETOOLONG));
+        }
         if parent.removed.get() {
             return Err(Fault::Errno(errno::NOENT));
         }
@@ -137,13 +138,8 @@ impl Vfs {
         if target.starts_with('/') {
             return Err(Fault::Errno(errno::NOTCAPABLE));
         }
-        // Depth of `parent` below the mount root, then walk the target lexically.
-        let mut depth = 0usize;
-        let mut cur = parent.parent.borrow().upgrade();
-        while let Some(d) = cur {
-            depth += 1;
-            cur = d.parent.borrow().upgrade();
-        }
+        // From `parent`'s depth below the mount root, walk the target lexically.
+        let mut depth = parent.depth();
         for comp in target.split('/') {
             match comp {
                 "" | "." => {}
@@ -239,6 +235,9 @@ impl Vfs {
                 if s.is_ancestor_of(to_dir) {
                     return Err(Fault::Errno(errno::INVAL));
                 }
+                if to_dir.depth() + 1 + s.height() > MAX_DEPTH {
+                    return Err(Fault::Errno(errno::NAMETOOLONG));
+                }
                 match dst {
                     Some(Node::Dir(d)) if !d.is_empty() => return Err(Fault::Errno(errno::NOTEMPTY)),
                     Some(Node::Dir(_)) | None => {}
@@ -265,14 +264,14 @@ impl Vfs {
     }
 
     /// Writes the output tree rooted at `root` into `dest` (an empty directory): directories
-    /// are created, blobs are moved into place (a second link to the same file becomes a host
-    /// hard link), symlinks are created as they are. Blobs of files the guest unlinked but
-    /// kept open are dropped with the tree.
+    /// are created, every name of a file becomes a host hard link to its blob (a copy across
+    /// filesystems), symlinks are created as they are. Each directory is written through its
+    /// own handle, so no host path is longer than one name. The blobs themselves go with the
+    /// scratch directory.
     pub(crate) fn materialize(&self, root: &DirRef, dest: &cap_std::fs::Dir) -> io::Result<()> {
         let Some(store) = &self.blobs else { return Ok(()) };
         store.materialized.set(true);
-        let mut placed: HashMap<u64, PathBuf> = HashMap::new();
-        materialize_dir(store, root, dest, Path::new(""), &mut placed)
+        materialize_dir(store, root, dest)
     }
 }
 
@@ -285,48 +284,29 @@ fn same_node(a: &Node, b: &Node) -> bool {
     }
 }
 
-fn materialize_dir(
-    store: &BlobStore,
-    dir: &DirRef,
-    dest: &cap_std::fs::Dir,
-    prefix: &Path,
-    placed: &mut HashMap<u64, PathBuf>,
-) -> io::Result<()> {
+/// Recursion is bounded by [`MAX_DEPTH`].
+fn materialize_dir(store: &BlobStore, dir: &DirRef, dest: &cap_std::fs::Dir) -> io::Result<()> {
     for (name, node) in dir.entries.borrow().iter() {
-        let path = prefix.join(name);
         match node {
             Node::Dir(d) => {
-                dest.create_dir(&path)?;
-                materialize_dir(store, d, dest, &path, placed)?;
+                dest.create_dir(name)?;
+                materialize_dir(store, d, &dest.open_dir(name)?)?;
             }
             Node::File(f) => {
                 let Backing::Blob { id, .. } = &f.backing else { continue };
-                if let Some(first) = placed.get(&f.ino) {
-                    dest.hard_link(first, dest, &path)?;
-                } else {
-                    // Close our handle first so the rename moves a quiescent file.
-                    drop(f.host.borrow_mut().upgrade());
-                    match store.dir.rename(blob_name(*id), dest, &path) {
-                        Ok(()) => {}
-                        Err(e) if e.raw_os_error() == Some(18 /* EXDEV */) => {
-                            copy_blob(store, *id, dest, &path)?;
-                        }
-                        Err(e) => return Err(e),
+                match store.dir.hard_link(blob_name(*id), dest, name) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(18 /* EXDEV */) => {
+                        let mut from = store.dir.open(blob_name(*id))?;
+                        io::copy(&mut from, &mut dest.create(name)?)?;
                     }
-                    placed.insert(f.ino, path);
+                    Err(e) => return Err(e),
                 }
             }
-            Node::Symlink(l) => dest.symlink(&l.target, &path)?,
+            Node::Symlink(l) => dest.symlink(&l.target, name)?,
         }
     }
     Ok(())
-}
-
-fn copy_blob(store: &BlobStore, id: u64, dest: &cap_std::fs::Dir, path: &Path) -> io::Result<()> {
-    let mut from = store.dir.open(blob_name(id))?;
-    let mut to = dest.create(path)?;
-    io::copy(&mut from, &mut to)?;
-    store.dir.remove_file(blob_name(id))
 }
 
 #[cfg(test)]

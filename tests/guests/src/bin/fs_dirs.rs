@@ -99,6 +99,28 @@ mod guest {
         let restricted = open(out, false, "dirs", OFLAGS_DIRECTORY, RIGHTS_PATH_OPEN, 0).unwrap();
         assert_errno!(readdir_once(restricted, 0, 256), ERRNO_NOTCAPABLE);
 
+        // Nesting is bounded: 128 directories below a mount root (here /data/outputs/dirs is
+        // level 1). The whole chain is left in place: the host must materialize and hash it.
+        mkdir(dir, "a").unwrap();
+        mkdir(dir, "a/b").unwrap();
+        let mut cur = scratch(dir, "deep");
+        let mut level = 2;
+        let err = loop {
+            match mkdir(cur, "d") {
+                Ok(()) => {
+                    let next = open_dir(cur, "d");
+                    close(cur);
+                    cur = next;
+                    level += 1;
+                }
+                Err(e) => break e,
+            }
+        };
+        assert_eq!((err, level), (ERRNO_NAMETOOLONG, 128));
+        assert_errno!(rename(dir, "a", cur, "a"), ERRNO_NAMETOOLONG); // renames too
+        put(cur, "bottom.txt", b"128 levels down");
+        close(cur);
+
         // Listing a directory that was removed while open: nothing.
         let gone = scratch(dir, "gone");
         rmdir(dir, "gone").unwrap();
