@@ -33,9 +33,6 @@ pub enum Error {
     #[error("invalid job: {reason}")]
     InvalidJob { reason: String },
 
-    #[error("the job was stopped before it finished")]
-    Cancelled,
-
     #[error("the execution engine failed: {reason}")]
     Engine { reason: String },
 

@@ -133,7 +133,7 @@ pub struct JobSpec {
     /// The seed of the guest's random stream; derived from the job when `None`.
     pub seed: Option<B256>,
     pub events: Option<EventSink>,
-    /// Set to stop the job; it then fails with [`Error::Cancelled`].
+    /// Set to stop the job: it ends with outcome `stopped` (the fuel used so far is recorded).
     pub cancel: Option<Arc<AtomicBool>>,
 }
 
@@ -305,7 +305,7 @@ fn classify(result: wasmtime::Result<()>, memory_denied: bool) -> Result<Outcome
         return match stop {
             GuestStop::Exit(code) => Ok(Outcome::Exited { code: *code }),
             GuestStop::OutputQuota(_) => Ok(Outcome::OutputQuota),
-            GuestStop::Cancelled => Err(Error::Cancelled),
+            GuestStop::Cancelled => Ok(Outcome::Stopped),
             GuestStop::HostFailure(reason) => Err(Error::Engine { reason: reason.clone() }),
         };
     }
@@ -438,7 +438,7 @@ impl Runtime {
             stdout_len,
             stderr_hash: tree::blake3_b256(&stderr),
             stderr_len,
-            deterministic: outcome != Outcome::Timeout,
+            deterministic: outcome.is_deterministic(),
             outcome,
             fuel_consumed,
             limits: spec.limits.clone(),

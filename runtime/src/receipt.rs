@@ -103,6 +103,9 @@ pub enum Outcome {
     Timeout,
     /// The guest tried to cross the output quota.
     OutputQuota,
+    /// The job was stopped on request before it finished. Like `timeout`, it depends on when
+    /// that happened, so it is not deterministic.
+    Stopped,
 }
 
 impl Outcome {
@@ -114,7 +117,13 @@ impl Outcome {
             Outcome::Trap { .. } => "trap",
             Outcome::Timeout => "timeout",
             Outcome::OutputQuota => "output_quota",
+            Outcome::Stopped => "stopped",
         }
+    }
+
+    /// False for the outcomes that depend on wall time (`timeout`, `stopped`).
+    pub fn is_deterministic(&self) -> bool {
+        !matches!(self, Outcome::Timeout | Outcome::Stopped)
     }
 
     /// True when the algorithm ran to completion and exited 0.
@@ -132,6 +141,7 @@ impl std::fmt::Display for Outcome {
             Outcome::Trap { message } => write!(f, "trapped: {message}"),
             Outcome::Timeout => write!(f, "timed out"),
             Outcome::OutputQuota => write!(f, "hit the output quota"),
+            Outcome::Stopped => write!(f, "was stopped"),
         }
     }
 }

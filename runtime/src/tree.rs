@@ -25,24 +25,34 @@ use std::path::Path;
 use alloy_primitives::B256;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
+use serde::{Deserialize, Serialize};
 
 /// What an entry of a tree is.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum EntryKind {
     Dir,
-    File { size: u64, hash: [u8; 32] },
-    Symlink { target: String },
+    /// A regular file: its size and the BLAKE3 of its contents.
+    File {
+        size: u64,
+        hash: B256,
+    },
+    Symlink {
+        target: String,
+    },
 }
 
 /// One entry of a tree, named by its relative path.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub path: String,
+    #[serde(flatten)]
     pub kind: EntryKind,
 }
 
 /// A scanned tree: its entries in canonical order.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Tree {
     pub entries: Vec<Entry>,
 }
@@ -80,7 +90,7 @@ impl Tree {
                 EntryKind::Dir => (b'd', Vec::new()),
                 EntryKind::File { size, hash } => {
                     let mut t = size.to_le_bytes().to_vec();
-                    t.extend_from_slice(hash);
+                    t.extend_from_slice(hash.as_slice());
                     (b'f', t)
                 }
                 EntryKind::Symlink { target } => {
@@ -171,7 +181,7 @@ fn special_kind(ft: &cap_std::fs::FileType) -> &'static str {
 }
 
 /// BLAKE3 of everything `reader` yields, and how many bytes that was.
-pub fn hash_reader(mut reader: impl Read) -> std::io::Result<(u64, [u8; 32])> {
+pub fn hash_reader(mut reader: impl Read) -> std::io::Result<(u64, B256)> {
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut size = 0u64;
@@ -185,7 +195,7 @@ pub fn hash_reader(mut reader: impl Read) -> std::io::Result<(u64, [u8; 32])> {
         h.update(&buf[..n]);
         size += n as u64;
     }
-    Ok((size, *h.finalize().as_bytes()))
+    Ok((size, B256::from(*h.finalize().as_bytes())))
 }
 
 /// BLAKE3 of a byte string, as a `B256`.
@@ -242,6 +252,21 @@ mod tests {
             "0xfcb62b77ce4d5389bf7d9258a0eaf698c8b89b211f43f6970468672c5c96c57f",
             "the documented test vector"
         );
+    }
+
+    #[test]
+    fn trees_round_trip_through_json() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("d")).unwrap();
+        std::fs::write(tmp.path().join("d/f"), b"x").unwrap();
+        std::os::unix::fs::symlink("d/f", tmp.path().join("l")).unwrap();
+        let tree = scan(tmp.path()).unwrap();
+        let json = serde_json::to_value(&tree).unwrap();
+        assert_eq!(json[1]["kind"], "file");
+        assert_eq!(json[1]["path"], "d/f");
+        let back: Tree = serde_json::from_value(json).unwrap();
+        assert_eq!(back, tree);
+        assert_eq!(back.root(), tree.root());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use crate::Runtime;
 use crate::error::Result;
 use crate::job::{Algorithm, InputSpec, JobSpec};
-use crate::receipt::{FieldDiff, Outcome, RECEIPT_VERSION, Receipt};
+use crate::receipt::{FieldDiff, RECEIPT_VERSION, Receipt};
 use crate::tree;
 
 /// What to check a receipt against.
@@ -38,9 +38,17 @@ impl VerifyReport {
     }
 }
 
-/// Fields that depend on wall time when the job timed out: not comparable then.
-const TIMING_DEPENDENT: &[&str] =
-    &["fuel_consumed", "outputs_root", "stdout_hash", "stdout_len", "stderr_hash", "stderr_len"];
+/// Fields that depend on wall time when a job timed out or was stopped: not comparable then.
+const TIMING_DEPENDENT: &[&str] = &[
+    "outcome",
+    "fuel_consumed",
+    "outputs_root",
+    "stdout_hash",
+    "stdout_len",
+    "stderr_hash",
+    "stderr_len",
+    "deterministic",
+];
 
 impl Runtime {
     /// Re-executes `req.receipt`'s job under its limits, seed and arguments, and compares.
@@ -81,20 +89,22 @@ impl Runtime {
         };
         let rerun = self.run(&spec)?;
 
-        let timed_out = claimed.outcome == Outcome::Timeout || rerun.receipt.outcome == Outcome::Timeout;
+        // A receipt whose outcome depended on wall time (a timeout, a stop) can only be checked
+        // for what defines the job; a rerun that timed out says nothing about the results.
+        let comparable = claimed.deterministic && rerun.receipt.outcome.is_deterministic();
         for d in claimed.diff(&rerun.receipt) {
-            let both_timed_out = claimed.outcome == Outcome::Timeout && rerun.receipt.outcome == Outcome::Timeout;
-            if both_timed_out && TIMING_DEPENDENT.contains(&d.field.as_str()) {
+            let timing = TIMING_DEPENDENT.iter().any(|f| d.field == *f || d.field.starts_with(&format!("{f}.")));
+            if !comparable && timing {
                 continue;
             }
             mismatches.push(d);
         }
-        if timed_out {
-            notes.push(
-                "the job hit its wall-clock timeout: that outcome depends on the machine, so fuel, outputs and logs \
-                 are not compared when both runs timed out"
-                    .into(),
-            );
+        if !comparable {
+            notes.push(format!(
+                "the receipt's outcome ({}) or the re-execution's ({}) depends on wall time, so only what defines the \
+                 job (algorithm, inputs, arguments, limits, seed, runtime) was compared",
+                claimed.outcome, rerun.receipt.outcome
+            ));
         }
 
         let mut output_mismatches = Vec::new();

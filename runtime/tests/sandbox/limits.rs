@@ -123,8 +123,11 @@ fn a_running_job_can_be_cancelled() {
         std::thread::sleep(std::time::Duration::from_millis(100));
         cancel.store(true, Ordering::Relaxed);
     });
-    assert!(matches!(runtime().run(&spec), Err(Error::Cancelled)));
+    let result = runtime().run(&spec).unwrap();
     stopper.join().unwrap();
+    assert_eq!(result.receipt.outcome, Outcome::Stopped);
+    assert!(!result.receipt.deterministic);
+    assert!(result.receipt.fuel_consumed > 0, "the fuel used before the stop is recorded");
 }
 
 fn refused(bytes: Vec<u8>, limits: impl FnOnce(&mut tidepool_runtime::Limits)) -> Error {
