@@ -70,6 +70,18 @@ impl Runtime {
         Ok(e)
     }
 
+    /// Compiles and admits a module without running it: the checks a job would fail on
+    /// (size, format, imports, exports). The compiled module is cached, so a later run of it
+    /// starts at once.
+    pub fn check_module(&self, algorithm: &Algorithm, limits: &Limits) -> Result<()> {
+        let size = algorithm.bytes.len() as u64;
+        if size > limits.module_bytes {
+            return Err(Error::ModuleTooLarge { size, limit: limits.module_bytes });
+        }
+        self.engine(limits.max_wasm_stack)?.compile(algorithm.hash(), &algorithm.bytes)?;
+        Ok(())
+    }
+
     /// The engine configuration hash receipts from this runtime carry, for a given stack limit.
     pub fn engine_config_hash(&self, max_wasm_stack: u64) -> Result<alloy_primitives::B256> {
         Ok(self.engine(max_wasm_stack)?.config_hash)

@@ -1,9 +1,16 @@
 //! The `tidepool` command line: one module per subcommand.
 
 mod args;
+mod client_args;
+mod compute;
+mod demo;
+mod keygen;
 mod progress;
+mod publish;
 mod run;
+mod serve;
 mod verify;
+mod wallet;
 
 use std::process::ExitCode;
 
@@ -28,13 +35,44 @@ pub enum Command {
     Run(run::RunArgs),
     /// Re-execute a receipt's job and check that it matches.
     Verify(verify::VerifyArgs),
+    /// Run the provider daemon.
+    Serve(serve::ServeArgs),
+    /// The whole story on one machine: a provider, a dataset, a consumer, a receipt, an auditor.
+    Demo(demo::DemoArgs),
+    /// Create a key file and print its address.
+    Keygen(keygen::KeygenArgs),
+    /// Publish datasets (operators) or an algorithm on a provider.
+    Publish(publish::PublishArgs),
+    /// Run an algorithm on a provider's dataset: the whole consumer flow.
+    Compute(compute::ComputeArgs),
+    /// Show a job.
+    Status(compute::JobArgs),
+    /// Stop a job.
+    Stop(compute::JobArgs),
+    /// Take back the payment of an agreement whose provider missed its deadline.
+    Refund(compute::RefundArgs),
+    /// Get tokens from a development provider's faucet.
+    Faucet(wallet::FaucetArgs),
+    /// Show a token balance on the provider's keeper.
+    Balance(wallet::BalanceArgs),
 }
 
 /// Runs the parsed command; the exit code it asks for, or an error (exit code 2).
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let rt = || tokio::runtime::Builder::new_multi_thread().enable_all().build();
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Keygen(args) => keygen::run(args),
+        Command::Serve(args) => rt()?.block_on(serve::run(args)),
+        Command::Demo(args) => rt()?.block_on(demo::run(args)),
+        Command::Publish(args) => rt()?.block_on(publish::run(args)),
+        Command::Compute(args) => rt()?.block_on(compute::run(args)),
+        Command::Status(args) => rt()?.block_on(compute::status(args)),
+        Command::Stop(args) => rt()?.block_on(compute::stop(args)),
+        Command::Refund(args) => rt()?.block_on(compute::refund(args)),
+        Command::Faucet(args) => rt()?.block_on(wallet::faucet(args)),
+        Command::Balance(args) => rt()?.block_on(wallet::balance(args)),
     }
 }
 

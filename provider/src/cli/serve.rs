@@ -1,0 +1,124 @@
+//! `tidepool serve`: the provider daemon.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use alloy_primitives::Address;
+use anyhow::{Context, Result};
+
+use crate::config::ProviderConfig;
+use crate::provider::Provider;
+
+/// Settings; each overrides the `TIDEPOOL_*` environment variable of the same name, which
+/// overrides the `--config` file, which overrides the defaults.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (keys as in `ProviderConfig`).
+    #[arg(long, env = "TIDEPOOL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Database, blobs, views, jobs, compile cache [default: ./tidepool-data].
+    #[arg(long, env = "TIDEPOOL_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on (port 0: any free port) [default: 127.0.0.1:8030].
+    #[arg(long, env = "TIDEPOOL_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// The URL consumers reach this provider at [default: http://LISTEN].
+    #[arg(long, env = "TIDEPOOL_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// The provider's key file [default: DATA_DIR/provider.key, created if missing].
+    #[arg(long, env = "TIDEPOOL_KEY_FILE", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Chain id signatures are bound to [default: 1337].
+    #[arg(long, env = "TIDEPOOL_CHAIN_ID")]
+    pub chain_id: Option<u64>,
+    /// Jobs run at once [default: the number of CPUs].
+    #[arg(long, env = "TIDEPOOL_MAX_CONCURRENT_JOBS", value_name = "N")]
+    pub max_concurrent_jobs: Option<usize>,
+    /// Another address allowed to publish datasets (repeatable, or comma-separated).
+    #[arg(long = "operator", env = "TIDEPOOL_OPERATORS", value_delimiter = ',', value_name = "ADDRESS")]
+    pub operators: Vec<Address>,
+    /// Give tokens to anyone who asks (development only).
+    #[arg(long, env = "TIDEPOOL_DEV_FAUCET")]
+    pub dev_faucet: bool,
+}
+
+impl ServeArgs {
+    /// The configuration: flags and environment over the file over the defaults.
+    pub fn config(&self) -> Result<ProviderConfig> {
+        let mut c = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                ProviderConfig::from_toml(&text)
+                    .with_context(|| format!("{} is not a valid configuration", path.display()))?
+            }
+            None => ProviderConfig::default(),
+        };
+        if let Some(v) = &self.data_dir {
+            c.data_dir = v.clone();
+        }
+        if let Some(v) = self.listen {
+            c.listen = v;
+        }
+        if let Some(v) = &self.public_url {
+            c.public_url = Some(v.clone());
+        }
+        if let Some(v) = &self.key {
+            c.key_file = Some(v.clone());
+        }
+        if let Some(v) = self.chain_id {
+            c.chain_id = v;
+        }
+        if let Some(v) = self.max_concurrent_jobs {
+            c.max_concurrent_jobs = v;
+        }
+        c.operators.extend(self.operators.iter().copied());
+        c.dev_faucet |= self.dev_faucet;
+        Ok(c)
+    }
+}
+
+pub async fn run(args: ServeArgs) -> Result<ExitCode> {
+    let config = args.config()?;
+    let (provider, listener) = start(config).await?;
+    println!(
+        "tidepool provider {} listening on {} (data in {}, {} keeper, chain {})",
+        provider.address(),
+        provider.config.base_url(),
+        provider.config.data_dir.display(),
+        provider.keeper.kind(),
+        provider.keeper.chain_id(),
+    );
+    crate::http::serve(provider, listener, shutdown_signal()).await.context("serving HTTP")?;
+    eprintln!("tidepool provider stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Binds, opens the provider (the public URL defaults to the bound address, so `:0` works) and
+/// starts its background work.
+pub async fn start(mut config: ProviderConfig) -> Result<(std::sync::Arc<Provider>, tokio::net::TcpListener)> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    config.listen = listener.local_addr()?;
+    let provider = Provider::open(config).await?;
+    provider.start().await?;
+    Ok((provider, listener))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.unwrap_or(());
+}

@@ -1,0 +1,125 @@
+//! The provider's configuration: one typed struct, passed down explicitly (libraries never read
+//! the environment). `tidepool serve` builds it with one precedence rule: command-line flags,
+//! then `TIDEPOOL_*` environment variables, then the TOML file given with `--config`, then the
+//! defaults below.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use alloy_primitives::{Address, U256};
+use serde::{Deserialize, Serialize};
+
+use tidepool_runtime::Limits;
+
+/// Everything `tidepool serve` needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Database, blobs, dataset views, job directories, the compile cache.
+    pub data_dir: PathBuf,
+    /// The address the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// The base URL consumers reach this provider at (for the endpoints in DDOs).
+    /// Default: `http://<listen>`.
+    pub public_url: Option<String>,
+    /// The provider's private key (hex). Default: `<data_dir>/provider.key`, created on first
+    /// start.
+    pub key_file: Option<PathBuf>,
+    /// The chain id signatures are bound to (the embedded keeper's own "chain").
+    pub chain_id: u64,
+    /// Jobs running at once. Default: the number of CPUs.
+    pub max_concurrent_jobs: usize,
+    /// Largest algorithm module accepted, in bytes.
+    pub max_module_bytes: u64,
+    /// Largest single file accepted when publishing, in bytes.
+    pub max_file_bytes: u64,
+    /// Addresses allowed to publish datasets, besides the provider's own.
+    pub operators: Vec<Address>,
+    /// Credit tokens to anyone who asks (development only).
+    pub dev_faucet: bool,
+    /// How much the faucet gives.
+    pub faucet_amount: U256,
+    /// The largest expiry a signed request may carry, in seconds from now.
+    pub max_request_ttl_secs: u64,
+    /// The most a published service may allow a job, and the default when publishing.
+    pub job_limits: Limits,
+    /// How often a job is retried when the provider restarts in the middle of it.
+    pub max_job_attempts: u32,
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("tidepool-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8030)),
+            public_url: None,
+            key_file: None,
+            chain_id: 1337,
+            max_concurrent_jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_module_bytes: Limits::DEFAULT_MODULE_BYTES,
+            max_file_bytes: 4 << 30,
+            operators: Vec::new(),
+            dev_faucet: false,
+            faucet_amount: U256::from(10u64).pow(U256::from(18)),
+            max_request_ttl_secs: 3600,
+            job_limits: Limits::default(),
+            max_job_attempts: 3,
+        }
+    }
+}
+
+impl ProviderConfig {
+    /// Reads a TOML file; missing keys take their defaults.
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// The base URL of the provider's API.
+    pub fn base_url(&self) -> String {
+        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)).trim_end_matches('/').to_string()
+    }
+
+    pub fn key_path(&self) -> PathBuf {
+        self.key_file.clone().unwrap_or_else(|| self.data_dir.join("provider.key"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_defaults_and_rejects_typos() {
+        let c = ProviderConfig::from_toml(
+            r#"
+            listen = "0.0.0.0:9000"
+            chain_id = 5
+            operators = ["0x00000000000000000000000000000000000000aa"]
+            [job_limits]
+            fuel = 1000
+            memory_bytes = 1048576
+            timeout_ms = 1000
+            output_bytes = 1
+            output_files = 1
+            stdout_bytes = 1
+            stderr_bytes = 1
+            module_bytes = 1
+            max_wasm_stack = 65536
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.chain_id, 5);
+        assert_eq!(c.job_limits.fuel, 1000);
+        assert_eq!(c.max_job_attempts, 3, "unset keys keep their defaults");
+        assert!(ProviderConfig::from_toml("lisen = \"x\"").is_err(), "unknown keys are errors");
+    }
+
+    #[test]
+    fn the_base_url_defaults_to_the_listen_address() {
+        let c = ProviderConfig::default();
+        assert_eq!(c.base_url(), "http://127.0.0.1:8030");
+        let c = ProviderConfig { public_url: Some("https://p.example/".into()), ..c };
+        assert_eq!(c.base_url(), "https://p.example");
+    }
+}

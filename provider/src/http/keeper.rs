@@ -1,0 +1,75 @@
+//! The embedded keeper's HTTP facade: agreements, payments, events, balances. With an EVM
+//! keeper the same operations are contract calls made from the consumer's wallet.
+
+use std::sync::Arc;
+
+use alloy_primitives::{Address, B256};
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::extract::{ApiPath, ApiQuery, SignedJson};
+use crate::agreement::service;
+use crate::api::{BalanceView, EventsView, RefundView};
+use crate::error::{ApiError, ApiResult};
+use crate::keeper::Agreement;
+use crate::provider::Provider;
+
+pub fn router() -> Router<Arc<Provider>> {
+    Router::new()
+        .route("/api/v1/keeper/agreements/{id}", get(agreement))
+        .route("/api/v1/keeper/agreements/{id}/lock-payment", post(lock_payment))
+        .route("/api/v1/keeper/agreements/{id}/refund", post(refund))
+        .route("/api/v1/keeper/events", get(events))
+        .route("/api/v1/keeper/balances/{address}", get(balance))
+        .route("/api/v1/keeper/faucet", post(faucet))
+}
+
+async fn agreement(State(p): State<Arc<Provider>>, ApiPath(id): ApiPath<B256>) -> ApiResult<Json<Agreement>> {
+    Ok(Json(p.keeper.agreement(id).await?))
+}
+
+async fn lock_payment(
+    State(p): State<Arc<Provider>>,
+    ApiPath(id): ApiPath<B256>,
+    SignedJson(who, _): SignedJson<serde_json::Value>,
+) -> ApiResult<Json<Agreement>> {
+    Ok(Json(service::lock_payment(&p, who, id).await?))
+}
+
+async fn refund(
+    State(p): State<Arc<Provider>>,
+    ApiPath(id): ApiPath<B256>,
+    SignedJson(who, _): SignedJson<serde_json::Value>,
+) -> ApiResult<Json<RefundView>> {
+    Ok(Json(RefundView { refunded: service::refund(&p, who, id).await? }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventsQuery {
+    #[serde(default)]
+    after: u64,
+    agreement: Option<B256>,
+    limit: Option<u32>,
+}
+
+async fn events(State(p): State<Arc<Provider>>, ApiQuery(q): ApiQuery<EventsQuery>) -> ApiResult<Json<EventsView>> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    Ok(Json(EventsView { events: p.keeper.events_after(q.after, q.agreement, limit).await? }))
+}
+
+async fn balance(State(p): State<Arc<Provider>>, ApiPath(address): ApiPath<Address>) -> ApiResult<Json<BalanceView>> {
+    Ok(Json(BalanceView { address, balance: p.keeper.balance(address).await? }))
+}
+
+async fn faucet(
+    State(p): State<Arc<Provider>>,
+    SignedJson(who, _): SignedJson<serde_json::Value>,
+) -> ApiResult<Json<BalanceView>> {
+    if !p.config.dev_faucet {
+        return Err(ApiError::Forbidden("this provider has no faucet (it is for development: --dev-faucet)".into()));
+    }
+    Ok(Json(BalanceView { address: who, balance: p.keeper.credit(who, p.config.faucet_amount).await? }))
+}

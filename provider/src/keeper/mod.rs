@@ -1,0 +1,255 @@
+//! The keeper: agreements and their conditions, payments, and the ordered event log, behind
+//! one trait. [`embedded::EmbeddedKeeper`] keeps them in the provider's SQLite database with a
+//! token ledger; an EVM keeper (Solidity contracts) can implement the same trait, and nothing
+//! above this module knows which one it talks to.
+//!
+//! A condition can only be fulfilled while its deadline (creation + timeout) has not passed and
+//! once all its dependencies are; each fulfilment emits its event. The payment conditions move
+//! tokens: `lockPayment` from the consumer into escrow, `releasePayment` the fuel actually used
+//! (times the price) to the provider and the rest back to the consumer, `refundPayment` all of
+//! it back when the provider missed a deadline.
+
+pub mod embedded;
+
+use std::fmt;
+use std::str::FromStr;
+
+use alloy_primitives::{Address, B256, U256};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::agreement::template::Controllers;
+use crate::ddo::Did;
+
+/// The events of the agreement lifecycle (OEP-12).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventName {
+    ExecuteAgreement,
+    FulfillUpload,
+    PaymentLocked,
+    ComputeGranted,
+    PaymentReleased,
+    PaymentRefund,
+    OutputPublished,
+}
+
+impl EventName {
+    pub const ALL: [EventName; 7] = [
+        EventName::ExecuteAgreement,
+        EventName::FulfillUpload,
+        EventName::PaymentLocked,
+        EventName::ComputeGranted,
+        EventName::PaymentReleased,
+        EventName::PaymentRefund,
+        EventName::OutputPublished,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventName::ExecuteAgreement => "ExecuteAgreement",
+            EventName::FulfillUpload => "FulfillUpload",
+            EventName::PaymentLocked => "PaymentLocked",
+            EventName::ComputeGranted => "ComputeGranted",
+            EventName::PaymentReleased => "PaymentReleased",
+            EventName::PaymentRefund => "PaymentRefund",
+            EventName::OutputPublished => "OutputPublished",
+        }
+    }
+}
+
+impl fmt::Display for EventName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EventName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL.into_iter().find(|e| e.as_str() == s).ok_or_else(|| format!("unknown event `{s}`"))
+    }
+}
+
+/// One event of the log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeeperEvent {
+    /// Position in the log: strictly increasing.
+    pub id: u64,
+    pub agreement_id: B256,
+    pub name: EventName,
+    /// The event's fields (e.g. `receiptHash`, `providerAmount` for `PaymentReleased`).
+    pub data: serde_json::Value,
+    pub timestamp: u64,
+}
+
+/// What a new agreement is made of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewAgreement {
+    pub id: B256,
+    pub did: Did,
+    pub template_id: B256,
+    pub consumer: Address,
+    pub provider: Address,
+    pub price_per_fuel: U256,
+    pub max_fuel: u64,
+    pub conditions: Vec<ConditionInit>,
+}
+
+/// One condition of a new agreement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConditionInit {
+    pub name: String,
+    pub key: B256,
+    pub values_hash: B256,
+    /// Seconds after creation; 0 for no deadline.
+    pub timeout: u64,
+    pub dependencies: Vec<String>,
+}
+
+/// Where a condition stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConditionStatus {
+    Unfulfilled,
+    Fulfilled,
+}
+
+/// A condition of an agreement, as the keeper holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    pub name: String,
+    pub key: B256,
+    pub values_hash: B256,
+    pub timeout: u64,
+    /// Unix seconds; absent when the condition has no deadline.
+    pub deadline: Option<u64>,
+    pub dependencies: Vec<String>,
+    pub status: ConditionStatus,
+    pub fulfilled_at: Option<u64>,
+}
+
+/// Where an agreement stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgreementState {
+    Active,
+    Released,
+    Refunded,
+}
+
+/// An agreement, as the keeper holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Agreement {
+    pub id: B256,
+    pub did: Did,
+    pub template_id: B256,
+    pub consumer: Address,
+    pub provider: Address,
+    pub price_per_fuel: U256,
+    pub max_fuel: u64,
+    /// Tokens held in escrow now.
+    pub escrow: U256,
+    pub state: AgreementState,
+    pub conditions: Vec<Condition>,
+    pub algorithm_hash: Option<B256>,
+    pub receipt_hash: Option<B256>,
+    pub output_did: Option<Did>,
+    pub provider_paid: Option<U256>,
+    pub consumer_refunded: Option<U256>,
+    pub created_at: u64,
+}
+
+impl Agreement {
+    pub fn condition(&self, name: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.name == name)
+    }
+
+    pub fn is_fulfilled(&self, name: &str) -> bool {
+        self.condition(name).is_some_and(|c| c.status == ConditionStatus::Fulfilled)
+    }
+}
+
+/// How a release split the escrow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Payout {
+    pub provider_amount: U256,
+    pub consumer_refund: U256,
+}
+
+/// Why the keeper refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeeperError {
+    #[error("no agreement {0}")]
+    NotFound(B256),
+    #[error("agreement {0} exists already")]
+    AlreadyExists(B256),
+    #[error("condition `{condition}` is fulfilled already")]
+    AlreadyFulfilled { condition: String },
+    #[error("condition `{condition}` cannot be fulfilled before `{missing}`")]
+    DependencyUnfulfilled { condition: String, missing: String },
+    #[error("condition `{condition}` timed out at {deadline}")]
+    TimedOut { condition: String, deadline: u64 },
+    #[error("only the agreement's {role} may do this")]
+    NotParty { role: &'static str },
+    #[error("insufficient balance: {needed} needed, {available} available")]
+    InsufficientBalance { needed: U256, available: U256 },
+    #[error("the agreement is {state:?}")]
+    Closed { state: AgreementState },
+    #[error("no refund yet: {0}")]
+    NotRefundable(String),
+    #[error("invalid agreement: {0}")]
+    Invalid(String),
+    #[error("this keeper does not support {0}")]
+    Unsupported(&'static str),
+    #[error("keeper storage: {0}")]
+    Storage(String),
+}
+
+impl From<crate::store::DbError> for KeeperError {
+    fn from(e: crate::store::DbError) -> Self {
+        KeeperError::Storage(e.to_string())
+    }
+}
+
+pub type KeeperResult<T> = Result<T, KeeperError>;
+
+/// Agreements, conditions, payments and events.
+#[async_trait]
+pub trait Keeper: Send + Sync + fmt::Debug {
+    /// `embedded` or `evm`, as DDOs record it.
+    fn kind(&self) -> &'static str;
+    fn chain_id(&self) -> u64;
+    /// The addresses of the condition controllers (they go into condition keys).
+    fn controllers(&self) -> &Controllers;
+
+    /// Creates an agreement; emits `ExecuteAgreement`.
+    async fn create_agreement(&self, agreement: NewAgreement) -> KeeperResult<Agreement>;
+    async fn agreement(&self, id: B256) -> KeeperResult<Agreement>;
+    /// The consumer locks `max_fuel × price`; emits `PaymentLocked`.
+    async fn lock_payment(&self, id: B256, payer: Address) -> KeeperResult<()>;
+    /// Records the uploaded algorithm; emits `FulfillUpload`.
+    async fn fulfill_upload(&self, id: B256, algorithm_hash: B256) -> KeeperResult<()>;
+    /// Emits `ComputeGranted`.
+    async fn grant_compute(&self, id: B256) -> KeeperResult<()>;
+    /// Pays the provider for `fuel_consumed` and returns the rest; emits `PaymentReleased`.
+    async fn release_payment(&self, id: B256, receipt_hash: B256, fuel_consumed: u64) -> KeeperResult<Payout>;
+    /// Returns the escrow to the consumer after a missed deadline; emits `PaymentRefund`.
+    async fn refund_payment(&self, id: B256, caller: Address) -> KeeperResult<U256>;
+    /// Records the DID of the outputs; emits `OutputPublished`.
+    async fn publish_output(&self, id: B256, did: Did) -> KeeperResult<()>;
+
+    /// Events after `after`, optionally of one agreement, oldest first.
+    async fn events_after(&self, after: u64, agreement: Option<B256>, limit: u32) -> KeeperResult<Vec<KeeperEvent>>;
+    /// Wakes up when new events exist (the value is the newest event's id).
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    async fn balance(&self, who: Address) -> KeeperResult<U256>;
+    /// Adds tokens to an account (development faucet, operator credit).
+    async fn credit(&self, who: Address, amount: U256) -> KeeperResult<U256>;
+}

@@ -1,0 +1,144 @@
+//! Content-addressed blobs: every file the provider keeps (dataset files, algorithms, job
+//! outputs, logs) is stored once under `<data>/blobs/`, named by the BLAKE3 of its contents,
+//! and made read-only. Blobs are only ever opened through a capability handle on that
+//! directory, by a name computed from a hash: never from a path a request supplied.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use alloy_primitives::B256;
+use cap_std::ambient_authority;
+use std::os::unix::fs::PermissionsExt;
+
+use cap_std::fs::Dir;
+
+/// The blob store.
+#[derive(Debug)]
+pub struct Blobs {
+    dir: Dir,
+    tmp: PathBuf,
+}
+
+/// `ab/abcdef…`: two levels, so no directory grows past 256 subdirectories' worth of files.
+fn name(hash: &B256) -> String {
+    let hex = hex::encode(hash);
+    format!("{}/{hex}", &hex[..2])
+}
+
+impl Blobs {
+    /// Opens the store under `data_dir` (creating it).
+    pub fn open(data_dir: &Path) -> io::Result<Self> {
+        let root = data_dir.join("blobs");
+        let tmp = data_dir.join("tmp");
+        std::fs::create_dir_all(&root)?;
+        std::fs::create_dir_all(&tmp)?;
+        Ok(Self { dir: Dir::open_ambient_dir(&root, ambient_authority())?, tmp })
+    }
+
+    /// A temporary directory for files on their way into the store (same filesystem).
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp
+    }
+
+    pub fn contains(&self, hash: &B256) -> bool {
+        self.dir.is_file(name(hash))
+    }
+
+    /// Stores what `reader` yields, up to `limit` bytes; returns its hash and size, or
+    /// `None` when it is longer than `limit` (nothing is stored then).
+    pub fn put_reader(&self, mut reader: impl Read, limit: u64) -> io::Result<Option<(B256, u64)>> {
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp)?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut size = 0u64;
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            size += n as u64;
+            if size > limit {
+                return Ok(None);
+            }
+            hasher.update(&buf[..n]);
+            tmp.write_all(&buf[..n])?;
+        }
+        let hash = B256::from(*hasher.finalize().as_bytes());
+        self.adopt(tmp.into_temp_path().keep().map_err(|e| e.error)?.as_path(), &hash)?;
+        Ok(Some((hash, size)))
+    }
+
+    pub fn put_bytes(&self, bytes: &[u8]) -> io::Result<B256> {
+        let (hash, _) = self.put_reader(bytes, u64::MAX)?.expect("no limit");
+        Ok(hash)
+    }
+
+    /// Moves the file at `path` (whose BLAKE3 the caller computed as `hash`) into the store.
+    /// If the blob exists already, the file is removed instead.
+    pub fn adopt(&self, path: &Path, hash: &B256) -> io::Result<()> {
+        let target = name(hash);
+        if self.dir.is_file(&target) {
+            return std::fs::remove_file(path);
+        }
+        self.dir.create_dir_all(&target[..2])?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444))?;
+        let parent = path.parent().unwrap_or(Path::new("."));
+        let from = Dir::open_ambient_dir(parent, ambient_authority())?;
+        let file_name = path.file_name().ok_or_else(|| io::Error::other("not a file path"))?;
+        match from.rename(file_name, &self.dir, &target) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(18 /* EXDEV */) => {
+                let mut src = std::fs::File::open(path)?;
+                let mut dst = tempfile::NamedTempFile::new_in(&self.tmp)?;
+                io::copy(&mut src, &mut dst)?;
+                std::fs::remove_file(path)?;
+                let kept = dst.into_temp_path().keep().map_err(|e| e.error)?;
+                self.adopt(&kept, hash)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens a blob for reading.
+    pub fn open_blob(&self, hash: &B256) -> io::Result<std::fs::File> {
+        Ok(self.dir.open(name(hash))?.into_std())
+    }
+
+    pub fn read(&self, hash: &B256) -> io::Result<Vec<u8>> {
+        self.dir.read(name(hash))
+    }
+
+    /// Hard-links a blob to `dest/relative` (creating parents): how dataset views are built.
+    pub fn link_into(&self, hash: &B256, dest: &Dir, relative: &str) -> io::Result<()> {
+        if let Some((parent, _)) = relative.rsplit_once('/') {
+            dest.create_dir_all(parent)?;
+        }
+        self.dir.hard_link(name(hash), dest, relative)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_are_stored_once_by_content_and_read_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(tmp.path()).unwrap();
+        let a = blobs.put_bytes(b"hello").unwrap();
+        assert_eq!(a, B256::from(*blake3::hash(b"hello").as_bytes()));
+        assert_eq!(blobs.put_bytes(b"hello").unwrap(), a, "the same content, the same blob");
+        assert_eq!(blobs.read(&a).unwrap(), b"hello");
+        let path = tmp.path().join("blobs").join(name(&a));
+        assert!(std::fs::metadata(&path).unwrap().permissions().readonly());
+        assert!(blobs.put_reader(&b"0123456789"[..], 5).unwrap().is_none(), "over the limit");
+        assert_eq!(std::fs::read_dir(blobs.tmp_dir()).unwrap().count(), 0, "nothing left in tmp");
+        let view = tmp.path().join("view");
+        std::fs::create_dir(&view).unwrap();
+        let view_dir = Dir::open_ambient_dir(&view, ambient_authority()).unwrap();
+        blobs.link_into(&a, &view_dir, "sub/greeting.txt").unwrap();
+        assert_eq!(std::fs::read(view.join("sub/greeting.txt")).unwrap(), b"hello");
+    }
+}
