@@ -1,9 +1,19 @@
 //! End-to-end tests: the real `tidepool` binary, driven as a user would.
 //!
 //! * `cli_run`: `tidepool run`, its flags, outputs, receipts and exit codes;
-//! * `cli_verify`: `tidepool verify`, honest and dishonest receipts.
+//! * `cli_verify`: `tidepool verify`, honest and dishonest receipts;
+//! * `provider_flow`: the daemon over loopback HTTP: the agreement flow for each example, several
+//!   datasets, deferred execution, refunds, concurrency;
+//! * `provider_errors`: every error class, replays, algorithm policies;
+//! * `provider_restart`: SIGKILL at any point, restart, nothing lost or duplicated;
+//! * `provider_cli`: the client commands and `tidepool demo`.
 #![allow(clippy::unwrap_used, reason = "test helpers: a failed unwrap is a failed test")]
 
 mod cli_run;
 mod cli_verify;
+mod daemon;
+mod provider_cli;
+mod provider_errors;
+mod provider_flow;
+mod provider_restart;
 mod util;

@@ -11,6 +11,8 @@ pub mod extract;
 mod keeper;
 mod meta;
 mod response;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 

@@ -1,0 +1,307 @@
+//! The agreement flow against a real daemon over loopback HTTP, with a real SQLite file.
+
+use std::path::Path;
+use std::time::Duration;
+
+use alloy_primitives::{B256, U256};
+use tidepool_provider::agreement::service::terms;
+use tidepool_provider::agreement::template;
+use tidepool_provider::api::{ExecRequest, InitializeRequest, ServiceLimits};
+use tidepool_provider::auth::{sign_typed, unix_now};
+use tidepool_provider::client::Client;
+use tidepool_provider::client::flow::{AlgorithmChoice, ComputeOutcome, ComputeRequest, Step};
+use tidepool_provider::ddo::{AssetKind, Did};
+use tidepool_provider::keeper::{AgreementState, EventName};
+use tidepool_runtime::{Algorithm, InputSpec, Runtime, RuntimeConfig, VerifyRequest};
+
+use crate::daemon::{Daemon, faucet_amount, publish, request};
+use crate::util::{dataset, module};
+
+const BOOK: &str = "It was the best of times, it was the worst of times; the end.\n";
+const CSV: &str = "city,temp,rain\nOslo,3.5,1\nLima,19,\nCairo,24.5,0\n";
+
+pub fn compute(did: Did, guest: &str, args: &[&str], out: &Path) -> ComputeRequest {
+    ComputeRequest {
+        did,
+        algorithm: AlgorithmChoice::Module(std::fs::read(module(guest)).unwrap(), guest.to_string()),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        not_before: None,
+        output_dir: out.to_path_buf(),
+        wait: Duration::from_secs(180),
+    }
+}
+
+/// Runs the flow, checking the payment split on both balances.
+async fn run_and_check_split(d: &Daemon, consumer: &Client, req: &ComputeRequest) -> ComputeOutcome {
+    let provider = consumer.provider().address;
+    let (p0, c0) = (consumer.balance(provider).await.unwrap(), consumer.balance(consumer.address()).await.unwrap());
+    let outcome = consumer.compute(req, |_| {}).await.unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    let paid = U256::from(outcome.receipt.fuel_consumed) * U256::from(3);
+    assert_eq!(outcome.payout.provider_amount, paid, "fuel used × price to the provider");
+    assert_eq!(consumer.balance(provider).await.unwrap() - p0, paid);
+    assert_eq!(c0 - consumer.balance(consumer.address()).await.unwrap(), paid, "the rest of the escrow came back");
+    let a = consumer.agreement(outcome.agreement).await.unwrap();
+    assert_eq!((a.state, a.escrow), (AgreementState::Released, U256::ZERO));
+    assert_eq!(a.receipt_hash, Some(outcome.receipt.receipt_hash), "the receipt hash is committed on release");
+    outcome
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_example_runs_through_the_flow_with_the_payment_split() {
+    let d = Daemon::start(&[]);
+    let books = dataset(&[("dickens.txt", BOOK.as_bytes())]);
+    let weather = dataset(&[("cities.csv", CSV.as_bytes())]);
+    let did = publish(&d, &[("books", books.path()), ("weather", weather.path())], request("books and weather")).await;
+    let cases: [(&str, &[&str], &str, &str); 3] = [
+        ("wordfreq", &["--top", "1"], "wordfreq.csv", "word,count\nthe,3\n"),
+        ("csv-stats", &[], "stats.csv", "weather,cities.csv,temp,3,0,"),
+        ("mandelbrot", &["--width", "32", "--height", "16"], "mandelbrot.pgm", "P5\n32 16\n255\n"),
+    ];
+    for (guest, args, file, expected) in cases {
+        let consumer = d.consumer().await;
+        let out = tempfile::tempdir().unwrap();
+        let outcome = run_and_check_split(&d, &consumer, &compute(did, guest, args, &out.path().join("r"))).await;
+        assert!(outcome.receipt.outcome.is_success(), "{guest}: {}", outcome.receipt.outcome);
+        let content =
+            String::from_utf8_lossy(&std::fs::read(out.path().join("r/outputs").join(file)).unwrap()).into_owned();
+        assert!(content.contains(expected), "{guest}: {file} lacks {expected:?}:\n{content}");
+        // Both datasets were mounted, and the receipt names them.
+        let names: Vec<&str> = outcome.receipt.inputs.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["books", "weather"]);
+        assert_eq!(outcome.receipt.inputs[0].root, tidepool_runtime::tree::scan(books.path()).unwrap().root());
+        // The outputs became an asset of the consumer.
+        let output = consumer.ddo(outcome.output_did.unwrap()).await.unwrap();
+        assert_eq!(output.metadata.kind, AssetKind::Output);
+        assert_eq!(output.owner(), Some(consumer.address()));
+        assert_eq!(output.metadata.datasets[0].root, outcome.receipt.outputs_root);
+        // An auditor holding the same inputs re-executes the receipt.
+        let receipt = outcome.receipt.clone();
+        let inputs = vec![InputSpec::new("books", books.path()), InputSpec::new("weather", weather.path())];
+        let algorithm = Algorithm::from_file(&module(guest)).unwrap();
+        let report = tokio::task::spawn_blocking(move || {
+            Runtime::new(RuntimeConfig::default())
+                .verify(&VerifyRequest { receipt, algorithm, inputs, claimed_outputs: None })
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(report.verified(), "{guest}: {:?}", report.mismatches);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn several_datasets_are_mounted_side_by_side() {
+    let d = Daemon::start(&[]);
+    let sets: Vec<tempfile::TempDir> =
+        ["a", "b", "c"].iter().map(|n| dataset(&[(&format!("{n}.txt"), n.as_bytes())])).collect();
+    let named: Vec<(&str, &Path)> = ["gamma", "alpha", "beta"].into_iter().zip(sets.iter().map(|t| t.path())).collect();
+    let did = publish(&d, &named, request("three datasets")).await;
+    let consumer = d.consumer().await;
+    let out = tempfile::tempdir().unwrap();
+    let outcome = run_and_check_split(&d, &consumer, &compute(did, "observe", &[], &out.path().join("r"))).await;
+    let names: Vec<&str> = outcome.receipt.inputs.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["alpha", "beta", "gamma"], "sorted by name");
+    let stdout = std::fs::read_to_string(out.path().join("r/logs/stdout.log")).unwrap();
+    for path in ["/data/inputs/alpha/b.txt", "/data/inputs/beta/c.txt", "/data/inputs/gamma/a.txt"] {
+        assert!(stdout.contains(&format!("entry {path} ")), "the guest did not see {path}:\n{stdout}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deferred_execution_waits_for_not_before() {
+    let d = Daemon::start(&[]);
+    let books = dataset(&[("dickens.txt", BOOK.as_bytes())]);
+    let did = publish(&d, &[("books", books.path())], request("books")).await;
+    let consumer = d.consumer().await;
+    let out = tempfile::tempdir().unwrap();
+    let not_before = unix_now() + 3;
+    let mut req = compute(did, "wordfreq", &[], &out.path().join("r"));
+    req.not_before = Some(not_before);
+    let mut seen = Vec::new();
+    let outcome = consumer
+        .compute(&req, |s| {
+            if let Step::Job(v) = s {
+                seen.push((unix_now(), v.status, v.not_before));
+            }
+        })
+        .await
+        .unwrap();
+    assert!(outcome.receipt.outcome.is_success());
+    assert!(seen.iter().all(|(_, _, nb)| *nb == not_before), "the job records notBefore");
+    assert!(seen.iter().any(|(_, status, _)| *status == 1), "the job was seen waiting in the queue");
+    for (when, status, _) in &seen {
+        if *when < not_before {
+            assert_eq!(*status, 1, "the job left the queue before notBefore");
+        }
+    }
+    assert!(outcome.job.updated_at >= not_before);
+}
+
+/// A provider configuration file setting the job limits.
+fn toml_job_limits(l: &tidepool_runtime::Limits) -> String {
+    format!(
+        "[job_limits]\nfuel = {}\nmemory_bytes = {}\ntimeout_ms = {}\noutput_bytes = {}\noutput_files = {}\n\
+         stdout_bytes = {}\nstderr_bytes = {}\nmodule_bytes = {}\nmax_wasm_stack = {}\n",
+        l.fuel,
+        l.memory_bytes,
+        l.timeout_ms,
+        l.output_bytes,
+        l.output_files,
+        l.stdout_bytes,
+        l.stderr_bytes,
+        l.module_bytes,
+        l.max_wasm_stack
+    )
+}
+
+/// Drives the flow by hand up to exec, for the refund scenario.
+async fn initialize_and_exec(consumer: &Client, did: Did, guest: &str) -> (B256, String) {
+    let ddo = consumer.ddo(did).await.unwrap();
+    let service = ddo.compute_service("1").unwrap();
+    let agreement = B256::random();
+    let t = terms(did, service, consumer.address());
+    let signature = sign_typed(
+        consumer.signer(),
+        consumer.domain(),
+        &template::agreement_struct(agreement, &service.conditions, &t),
+    );
+    consumer
+        .initialize(&InitializeRequest {
+            did,
+            service_agreement_id: agreement,
+            service_definition_id: "1".into(),
+            signature,
+            consumer_address: consumer.address(),
+        })
+        .await
+        .unwrap();
+    consumer.upload_module(agreement, &std::fs::read(module(guest)).unwrap(), guest).await.unwrap();
+    consumer.lock_payment(agreement).await.unwrap();
+    wait_for_event(consumer, agreement, EventName::ComputeGranted).await;
+    let job = consumer
+        .exec(&ExecRequest {
+            service_agreement_id: agreement,
+            consumer_address: consumer.address(),
+            not_before: None,
+            args: vec![],
+        })
+        .await
+        .unwrap();
+    (agreement, job.job_id)
+}
+
+pub async fn wait_for_event(c: &Client, agreement: B256, name: EventName) {
+    for _ in 0..600 {
+        if c.events(0, Some(agreement)).await.unwrap().iter().any(|e| e.name == name) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no {name} event for {agreement}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_consumer_is_refunded_when_the_provider_misses_its_deadline() {
+    // One worker slot, taken by a slow job: the next job cannot start before its deadline. The
+    // slow job is bounded by its 6 s timeout, not by fuel (the ceiling is raised for it).
+    let cfg = tempfile::tempdir().unwrap();
+    let config = cfg.path().join("provider.toml");
+    let limits = tidepool_runtime::Limits { fuel: 10_000_000_000_000, ..tidepool_runtime::Limits::default() };
+    std::fs::write(&config, toml_job_limits(&limits)).unwrap();
+    let d = Daemon::start(&["--max-concurrent-jobs", "1", "--config", config.to_str().unwrap()]);
+    let data = dataset(&[("x.txt", b"x")]);
+    let mut slow = request("slow service");
+    slow.limits = ServiceLimits { timeout_ms: Some(6_000), max_fuel: Some(limits.fuel), ..ServiceLimits::default() };
+    let hog_did = publish(&d, &[("x", data.path())], slow).await;
+    let mut tight = request("tight deadline");
+    tight.limits = ServiceLimits { timeout_ms: Some(1_000), ..ServiceLimits::default() };
+    tight.timeouts.insert("releasePayment".into(), 4);
+    let did = publish(&d, &[("x", data.path())], tight).await;
+
+    let (running_tx, running_rx) = tokio::sync::oneshot::channel();
+    let url = d.url.clone();
+    let hog = tokio::spawn(async move {
+        let c = Client::connect(&url, alloy_signer_local::PrivateKeySigner::random()).await.unwrap();
+        c.faucet().await.unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let mut running = Some(running_tx);
+        c.compute(&compute(hog_did, "misbehave", &["spin"], &out.path().join("r")), |s| {
+            if let Step::Job(v) = s
+                && v.status == 40
+                && let Some(tx) = running.take()
+            {
+                let _ = tx.send(());
+            }
+        })
+        .await
+    });
+    running_rx.await.expect("the slow job runs");
+
+    let consumer = d.consumer().await;
+    let (agreement, job) = initialize_and_exec(&consumer, did, "wordfreq").await;
+    let refused = consumer.refund(agreement).await.unwrap_err();
+    assert_eq!(refused.status(), Some(409), "no refund before the deadline: {refused}");
+    let deadline = consumer.agreement(agreement).await.unwrap().condition("releasePayment").unwrap().deadline.unwrap();
+    while unix_now() <= deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let escrow = consumer.agreement(agreement).await.unwrap().escrow;
+    assert!(escrow > U256::ZERO);
+    assert_eq!(consumer.refund(agreement).await.unwrap(), escrow);
+    assert_eq!(consumer.balance(consumer.address()).await.unwrap(), faucet_amount(), "everything came back");
+    let a = consumer.agreement(agreement).await.unwrap();
+    assert_eq!((a.state, a.escrow), (AgreementState::Refunded, U256::ZERO));
+
+    // The slow job ends (timed out), and then the late one is not run.
+    let hog_outcome = hog.await.unwrap().unwrap();
+    assert_eq!(hog_outcome.receipt.outcome, tidepool_runtime::Outcome::Timeout);
+    for _ in 0..300 {
+        let v = consumer.job(&job).await.unwrap();
+        if v.status == 81 {
+            assert_eq!(v.payment, "refunded");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(consumer.job(&job).await.unwrap().status, 81, "not started: deadline passed");
+    let events = consumer.events(0, Some(agreement)).await.unwrap();
+    assert!(events.iter().any(|e| e.name == EventName::PaymentRefund));
+    assert!(!events.iter().any(|e| e.name == EventName::PaymentReleased), "the provider was not paid");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_agreements_do_not_interfere() {
+    let d = Daemon::start(&["--max-concurrent-jobs", "2"]);
+    let books = dataset(&[("dickens.txt", BOOK.as_bytes()), ("more.txt", b"times times best worst age")]);
+    let did = publish(&d, &[("books", books.path())], request("books")).await;
+    let n = 8;
+    let runs = (1..=n).map(|top| {
+        let url = d.url.clone();
+        tokio::spawn(async move {
+            let c = Client::connect(&url, alloy_signer_local::PrivateKeySigner::random()).await.unwrap();
+            c.faucet().await.unwrap();
+            let out = tempfile::tempdir().unwrap();
+            let top_s = top.to_string();
+            let outcome =
+                c.compute(&compute(did, "wordfreq", &["--top", &top_s], &out.path().join("r")), |_| {}).await.unwrap();
+            let csv = std::fs::read_to_string(out.path().join("r/outputs/wordfreq.csv")).unwrap();
+            let left = c.balance(c.address()).await.unwrap();
+            (top, outcome, csv.lines().count(), left)
+        })
+    });
+    let results = futures_util::future::join_all(runs).await;
+    let mut paid = U256::ZERO;
+    let mut hashes = std::collections::BTreeSet::new();
+    for r in results {
+        let (top, outcome, lines, left) = r.unwrap();
+        assert!(outcome.receipt.outcome.is_success());
+        assert_eq!(lines, top + 1, "each job ran with its own arguments");
+        let fee = U256::from(outcome.receipt.fuel_consumed) * U256::from(3);
+        assert_eq!(left, faucet_amount() - fee, "each consumer paid for its own fuel");
+        paid += fee;
+        hashes.insert(outcome.receipt.receipt_hash);
+    }
+    assert_eq!(hashes.len(), n);
+    let operator = d.operator().await;
+    assert_eq!(operator.balance(operator.address()).await.unwrap(), paid, "the provider was paid once per job");
+}
