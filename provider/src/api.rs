@@ -243,6 +243,14 @@ pub struct EventsView {
     pub events: Vec<KeeperEvent>,
 }
 
+/// `POST /api/v1/keeper/credit`: an operator credits an account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreditRequest {
+    pub address: Address,
+    pub amount: U256,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BalanceView {

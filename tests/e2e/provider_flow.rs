@@ -154,8 +154,14 @@ fn toml_job_limits(l: &tidepool_runtime::Limits) -> String {
     )
 }
 
-/// Drives the flow by hand up to exec, for the refund scenario.
-async fn initialize_and_exec(consumer: &Client, did: Did, guest: &str) -> (B256, String) {
+/// Drives the flow by hand up to exec.
+pub async fn initialize_and_exec(
+    consumer: &Client,
+    did: Did,
+    guest: &str,
+    args: &[&str],
+    not_before: Option<u64>,
+) -> (B256, String) {
     let ddo = consumer.ddo(did).await.unwrap();
     let service = ddo.compute_service("1").unwrap();
     let agreement = B256::random();
@@ -178,16 +184,13 @@ async fn initialize_and_exec(consumer: &Client, did: Did, guest: &str) -> (B256,
     consumer.upload_module(agreement, &std::fs::read(module(guest)).unwrap(), guest).await.unwrap();
     consumer.lock_payment(agreement).await.unwrap();
     wait_for_event(consumer, agreement, EventName::ComputeGranted).await;
-    let job = consumer
-        .exec(&ExecRequest {
-            service_agreement_id: agreement,
-            consumer_address: consumer.address(),
-            not_before: None,
-            args: vec![],
-        })
-        .await
-        .unwrap();
-    (agreement, job.job_id)
+    let exec = ExecRequest {
+        service_agreement_id: agreement,
+        consumer_address: consumer.address(),
+        not_before,
+        args: args.iter().map(|a| a.to_string()).collect(),
+    };
+    (agreement, consumer.exec(&exec).await.unwrap().job_id)
 }
 
 pub async fn wait_for_event(c: &Client, agreement: B256, name: EventName) {
@@ -238,7 +241,7 @@ async fn the_consumer_is_refunded_when_the_provider_misses_its_deadline() {
     running_rx.await.expect("the slow job runs");
 
     let consumer = d.consumer().await;
-    let (agreement, job) = initialize_and_exec(&consumer, did, "wordfreq").await;
+    let (agreement, job) = initialize_and_exec(&consumer, did, "wordfreq", &[], None).await;
     let refused = consumer.refund(agreement).await.unwrap_err();
     assert_eq!(refused.status(), Some(409), "no refund before the deadline: {refused}");
     let deadline = consumer.agreement(agreement).await.unwrap().condition("releasePayment").unwrap().deadline.unwrap();
@@ -304,4 +307,80 @@ async fn concurrent_agreements_do_not_interfere() {
     assert_eq!(hashes.len(), n);
     let operator = d.operator().await;
     assert_eq!(operator.balance(operator.address()).await.unwrap(), paid, "the provider was paid once per job");
+}
+
+/// Polls a job until it ends and its payment is settled.
+pub async fn wait_for_end(c: &Client, job: &str) -> tidepool_provider::api::JobView {
+    for _ in 0..1200 {
+        let v = c.job(job).await.unwrap();
+        if tidepool_provider::jobs::JobStatus::from_code(v.status).is_terminal() && v.payment != "pending" {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("job {job} did not end");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operators_credit_accounts_and_publish_files_already_on_the_provider() {
+    let d = Daemon::start(&[]);
+    let operator = d.operator().await;
+    let books = dataset(&[("dickens.txt", BOOK.as_bytes())]);
+    let session = operator.create_session().await.unwrap();
+    let files = operator.reference(&session, "books", books.path()).await.unwrap();
+    assert_eq!(files.len(), 1);
+    let did = operator.publish(&session, &request("referenced books")).await.unwrap().did;
+
+    let consumer = Client::connect(&d.url, alloy_signer_local::PrivateKeySigner::random()).await.unwrap();
+    let amount = U256::from(10u64).pow(U256::from(12));
+    assert_eq!(operator.credit(consumer.address(), amount).await.unwrap(), amount);
+    let refused = consumer.credit(consumer.address(), amount).await.unwrap_err();
+    assert_eq!(refused.status(), Some(403), "only operators credit");
+    let their_session = consumer.create_session().await.unwrap();
+    assert_eq!(consumer.reference(&their_session, "x", books.path()).await.unwrap_err().status(), Some(403));
+
+    let out = tempfile::tempdir().unwrap();
+    let outcome =
+        consumer.compute(&compute(did, "wordfreq", &["--top", "1"], &out.path().join("r")), |_| {}).await.unwrap();
+    assert!(outcome.receipt.outcome.is_success());
+    assert_eq!(outcome.receipt.inputs[0].root, tidepool_runtime::tree::scan(books.path()).unwrap().root());
+    let fee = U256::from(outcome.receipt.fuel_consumed) * U256::from(3);
+    assert_eq!(consumer.balance(consumer.address()).await.unwrap(), amount - fee);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consumers_stop_running_and_queued_jobs() {
+    let d = Daemon::start(&[]);
+    let data = dataset(&[("x.txt", b"x")]);
+    let mut req = request("render farm");
+    req.limits = ServiceLimits { max_fuel: Some(40_000_000_000), ..ServiceLimits::default() };
+    let did = publish(&d, &[("x", data.path())], req).await;
+    let consumer = d.consumer().await;
+
+    // A running job stops with outcome `stopped`; the provider is paid for the fuel used.
+    let big = ["--width", "1000", "--height", "750", "--max-iter", "3000"];
+    let (agreement, job) = initialize_and_exec(&consumer, did, "mandelbrot", &big, None).await;
+    for _ in 0..600 {
+        if consumer.job(&job).await.unwrap().status == 40 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    consumer.stop(&job).await.unwrap();
+    let v = wait_for_end(&consumer, &job).await;
+    assert_eq!((v.status, v.outcome.clone()), (80, Some(tidepool_runtime::Outcome::Stopped)), "{v:?}");
+    let a = consumer.agreement(agreement).await.unwrap();
+    assert_eq!(a.state, AgreementState::Released);
+    assert!(a.provider_paid.unwrap() > U256::ZERO, "the fuel used before the stop is paid for");
+    assert_eq!(consumer.stop(&job).await.unwrap_err().status(), Some(409), "it has ended already");
+
+    // A queued job stops at once; the whole escrow comes back.
+    let before = consumer.balance(consumer.address()).await.unwrap();
+    let (agreement, job) = initialize_and_exec(&consumer, did, "wordfreq", &[], Some(unix_now() + 600)).await;
+    let stopped = consumer.stop(&job).await.unwrap();
+    assert_eq!(stopped.status, 80);
+    let v = wait_for_end(&consumer, &job).await;
+    assert_eq!(v.payment, "released");
+    assert_eq!(consumer.agreement(agreement).await.unwrap().provider_paid, Some(U256::ZERO));
+    assert_eq!(consumer.balance(consumer.address()).await.unwrap(), before, "nothing was spent");
 }

@@ -55,6 +55,8 @@ pub enum Command {
     Faucet(wallet::FaucetArgs),
     /// Show a token balance on the provider's keeper.
     Balance(wallet::BalanceArgs),
+    /// Credit tokens to an account (the provider's operators, embedded keeper).
+    Credit(wallet::CreditArgs),
 }
 
 /// Runs the parsed command; the exit code it asks for, or an error (exit code 2).
@@ -73,6 +75,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Refund(args) => rt()?.block_on(compute::refund(args)),
         Command::Faucet(args) => rt()?.block_on(wallet::faucet(args)),
         Command::Balance(args) => rt()?.block_on(wallet::balance(args)),
+        Command::Credit(args) => rt()?.block_on(wallet::credit(args)),
     }
 }
 

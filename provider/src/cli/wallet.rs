@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use alloy_primitives::Address;
+use alloy_primitives::{Address, U256};
 use anyhow::Result;
 
 use super::client_args::ClientArgs;
@@ -18,6 +18,27 @@ pub async fn faucet(args: FaucetArgs) -> Result<ExitCode> {
     let balance = client.faucet().await?;
     println!("{balance}");
     eprintln!("{} now holds {balance} tokens", client.address());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CreditArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The account to credit.
+    #[arg(long)]
+    pub address: Address,
+    /// Token base units.
+    #[arg(long)]
+    pub amount: U256,
+}
+
+/// An operator credits an account on the embedded keeper.
+pub async fn credit(args: CreditArgs) -> Result<ExitCode> {
+    let client = args.client.connect().await?;
+    let balance = client.credit(args.address, args.amount).await?;
+    println!("{balance}");
+    eprintln!("{} now holds {balance} tokens", args.address);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -257,6 +257,13 @@ impl Client {
         Ok(v.balance)
     }
 
+    /// Credits `amount` to `who` (operators only).
+    pub async fn credit(&self, who: Address, amount: U256) -> ClientResult<U256> {
+        let v: BalanceView =
+            self.post_json("/api/v1/keeper/credit", &crate::api::CreditRequest { address: who, amount }).await?;
+        Ok(v.balance)
+    }
+
     /// Asks a development provider's faucet for tokens.
     pub async fn faucet(&self) -> ClientResult<U256> {
         let v: BalanceView = self.post_json("/api/v1/keeper/faucet", &serde_json::json!({})).await?;

@@ -108,8 +108,8 @@ async fn download(
 
 async fn stop(
     State(p): State<Arc<Provider>>,
-    Signed(who): Signed,
     ApiPath(id): ApiPath<String>,
+    SignedJson(who, _): SignedJson<serde_json::Value>,
 ) -> ApiResult<Json<JobView>> {
     Ok(Json(jobs::stop(&p, &id, who).await?))
 }

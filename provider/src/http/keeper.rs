@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::extract::{ApiPath, ApiQuery, SignedJson};
 use crate::agreement::service;
-use crate::api::{BalanceView, EventsView, RefundView};
+use crate::api::{BalanceView, CreditRequest, EventsView, RefundView};
 use crate::error::{ApiError, ApiResult};
 use crate::keeper::Agreement;
 use crate::provider::Provider;
@@ -24,6 +24,7 @@ pub fn router() -> Router<Arc<Provider>> {
         .route("/api/v1/keeper/events", get(events))
         .route("/api/v1/keeper/balances/{address}", get(balance))
         .route("/api/v1/keeper/faucet", post(faucet))
+        .route("/api/v1/keeper/credit", post(credit))
 }
 
 async fn agreement(State(p): State<Arc<Provider>>, ApiPath(id): ApiPath<B256>) -> ApiResult<Json<Agreement>> {
@@ -72,4 +73,16 @@ async fn faucet(
         return Err(ApiError::Forbidden("this provider has no faucet (it is for development: --dev-faucet)".into()));
     }
     Ok(Json(BalanceView { address: who, balance: p.keeper.credit(who, p.config.faucet_amount).await? }))
+}
+
+async fn credit(
+    State(p): State<Arc<Provider>>,
+    SignedJson(who, req): SignedJson<CreditRequest>,
+) -> ApiResult<Json<BalanceView>> {
+    if !p.is_operator(who) {
+        return Err(ApiError::Forbidden(format!("{who} is not an operator of this provider")));
+    }
+    let balance = p.keeper.credit(req.address, req.amount).await?;
+    tracing::info!(operator = %who, account = %req.address, amount = %req.amount, "credited");
+    Ok(Json(BalanceView { address: req.address, balance }))
 }
