@@ -17,11 +17,15 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use alloy_primitives::B256;
-use wasmtime::{Config, Engine, ExternType, InstancePre, Linker, Module, OptLevel, WasmFeatures};
+use wasmtime::{
+    Config, Enabled, Engine, ExternType, InstanceAllocationStrategy, InstancePre, Linker, Module, OptLevel,
+    PoolingAllocationConfig, WasmFeatures,
+};
 
 use crate::error::{Error, Result};
 use crate::wasi::{self, StoreState};
@@ -43,11 +47,99 @@ pub struct RuntimeConfig {
     /// Fuel metering. Always on in production; benchmarks turn it off to measure its cost.
     /// Receipts from an engine without fuel say so in their engine configuration hash.
     pub fuel_metering: bool,
+    /// Canonical NaN bit patterns after every float operation, so that a NaN's payload
+    /// cannot differ between CPUs. Always on in production (receipts depend on it); benchmarks
+    /// turn it off to measure its cost, and receipts from such an engine say so.
+    pub nan_canonicalization: bool,
+    /// Most guest instances alive at once. Instances come from wasmtime's pooling allocator,
+    /// with this many slots reserved up front (address space only: a slot costs memory when
+    /// a guest touches it), which makes starting and ending a job several microseconds
+    /// cheaper than mapping fresh memory each time. A job that finds every slot taken waits
+    /// for one. `0` turns pooling off (memory mapped per instance, no bound).
+    pub max_instances: usize,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { cache_dir: None, memory_cache_entries: 64, fuel_metering: true }
+        let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
+        Self {
+            cache_dir: None,
+            memory_cache_entries: 64,
+            fuel_metering: true,
+            nan_canonicalization: true,
+            max_instances: (2 * cpus).max(4),
+        }
+    }
+}
+
+/// Tables a module may define (pooled instances reserve this many table slots each).
+pub(crate) const MAX_TABLES: usize = 4;
+/// Bytes of a pooled table zeroed in place when its job ends (the rest is decommitted).
+const TABLE_KEEP_RESIDENT: usize = 64 << 10;
+/// Bytes of dirtied linear memory a pooled slot resets in place when its job ends (with
+/// `PAGEMAP_SCAN`); at most this much per slot stays resident between jobs.
+const MEMORY_KEEP_RESIDENT: usize = 2 << 20;
+
+/// The instance slots of a [`Runtime`](crate::Runtime): a counting semaphore over
+/// [`RuntimeConfig::max_instances`], shared by all its engines.
+#[derive(Debug)]
+pub(crate) struct Slots {
+    state: Mutex<SlotState>,
+    freed: Condvar,
+    bounded: bool,
+}
+
+#[derive(Debug)]
+struct SlotState {
+    free: usize,
+    waiting: usize,
+}
+
+/// A taken slot, given back when dropped.
+pub(crate) struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    pub(crate) fn new(max_instances: usize) -> Self {
+        Self {
+            state: Mutex::new(SlotState { free: max_instances, waiting: 0 }),
+            freed: Condvar::new(),
+            bounded: max_instances > 0,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for a free slot; `None` if `cancel` is set while waiting.
+    pub(crate) fn take(&self, cancel: Option<&AtomicBool>) -> Option<Slot<'_>> {
+        if !self.bounded {
+            return Some(Slot(self));
+        }
+        let mut state = self.lock();
+        while state.free == 0 {
+            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return None;
+            }
+            state.waiting += 1;
+            state = self.freed.wait_timeout(state, TICK).unwrap_or_else(|p| p.into_inner()).0;
+            state.waiting -= 1;
+        }
+        state.free -= 1;
+        Some(Slot(self))
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if self.0.bounded {
+            let mut state = self.0.lock();
+            state.free += 1;
+            // Waking costs a system call: only when someone waits.
+            if state.waiting > 0 {
+                self.0.freed.notify_one();
+            }
+        }
     }
 }
 
@@ -96,7 +188,7 @@ impl ModuleCache {
 }
 
 /// The canonical description of an engine configuration; its hash goes into receipts.
-fn describe(max_wasm_stack: u64, fuel: bool) -> String {
+fn describe(max_wasm_stack: u64, fuel: bool, nan_canonicalization: bool) -> String {
     format!(
         "tidepool-engine-v1\n\
          wasmtime={WASMTIME_VERSION}\n\
@@ -105,7 +197,7 @@ fn describe(max_wasm_stack: u64, fuel: bool) -> String {
          opt=speed\n\
          fuel={fuel}\n\
          epoch_interruption=true\n\
-         nan_canonicalization=true\n\
+         nan_canonicalization={nan_canonicalization}\n\
          relaxed_simd_deterministic=true\n\
          threads=false\n\
          multi_memory=false\n\
@@ -159,7 +251,7 @@ impl EngineState {
         c.cranelift_opt_level(OptLevel::Speed)
             .consume_fuel(config.fuel_metering)
             .epoch_interruption(true)
-            .cranelift_nan_canonicalization(true)
+            .cranelift_nan_canonicalization(config.nan_canonicalization)
             .relaxed_simd_deterministic(true)
             .wasm_features(WasmFeatures::THREADS | WasmFeatures::SHARED_EVERYTHING_THREADS, false)
             .wasm_multi_memory(false)
@@ -167,11 +259,20 @@ impl EngineState {
             .wasm_backtrace_max_frames(None)
             .max_wasm_stack(usize::try_from(max_wasm_stack).map_err(Error::engine)?)
             .parallel_compilation(true);
-        let engine = Engine::new(&c)
-            .map_err(|e| Error::Engine { reason: format!("{e:#} (Tidepool needs an x86-64-v2 or aarch64 CPU)") })?;
+        if std::env::var_os("TIDEPOOL_PERFMAP").is_some() {
+            // For profiling guests with `perf`: names compiled functions in /tmp/perf-PID.map.
+            c.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
+        let engine = match Self::pooled(&c, config.max_instances) {
+            Some(engine) => engine,
+            None => Engine::new(&c)
+                .map_err(|e| Error::Engine { reason: format!("{e:#} (Tidepool needs an x86-64-v2 or aarch64 CPU)") })?,
+        };
         let mut linker = Linker::new(&engine);
         wasi::host::add_to_linker(&mut linker).map_err(Error::engine)?;
-        let config_hash = crate::tree::blake3_b256(describe(max_wasm_stack, config.fuel_metering).as_bytes());
+        let config_hash = crate::tree::blake3_b256(
+            describe(max_wasm_stack, config.fuel_metering, config.nan_canonicalization).as_bytes(),
+        );
         spawn_ticker(&engine);
         Ok(Arc::new(Self {
             engine,
@@ -185,6 +286,40 @@ impl EngineState {
             }),
             cache_dir: config.cache_dir.clone(),
         }))
+    }
+
+    /// An engine whose instances come from a pool of `slots` (none when `slots` is 0, or when
+    /// the pool cannot be reserved, e.g. under a tight `ulimit -v`: the caller then maps
+    /// memory per instance). Memory slots are 4 GiB, the most a 32-bit memory can
+    /// grow to; the job's own limit is enforced by the store's limiter.
+    fn pooled(c: &Config, slots: usize) -> Option<Engine> {
+        let slots = u32::try_from(slots).ok().filter(|&n| n > 0)?;
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_core_instances(slots)
+            .total_memories(slots)
+            .total_tables(slots.saturating_mul(MAX_TABLES as u32))
+            .max_tables_per_module(MAX_TABLES as u32)
+            .table_elements(wasi::MAX_TABLE_ELEMENTS)
+            .max_memories_per_module(1)
+            .max_memory_size(1 << 32)
+            .total_component_instances(0)
+            // Reset a finished job's table by zeroing it in place rather than by
+            // `madvise`: small tables are the common case and stay resident.
+            .table_keep_resident(TABLE_KEEP_RESIDENT);
+        if PoolingAllocationConfig::is_pagemap_scan_available() {
+            // Linux 6.7+: find the pages a job dirtied and reset just those in place (up to
+            // this much), so the next job in the slot starts without page faults.
+            pool.pagemap_scan(Enabled::Yes).linear_memory_keep_resident(MEMORY_KEEP_RESIDENT);
+        }
+        let mut pooled = c.clone();
+        pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        match Engine::new(&pooled) {
+            Ok(engine) => Some(engine),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), slots, "no instance pool; mapping memory per instance");
+                None
+            }
+        }
     }
 
     /// Compiles and admits `bytes` (whose BLAKE3 is `hash`), or returns the cached result.
@@ -319,9 +454,10 @@ mod tests {
 
     #[test]
     fn the_configuration_hash_covers_the_settings() {
-        let a = describe(512 * 1024, true);
-        assert_ne!(a, describe(256 * 1024, true));
-        assert_ne!(a, describe(512 * 1024, false));
+        let a = describe(512 * 1024, true, true);
+        assert_ne!(a, describe(256 * 1024, true, true));
+        assert_ne!(a, describe(512 * 1024, false, true));
+        assert_ne!(a, describe(512 * 1024, true, false));
         assert!(a.contains("nan_canonicalization=true") && a.contains("wasmtime=48.0.8"));
     }
 

@@ -20,7 +20,7 @@ use crate::limits::Limits;
 use crate::receipt::{InputRoot, Outcome, RECEIPT_VERSION, Receipt, ReceiptMeta, RuntimeInfo, derive_seed};
 use crate::tree::{self, EntryKind, Tree};
 use crate::wasi::ctx::{Capture, WasiCtx};
-use crate::wasi::vfs::{Mount, Vfs};
+use crate::wasi::vfs::{Mount, Scratch, Vfs};
 use crate::wasi::{GuestStop, Limiter, StoreState};
 
 /// The guest path of the algorithm directory.
@@ -33,24 +33,37 @@ pub const OUTPUTS_DIR: &str = "/data/outputs";
 pub const EVENT_PREFIX: &str = "@tidepool ";
 
 /// An algorithm: a WebAssembly module and the name it runs under (`argv[0]`, and
-/// `/algorithm/<name>.wasm`).
+/// `/algorithm/<name>.wasm`). Its BLAKE3 is computed once, when it is made, so running the
+/// same `Algorithm` (or clones of it) many times hashes the module once.
 #[derive(Clone, Debug)]
 pub struct Algorithm {
     pub name: String,
-    pub bytes: Arc<[u8]>,
+    bytes: Arc<[u8]>,
+    hash: B256,
 }
 
 impl Algorithm {
+    /// A module under `name` (used as is: [`JobSpec`] checks that it is a valid entry name).
+    pub fn new(name: impl Into<String>, bytes: impl Into<Arc<[u8]>>) -> Self {
+        let bytes = bytes.into();
+        Self { name: name.into(), hash: tree::blake3_b256(&bytes), bytes }
+    }
+
     /// Reads a module from a file; its name is the file stem.
     pub fn from_file(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(Error::io(format!("reading the module {}", path.display())))?;
         let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("algorithm").to_string();
-        Ok(Self { name: sanitize_name(&name), bytes: bytes.into() })
+        Ok(Self::new(sanitize_name(&name), bytes))
+    }
+
+    /// The module bytes.
+    pub fn bytes(&self) -> &Arc<[u8]> {
+        &self.bytes
     }
 
     /// BLAKE3 of the module bytes: the receipt's `algorithm_hash`.
     pub fn hash(&self) -> B256 {
-        tree::blake3_b256(&self.bytes)
+        self.hash
     }
 }
 
@@ -206,7 +219,7 @@ fn check_spec(spec: &JobSpec) -> Result<()> {
     if let Some(arg) = spec.args.iter().find(|a| a.contains('\0')) {
         return invalid(format!("argument {arg:?} contains a NUL byte"));
     }
-    let size = spec.algorithm.bytes.len() as u64;
+    let size = spec.algorithm.bytes().len() as u64;
     if size > spec.limits.module_bytes {
         return Err(Error::ModuleTooLarge { size, limit: spec.limits.module_bytes });
     }
@@ -216,8 +229,11 @@ fn check_spec(spec: &JobSpec) -> Result<()> {
 /// Makes sure `dir` exists and is empty; never touches what is already in it.
 fn prepare_output(dir: &Path) -> Result<()> {
     let bad = |reason: String| Error::InvalidOutput { path: dir.to_path_buf(), reason };
-    match std::fs::read_dir(dir) {
-        Ok(mut entries) => {
+    match std::fs::create_dir(dir) {
+        // Made just now, so empty.
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mut entries = std::fs::read_dir(dir).map_err(|e| bad(format!("cannot be read: {e}")))?;
             if entries.next().is_some() {
                 return Err(bad("is not empty; refusing to mix new outputs with existing files".into()));
             }
@@ -226,19 +242,14 @@ fn prepare_output(dir: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(dir).map_err(|e| bad(format!("cannot be created: {e}")))
         }
-        Err(e) => Err(bad(format!("cannot be read: {e}"))),
+        Err(e) => Err(bad(format!("cannot be created: {e}"))),
     }
 }
 
-/// A scratch directory for output blobs, next to the output directory when possible (so
-/// moving blobs into place is a rename), else in the system temporary directory.
-fn scratch_dir(output: &Path) -> Result<tempfile::TempDir> {
-    let parent = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    tempfile::Builder::new()
-        .prefix(".tidepool-scratch-")
-        .tempdir_in(parent)
-        .or_else(|_| tempfile::Builder::new().prefix("tidepool-scratch-").tempdir())
-        .map_err(Error::io("creating a scratch directory"))
+/// Where output blobs go until the job ends: next to the output directory when possible (so
+/// moving them into place is a hard link), created only if the guest writes a file.
+fn scratch_for(output: &Path) -> Scratch {
+    Scratch::in_dir(output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
 }
 
 /// A staged input: its entries and an open handle on its directory.
@@ -350,16 +361,17 @@ impl Runtime {
 
         stage(Stage::Provisioning);
         let engine = self.engine(spec.limits.max_wasm_stack)?;
-        let (compiled, compile_cached) = engine.compile(algorithm_hash, &spec.algorithm.bytes)?;
+        let (compiled, compile_cached) = engine.compile(algorithm_hash, spec.algorithm.bytes())?;
 
         prepare_output(&spec.output_dir)?;
-        let scratch = scratch_dir(&spec.output_dir)?;
-        let scratch_cap = cap_std::fs::Dir::open_ambient_dir(scratch.path(), cap_std::ambient_authority())
-            .map_err(Error::io("opening the scratch directory"))?;
         let limits = &spec.limits;
-        let vfs = Vfs::new(scratch_cap, limits.output_bytes, limits.output_files);
+        let vfs = Vfs::new(scratch_for(&spec.output_dir), limits.output_bytes, limits.output_files);
         let algorithm_root = vfs.new_root(Mount::Algorithm);
-        vfs.stage_memory_file(&algorithm_root, &format!("{}.wasm", spec.algorithm.name), spec.algorithm.bytes.clone());
+        vfs.stage_memory_file(
+            &algorithm_root,
+            &format!("{}.wasm", spec.algorithm.name),
+            spec.algorithm.bytes().clone(),
+        );
         let inputs_root = vfs.new_root(Mount::Inputs);
         for s in &staged {
             mount_input(&vfs, &inputs_root, s);
@@ -389,8 +401,12 @@ impl Runtime {
             stderr,
         );
 
+        // Taken before the store exists, so it is given back only after the store (and its
+        // instance) is gone, on every path. The timeout counts from here: waiting for a free
+        // slot is not the guest's time.
+        let slot = self.slots.take(spec.cancel.as_deref());
         let mut store = new_store(&engine, wasi, limits)?;
-        let deadline = started + limits.timeout();
+        let deadline = Instant::now() + limits.timeout();
         let cancel = spec.cancel.clone();
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
@@ -404,24 +420,27 @@ impl Runtime {
         });
 
         stage(Stage::Running);
-        let result = start(&compiled, &mut store);
+        let result = match &slot {
+            Some(_) => start(&compiled, &mut store),
+            None => Err(wasmtime::Error::new(GuestStop::Cancelled)),
+        };
         let fuel_consumed = if engine.fuel_metering { limits.fuel - store.get_fuel().unwrap_or(0) } else { 0 };
         let outcome = classify(result, store.data().limiter.memory_denied)?;
         tracing::debug!(%outcome, fuel_consumed, "guest finished");
 
         stage(Stage::PublishingResults);
         let state = store.into_data();
+        drop(slot);
         let WasiCtx { vfs, stdout, stderr, fds, .. } = state.wasi;
         drop(fds);
-        let out_cap = cap_std::fs::Dir::open_ambient_dir(&spec.output_dir, cap_std::ambient_authority())
-            .map_err(Error::io(format!("opening {}", spec.output_dir.display())))?;
-        vfs.materialize(&outputs_root, &out_cap)
-            .map_err(Error::io(format!("writing the outputs to {}", spec.output_dir.display())))?;
-        drop((vfs, outputs_root, scratch));
-        let outputs = tree::scan_dir(&out_cap).map_err(|e| Error::Io {
-            context: format!("hashing the outputs in {}", spec.output_dir.display()),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        let outputs = vfs.output_tree(&outputs_root).map_err(Error::io("hashing the outputs"))?;
+        if !outputs.entries.is_empty() {
+            let writing = || format!("writing the outputs to {}", spec.output_dir.display());
+            let out_dir = cap_std::fs::Dir::open_ambient_dir(&spec.output_dir, cap_std::ambient_authority())
+                .map_err(Error::io(writing()))?;
+            vfs.materialize(&outputs_root, &out_dir).map_err(Error::io(writing()))?;
+        }
+        drop((vfs, outputs_root));
 
         let (stdout, stdout_len) = stdout.finish();
         let (stderr, stderr_len) = stderr.finish();
@@ -461,9 +480,9 @@ impl Runtime {
     /// nothing: the cost of the WASI layer alone, for the benchmarks that chose it. Returns
     /// the guest's stdout. Not part of the supported API.
     #[doc(hidden)]
-    pub fn bench_bare_run(&self, algorithm: &Algorithm, hash: B256, limits: &Limits) -> Result<Vec<u8>> {
+    pub fn bench_bare_run(&self, algorithm: &Algorithm, limits: &Limits) -> Result<Vec<u8>> {
         let engine = self.engine(limits.max_wasm_stack)?;
-        let (compiled, _) = engine.compile(hash, &algorithm.bytes)?;
+        let (compiled, _) = engine.compile(algorithm.hash(), algorithm.bytes())?;
         let vfs = Vfs::read_only();
         let roots = [Mount::Algorithm, Mount::Inputs, Mount::Outputs].map(|m| vfs.new_root(m));
         let preopens =
@@ -476,6 +495,7 @@ impl Runtime {
             Capture::new(limits.stdout_bytes),
             Capture::new(limits.stderr_bytes),
         );
+        let _slot = self.slots.take(None);
         let mut store = new_store(&engine, wasi, limits)?;
         store.set_epoch_deadline(u64::MAX / 2);
         match classify(start(&compiled, &mut store), false)? {
@@ -508,6 +528,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("keep.txt"), b"precious").unwrap();
         assert!(matches!(prepare_output(tmp.path()), Err(Error::InvalidOutput { .. })));
+        std::fs::write(tmp.path().join("file"), b"").unwrap();
+        assert!(matches!(prepare_output(&tmp.path().join("file")), Err(Error::InvalidOutput { .. })));
+        std::fs::create_dir(tmp.path().join("empty")).unwrap();
+        prepare_output(&tmp.path().join("empty")).unwrap();
         assert_eq!(std::fs::read(tmp.path().join("keep.txt")).unwrap(), b"precious");
         prepare_output(&tmp.path().join("new/deeper")).unwrap();
         assert!(tmp.path().join("new/deeper").is_dir());

@@ -47,6 +47,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct Runtime {
     config: RuntimeConfig,
     engines: Mutex<HashMap<u64, Arc<engine::EngineState>>>,
+    slots: engine::Slots,
 }
 
 impl std::fmt::Debug for engine::EngineState {
@@ -57,7 +58,7 @@ impl std::fmt::Debug for engine::EngineState {
 
 impl Runtime {
     pub fn new(config: RuntimeConfig) -> Self {
-        Self { config, engines: Mutex::new(HashMap::new()) }
+        Self { slots: engine::Slots::new(config.max_instances), config, engines: Mutex::new(HashMap::new()) }
     }
 
     pub(crate) fn engine(&self, max_wasm_stack: u64) -> Result<Arc<engine::EngineState>> {
@@ -74,11 +75,11 @@ impl Runtime {
     /// (size, format, imports, exports). The compiled module is cached, so a later run of it
     /// starts at once.
     pub fn check_module(&self, algorithm: &Algorithm, limits: &Limits) -> Result<()> {
-        let size = algorithm.bytes.len() as u64;
+        let size = algorithm.bytes().len() as u64;
         if size > limits.module_bytes {
             return Err(Error::ModuleTooLarge { size, limit: limits.module_bytes });
         }
-        self.engine(limits.max_wasm_stack)?.compile(algorithm.hash(), &algorithm.bytes)?;
+        self.engine(limits.max_wasm_stack)?.compile(algorithm.hash(), algorithm.bytes())?;
         Ok(())
     }
 

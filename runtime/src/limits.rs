@@ -19,7 +19,8 @@ pub struct Limits {
     pub fuel: u64,
     /// Bytes of linear memory.
     pub memory_bytes: u64,
-    /// Wall-clock time, in milliseconds. The only non-deterministic limit.
+    /// Wall-clock time the guest may run (from its instantiation), in milliseconds. The only
+    /// non-deterministic limit.
     pub timeout_ms: u64,
     /// Bytes the guest may hold in `/data/outputs` at once.
     pub output_bytes: u64,

@@ -16,7 +16,7 @@
 //!
 //! Content hashes inside the receipt (`algorithm_hash`, tree roots, stdout/stderr) are BLAKE3.
 
-use alloy_primitives::{B256, keccak256};
+use alloy_primitives::{B256, Keccak256, keccak256};
 use alloy_sol_types::SolStruct;
 use serde::{Deserialize, Serialize};
 
@@ -257,9 +257,72 @@ impl Receipt {
         }
     }
 
-    /// The hash of every field but `receipt_hash`, `signatures` and `meta`.
+    /// The hash of every field but `receipt_hash`, `signatures` and `meta`: EIP-712
+    /// `hashStruct` of [`to_eip712`](Self::to_eip712).
+    ///
+    /// Encoded here rather than through `SolStruct::eip712_hash_struct`, which rebuilds and
+    /// rehashes the `encodeType` strings of all five types on every call (two thirds of the
+    /// cost, and receipts are sealed on every job); the type hashes still come from the
+    /// `sol!` definitions, once, and a test checks both paths agree.
     pub fn compute_hash(&self) -> B256 {
-        self.to_eip712().eip712_hash_struct()
+        let t = type_hashes();
+        let word_u64 = |v: u64| B256::left_padding_from(&v.to_be_bytes());
+        let string = |v: &str| keccak256(v.as_bytes());
+
+        let outcome = remembered(&LAST_OUTCOME, &self.outcome, || {
+            let (code, message) = match &self.outcome {
+                Outcome::Exited { code } => (*code, ""),
+                Outcome::Trap { message } => (0, message.as_str()),
+                _ => (0, ""),
+            };
+            // int32, sign-extended to 32 bytes.
+            let code = B256::from(alloy_primitives::I256::try_from(code).unwrap_or_default().to_be_bytes::<32>());
+            keccak_words([t.outcome, string(self.outcome.kind()), code, string(message)])
+        });
+        let limits = remembered(&LAST_LIMITS, &self.limits, || {
+            let l = &self.limits;
+            keccak_words([
+                t.limits,
+                word_u64(l.fuel),
+                word_u64(l.memory_bytes),
+                word_u64(l.timeout_ms),
+                word_u64(l.output_bytes),
+                word_u64(l.output_files),
+                word_u64(l.stdout_bytes),
+                word_u64(l.stderr_bytes),
+                word_u64(l.module_bytes),
+                word_u64(l.max_wasm_stack),
+            ])
+        });
+        let runtime = remembered(&LAST_RUNTIME, &self.runtime, || {
+            keccak_words([
+                t.runtime,
+                string(&self.runtime.tidepool_version),
+                string(&self.runtime.wasmtime_version),
+                self.runtime.engine_config_hash,
+            ])
+        });
+        let args = keccak_words(self.args.iter().map(|a| string(a)));
+        let inputs = keccak_words(self.inputs.iter().map(|i| keccak_words([t.input, string(&i.name), i.root])));
+        keccak_words([
+            t.receipt,
+            word_u64(self.version.into()),
+            self.algorithm_hash,
+            string(&self.algorithm_name),
+            args,
+            inputs,
+            self.outputs_root,
+            self.stdout_hash,
+            word_u64(self.stdout_len),
+            self.stderr_hash,
+            word_u64(self.stderr_len),
+            outcome,
+            word_u64(self.fuel_consumed),
+            limits,
+            runtime,
+            self.seed,
+            word_u64(self.deterministic.into()),
+        ])
     }
 
     /// Sets `receipt_hash` from the other fields.
@@ -304,6 +367,63 @@ impl Receipt {
     pub fn eip712_encode_type() -> String {
         eip712::Receipt::eip712_encode_type().into_owned()
     }
+}
+
+/// keccak256 of concatenated words: a struct's `hashStruct` (type hash first) or the
+/// encoding of an array.
+fn keccak_words(words: impl IntoIterator<Item = B256>) -> B256 {
+    let mut hasher = Keccak256::new();
+    words.into_iter().for_each(|w| hasher.update(w));
+    hasher.finalize()
+}
+
+type Remembered<T> = std::cell::RefCell<Option<(T, B256)>>;
+
+thread_local! {
+    // The struct hashes of the parts that repeat from job to job, for the last value seen on
+    // this thread: a provider runs job after job on one runtime, under its services' limits,
+    // and most jobs exit 0. Each saves two to four keccak permutations per receipt.
+    static LAST_OUTCOME: Remembered<Outcome> = const { std::cell::RefCell::new(None) };
+    static LAST_LIMITS: Remembered<Limits> = const { std::cell::RefCell::new(None) };
+    static LAST_RUNTIME: Remembered<RuntimeInfo> = const { std::cell::RefCell::new(None) };
+}
+
+/// `hash()` of `value`, or the remembered hash when `value` equals the last one hashed here.
+fn remembered<T: Clone + PartialEq>(
+    last: &'static std::thread::LocalKey<Remembered<T>>,
+    value: &T,
+    hash: impl FnOnce() -> B256,
+) -> B256 {
+    last.with(|cell| {
+        if let Some((seen, h)) = &*cell.borrow()
+            && seen == value
+        {
+            return *h;
+        }
+        let h = hash();
+        *cell.borrow_mut() = Some((value.clone(), h));
+        h
+    })
+}
+
+/// The EIP-712 type hashes of the receipt's structs, from their `sol!` definitions.
+struct TypeHashes {
+    receipt: B256,
+    input: B256,
+    outcome: B256,
+    limits: B256,
+    runtime: B256,
+}
+
+fn type_hashes() -> &'static TypeHashes {
+    static HASHES: std::sync::LazyLock<TypeHashes> = std::sync::LazyLock::new(|| TypeHashes {
+        receipt: keccak256(eip712::Receipt::eip712_encode_type().as_bytes()),
+        input: keccak256(eip712::Input::eip712_encode_type().as_bytes()),
+        outcome: keccak256(eip712::Outcome::eip712_encode_type().as_bytes()),
+        limits: keccak256(eip712::Limits::eip712_encode_type().as_bytes()),
+        runtime: keccak256(eip712::Runtime::eip712_encode_type().as_bytes()),
+    });
+    &HASHES
 }
 
 /// One field that differs between two receipts.
@@ -437,6 +557,35 @@ pub(crate) mod tests {
             "0x3b834165547220e2ee619c5bc3baa26dee20308dc79a27184080928ab755672e",
             "the documented test vector for `sample()`"
         );
+    }
+
+    #[test]
+    fn the_hand_encoding_matches_alloys_eip712() {
+        let mut receipts = vec![sample()];
+        let mut r = sample();
+        r.args = vec![];
+        r.inputs = vec![];
+        r.outcome = Outcome::Trap { message: "wasm trap: integer divide by zero".into() };
+        receipts.push(r);
+        let mut r = sample();
+        r.outcome = Outcome::Exited { code: -7 };
+        r.inputs.push(InputRoot { name: "weather".into(), root: B256::repeat_byte(0x88) });
+        r.args = vec!["".into(), "ünïcode".into(), "x".repeat(300)];
+        r.deterministic = false;
+        r.version = u32::MAX;
+        r.limits.fuel = u64::MAX;
+        receipts.push(r);
+        for (n, code) in [(3, i32::MIN), (4, i32::MAX)] {
+            let mut r = sample();
+            r.outcome = Outcome::Exited { code };
+            r.algorithm_name = "a".repeat(n);
+            receipts.push(r);
+        }
+        // Twice, in order: the parts remembered from one receipt must not leak into the next.
+        for r in receipts.iter().chain(&receipts) {
+            assert_eq!(r.compute_hash(), r.to_eip712().eip712_hash_struct(), "{r:?}");
+            assert_eq!(r.compute_hash(), r.to_eip712().eip712_hash_struct(), "{r:?}");
+        }
     }
 
     #[test]

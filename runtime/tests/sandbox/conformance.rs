@@ -57,7 +57,7 @@ fn read_only_mounts_and_input_symlinks() {
     std::os::unix::fs::symlink("/etc/passwd", docs.path().join("absolute")).unwrap();
     std::os::unix::fs::symlink("../more/c.txt", docs.path().join("other")).unwrap();
     let more = dataset(&[("c.txt", b"gamma")]);
-    let size = guest("fs_inputs").bytes.len().to_string();
+    let size = guest("fs_inputs").bytes().len().to_string();
     let opts = Opts::default().input("docs", docs.path()).input("more", more.path()).args(&[&size]);
     run("fs_inputs", &opts).assert_success();
 }

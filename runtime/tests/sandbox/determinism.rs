@@ -214,7 +214,52 @@ fn stack_overflow_happens_at_the_same_depth() {
 fn threads_and_shared_memory_are_refused_before_running() {
     let tmp = tempfile::tempdir().unwrap();
     let shared = wat::parse_str(r#"(module (memory (export "memory") 1 1 shared) (func (export "_start")))"#).unwrap();
-    let algorithm = tidepool_runtime::Algorithm { name: "threads".into(), bytes: shared.into() };
+    let algorithm = tidepool_runtime::Algorithm::new("threads", shared);
     let err = runtime().run(&Opts::default().spec(algorithm, &tmp.path().join("out"))).unwrap_err();
     assert!(matches!(err, tidepool_runtime::Error::InvalidModule { .. }), "{err}");
+}
+
+/// Instance slots are reused from job to job (and reset in place when the kernel allows):
+/// every job must still start from the module's own initial memory, globals and tables.
+#[test]
+fn a_reused_instance_slot_starts_from_the_initial_state() {
+    let wasm = wat::parse_str(
+        r#"(module
+          (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 2)
+          (data (i32.const 16) "A")
+          (global $g (mut i32) (i32.const 7))
+          (table 2 funcref)
+          (elem (i32.const 0) $one)
+          (type $ret (func (result i32)))
+          (func $one (result i32) i32.const 1)
+          (func (export "_start")
+            ;; What this job sees: image byte, zero byte, global, memory size, table entry.
+            (i32.store8 (i32.const 100) (i32.load8_u (i32.const 16)))
+            (i32.store8 (i32.const 101) (i32.add (i32.const 48) (i32.load8_u (i32.const 70000))))
+            (i32.store8 (i32.const 102) (i32.add (i32.const 48) (global.get $g)))
+            (i32.store8 (i32.const 103) (i32.add (i32.const 48) (memory.size)))
+            (i32.store8 (i32.const 104) (i32.add (i32.const 48) (call_indirect (type $ret) (i32.const 0))))
+            (i32.store8 (i32.const 105) (i32.const 10))
+            (i32.store (i32.const 200) (i32.const 100))
+            (i32.store (i32.const 204) (i32.const 6))
+            (drop (call $fd_write (i32.const 1) (i32.const 200) (i32.const 1) (i32.const 300)))
+            ;; Leave everything dirty for whoever gets the slot next.
+            (i32.store8 (i32.const 16) (i32.const 90))
+            (i32.store8 (i32.const 70000) (i32.const 9))
+            (global.set $g (i32.const 1))
+            (drop (memory.grow (i32.const 3)))
+            (i32.store8 (i32.const 200000) (i32.const 5))
+            (table.set (i32.const 0) (ref.null func))))"#,
+    )
+    .unwrap();
+    let runtime = Runtime::new(RuntimeConfig { max_instances: 1, ..RuntimeConfig::default() });
+    let tmp = tempfile::tempdir().unwrap();
+    for n in 0..3 {
+        let spec = Opts::default()
+            .spec(tidepool_runtime::Algorithm::new("dirty", wasm.clone()), &tmp.path().join(format!("out{n}")));
+        let result = runtime.run(&spec).unwrap();
+        assert!(result.receipt.outcome.is_success(), "run {n}: {}", result.receipt.outcome);
+        assert_eq!(String::from_utf8_lossy(&result.stdout), "A0721\n", "run {n} saw a previous job's state");
+    }
 }

@@ -50,9 +50,8 @@ fn memory_bombs_hit_the_memory_limit() {
     // A module whose initial memory is over the limit never starts.
     let tmp = tempfile::tempdir().unwrap();
     let big = wat::parse_str(r#"(module (memory (export "memory") 100) (func (export "_start")))"#).unwrap();
-    let spec = Opts::default()
-        .limits(|l| l.memory_bytes = 1 << 20)
-        .spec(Algorithm { name: "big".into(), bytes: big.into() }, &tmp.path().join("out"));
+    let spec =
+        Opts::default().limits(|l| l.memory_bytes = 1 << 20).spec(Algorithm::new("big", big), &tmp.path().join("out"));
     assert_eq!(runtime().run(&spec).unwrap().receipt.outcome, Outcome::MemoryLimit);
 }
 
@@ -132,9 +131,7 @@ fn a_running_job_can_be_cancelled() {
 
 fn refused(bytes: Vec<u8>, limits: impl FnOnce(&mut tidepool_runtime::Limits)) -> Error {
     let tmp = tempfile::tempdir().unwrap();
-    let spec = Opts::default()
-        .limits(limits)
-        .spec(Algorithm { name: "m".into(), bytes: bytes.into() }, &tmp.path().join("out"));
+    let spec = Opts::default().limits(limits).spec(Algorithm::new("m", bytes), &tmp.path().join("out"));
     let err = runtime().run(&spec).expect_err("the module must be refused");
     assert!(!tmp.path().join("out").exists(), "nothing is created for a refused module");
     err
@@ -200,4 +197,48 @@ fn bad_jobs_are_refused_with_the_reason() {
     assert!(fifo.to_string().contains("FIFO"), "{fifo}");
     let zero_fuel = run_spec(Opts::default().limits(|l| l.fuel = 0), "o5");
     assert!(matches!(zero_fuel, Error::InvalidLimits { .. }));
+}
+
+#[test]
+fn instance_slots_bound_concurrency_and_waiting_jobs_can_be_stopped() {
+    use std::sync::mpsc;
+    use tidepool_runtime::{JobEvent, Runtime, RuntimeConfig, Stage};
+
+    let runtime = Arc::new(Runtime::new(RuntimeConfig { max_instances: 1, ..RuntimeConfig::default() }));
+    let tmp = tempfile::tempdir().unwrap();
+    let job = |name: &str, args: &[&str], running: Option<mpsc::Sender<()>>| {
+        let mut spec = Opts::default()
+            .args(args)
+            .limits(|l| l.fuel = u64::MAX / 2)
+            .spec(crate::util::guest(name), &tmp.path().join(format!("{name}-{}", args.len())));
+        let cancel = Arc::new(AtomicBool::new(false));
+        spec.cancel = Some(cancel.clone());
+        if let Some(tx) = running {
+            spec.events = Some(Arc::new(move |e| {
+                if e == JobEvent::Stage(Stage::Running) {
+                    let _ = tx.send(());
+                }
+            }));
+        }
+        let rt = runtime.clone();
+        (std::thread::spawn(move || rt.run(&spec).unwrap()), cancel)
+    };
+
+    // A spinning job holds the only slot.
+    let (tx, rx) = mpsc::channel();
+    let (spinner, stop_spinner) = job("misbehave", &["spin"], Some(tx));
+    rx.recv().unwrap();
+    // A second job waits for it, and a stop while waiting ends it without running.
+    let (waiting, stop_waiting) = job("noop", &[], None);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!waiting.is_finished(), "a second instance started although the only slot was taken");
+    stop_waiting.store(true, Ordering::Relaxed);
+    let stopped = waiting.join().unwrap();
+    assert_eq!(stopped.receipt.outcome, Outcome::Stopped);
+    assert_eq!(stopped.receipt.fuel_consumed, 0);
+    // Once the spinner is stopped, the slot serves the next job.
+    let (next, _) = job("noop", &["x"], None);
+    stop_spinner.store(true, Ordering::Relaxed);
+    assert_eq!(spinner.join().unwrap().receipt.outcome, Outcome::Stopped);
+    assert!(next.join().unwrap().receipt.outcome.is_success());
 }

@@ -100,6 +100,11 @@ pub fn run_alg(algorithm: Algorithm, opts: &Opts) -> Ran {
     let dir = tempfile::tempdir().unwrap();
     let spec = opts.spec(algorithm, &dir.path().join("out"));
     let result = runtime().run(&spec).unwrap_or_else(|e| panic!("the job could not run: {e}"));
+    // The runtime hashes outputs from what the guest wrote, not by reading the directory back:
+    // every job checks that this is exactly what a scan of the materialized directory gives.
+    let on_disk = tidepool_runtime::tree::scan(&spec.output_dir).unwrap();
+    assert_eq!(result.outputs, on_disk, "the outputs tree differs from the materialized directory");
+    assert_eq!(result.receipt.outputs_root, on_disk.root());
     Ran { result, dir }
 }
 

@@ -47,6 +47,7 @@ pub(crate) use lookup::Lookup;
 use output::BlobStore;
 #[cfg(test)]
 pub(crate) use output::OutputUsage;
+pub(crate) use output::Scratch;
 use output::blob_name;
 
 /// Longest name of one directory entry, in bytes.
@@ -319,7 +320,8 @@ impl File {
             Backing::Blob { store, id } => {
                 let mut opts = cap_std::fs::OpenOptions::new();
                 opts.read(true).write(true);
-                store.dir.open_with(blob_name(*id), &opts).map_err(|e| Fault::Host("opening an output blob", e))?
+                let dir = store.scratch.existing().ok_or(Fault::Errno(errno::IO))?;
+                dir.open_with(blob_name(*id), &opts).map_err(|e| Fault::Host("opening an output blob", e))?
             }
         };
         let file = Rc::new(file.into_std());
@@ -387,9 +389,9 @@ impl Drop for File {
     fn drop(&mut self) {
         if let Backing::Blob { store, id } = &self.backing {
             store.bytes.set(store.bytes.get().saturating_sub(self.size.get()));
-            if !store.materialized.get() {
+            if let (false, Some(dir)) = (store.materialized.get(), store.scratch.existing()) {
                 // The last link and the last descriptor are gone: free the host space now.
-                let _ = store.dir.remove_file(blob_name(*id));
+                let _ = dir.remove_file(blob_name(*id));
             }
         }
     }
@@ -425,11 +427,11 @@ pub(crate) struct Vfs {
 
 impl Vfs {
     /// A filesystem whose output files live in `scratch`, bounded by the given quota.
-    pub(crate) fn new(scratch: cap_std::fs::Dir, max_bytes: u64, max_entries: u64) -> Self {
+    pub(crate) fn new(scratch: Scratch, max_bytes: u64, max_entries: u64) -> Self {
         Self {
             next_ino: Cell::new(1),
             blobs: Some(Rc::new(BlobStore {
-                dir: scratch,
+                scratch,
                 next_id: Cell::new(1),
                 bytes: Cell::new(0),
                 entries: Cell::new(0),

@@ -2,17 +2,56 @@
 //! their blobs in the scratch directory, the quota they count against, and materializing the
 //! finished tree.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
+use std::collections::HashMap;
 use std::io;
+use std::path::PathBuf;
 use std::rc::{Rc, Weak};
+
+use alloy_primitives::B256;
+
+use crate::tree::{Entry, EntryKind, Tree};
 
 use super::super::abi::errno;
 use super::{Backing, DirRef, Fault, File, MAX_DEPTH, Mount, NAME_MAX, Node, PATH_MAX, QuotaExceeded, Times, Vfs};
 
+/// A scratch directory for blobs, created the first time the guest creates a file (a job that
+/// writes no file touches no disk for it) and removed with everything in it when dropped.
+pub(crate) struct Scratch {
+    parent: PathBuf,
+    dir: OnceCell<(tempfile::TempDir, cap_std::fs::Dir)>,
+}
+
+impl Scratch {
+    /// A scratch directory to be made in `parent` (so that moving blobs into an output
+    /// directory beside it is a hard link), else in the system's temporary directory.
+    pub(crate) fn in_dir(parent: impl Into<PathBuf>) -> Self {
+        Self { parent: parent.into(), dir: OnceCell::new() }
+    }
+
+    /// The directory, created on first use.
+    pub(super) fn dir(&self) -> io::Result<&cap_std::fs::Dir> {
+        if let Some((_, dir)) = self.dir.get() {
+            return Ok(dir);
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix(".tidepool-scratch-")
+            .tempdir_in(&self.parent)
+            .or_else(|_| tempfile::Builder::new().prefix("tidepool-scratch-").tempdir())?;
+        let dir = cap_std::fs::Dir::open_ambient_dir(tmp.path(), cap_std::ambient_authority())?;
+        Ok(&self.dir.get_or_init(|| (tmp, dir)).1)
+    }
+
+    /// The directory if it was ever needed.
+    pub(super) fn existing(&self) -> Option<&cap_std::fs::Dir> {
+        self.dir.get().map(|(_, dir)| dir)
+    }
+}
+
 /// The scratch directory holding the contents of files the guest creates, and the quota
 /// they count against.
 pub(crate) struct BlobStore {
-    pub(super) dir: cap_std::fs::Dir,
+    pub(super) scratch: Scratch,
     pub(super) next_id: Cell<u64>,
     pub(super) bytes: Cell<u64>,
     pub(super) entries: Cell<u64>,
@@ -90,7 +129,7 @@ impl Vfs {
         store.next_id.set(id + 1);
         let mut opts = cap_std::fs::OpenOptions::new();
         opts.write(true).create_new(true);
-        if let Err(e) = store.dir.open_with(blob_name(id), &opts) {
+        if let Err(e) = store.scratch.dir().and_then(|dir| dir.open_with(blob_name(id), &opts)) {
             store.entries.set(store.entries.get() - 1);
             return Err(Fault::Host("creating an output blob", e));
         }
@@ -271,8 +310,57 @@ impl Vfs {
     pub(crate) fn materialize(&self, root: &DirRef, dest: &cap_std::fs::Dir) -> io::Result<()> {
         let Some(store) = &self.blobs else { return Ok(()) };
         store.materialized.set(true);
-        materialize_dir(store, root, dest)
+        materialize_dir(store.scratch.existing(), root, dest)
     }
+}
+
+impl Vfs {
+    /// The output tree rooted at `root` as [`tree::scan_dir`](crate::tree::scan_dir) would
+    /// find it once materialized, with each file hashed from its blob (once, however many
+    /// names it has): no directory is read back, and a job that wrote nothing costs nothing.
+    pub(crate) fn output_tree(&self, root: &DirRef) -> io::Result<Tree> {
+        let mut entries = Vec::new();
+        if let Some(store) = &self.blobs {
+            let mut hashed = HashMap::new();
+            tree_entries(store.scratch.existing(), root, "", &mut hashed, &mut entries)?;
+        }
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(Tree { entries })
+    }
+}
+
+/// Recursion is bounded by [`MAX_DEPTH`].
+fn tree_entries(
+    blobs: Option<&cap_std::fs::Dir>,
+    dir: &DirRef,
+    prefix: &str,
+    hashed: &mut HashMap<u64, (u64, B256)>,
+    out: &mut Vec<Entry>,
+) -> io::Result<()> {
+    for (name, node) in dir.entries.borrow().iter() {
+        let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+        let kind = match node {
+            Node::Dir(d) => {
+                tree_entries(blobs, d, &path, hashed, out)?;
+                EntryKind::Dir
+            }
+            Node::File(f) => {
+                let Backing::Blob { id, .. } = &f.backing else { continue };
+                let (size, hash) = match hashed.get(id) {
+                    Some(known) => *known,
+                    None => {
+                        let blobs = blobs.ok_or_else(|| io::Error::other("an output file has no scratch directory"))?;
+                        let known = crate::tree::hash_file(blobs.open(blob_name(*id))?.into_std())?;
+                        *hashed.entry(*id).or_insert(known)
+                    }
+                };
+                EntryKind::File { size, hash }
+            }
+            Node::Symlink(l) => EntryKind::Symlink { target: l.target.clone() },
+        };
+        out.push(Entry { path, kind });
+    }
+    Ok(())
 }
 
 fn same_node(a: &Node, b: &Node) -> bool {
@@ -285,19 +373,21 @@ fn same_node(a: &Node, b: &Node) -> bool {
 }
 
 /// Recursion is bounded by [`MAX_DEPTH`].
-fn materialize_dir(store: &BlobStore, dir: &DirRef, dest: &cap_std::fs::Dir) -> io::Result<()> {
+fn materialize_dir(blobs: Option<&cap_std::fs::Dir>, dir: &DirRef, dest: &cap_std::fs::Dir) -> io::Result<()> {
     for (name, node) in dir.entries.borrow().iter() {
         match node {
             Node::Dir(d) => {
                 dest.create_dir(name)?;
-                materialize_dir(store, d, &dest.open_dir(name)?)?;
+                materialize_dir(blobs, d, &dest.open_dir(name)?)?;
             }
             Node::File(f) => {
                 let Backing::Blob { id, .. } = &f.backing else { continue };
-                match store.dir.hard_link(blob_name(*id), dest, name) {
+                // A file exists only once its blob was created in the scratch directory.
+                let blobs = blobs.ok_or_else(|| io::Error::other("an output file has no scratch directory"))?;
+                match blobs.hard_link(blob_name(*id), dest, name) {
                     Ok(()) => {}
                     Err(e) if e.raw_os_error() == Some(18 /* EXDEV */) => {
-                        let mut from = store.dir.open(blob_name(*id))?;
+                        let mut from = blobs.open(blob_name(*id))?;
                         io::copy(&mut from, &mut dest.create(name)?)?;
                     }
                     Err(e) => return Err(e),
@@ -316,8 +406,7 @@ mod tests {
 
     fn outputs() -> (tempfile::TempDir, Vfs, DirRef) {
         let tmp = tempfile::tempdir().unwrap();
-        let scratch = cap_std::fs::Dir::open_ambient_dir(tmp.path(), cap_std::ambient_authority()).unwrap();
-        let vfs = Vfs::new(scratch, 100, 10);
+        let vfs = Vfs::new(Scratch::in_dir(tmp.path()), 100, 10);
         let root = vfs.new_root(Mount::Outputs);
         (tmp, vfs, root)
     }
