@@ -7,14 +7,16 @@
 //!
 //! Only `+ - * sqrt` are used on floats, all correctly rounded in IEEE 754, so the image is the
 //! same natively and in wasm.
+//!
+//! The library holds the algorithm ([`run`]) and its kernel ([`render`]), so the benchmarks
+//! can run the same code natively; `src/main.rs` is the command.
 
 use std::io::Write;
 
 use tidepool_guest::{Error, Job, Result};
 
-tidepool_guest::main!(run);
-
-fn run(job: &Job) -> Result<()> {
+/// The algorithm: render the view its arguments describe, write the image and statistics.
+pub fn run(job: &Job) -> Result<()> {
     let width: usize = job.arg_or("--width", 800)?;
     let height: usize = job.arg_or("--height", 600)?;
     let max_iter: u32 = job.arg_or("--max-iter", 500)?;
@@ -24,6 +26,51 @@ fn run(job: &Job) -> Result<()> {
     if width == 0 || height == 0 || width * height > 64 << 20 || max_iter == 0 {
         return Err(Error::new("width and height must be positive (at most 64 Mpixel), max-iter at least 1"));
     }
+    let view = View { width, height, max_iter, center_x: cx, center_y: cy, span };
+    let Image { pixels, inside, total_iter } = render(&view, |rows| {
+        if rows % 64 == 0 || rows == height {
+            job.progress(rows as u64, Some(height as u64), "rows");
+        }
+    });
+    let mut out = job.create_output("mandelbrot.pgm")?;
+    write!(out, "P5\n{width} {height}\n255\n")?;
+    out.write_all(&pixels)?;
+    out.flush()?;
+    let n = (width * height) as u64;
+    job.write_output(
+        "stats.json",
+        format!("{{\"pixels\":{n},\"inside\":{inside},\"mean_iterations\":{}}}\n", total_iter as f64 / n as f64),
+    )?;
+    println!("{width}x{height}, {inside} of {n} pixels inside the set");
+    Ok(())
+}
+
+/// What to render.
+#[derive(Clone, Copy, Debug)]
+pub struct View {
+    pub width: usize,
+    pub height: usize,
+    pub max_iter: u32,
+    pub center_x: f64,
+    pub center_y: f64,
+    /// The width of the view in the complex plane.
+    pub span: f64,
+}
+
+/// A rendered image.
+#[derive(Debug)]
+pub struct Image {
+    /// Grey levels, row by row (0 inside the set).
+    pub pixels: Vec<u8>,
+    /// Pixels inside the set (that never escaped).
+    pub inside: u64,
+    /// Iterations over all pixels.
+    pub total_iter: u64,
+}
+
+/// The kernel: renders `view`, calling `rows_done` after each row.
+pub fn render(view: &View, mut rows_done: impl FnMut(usize)) -> Image {
+    let View { width, height, max_iter, center_x: cx, center_y: cy, span } = *view;
     let mut pixels = vec![0u8; width * height];
     let (mut inside, mut total_iter) = (0u64, 0u64);
     let step = span / width as f64;
@@ -41,21 +88,9 @@ fn run(job: &Job) -> Result<()> {
                 *px = (255.0 * (f64::from(n) / f64::from(max_iter)).sqrt()) as u8;
             }
         }
-        if y % 64 == 63 || y + 1 == height {
-            job.progress(y as u64 + 1, Some(height as u64), "rows");
-        }
+        rows_done(y + 1);
     }
-    let mut out = job.create_output("mandelbrot.pgm")?;
-    write!(out, "P5\n{width} {height}\n255\n")?;
-    out.write_all(&pixels)?;
-    out.flush()?;
-    let n = (width * height) as u64;
-    job.write_output(
-        "stats.json",
-        format!("{{\"pixels\":{n},\"inside\":{inside},\"mean_iterations\":{}}}\n", total_iter as f64 / n as f64),
-    )?;
-    println!("{width}x{height}, {inside} of {n} pixels inside the set");
-    Ok(())
+    Image { pixels, inside, total_iter }
 }
 
 /// Iterations before `z = z² + c` escapes the radius-2 disc (`max_iter` if it never does).

@@ -5,6 +5,9 @@
 //! `summary.json`.
 //!
 //! Arguments: `--top N` (default 100; 0 keeps every word), `--min-length N` (default 1).
+//!
+//! The library holds the algorithm ([`run`]) and its kernel ([`WordCounter`]), so the
+//! benchmarks can run the same code natively; `src/main.rs` is the command.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -12,9 +15,8 @@ use std::io::{Read, Write};
 
 use tidepool_guest::{Job, Result};
 
-tidepool_guest::main!(run);
-
-fn run(job: &Job) -> Result<()> {
+/// The algorithm: count the words of every input file, write the ranking.
+pub fn run(job: &Job) -> Result<()> {
     let top: usize = job.arg_or("--top", 100)?;
     let min_length: usize = job.arg_or("--min-length", 1)?;
     let files = job.all_files()?;
@@ -37,12 +39,7 @@ fn run(job: &Job) -> Result<()> {
     }
 
     let words = counter.total;
-    let mut ranked: Vec<(&[u8], u64)> =
-        counter.counts.iter().filter(|(w, _)| w.len() >= min_length).map(|(w, c)| (&w[..], *c)).collect();
-    ranked.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-    if top > 0 {
-        ranked.truncate(top);
-    }
+    let ranked = counter.ranked(top, min_length);
     let mut out = job.create_output("wordfreq.csv")?;
     writeln!(out, "word,count")?;
     for (word, count) in &ranked {
@@ -56,12 +53,12 @@ fn run(job: &Job) -> Result<()> {
             files.len(),
             done,
             words,
-            counter.counts.len()
+            counter.distinct()
         ),
     )?;
     job.metric("words", words as f64);
-    job.metric("distinct_words", counter.counts.len() as f64);
-    println!("{} files, {} bytes, {} words, {} distinct", files.len(), done, words, counter.counts.len());
+    job.metric("distinct_words", counter.distinct() as f64);
+    println!("{} files, {} bytes, {} words, {} distinct", files.len(), done, words, counter.distinct());
     Ok(())
 }
 
@@ -69,13 +66,24 @@ fn run(job: &Job) -> Result<()> {
 #[derive(Default)]
 struct FxHasher(u64);
 
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
 impl Hasher for FxHasher {
     fn write(&mut self, bytes: &[u8]) {
         for chunk in bytes.chunks(8) {
             let mut b = [0u8; 8];
             b[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+            self.add(u64::from_le_bytes(b));
         }
+    }
+
+    fn write_u128(&mut self, i: u128) {
+        self.add(i as u64);
+        self.add((i >> 64) as u64);
     }
 
     fn finish(&self) -> u64 {
@@ -83,36 +91,139 @@ impl Hasher for FxHasher {
     }
 }
 
+/// Which bytes belong to words: ASCII letters and digits, and every non-ASCII byte.
+const WORD_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = (b as u8).is_ascii_alphanumeric() || b >= 0x80;
+        b += 1;
+    }
+    t
+};
+
+/// Words of up to this many bytes are counted under a packed integer key: hashing and
+/// comparing them is a couple of integer operations, not a hash over bytes and a `memcmp`.
+const SHORT: usize = 15;
+
+/// `word` (at most [`SHORT`] bytes, ASCII lowercased) as a key: its bytes, zero padded, and
+/// its length in the top byte, so different words never share a key.
+fn pack(word: &[u8]) -> u128 {
+    let mut b = [0u8; 16];
+    for (dst, src) in b.iter_mut().zip(word) {
+        *dst = src.to_ascii_lowercase();
+    }
+    b[15] = word.len() as u8;
+    u128::from_le_bytes(b)
+}
+
+fn unpack(key: u128) -> Vec<u8> {
+    let b = key.to_le_bytes();
+    b[..usize::from(b[15])].to_vec()
+}
+
+/// The kernel: counts words in a byte stream fed in chunks of any size.
 #[derive(Default)]
-struct WordCounter {
-    counts: HashMap<Box<[u8]>, u64, BuildHasherDefault<FxHasher>>,
-    word: Vec<u8>,
+pub struct WordCounter {
+    short: HashMap<u128, u64, BuildHasherDefault<FxHasher>>,
+    long: HashMap<Box<[u8]>, u64, BuildHasherDefault<FxHasher>>,
+    /// The start of a word that may continue in the next chunk.
+    partial: Vec<u8>,
     total: u64,
 }
 
+impl std::fmt::Debug for WordCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WordCounter").field("total", &self.total).field("distinct", &self.distinct()).finish()
+    }
+}
+
 impl WordCounter {
-    fn feed(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            if b.is_ascii_alphanumeric() || b >= 0x80 {
-                self.word.push(b.to_ascii_lowercase());
-            } else if !self.word.is_empty() {
-                self.end_word();
+    /// Counts the words in `bytes`; a word may continue in the next chunk.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        let mut start = None;
+        for (i, &b) in bytes.iter().enumerate() {
+            match (WORD_BYTE[usize::from(b)], start) {
+                (true, None) => start = Some(i),
+                (false, Some(s)) => {
+                    self.word(&bytes[s..i]);
+                    start = None;
+                }
+                (false, None) if !self.partial.is_empty() => self.end_word(),
+                _ => {}
+            }
+        }
+        if let Some(s) = start {
+            self.partial.extend_from_slice(&bytes[s..]);
+        }
+    }
+
+    /// A complete word found in a chunk (continuing the partial one, if any).
+    fn word(&mut self, word: &[u8]) {
+        if self.partial.is_empty() {
+            self.count(word);
+        } else {
+            self.partial.extend_from_slice(word);
+            self.end_word();
+        }
+    }
+
+    /// Ends the current word (at the end of a file).
+    pub fn end_word(&mut self) {
+        let partial = std::mem::take(&mut self.partial);
+        if !partial.is_empty() {
+            self.count(&partial);
+        }
+        self.partial = partial;
+        self.partial.clear();
+    }
+
+    fn count(&mut self, word: &[u8]) {
+        self.total += 1;
+        if word.len() <= SHORT {
+            *self.short.entry(pack(word)).or_insert(0) += 1;
+        } else {
+            let lower = word.to_ascii_lowercase();
+            match self.long.get_mut(&lower[..]) {
+                Some(c) => *c += 1,
+                None => {
+                    self.long.insert(lower.into_boxed_slice(), 1);
+                }
             }
         }
     }
 
-    fn end_word(&mut self) {
-        if self.word.is_empty() {
-            return;
+    /// Words counted.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Distinct words counted.
+    pub fn distinct(&self) -> usize {
+        self.short.len() + self.long.len()
+    }
+
+    /// The count of `word` (as counted: ASCII lowercase).
+    pub fn count_of(&self, word: &[u8]) -> u64 {
+        let found = if word.len() <= SHORT { self.short.get(&pack(word)) } else { self.long.get(word) };
+        found.copied().unwrap_or(0)
+    }
+
+    /// Words of at least `min_length` bytes, most frequent first, ties by word; the first
+    /// `top` of them (all when `top` is 0).
+    pub fn ranked(&self, top: usize, min_length: usize) -> Vec<(Vec<u8>, u64)> {
+        let mut ranked: Vec<(Vec<u8>, u64)> = self
+            .short
+            .iter()
+            .map(|(k, c)| (unpack(*k), *c))
+            .chain(self.long.iter().map(|(w, c)| (w.to_vec(), *c)))
+            .filter(|(w, _)| w.len() >= min_length)
+            .collect();
+        ranked.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        if top > 0 {
+            ranked.truncate(top);
         }
-        self.total += 1;
-        match self.counts.get_mut(&self.word[..]) {
-            Some(c) => *c += 1,
-            None => {
-                self.counts.insert(self.word.clone().into_boxed_slice(), 1);
-            }
-        }
-        self.word.clear();
+        ranked
     }
 }
 
@@ -126,8 +237,25 @@ mod tests {
         c.feed(b"The cat; the ca");
         c.feed(b"t. THE end");
         c.end_word();
-        assert_eq!(c.counts[&b"the"[..]], 3);
-        assert_eq!(c.counts[&b"cat"[..]], 2);
+        assert_eq!(c.count_of(b"the"), 3);
+        assert_eq!(c.count_of(b"cat"), 2);
         assert_eq!(c.total, 6);
+    }
+
+    #[test]
+    fn short_and_long_words_rank_together() {
+        let long = "incomprehensibilities"; // 21 bytes: counted under the long map
+        let mut c = WordCounter::default();
+        for chunk in format!("{long} a {long} b a {} ü-ü a", long.to_uppercase()).as_bytes().chunks(5) {
+            c.feed(chunk);
+        }
+        c.end_word();
+        assert_eq!(c.count_of(long.as_bytes()), 3);
+        assert_eq!(c.count_of("ü".as_bytes()), 2);
+        let ranked = c.ranked(0, 1);
+        assert_eq!(ranked[0], (b"a".to_vec(), 3), "ties broken by the word's bytes: {ranked:?}");
+        assert_eq!(ranked[1], (long.as_bytes().to_vec(), 3));
+        assert_eq!(c.distinct(), 4);
+        assert_eq!(c.ranked(1, 2), vec![(long.as_bytes().to_vec(), 3)]);
     }
 }

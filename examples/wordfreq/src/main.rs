@@ -1,0 +1,3 @@
+//! The `wordfreq` command: see the library for what it does.
+
+tidepool_guest::main!(tidepool_example_wordfreq::run);
