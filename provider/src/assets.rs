@@ -5,7 +5,7 @@
 //! in the database, and a *view* of hard links to the blobs (`<data>/views/<did>/<dataset>/`)
 //! is what jobs mount, with the manifest, so the data is never rescanned or rehashed per job.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -62,13 +62,14 @@ pub fn check_path(path: &str) -> ApiResult<()> {
 
 pub async fn create_session(p: &Provider, owner: Address) -> ApiResult<UploadSession> {
     let id = hex::encode(B256::random());
-    sqlx::query("INSERT INTO upload_sessions (id, owner, created_at) VALUES (?1, ?2, ?3)")
-        .bind(&id)
-        .bind(addr(owner))
-        .bind(unix_now() as i64)
-        .execute(p.db.pool())
-        .await
-        .map_err(ApiError::internal)?;
+    p.db.execute(
+        sqlx::query("INSERT INTO upload_sessions (id, owner, created_at) VALUES (?1, ?2, ?3)")
+            .bind(&id)
+            .bind(addr(owner))
+            .bind(unix_now() as i64),
+    )
+    .await
+    .map_err(ApiError::internal)?;
     Ok(UploadSession { id })
 }
 
@@ -95,16 +96,17 @@ pub async fn record_file(
     hash: B256,
     size: u64,
 ) -> ApiResult<UploadedFile> {
-    sqlx::query(
-        "INSERT INTO upload_files (session_id, dataset, path, blob, size) VALUES (?1, ?2, ?3, ?4, ?5) \
+    p.db.execute(
+        sqlx::query(
+            "INSERT INTO upload_files (session_id, dataset, path, blob, size) VALUES (?1, ?2, ?3, ?4, ?5) \
          ON CONFLICT (session_id, dataset, path) DO UPDATE SET blob = excluded.blob, size = excluded.size",
+        )
+        .bind(session)
+        .bind(dataset)
+        .bind(path)
+        .bind(hash.to_string())
+        .bind(size as i64),
     )
-    .bind(session)
-    .bind(dataset)
-    .bind(path)
-    .bind(hash.to_string())
-    .bind(size as i64)
-    .execute(p.db.pool())
     .await
     .map_err(ApiError::internal)?;
     Ok(UploadedFile { dataset: dataset.into(), path: path.into(), hash, size })
@@ -223,7 +225,7 @@ pub async fn publish(
             };
             let bytes = p.blobs.read(hash)?;
             let name = path.rsplit('/').next().unwrap_or(path).trim_end_matches(".wasm");
-            let alg = Algorithm { name: tidepool_runtime::job::sanitize_name(name), bytes: bytes.into() };
+            let alg = Algorithm::new(tidepool_runtime::job::sanitize_name(name), bytes);
             check_module(p, alg).await?;
             algorithm_hash = Some(*hash);
         }
@@ -259,6 +261,10 @@ pub async fn publish(
     };
     let ddo = new_ddo(did, owner, metadata, service);
     store_asset(p, &ddo, owner, &manifests).await?;
+    // Published datasets get their views now, so a broken dataset fails its publication.
+    for (name, tree) in &manifests {
+        build_view(p, did, name, tree)?;
+    }
     let mut tx = p.db.write().await?;
     for q in ["DELETE FROM upload_files WHERE session_id = ?1", "DELETE FROM upload_sessions WHERE id = ?1"] {
         sqlx::query(q).bind(session).execute(&mut *tx).await.map_err(ApiError::internal)?;
@@ -348,7 +354,8 @@ fn compute_service(p: &Provider, did: Did, req: &PublishRequest) -> ApiResult<Co
     })
 }
 
-/// Stores an asset, its manifests, and builds its views. `Conflict` if the DID exists.
+/// Stores an asset and its manifests. `Conflict` if the DID exists. (Views are built when a
+/// job first needs them: see [`inputs`].)
 async fn store_asset(p: &Provider, ddo: &Ddo, owner: Address, manifests: &BTreeMap<String, Tree>) -> ApiResult<()> {
     let mut tx = p.db.write().await?;
     let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM assets WHERE did = ?1")
@@ -378,9 +385,6 @@ async fn store_asset(p: &Provider, ddo: &Ddo, owner: Address, manifests: &BTreeM
             .map_err(ApiError::internal)?;
     }
     tx.commit().await.map_err(ApiError::internal)?;
-    for (name, tree) in manifests {
-        build_view(p, ddo.id, name, tree)?;
-    }
     Ok(())
 }
 
@@ -411,13 +415,18 @@ fn build_view(p: &Provider, did: Did, dataset: &str, tree: &Tree) -> ApiResult<P
 
 /// An asset's DDO.
 pub async fn ddo(p: &Provider, did: Did) -> ApiResult<Ddo> {
+    if let Some(ddo) = p.assets.ddo(did) {
+        return Ok(ddo);
+    }
     let json: Option<String> = sqlx::query_scalar("SELECT ddo FROM assets WHERE did = ?1")
         .bind(did.to_string())
         .fetch_optional(p.db.pool())
         .await
         .map_err(ApiError::internal)?;
     let json = json.ok_or_else(|| ApiError::NotFound(format!("no asset {did}")))?;
-    serde_json::from_str(&json).map_err(ApiError::internal)
+    let ddo: Ddo = serde_json::from_str(&json).map_err(ApiError::internal)?;
+    p.assets.keep_ddo(&ddo);
+    Ok(ddo)
 }
 
 /// The DDOs of every asset, newest first (optionally of one kind).
@@ -435,6 +444,10 @@ pub async fn list(p: &Provider, kind: Option<AssetKind>) -> ApiResult<Vec<Ddo>> 
 
 /// The datasets of an asset, ready to mount in a job (views with their manifests).
 pub async fn inputs(p: &Provider, did: Did) -> ApiResult<Vec<InputSpec>> {
+    // (A view removed by hand is rebuilt below.)
+    if let Some(inputs) = p.assets.inputs(did).filter(|i| i.iter().all(|i| i.dir.is_dir())) {
+        return Ok(inputs);
+    }
     let rows = sqlx::query("SELECT name, manifest FROM asset_datasets WHERE did = ?1 ORDER BY name")
         .bind(did.to_string())
         .fetch_all(p.db.pool())
@@ -447,7 +460,45 @@ pub async fn inputs(p: &Provider, did: Did) -> ApiResult<Vec<InputSpec>> {
             let dir = build_view(p, did, &name, &tree)?;
             Ok(InputSpec { manifest: Some(Arc::new(tree)), ..InputSpec::new(name, dir) })
         })
-        .collect()
+        .collect::<ApiResult<Vec<_>>>()
+        .inspect(|inputs| p.assets.keep_inputs(did, inputs))
+}
+
+/// Published assets never change: their DDOs and mountable datasets are kept in memory after
+/// first use (up to a bound), sparing a query and a parse on every request about them.
+#[derive(Debug, Default)]
+pub struct Cache {
+    ddos: std::sync::Mutex<HashMap<Did, Ddo>>,
+    inputs: std::sync::Mutex<HashMap<Did, Vec<InputSpec>>>,
+}
+
+/// Entries kept per map; past it, the map starts over.
+const CACHED: usize = 4096;
+
+impl Cache {
+    fn ddo(&self, did: Did) -> Option<Ddo> {
+        self.ddos.lock().unwrap_or_else(|p| p.into_inner()).get(&did).cloned()
+    }
+
+    fn keep_ddo(&self, ddo: &Ddo) {
+        let mut ddos = self.ddos.lock().unwrap_or_else(|p| p.into_inner());
+        if ddos.len() >= CACHED {
+            ddos.clear();
+        }
+        ddos.insert(ddo.id, ddo.clone());
+    }
+
+    fn inputs(&self, did: Did) -> Option<Vec<InputSpec>> {
+        self.inputs.lock().unwrap_or_else(|p| p.into_inner()).get(&did).cloned()
+    }
+
+    fn keep_inputs(&self, did: Did, inputs: &[InputSpec]) {
+        let mut all = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
+        if all.len() >= CACHED {
+            all.clear();
+        }
+        all.insert(did, inputs.to_vec());
+    }
 }
 
 /// Publishes a job's outputs as a new asset owned by the consumer. Idempotent: the DID is

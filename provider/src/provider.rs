@@ -27,6 +27,7 @@ pub struct Provider {
     pub signer: PrivateKeySigner,
     pub domain: Eip712Domain,
     pub jobs: crate::jobs::Jobs,
+    pub assets: crate::assets::Cache,
 }
 
 impl Provider {
@@ -54,10 +55,23 @@ impl Provider {
     ) -> Result<Arc<Self>> {
         let runtime = Arc::new(Runtime::new(RuntimeConfig {
             cache_dir: Some(config.data_dir.join("compile-cache")),
+            // One instance slot per job that may run at once: the pool is sized, and the
+            // daemon's guest memory bounded, by `max_concurrent_jobs`.
+            max_instances: config.max_concurrent_jobs,
             ..RuntimeConfig::default()
         }));
         let domain = crate::bindings::domain(keeper.chain_id(), signer.address());
-        Ok(Arc::new(Self { config, db, blobs, keeper, runtime, signer, domain, jobs: crate::jobs::Jobs::default() }))
+        Ok(Arc::new(Self {
+            config,
+            db,
+            blobs,
+            keeper,
+            runtime,
+            signer,
+            domain,
+            jobs: crate::jobs::Jobs::default(),
+            assets: Default::default(),
+        }))
     }
 
     pub fn address(&self) -> Address {

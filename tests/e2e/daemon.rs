@@ -2,11 +2,7 @@
 //! real SQLite file: started, killed with SIGKILL, restarted on the same data.
 #![allow(dead_code, reason = "each test module uses its own subset")]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
 
 use alloy_primitives::U256;
 use alloy_signer_local::PrivateKeySigner;
@@ -14,89 +10,34 @@ use tidepool_provider::api::{PublishRequest, ServiceLimits};
 use tidepool_provider::client::Client;
 use tidepool_provider::ddo::{AssetKind, Did};
 
-use crate::util::tidepool;
+use crate::util::cache_dir;
 
-/// A running `tidepool serve`.
-pub struct Daemon {
-    child: Option<Child>,
-    pub url: String,
-    pub data: PathBuf,
-    port: u16,
-    args: Vec<String>,
-    _tmp: Option<tempfile::TempDir>,
+/// A running `tidepool serve` (the binary under test), with clients for it.
+pub struct Daemon(tidepool_test_artifacts::daemon::Daemon);
+
+impl std::ops::Deref for Daemon {
+    type Target = tidepool_test_artifacts::daemon::Daemon;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
-/// A free loopback port (bound and released: the daemon binds it right after).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 impl Daemon {
     /// Starts a daemon with a faucet on a fresh data directory; `args` are extra flags.
     pub fn start(args: &[&str]) -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let mut d = Self {
-            child: None,
-            url: String::new(),
-            data: tmp.path().join("data"),
-            port: free_port(),
-            args: args.iter().map(|a| a.to_string()).collect(),
-            _tmp: Some(tmp),
-        };
-        d.spawn();
-        d
-    }
-
-    fn spawn(&mut self) {
-        std::fs::create_dir_all(&self.data).unwrap();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data.join("daemon.log")).unwrap();
-        let mut cmd = tidepool();
-        cmd.args(["serve", "--dev-faucet", "--data-dir"])
-            .arg(&self.data)
-            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
-            .args(&self.args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log));
-        let mut child = cmd.spawn().expect("starting tidepool serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(120))
-            .unwrap_or_else(|_| panic!("the daemon did not start:\n{}", self.log()));
-        assert!(line.contains("listening on"), "unexpected first line: {line}");
-        self.url = format!("http://127.0.0.1:{}", self.port);
-        self.child = Some(child);
-    }
-
-    /// SIGKILL: no cleanup, no flushing, as a crash or a power cut would.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    pub fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.data.join("daemon.log")).unwrap_or_default()
+        let binary = Path::new(env!("CARGO_BIN_EXE_tidepool"));
+        Self(tidepool_test_artifacts::daemon::Daemon::start(binary, &[("TIDEPOOL_CACHE_DIR", &cache_dir())], args))
     }
 
     pub fn provider_key(&self) -> PrivateKeySigner {
-        tidepool_provider::keys::load(&self.data.join("provider.key")).unwrap()
-    }
-
-    pub fn key_file(&self) -> PathBuf {
-        self.data.join("provider.key")
+        tidepool_provider::keys::load(&self.key_file()).unwrap()
     }
 
     pub async fn operator(&self) -> Client {
@@ -108,12 +49,6 @@ impl Daemon {
         let c = Client::connect(&self.url, PrivateKeySigner::random()).await.unwrap();
         c.faucet().await.unwrap();
         c
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

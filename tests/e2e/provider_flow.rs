@@ -162,6 +162,21 @@ pub async fn initialize_and_exec(
     args: &[&str],
     not_before: Option<u64>,
 ) -> (B256, String) {
+    let agreement = initialize(consumer, did).await;
+    consumer.upload_module(agreement, &std::fs::read(module(guest)).unwrap(), guest).await.unwrap();
+    consumer.lock_payment(agreement).await.unwrap();
+    wait_for_event(consumer, agreement, EventName::ComputeGranted).await;
+    let exec = ExecRequest {
+        service_agreement_id: agreement,
+        consumer_address: consumer.address(),
+        not_before,
+        args: args.iter().map(|a| a.to_string()).collect(),
+    };
+    (agreement, consumer.exec(&exec).await.unwrap().job_id)
+}
+
+/// Signs and initializes an agreement on `did`'s service.
+async fn initialize(consumer: &Client, did: Did) -> B256 {
     let ddo = consumer.ddo(did).await.unwrap();
     let service = ddo.compute_service("1").unwrap();
     let agreement = B256::random();
@@ -181,16 +196,7 @@ pub async fn initialize_and_exec(
         })
         .await
         .unwrap();
-    consumer.upload_module(agreement, &std::fs::read(module(guest)).unwrap(), guest).await.unwrap();
-    consumer.lock_payment(agreement).await.unwrap();
-    wait_for_event(consumer, agreement, EventName::ComputeGranted).await;
-    let exec = ExecRequest {
-        service_agreement_id: agreement,
-        consumer_address: consumer.address(),
-        not_before,
-        args: args.iter().map(|a| a.to_string()).collect(),
-    };
-    (agreement, consumer.exec(&exec).await.unwrap().job_id)
+    agreement
 }
 
 pub async fn wait_for_event(c: &Client, agreement: B256, name: EventName) {
@@ -383,4 +389,28 @@ async fn consumers_stop_running_and_queued_jobs() {
     assert_eq!(v.payment, "released");
     assert_eq!(consumer.agreement(agreement).await.unwrap().provider_paid, Some(U256::ZERO));
     assert_eq!(consumer.balance(consumer.address()).await.unwrap(), before, "nothing was spent");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn event_queries_can_wait_for_the_next_event() {
+    let d = Daemon::start(&[]);
+    let books = dataset(&[("dickens.txt", BOOK.as_bytes())]);
+    let did = publish(&d, &[("books", books.path())], request("books")).await;
+    let consumer = std::sync::Arc::new(d.consumer().await);
+    let latest = consumer.events(0, None).await.unwrap().last().map_or(0, |e| e.id);
+    // Nothing new: the wait ends, empty.
+    assert!(consumer.wait_for_events(latest, None, Duration::from_millis(200)).await.unwrap().is_empty());
+    // A waiting query is answered with the event that arrives while it waits.
+    let waiter = {
+        let c = consumer.clone();
+        tokio::spawn(async move { c.wait_for_events(latest, None, Duration::from_secs(30)).await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "answered before any event");
+    let agreement = initialize(&consumer, did).await;
+    let events = tokio::time::timeout(Duration::from_secs(20), waiter)
+        .await
+        .expect("the query waits for its whole 30 s instead of answering when the event arrives")
+        .unwrap();
+    assert_eq!((events[0].name, events[0].agreement_id), (EventName::ExecuteAgreement, agreement));
 }

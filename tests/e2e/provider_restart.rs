@@ -126,7 +126,7 @@ async fn a_killed_daemon_loses_and_duplicates_nothing() {
     };
     let local_dir = tempfile::tempdir().unwrap();
     let mut spec = JobSpec::new(
-        Algorithm { name: "mandelbrot".into(), bytes: module_bytes.into() },
+        Algorithm::new("mandelbrot", module_bytes),
         vec![InputSpec::new("seed", data.path())],
         local_dir.path().join("out"),
     );

@@ -7,10 +7,14 @@ use std::process::{Command, Output};
 /// The `tidepool` binary under test.
 pub fn tidepool() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidepool"));
-    // One compile cache for the whole test run; never the user's own.
-    cmd.env("TIDEPOOL_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-cache"));
+    cmd.env("TIDEPOOL_CACHE_DIR", cache_dir());
     cmd.env_remove("RUST_LOG");
     cmd
+}
+
+/// One compile cache for the whole test run; never the user's own.
+pub fn cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-cache")
 }
 
 pub fn module(name: &str) -> PathBuf {

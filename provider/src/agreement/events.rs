@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use futures_util::future::BoxFuture;
+use tokio::sync::broadcast::error::TryRecvError;
 
 use super::template::{Actor, EVENT_HANDLERS};
 use crate::keeper::{EventName, KeeperError, KeeperEvent};
@@ -87,34 +88,53 @@ async fn cursor(p: &Provider) -> Result<u64> {
 }
 
 async fn save_cursor(p: &Provider, id: u64) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO handler_cursors (handler, last_event) VALUES (?1, ?2) \
+    p.db.execute(
+        sqlx::query(
+            "INSERT INTO handler_cursors (handler, last_event) VALUES (?1, ?2) \
          ON CONFLICT (handler) DO UPDATE SET last_event = excluded.last_event",
+        )
+        .bind(CURSOR)
+        .bind(id as i64),
     )
-    .bind(CURSOR)
-    .bind(id as i64)
-    .execute(p.db.pool())
     .await?;
     Ok(())
 }
 
-/// Handles every event after the cursor; returns how many.
-pub async fn dispatch_pending(p: &Arc<Provider>) -> Result<usize> {
+/// Handles every event after `*after` (the persisted cursor, kept in memory by the caller);
+/// returns how many.
+async fn dispatch_pending(p: &Arc<Provider>, after: &mut u64) -> Result<usize> {
+    const BATCH: u32 = 200;
     let subs = subscriptions()?;
     let mut handled = 0;
     loop {
-        let after = cursor(p).await?;
-        let events = p.keeper.events_after(after, None, 200).await?;
+        let events = p.keeper.events_after(*after, None, BATCH).await?;
+        let full = events.len() == BATCH as usize;
         if events.is_empty() {
             return Ok(handled);
         }
+        // The cursor is saved once per batch: after a crash the handlers see the rest of the
+        // batch again, which they tolerate (they are idempotent).
+        let mut last = None;
         for event in events {
             for (name, handler) in subs.get(&event.name).into_iter().flatten() {
                 tracing::debug!(event = %event.name, id = event.id, handler = name, "dispatching");
-                handler(p.clone(), event.clone()).await?;
+                if let Err(e) = handler(p.clone(), event.clone()).await {
+                    if let Some(id) = last {
+                        save_cursor(p, id).await?;
+                        *after = id;
+                    }
+                    return Err(e);
+                }
             }
-            save_cursor(p, event.id).await?;
+            last = Some(event.id);
             handled += 1;
+        }
+        if let Some(id) = last {
+            save_cursor(p, id).await?;
+            *after = id;
+        }
+        if !full {
+            return Ok(handled);
         }
     }
 }
@@ -124,13 +144,25 @@ pub fn spawn_dispatcher(p: Arc<Provider>) -> Result<()> {
     subscriptions()?; // fail at start, not later, if a handler is missing
     let mut wake = p.keeper.subscribe();
     tokio::spawn(async move {
+        // The persisted cursor is read once; from then on it is kept here (and saved).
+        let mut after: Option<u64> = None;
         loop {
-            if let Err(e) = dispatch_pending(&p).await {
+            let result = async {
+                let after = match &mut after {
+                    Some(a) => a,
+                    None => after.insert(cursor(&p).await?),
+                };
+                dispatch_pending(&p, after).await
+            }
+            .await;
+            if let Err(e) = result {
                 tracing::error!(error = %format!("{e:#}"), "event dispatch failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
-            let _ = tokio::time::timeout(Duration::from_secs(5), wake.changed()).await;
+            // Any news (or news missed while lagging) means: read the log again.
+            let _ = tokio::time::timeout(Duration::from_secs(5), wake.recv()).await;
+            while !matches!(wake.try_recv(), Err(TryRecvError::Empty | TryRecvError::Closed)) {}
         }
     });
     Ok(())

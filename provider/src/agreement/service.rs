@@ -160,9 +160,9 @@ pub async fn upload(
             }
         }
     }
-    crate::assets::check_module(p, Algorithm { name: name.clone(), bytes: bytes.clone().into() }).await?;
+    crate::assets::check_module(p, Algorithm::new(name.clone(), bytes.clone())).await?;
     let stored = p.blobs.put_bytes(&bytes)?;
-    sqlx::query(
+    p.db.execute(sqlx::query(
         "INSERT INTO uploads (agreement_id, algorithm_hash, algorithm_did, name, created_at) VALUES (?1, ?2, ?3, ?4, ?5) \
          ON CONFLICT (agreement_id) DO UPDATE SET algorithm_hash = excluded.algorithm_hash, \
          algorithm_did = excluded.algorithm_did, name = excluded.name",
@@ -171,8 +171,7 @@ pub async fn upload(
     .bind(stored.to_string())
     .bind(published.map(|d| d.id.to_string()))
     .bind(&name)
-    .bind(unix_now() as i64)
-    .execute(p.db.pool())
+    .bind(unix_now() as i64))
     .await
     .map_err(ApiError::internal)?;
     p.keeper.fulfill_upload(agreement_id, hash).await?;

@@ -143,7 +143,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     heading(6, "an auditor re-executes the receipt with the same inputs");
     let receipt = outcome.receipt.clone();
     let (algorithm, inputs, claimed) = (
-        Algorithm { name: receipt.algorithm_name.clone(), bytes: module.into() },
+        Algorithm::new(receipt.algorithm_name.clone(), module),
         vec![InputSpec::new("books", books.clone())],
         results.join("outputs"),
     );

@@ -152,7 +152,11 @@ impl Client {
                     req.wait
                 )));
             }
-            for event in self.events(cursor, Some(agreement)).await? {
+            // Long polling: the provider answers as soon as an event arrives. While a job runs,
+            // come back at least every quarter second to show its progress.
+            let following = job.is_some() && fetched.is_none();
+            let wait = if following { Duration::from_millis(250) } else { Duration::from_secs(5) };
+            for event in self.wait_for_events(cursor, Some(agreement), wait).await? {
                 cursor = event.id;
                 progress(&Step::Event(event.name));
                 for handler in subs.get(event.name.as_str()).into_iter().flatten() {
@@ -235,7 +239,6 @@ impl Client {
                     )));
                 }
             }
-            tokio::time::sleep(Duration::from_millis(if job.is_some() { 200 } else { 100 })).await;
         }
     }
 
@@ -256,19 +259,34 @@ impl Client {
         }
         let mut files = Vec::new();
         let mut receipt = None;
+        // An empty file has nothing to download: it is made here (and checked like the rest).
+        let empty = tidepool_runtime::tree::blake3_b256(b"");
         for r in &results.results {
+            let dest = match r.kind {
+                ResultKind::Output => safe_join(&outputs_dir, &r.name)?,
+                ResultKind::Log => safe_join(&dir.join("logs"), &r.name)?,
+                ResultKind::Receipt => dir.join("receipt.json"),
+            };
+            if r.kind != ResultKind::Receipt && r.size == 0 && r.hash == Some(empty) {
+                if let Some(parent) = dest.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::File::create(&dest)?;
+                if r.kind == ResultKind::Output {
+                    files.push((r.name.clone(), 0));
+                }
+                continue;
+            }
             match r.kind {
                 ResultKind::Output => {
-                    let dest = safe_join(&outputs_dir, &r.name)?;
                     files.push((r.name.clone(), self.download(job, r.index, &dest).await?));
                 }
                 ResultKind::Log => {
-                    self.download(job, r.index, &safe_join(&dir.join("logs"), &r.name)?).await?;
+                    self.download(job, r.index, &dest).await?;
                 }
                 ResultKind::Receipt => {
-                    let path = dir.join("receipt.json");
-                    self.download(job, r.index, &path).await?;
-                    let text = std::fs::read_to_string(&path)?;
+                    self.download(job, r.index, &dest).await?;
+                    let text = std::fs::read_to_string(&dest)?;
                     receipt = Some(
                         serde_json::from_str::<Receipt>(&text)
                             .map_err(|e| ClientError::Protocol(format!("receipt: {e}")))?,

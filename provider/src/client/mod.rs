@@ -5,6 +5,7 @@ pub mod flow;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use alloy_primitives::{Address, B256, U256, keccak256};
 use alloy_signer_local::PrivateKeySigner;
@@ -247,8 +248,21 @@ impl Client {
 
     /// Keeper events after `after` (of one agreement, if given).
     pub async fn events(&self, after: u64, agreement: Option<B256>) -> ClientResult<Vec<KeeperEvent>> {
+        self.wait_for_events(after, agreement, Duration::ZERO).await
+    }
+
+    /// Events after `after` (of one agreement, if given); when there are none yet, the
+    /// provider holds the request until one arrives or `wait` passes (then: none).
+    pub async fn wait_for_events(
+        &self,
+        after: u64,
+        agreement: Option<B256>,
+        wait: Duration,
+    ) -> ClientResult<Vec<KeeperEvent>> {
         let filter = agreement.map(|a| format!("&agreement={a}")).unwrap_or_default();
-        let v: EventsView = self.get_public(&format!("/api/v1/keeper/events?after={after}{filter}")).await?;
+        let wait = wait.as_millis();
+        let v: EventsView =
+            self.get_public(&format!("/api/v1/keeper/events?after={after}{filter}&waitMs={wait}")).await?;
         Ok(v.events)
     }
 

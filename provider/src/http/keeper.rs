@@ -2,6 +2,9 @@
 //! keeper the same operations are contract calls made from the consumer's wallet.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast::error::RecvError;
 
 use alloy_primitives::{Address, B256};
 use axum::extract::State;
@@ -54,11 +57,34 @@ struct EventsQuery {
     after: u64,
     agreement: Option<B256>,
     limit: Option<u32>,
+    /// Long polling: when nothing matches yet, wait up to this long for something that does.
+    #[serde(default)]
+    wait_ms: u64,
 }
+
+/// The longest `waitMs` honoured.
+const MAX_EVENTS_WAIT: Duration = Duration::from_secs(30);
 
 async fn events(State(p): State<Arc<Provider>>, ApiQuery(q): ApiQuery<EventsQuery>) -> ApiResult<Json<EventsView>> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    Ok(Json(EventsView { events: p.keeper.events_after(q.after, q.agreement, limit).await? }))
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(q.wait_ms).min(MAX_EVENTS_WAIT);
+    // Listening before reading, so an event committed after the read is still heard of.
+    let mut news = p.keeper.subscribe();
+    loop {
+        let events = p.keeper.events_after(q.after, q.agreement, limit).await?;
+        if !events.is_empty() {
+            return Ok(Json(EventsView { events }));
+        }
+        // Wait for an event this query wants; others' events cost nothing but a comparison.
+        loop {
+            match tokio::time::timeout_at(deadline, news.recv()).await {
+                Err(_) | Ok(Err(RecvError::Closed)) => return Ok(Json(EventsView { events: Vec::new() })),
+                Ok(Err(RecvError::Lagged(_))) => break,
+                Ok(Ok(note)) if note.id > q.after && q.agreement.is_none_or(|a| a == note.agreement) => break,
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
 }
 
 async fn balance(State(p): State<Arc<Provider>>, ApiPath(address): ApiPath<Address>) -> ApiResult<Json<BalanceView>> {

@@ -35,6 +35,7 @@ use std::time::Duration;
 use alloy_primitives::{Address, B256};
 use anyhow::{Context, Result};
 use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
 use tidepool_runtime::tree::{EntryKind, Tree};
 use tidepool_runtime::{Algorithm, GuestEvent, JobEvent, JobSpec, Limits, Outcome, Receipt, Stage};
 use tokio::sync::{Notify, Semaphore};
@@ -49,7 +50,9 @@ use crate::keeper::{Agreement, AgreementState, KeeperError};
 use crate::provider::Provider;
 use crate::store::{addr, parse_addr, parse_b256};
 
-/// In-memory state of running jobs: cancellation flags and the latest guest progress.
+/// In-memory state of running jobs: cancellation flags, the stage they are in, and the latest
+/// guest progress. Stages after the claim live here only: the database says the job is active
+/// (claimed), which is all a restart needs, and a job's stages cost no disk writes.
 #[derive(Debug, Default)]
 pub struct Jobs {
     wake: Notify,
@@ -59,6 +62,7 @@ pub struct Jobs {
 #[derive(Debug)]
 struct Live {
     cancel: Arc<AtomicBool>,
+    stage: Option<JobStatus>,
     progress: Option<ProgressView>,
 }
 
@@ -102,17 +106,37 @@ pub async fn enqueue(p: &Arc<Provider>, a: &Agreement, not_before: u64, args: Ve
     load(p, &id).await
 }
 
-/// A job's row, as the API shows it.
-async fn load(p: &Provider, id: &str) -> ApiResult<JobView> {
-    let r = sqlx::query("SELECT * FROM jobs WHERE id = ?1")
+/// A job's row.
+async fn row(p: &Provider, id: &str) -> ApiResult<SqliteRow> {
+    sqlx::query("SELECT * FROM jobs WHERE id = ?1")
         .bind(id)
         .fetch_optional(p.db.pool())
         .await
         .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
-    let status = JobStatus::from_code(r.get::<i64, _>("status") as u32);
+        .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))
+}
+
+/// A job's row, if `signer` is its consumer.
+async fn own_row(p: &Provider, id: &str, signer: Address) -> ApiResult<SqliteRow> {
+    let r = row(p, id).await?;
+    if parse_addr(&r.get::<String, _>("consumer"))? != signer {
+        return Err(ApiError::Forbidden(format!("{signer} is not this job's consumer")));
+    }
+    Ok(r)
+}
+
+/// A job, as the API shows it.
+async fn load(p: &Provider, id: &str) -> ApiResult<JobView> {
+    view_of(p, id, &row(p, id).await?)
+}
+
+fn view_of(p: &Provider, id: &str, r: &SqliteRow) -> ApiResult<JobView> {
+    let mut status = JobStatus::from_code(r.get::<i64, _>("status") as u32);
     let receipt: Option<Receipt> = r.get::<Option<String>, _>("receipt").and_then(|j| serde_json::from_str(&j).ok());
-    let progress = p.jobs.live().get(id).and_then(|l| l.progress.clone());
+    let (stage, progress) = p.jobs.live().get(id).map_or((None, None), |l| (l.stage, l.progress.clone()));
+    if let (Some(stage), true) = (stage, status.is_active()) {
+        status = stage;
+    }
     Ok(JobView {
         job_id: id.to_string(),
         service_agreement_id: parse_b256(&r.get::<String, _>("agreement_id"))?,
@@ -134,26 +158,15 @@ async fn load(p: &Provider, id: &str) -> ApiResult<JobView> {
 
 /// The job, if `signer` is its consumer.
 pub async fn view(p: &Provider, id: &str, signer: Address) -> ApiResult<JobView> {
-    let consumer: Option<String> = sqlx::query_scalar("SELECT consumer FROM jobs WHERE id = ?1")
-        .bind(id)
-        .fetch_optional(p.db.pool())
-        .await
-        .map_err(ApiError::internal)?;
-    match consumer {
-        None => Err(ApiError::NotFound(format!("no job {id}"))),
-        Some(c) if parse_addr(&c)? == signer => load(p, id).await,
-        Some(_) => Err(ApiError::Forbidden(format!("{signer} is not this job's consumer"))),
-    }
+    view_of(p, id, &own_row(p, id, signer).await?)
 }
 
 /// The job's results, by index: output files (by path), the two logs, the receipt.
 pub async fn results(p: &Provider, id: &str, signer: Address) -> ApiResult<ResultsView> {
-    view(p, id, signer).await?;
-    let r = sqlx::query("SELECT results, outputs FROM jobs WHERE id = ?1")
-        .bind(id)
-        .fetch_one(p.db.pool())
-        .await
-        .map_err(ApiError::internal)?;
+    results_of(id, &own_row(p, id, signer).await?)
+}
+
+fn results_of(id: &str, r: &SqliteRow) -> ApiResult<ResultsView> {
     let parse = |col: &str| -> ApiResult<Option<serde_json::Value>> {
         r.get::<Option<String>, _>(col).map(|j| serde_json::from_str(&j).map_err(ApiError::internal)).transpose()
     };
@@ -174,20 +187,16 @@ pub enum ResultBody {
 
 /// Opens result `index` of a job for its consumer.
 pub async fn open_result(p: &Provider, id: &str, signer: Address, index: u32) -> ApiResult<(ResultEntry, ResultBody)> {
-    let all = results(p, id, signer).await?;
-    let entry = all
+    let r = own_row(p, id, signer).await?;
+    let entry = results_of(id, &r)?
         .results
         .into_iter()
         .find(|r| r.index == index)
         .ok_or_else(|| ApiError::NotFound(format!("job {id} has no result {index}")))?;
     let body = match (entry.kind, entry.hash) {
         (ResultKind::Receipt, _) => {
-            let json: String = sqlx::query_scalar("SELECT receipt FROM jobs WHERE id = ?1")
-                .bind(id)
-                .fetch_one(p.db.pool())
-                .await
-                .map_err(ApiError::internal)?;
-            ResultBody::Bytes(json.into_bytes())
+            let json: Option<String> = r.get("receipt");
+            ResultBody::Bytes(json.unwrap_or_default().into_bytes())
         }
         (_, Some(hash)) => ResultBody::File(p.blobs.open_blob(&hash)?),
         (_, None) => return Err(ApiError::Internal(format!("result {index} of job {id} has no content"))),
@@ -206,12 +215,11 @@ pub async fn stop(p: &Arc<Provider>, id: &str, signer: Address) -> ApiResult<Job
     if let Some(live) = p.jobs.live().get(id) {
         live.cancel.store(true, Ordering::Relaxed);
     }
-    let stopped = sqlx::query("UPDATE jobs SET status = ?1, error = 'stopped before it started', updated_at = ?2 WHERE id = ?3 AND status = ?4")
+    let stopped = p.db.execute(sqlx::query("UPDATE jobs SET status = ?1, error = 'stopped before it started', updated_at = ?2 WHERE id = ?3 AND status = ?4")
         .bind(JobStatus::Stopped.code())
         .bind(unix_now() as i64)
         .bind(id)
-        .bind(JobStatus::Queued.code())
-        .execute(p.db.pool())
+        .bind(JobStatus::Queued.code()))
         .await
         .map_err(ApiError::internal)?;
     if stopped.rows_affected() == 1 {
@@ -222,23 +230,25 @@ pub async fn stop(p: &Arc<Provider>, id: &str, signer: Address) -> ApiResult<Job
 }
 
 async fn set_status(p: &Provider, id: &str, status: JobStatus) -> Result<()> {
-    sqlx::query("UPDATE jobs SET status = ?1, updated_at = ?2 WHERE id = ?3")
-        .bind(status.code())
-        .bind(unix_now() as i64)
-        .bind(id)
-        .execute(p.db.pool())
-        .await?;
+    p.db.execute(
+        sqlx::query("UPDATE jobs SET status = ?1, updated_at = ?2 WHERE id = ?3")
+            .bind(status.code())
+            .bind(unix_now() as i64)
+            .bind(id),
+    )
+    .await?;
     Ok(())
 }
 
 async fn fail(p: &Provider, id: &str, status: JobStatus, error: &str) -> Result<()> {
-    sqlx::query("UPDATE jobs SET status = ?1, error = ?2, updated_at = ?3 WHERE id = ?4")
-        .bind(status.code())
-        .bind(error)
-        .bind(unix_now() as i64)
-        .bind(id)
-        .execute(p.db.pool())
-        .await?;
+    p.db.execute(
+        sqlx::query("UPDATE jobs SET status = ?1, error = ?2, updated_at = ?3 WHERE id = ?4")
+            .bind(status.code())
+            .bind(error)
+            .bind(unix_now() as i64)
+            .bind(id),
+    )
+    .await?;
     tracing::warn!(job = %id, status = status.text(), error, "job failed");
     Ok(())
 }
@@ -315,14 +325,13 @@ async fn start_due(p: &Arc<Provider>, slots: &Arc<Semaphore>) -> Result<()> {
     .fetch_all(p.db.pool())
     .await?;
     for id in ids {
-        let claimed = sqlx::query(
+        let claimed = p.db.execute(sqlx::query(
             "UPDATE jobs SET status = ?1, attempts = attempts + 1, updated_at = ?2 WHERE id = ?3 AND status = ?4",
         )
         .bind(JobStatus::ConfiguringVolumes.code())
         .bind(unix_now() as i64)
         .bind(&id)
-        .bind(JobStatus::Queued.code())
-        .execute(p.db.pool())
+        .bind(JobStatus::Queued.code()))
         .await?;
         if claimed.rows_affected() != 1 {
             continue;
@@ -383,7 +392,7 @@ async fn execute(p: &Arc<Provider>, id: &str) -> Result<()> {
         .await
         .context("the job has no uploaded algorithm")?;
     let algorithm_hash = parse_b256(&upload.get::<String, _>("algorithm_hash"))?;
-    let algorithm = Algorithm { name: upload.get("name"), bytes: p.blobs.read(&algorithm_hash)?.into() };
+    let algorithm = Algorithm::new(upload.get::<String, _>("name"), p.blobs.read(&algorithm_hash)?);
 
     let dir = p.config.data_dir.join("jobs").join(id);
     if dir.exists() {
@@ -391,44 +400,32 @@ async fn execute(p: &Arc<Provider>, id: &str) -> Result<()> {
     }
     std::fs::create_dir_all(&dir)?;
     let cancel = Arc::new(AtomicBool::new(false));
-    p.jobs.live().insert(id.to_string(), Live { cancel: cancel.clone(), progress: None });
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<JobEvent>();
-    let updater = {
-        let (p, id) = (p.clone(), id.to_string());
-        tokio::spawn(async move {
-            while let Some(event) = rx.recv().await {
-                match event {
-                    JobEvent::Stage(stage) => {
-                        let status = match stage {
-                            Stage::ConfiguringVolumes => JobStatus::ConfiguringVolumes,
-                            Stage::Provisioning => JobStatus::Provisioning,
-                            Stage::Running => JobStatus::Running,
-                            Stage::PublishingResults => JobStatus::PublishingResults,
-                        };
-                        if let Err(e) = set_status(&p, &id, status).await {
-                            tracing::warn!(job = %id, error = %e, "recording a job stage");
-                        }
-                    }
-                    JobEvent::Guest(GuestEvent::Progress { done, total, message }) => {
-                        if let Some(live) = p.jobs.live().get_mut(&id) {
-                            live.progress = Some(ProgressView { done, total, message });
-                        }
-                    }
-                    JobEvent::Guest(GuestEvent::Metric { .. }) => {}
-                }
-            }
-        })
-    };
+    p.jobs.live().insert(id.to_string(), Live { cancel: cancel.clone(), stage: None, progress: None });
     let mut spec = JobSpec::new(algorithm, inputs, dir.join("outputs"));
     spec.args = args;
     spec.limits = limits;
     spec.cancel = Some(cancel);
-    spec.events = Some(Arc::new(move |e| {
-        let _ = tx.send(e);
+    let (jobs, job_id) = (p.clone(), id.to_string());
+    spec.events = Some(Arc::new(move |event| {
+        let mut live = jobs.jobs.live();
+        let Some(live) = live.get_mut(&job_id) else { return };
+        match event {
+            JobEvent::Stage(stage) => {
+                live.stage = Some(match stage {
+                    Stage::ConfiguringVolumes => JobStatus::ConfiguringVolumes,
+                    Stage::Provisioning => JobStatus::Provisioning,
+                    Stage::Running => JobStatus::Running,
+                    Stage::PublishingResults => JobStatus::PublishingResults,
+                })
+            }
+            JobEvent::Guest(GuestEvent::Progress { done, total, message }) => {
+                live.progress = Some(ProgressView { done, total, message })
+            }
+            JobEvent::Guest(GuestEvent::Metric { .. }) => {}
+        }
     }));
     let runtime = p.runtime.clone();
     let result = tokio::task::spawn_blocking(move || runtime.run(&spec)).await?;
-    let _ = updater.await;
     let result = match result {
         Ok(r) => r,
         Err(e) => {
@@ -490,14 +487,13 @@ async fn execute(p: &Arc<Provider>, id: &str) -> Result<()> {
         Outcome::Stopped => JobStatus::Stopped,
         _ => JobStatus::AlgorithmFailed,
     };
-    sqlx::query("UPDATE jobs SET status = ?1, receipt = ?2, results = ?3, outputs = ?4, error = NULL, updated_at = ?5 WHERE id = ?6")
+    p.db.execute(sqlx::query("UPDATE jobs SET status = ?1, receipt = ?2, results = ?3, outputs = ?4, error = NULL, updated_at = ?5 WHERE id = ?6")
         .bind(status.code())
         .bind(&receipt_json)
         .bind(serde_json::to_string(&results)?)
         .bind(serde_json::to_string(&result.outputs)?)
         .bind(unix_now() as i64)
-        .bind(id)
-        .execute(p.db.pool())
+        .bind(id))
         .await?;
     let _ = std::fs::remove_dir_all(&dir);
     tracing::info!(job = %id, outcome = %receipt.outcome, fuel = receipt.fuel_consumed, receipt = %receipt.receipt_hash, "job ended");
@@ -520,17 +516,17 @@ pub async fn settle(p: &Arc<Provider>, id: &str) -> Result<()> {
     let receipt: Option<Receipt> =
         r.get::<Option<String>, _>("receipt").map(|j| serde_json::from_str(&j)).transpose()?;
     let (hash, fuel) = receipt.as_ref().map_or((B256::ZERO, 0), |r| (r.receipt_hash, r.fuel_consumed));
-    let set_payment = |payment: &'static str, output: Option<Did>| async move {
-        sqlx::query(
+    let set_payment =
+        |payment: &'static str, output: Option<Did>| async move {
+            p.db.execute(sqlx::query(
             "UPDATE jobs SET payment = ?1, output_did = COALESCE(?2, output_did), updated_at = ?3 WHERE id = ?4",
         )
         .bind(payment)
         .bind(output.map(|d| d.to_string()))
         .bind(unix_now() as i64)
-        .bind(id)
-        .execute(p.db.pool())
+        .bind(id))
         .await
-    };
+        };
     match p.keeper.release_payment(agreement_id, hash, fuel).await {
         Ok(payout) => {
             tracing::info!(job = %id, provider = %payout.provider_amount, refund = %payout.consumer_refund, "payment released")

@@ -23,6 +23,11 @@ impl JobStatus {
     pub const ACTIVE: [JobStatus; 4] =
         [JobStatus::ConfiguringVolumes, JobStatus::Provisioning, JobStatus::Running, JobStatus::PublishingResults];
 
+    /// Is this one of [`ACTIVE`](Self::ACTIVE)?
+    pub fn is_active(self) -> bool {
+        Self::ACTIVE.contains(&self)
+    }
+
     /// The statuses a job ends in.
     pub const TERMINAL: [JobStatus; 8] = [
         JobStatus::DataProvisioningFailed,

@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 
 use alloy_primitives::{Address, B256, U256, keccak256};
 use async_trait::async_trait;
-use sqlx::{Row, Sqlite, Transaction};
-use tokio::sync::watch;
+use sqlx::{Row, SqliteConnection};
+use tokio::sync::broadcast;
 
 use super::{
-    Agreement, AgreementState, Condition, ConditionStatus, EventName, Keeper, KeeperError, KeeperEvent, KeeperResult,
-    NewAgreement, Payout,
+    Agreement, AgreementState, Condition, ConditionStatus, EventName, EventNote, Keeper, KeeperError, KeeperEvent,
+    KeeperResult, NewAgreement, Payout,
 };
 use crate::agreement::template::{Controller, Controllers};
 use crate::auth::unix_now;
@@ -27,10 +27,10 @@ pub struct EmbeddedKeeper {
     db: Db,
     chain_id: u64,
     controllers: Controllers,
-    latest: watch::Sender<u64>,
+    notes: broadcast::Sender<EventNote>,
 }
 
-type Tx = Transaction<'static, Sqlite>;
+type Tx = crate::store::writer::WriteTx;
 
 impl EmbeddedKeeper {
     pub async fn new(db: Db, chain_id: u64) -> KeeperResult<Self> {
@@ -40,22 +40,19 @@ impl EmbeddedKeeper {
                 .map(|c| (*c, Address::from_slice(&keccak256(format!("tidepool.embedded.{}", c.name()))[12..])))
                 .collect(),
         );
-        let latest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
-            .fetch_one(db.pool())
-            .await
-            .map_err(|e| KeeperError::Storage(e.to_string()))?;
-        Ok(Self { db, chain_id, controllers, latest: watch::Sender::new(latest as u64) })
+        Ok(Self { db, chain_id, controllers, notes: broadcast::Sender::new(4096) })
     }
 
     async fn tx(&self) -> KeeperResult<Tx> {
         Ok(self.db.write().await?)
     }
 
-    /// Commits and wakes subscribers if an event was appended.
-    async fn commit(&self, tx: Tx, event: Option<u64>) -> KeeperResult<()> {
-        tx.commit().await.map_err(storage)?;
-        if let Some(id) = event {
-            self.latest.send_replace(id);
+    /// Commits; then tells subscribers of the event, if there was one.
+    async fn commit(&self, tx: Tx, event: Option<EventNote>) -> KeeperResult<()> {
+        tx.commit().await.map_err(|e| storage(e.0))?;
+        if let Some(note) = event {
+            // No subscriber is fine: the log has it.
+            let _ = self.notes.send(note);
         }
         Ok(())
     }
@@ -65,24 +62,25 @@ fn storage(e: sqlx::Error) -> KeeperError {
     KeeperError::Storage(e.to_string())
 }
 
-async fn load(tx: &mut Tx, id: B256) -> KeeperResult<Agreement> {
-    let row = sqlx::query("SELECT * FROM agreements WHERE id = ?1")
-        .bind(id.to_string())
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(storage)?
-        .ok_or(KeeperError::NotFound(id))?;
-    let conditions = sqlx::query("SELECT * FROM conditions WHERE agreement_id = ?1 ORDER BY position")
-        .bind(id.to_string())
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(storage)?;
-    agreement_from_rows(&row, &conditions)
+async fn load(tx: &mut SqliteConnection, id: B256) -> KeeperResult<Agreement> {
+    // One query: the agreement's columns repeat on each of its conditions' rows.
+    let rows = sqlx::query(
+        "SELECT a.*, c.name AS c_name, c.key AS c_key, c.values_hash AS c_values_hash, c.timeout AS c_timeout, \
+         c.dependencies AS c_dependencies, c.state AS c_state, c.fulfilled_at AS c_fulfilled_at \
+         FROM agreements a LEFT JOIN conditions c ON c.agreement_id = a.id WHERE a.id = ?1 ORDER BY c.position",
+    )
+    .bind(id.to_string())
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(storage)?;
+    let row = rows.first().ok_or(KeeperError::NotFound(id))?;
+    let conditions: Vec<_> = rows.iter().filter(|r| r.get::<Option<String>, _>("c_name").is_some()).collect();
+    agreement_from_rows(row, &conditions)
 }
 
 fn agreement_from_rows(
     row: &sqlx::sqlite::SqliteRow,
-    conditions: &[sqlx::sqlite::SqliteRow],
+    conditions: &[&sqlx::sqlite::SqliteRow],
 ) -> KeeperResult<Agreement> {
     let created_at: i64 = row.get("created_at");
     let opt_b256 = |col: &str| -> KeeperResult<Option<B256>> {
@@ -100,21 +98,21 @@ fn agreement_from_rows(
     let conditions = conditions
         .iter()
         .map(|c| {
-            let timeout: i64 = c.get("timeout");
+            let timeout: i64 = c.get("c_timeout");
             Ok(Condition {
-                name: c.get("name"),
-                key: parse_b256(&c.get::<String, _>("key"))?,
-                values_hash: parse_b256(&c.get::<String, _>("values_hash"))?,
+                name: c.get("c_name"),
+                key: parse_b256(&c.get::<String, _>("c_key"))?,
+                values_hash: parse_b256(&c.get::<String, _>("c_values_hash"))?,
                 timeout: timeout as u64,
                 deadline: (timeout > 0).then(|| created_at as u64 + timeout as u64),
-                dependencies: serde_json::from_str(&c.get::<String, _>("dependencies"))
+                dependencies: serde_json::from_str(&c.get::<String, _>("c_dependencies"))
                     .map_err(|e| KeeperError::Storage(e.to_string()))?,
-                status: if c.get::<String, _>("state") == "fulfilled" {
+                status: if c.get::<String, _>("c_state") == "fulfilled" {
                     ConditionStatus::Fulfilled
                 } else {
                     ConditionStatus::Unfulfilled
                 },
-                fulfilled_at: c.get::<Option<i64>, _>("fulfilled_at").map(|t| t as u64),
+                fulfilled_at: c.get::<Option<i64>, _>("c_fulfilled_at").map(|t| t as u64),
             })
         })
         .collect::<KeeperResult<Vec<_>>>()?;
@@ -139,7 +137,7 @@ fn agreement_from_rows(
 }
 
 /// Checks that `name` can be fulfilled now, and marks it fulfilled.
-async fn fulfill(tx: &mut Tx, a: &Agreement, name: &str, now: u64) -> KeeperResult<()> {
+async fn fulfill(tx: &mut SqliteConnection, a: &Agreement, name: &str, now: u64) -> KeeperResult<()> {
     if a.state != AgreementState::Active {
         return Err(KeeperError::Closed { state: a.state });
     }
@@ -159,45 +157,51 @@ async fn fulfill(tx: &mut Tx, a: &Agreement, name: &str, now: u64) -> KeeperResu
         .bind(now as i64)
         .bind(a.id.to_string())
         .bind(name)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await
         .map_err(storage)?;
     Ok(())
 }
 
-async fn emit(tx: &mut Tx, agreement: B256, name: EventName, data: serde_json::Value, now: u64) -> KeeperResult<u64> {
+async fn emit(
+    tx: &mut SqliteConnection,
+    agreement: B256,
+    name: EventName,
+    data: serde_json::Value,
+    now: u64,
+) -> KeeperResult<EventNote> {
     let id = sqlx::query("INSERT INTO events (agreement_id, name, data, created_at) VALUES (?1, ?2, ?3, ?4)")
         .bind(agreement.to_string())
         .bind(name.as_str())
         .bind(data.to_string())
         .bind(now as i64)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await
         .map_err(storage)?
         .last_insert_rowid();
-    Ok(id as u64)
+    Ok(EventNote { id: id as u64, agreement })
 }
 
-async fn balance_in(tx: &mut Tx, who: Address) -> KeeperResult<U256> {
+async fn balance_in(tx: &mut SqliteConnection, who: Address) -> KeeperResult<U256> {
     let amount: Option<String> = sqlx::query_scalar("SELECT amount FROM balances WHERE address = ?1")
         .bind(addr(who))
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(storage)?;
     amount.map_or(Ok(U256::ZERO), |a| Ok(parse_u256(&a)?))
 }
 
-async fn set_balance(tx: &mut Tx, who: Address, amount: U256) -> KeeperResult<()> {
+async fn set_balance(tx: &mut SqliteConnection, who: Address, amount: U256) -> KeeperResult<()> {
     sqlx::query("INSERT INTO balances (address, amount) VALUES (?1, ?2) ON CONFLICT (address) DO UPDATE SET amount = excluded.amount")
         .bind(addr(who))
         .bind(amount.to_string())
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await
         .map_err(storage)?;
     Ok(())
 }
 
-async fn add_balance(tx: &mut Tx, who: Address, amount: U256) -> KeeperResult<U256> {
+async fn add_balance(tx: &mut SqliteConnection, who: Address, amount: U256) -> KeeperResult<U256> {
     let new = balance_in(tx, who).await?.checked_add(amount).ok_or(KeeperError::Invalid("balance overflow".into()))?;
     set_balance(tx, who, new).await?;
     Ok(new)
@@ -243,32 +247,36 @@ impl Keeper for EmbeddedKeeper {
         .execute(&mut *tx)
         .await
         .map_err(storage)?;
-        for (i, c) in n.conditions.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO conditions (agreement_id, position, name, key, values_hash, timeout, dependencies, state) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'unfulfilled')",
-            )
-            .bind(n.id.to_string())
-            .bind(i as i64)
-            .bind(&c.name)
-            .bind(c.key.to_string())
-            .bind(c.values_hash.to_string())
-            .bind(i64::try_from(c.timeout).map_err(|_| KeeperError::Invalid("timeout too large".into()))?)
-            .bind(serde_json::Value::from(c.dependencies.clone()).to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(storage)?;
+        if !n.conditions.is_empty() {
+            // All conditions in one statement.
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO conditions (agreement_id, position, name, key, values_hash, timeout, dependencies, state) ",
+            );
+            let mut timeouts = Vec::new();
+            for c in &n.conditions {
+                timeouts.push(i64::try_from(c.timeout).map_err(|_| KeeperError::Invalid("timeout too large".into()))?);
+            }
+            insert.push_values(n.conditions.iter().zip(timeouts).enumerate(), |mut b, (i, (c, timeout))| {
+                b.push_bind(n.id.to_string())
+                    .push_bind(i as i64)
+                    .push_bind(c.name.clone())
+                    .push_bind(c.key.to_string())
+                    .push_bind(c.values_hash.to_string())
+                    .push_bind(timeout)
+                    .push_bind(serde_json::Value::from(c.dependencies.clone()).to_string())
+                    .push_bind("unfulfilled");
+            });
+            insert.build().execute(&mut *tx).await.map_err(storage)?;
         }
         let data = serde_json::json!({ "did": n.did, "consumer": n.consumer, "provider": n.provider });
         let event = emit(&mut tx, n.id, EventName::ExecuteAgreement, data, now).await?;
-        let agreement = load(&mut tx, n.id).await?;
         self.commit(tx, Some(event)).await?;
-        Ok(agreement)
+        self.agreement(n.id).await
     }
 
     async fn agreement(&self, id: B256) -> KeeperResult<Agreement> {
-        let mut tx = self.db.pool().begin().await.map_err(storage)?;
-        load(&mut tx, id).await
+        let mut conn = self.db.pool().acquire().await.map_err(storage)?;
+        load(&mut conn, id).await
     }
 
     async fn lock_payment(&self, id: B256, payer: Address) -> KeeperResult<()> {
@@ -437,13 +445,13 @@ impl Keeper for EmbeddedKeeper {
             .collect()
     }
 
-    fn subscribe(&self) -> watch::Receiver<u64> {
-        self.latest.subscribe()
+    fn subscribe(&self) -> broadcast::Receiver<EventNote> {
+        self.notes.subscribe()
     }
 
     async fn balance(&self, who: Address) -> KeeperResult<U256> {
-        let mut tx = self.db.pool().begin().await.map_err(storage)?;
-        balance_in(&mut tx, who).await
+        let mut conn = self.db.pool().acquire().await.map_err(storage)?;
+        balance_in(&mut conn, who).await
     }
 
     async fn credit(&self, who: Address, amount: U256) -> KeeperResult<U256> {
@@ -509,6 +517,7 @@ mod tests {
     #[tokio::test]
     async fn the_happy_path_moves_tokens_and_logs_events_in_order() {
         let (_t, k) = keeper().await;
+        let mut notes = k.subscribe();
         let (provider, consumer) = (Address::repeat_byte(0xaa), Address::repeat_byte(0xcc));
         k.credit(consumer, U256::from(5_000)).await.unwrap();
         let a = k.create_agreement(new_agreement(&k, 1, &[])).await.unwrap();
@@ -539,7 +548,7 @@ mod tests {
                 EventName::OutputPublished
             ]
         );
-        assert_eq!(*k.subscribe().borrow(), 6);
+        assert_eq!(notes.try_recv().map(|n| (n.id, n.agreement)), Ok((1, a.id)), "subscribers hear of events");
         let a = k.agreement(a.id).await.unwrap();
         assert_eq!((a.state, a.escrow), (AgreementState::Released, U256::ZERO));
     }

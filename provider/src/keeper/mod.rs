@@ -71,6 +71,13 @@ impl FromStr for EventName {
     }
 }
 
+/// That an event was appended (see [`Keeper::subscribe`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventNote {
+    pub id: u64,
+    pub agreement: B256,
+}
+
 /// One event of the log.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -246,8 +253,10 @@ pub trait Keeper: Send + Sync + fmt::Debug {
 
     /// Events after `after`, optionally of one agreement, oldest first.
     async fn events_after(&self, after: u64, agreement: Option<B256>, limit: u32) -> KeeperResult<Vec<KeeperEvent>>;
-    /// Wakes up when new events exist (the value is the newest event's id).
-    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// Hears of every new event, once committed: its id and agreement, so that a waiter for
+    /// one agreement need not look at others'. A receiver that falls behind gets `Lagged` and
+    /// should read the log again.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<EventNote>;
 
     async fn balance(&self, who: Address) -> KeeperResult<U256>;
     /// Adds tokens to an account (development faucet, operator credit).

@@ -4,16 +4,25 @@
 //! The database runs in WAL mode with `synchronous=FULL`: a committed transaction survives a
 //! power cut. Every state change is one transaction, begun `IMMEDIATE` so two writers never
 //! deadlock on upgrading a read lock.
+//!
+//! SQLite admits one writer at a time, and a connection that finds the database locked sleeps
+//! and retries (its busy handler backs off by milliseconds). So every write goes through one
+//! dedicated connection ([`Db::write`]): writers queue for it in the process, in order, and
+//! concurrent writers share disk flushes (group commit, see [`writer`]). Reads use a pool of
+//! their own and never wait for writers (WAL).
 
 pub mod blobs;
+pub mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use alloy_primitives::{Address, B256, U256};
+use futures_util::future::BoxFuture;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Sqlite, SqlitePool};
 
 /// A failure of the database.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +33,7 @@ pub struct DbError(#[from] pub sqlx::Error);
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: SqlitePool,
+    writer: Arc<writer::Writer>,
 }
 
 impl Db {
@@ -36,9 +46,11 @@ impl Db {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30));
+        let writing = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        sqlx::migrate!("./migrations").run(&writing).await.map_err(sqlx::Error::from)?;
+        let writer = writer::Writer::new(writing.acquire().await?.detach());
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
-        sqlx::migrate!("./migrations").run(&pool).await.map_err(sqlx::Error::from)?;
-        Ok(Self { pool })
+        Ok(Self { pool, writer })
     }
 
     /// The pool, for reads.
@@ -46,24 +58,38 @@ impl Db {
         &self.pool
     }
 
-    /// A write transaction.
-    pub async fn write(&self) -> Result<Transaction<'static, Sqlite>, DbError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// A write transaction: statements run on the writing connection (`&mut *tx`), and
+    /// [`commit`](writer::WriteTx::commit) returns once they are on disk. Hold it briefly, and
+    /// never ask for a second one while holding one: there is one writing connection.
+    pub async fn write(&self) -> Result<writer::WriteTx, DbError> {
+        self.writer.begin(true).await
+    }
+
+    /// Runs one changing statement in its own write transaction. (Boxed for the same reason
+    /// as [`writer`]'s own statements.)
+    pub fn execute<'a>(
+        &'a self,
+        query: sqlx::query::Query<'a, Sqlite, sqlx::sqlite::SqliteArguments<'a>>,
+    ) -> BoxFuture<'a, Result<sqlx::sqlite::SqliteQueryResult, DbError>> {
+        Box::pin(async move {
+            let mut tx = self.writer.begin(false).await?;
+            let done = query.execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(done)
+        })
     }
 
     /// Accepts `nonce` from `address` if it is greater than the last one accepted, atomically.
     /// Returns false for a replayed or out-of-order nonce.
     pub async fn accept_nonce(&self, address: Address, nonce: u64) -> Result<bool, DbError> {
         let nonce = i64::try_from(nonce).unwrap_or(i64::MAX);
-        let done = sqlx::query(
+        let query = sqlx::query(
             "INSERT INTO nonces (address, nonce) VALUES (?1, ?2) \
              ON CONFLICT (address) DO UPDATE SET nonce = excluded.nonce WHERE nonces.nonce < excluded.nonce",
         )
         .bind(addr(address))
-        .bind(nonce)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .bind(nonce);
+        Ok(self.execute(query).await?.rows_affected() == 1)
     }
 }
 
@@ -102,6 +128,42 @@ mod tests {
         // Concurrent submissions of the same nonce: exactly one wins.
         let results = futures_util::future::join_all((0..8).map(|_| db.accept_nonce(b, 9))).await;
         assert_eq!(results.into_iter().filter(|r| *r.as_ref().unwrap()).count(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writers_share_commits_and_an_abandoned_one_leaves_no_trace() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = Db::open(&tmp.path().join("t.db")).await.unwrap();
+        let insert =
+            |n: i64| sqlx::query("INSERT INTO nonces (address, nonce) VALUES (?1, ?2)").bind(format!("a{n}")).bind(n);
+        let writers = (0..64).map(|n| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let mut tx = db.write().await.unwrap();
+                insert(n).execute(&mut *tx).await.unwrap();
+                if n % 4 == 3 {
+                    // Changed its mind: dropped without commit, in the middle of others' batch.
+                    drop(tx);
+                } else if n % 4 == 2 {
+                    // A failing statement: the error reaches the writer, who gives up.
+                    assert!(insert(n).execute(&mut *tx).await.is_err(), "a duplicate key fails");
+                } else {
+                    tx.commit().await.unwrap();
+                }
+            })
+        });
+        for w in writers.collect::<Vec<_>>() {
+            w.await.unwrap();
+        }
+        let kept: Vec<i64> =
+            sqlx::query_scalar("SELECT nonce FROM nonces ORDER BY nonce").fetch_all(db.pool()).await.unwrap();
+        assert_eq!(kept, (0..64).filter(|n| n % 4 < 2).collect::<Vec<_>>(), "exactly the committed writers' rows");
+        // A later writer still works, and sees everything committed.
+        let mut tx = db.write().await.unwrap();
+        insert(100).execute(&mut *tx).await.unwrap();
+        tx.commit().await.unwrap();
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM nonces").fetch_one(db.pool()).await.unwrap();
+        assert_eq!(count, 33);
     }
 
     #[tokio::test]

@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+pub mod daemon;
+
 /// The directory holding every built module.
 pub fn dir() -> PathBuf {
     PathBuf::from(env!("TIDEPOOL_GUESTS_DIR"))

@@ -1,0 +1,113 @@
+//! A real provider daemon (`tidepool serve`) in its own process, on a loopback port, with a
+//! real SQLite file: started, killed with SIGKILL, restarted on the same data. Used by the
+//! end-to-end tests and the benchmarks.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A running `tidepool serve`.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    pub url: String,
+    pub data: PathBuf,
+    port: u16,
+    binary: PathBuf,
+    envs: Vec<(OsString, OsString)>,
+    args: Vec<String>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// A free loopback port (bound and released: the daemon binds it right after).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("binding a loopback port").port()
+}
+
+impl Daemon {
+    /// Starts `binary serve` with a faucet on a fresh data directory in the system's temporary
+    /// directory; `envs` are set for it, `args` are extra flags.
+    pub fn start(binary: &Path, envs: &[(&str, &Path)], args: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().expect("creating a temporary directory");
+        let mut d = Self {
+            child: None,
+            url: String::new(),
+            data: tmp.path().join("data"),
+            port: free_port(),
+            binary: binary.to_path_buf(),
+            envs: envs.iter().map(|(k, v)| (k.into(), v.as_os_str().to_owned())).collect(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            _tmp: Some(tmp),
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        std::fs::create_dir_all(&self.data).expect("creating the data directory");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.join("daemon.log"))
+            .expect("opening the daemon's log");
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(["serve", "--dev-faucet", "--data-dir"])
+            .arg(&self.data)
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("starting {} serve: {e}", self.binary.display()));
+        let stdout = child.stdout.take().expect("the daemon's stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("the daemon did not start:\n{}", self.log()));
+        assert!(line.contains("listening on"), "unexpected first line: {line}");
+        self.url = format!("http://127.0.0.1:{}", self.port);
+        self.child = Some(child);
+    }
+
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL: no cleanup, no flushing, as a crash or a power cut would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// The provider's key file (created by the daemon on first start).
+    pub fn key_file(&self) -> PathBuf {
+        self.data.join("provider.key")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
