@@ -1,8 +1,19 @@
-//! Benchmark support: the baselines Tidepool is measured against, and timing helpers.
+//! The benchmarks: every figure Tidepool promises, each measured against its baseline in the
+//! same run and reported as a ratio with its target (see `src/main.rs`, and the README).
 //!
-//! * [`baseline`]: minimal embeddings of the same wasmtime version with stock wasmtime-wasi,
-//!   preview 1 directly and preview 2 behind the preview 1 adapter;
-//! * [`timing`]: medians over repeated runs and the result table.
+//! * [`baseline`]: a minimal embedding of the same wasmtime with stock wasmtime-wasi;
+//! * [`figures`]: the measurements, one module per subject;
+//! * [`timing`]: medians, percentiles and the result table; [`env`]: scratch space, native
+//!   programs, the machine's description.
 
 pub mod baseline;
+pub mod env;
 pub mod timing;
+
+pub mod figures {
+    pub mod compile;
+    pub mod http;
+    pub mod io;
+    pub mod jobs;
+    pub mod kernels;
+}

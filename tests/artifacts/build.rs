@@ -8,8 +8,13 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const PACKAGES: &[&str] =
-    &["tidepool-test-guests", "tidepool-example-wordfreq", "tidepool-example-csv-stats", "tidepool-example-mandelbrot"];
+const PACKAGES: &[&str] = &[
+    "tidepool-test-guests",
+    "tidepool-example-wordfreq",
+    "tidepool-example-csv-stats",
+    "tidepool-example-mandelbrot",
+    "tidepool-bench-kernels",
+];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
@@ -20,7 +25,7 @@ fn main() {
     let target_root = out_dir.ancestors().nth(4).map(PathBuf::from).unwrap_or_else(|| workspace.join("target"));
     let guest_target = target_root.join("wasm-guests");
 
-    for dir in ["tests/guests", "guest-sdk", "examples"] {
+    for dir in ["tests/guests", "guest-sdk", "examples", "bench/kernels"] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
     }
     println!("cargo:rerun-if-changed={}", workspace.join("Cargo.lock").display());

@@ -31,7 +31,7 @@ fn main() -> Result<()> {
     let mut n = 0u32;
     let mut ours = |wasm: &[u8], with_input: bool| -> Result<Vec<u8>> {
         n += 1;
-        let alg = Algorithm { name: "guest".into(), bytes: wasm.to_vec().into() };
+        let alg = Algorithm::new("guest", wasm.to_vec());
         let inputs = if with_input {
             vec![InputSpec { manifest: Some(manifest.clone()), ..InputSpec::new("data", inputs.join("data")) }]
         } else {
@@ -64,10 +64,9 @@ fn main() -> Result<()> {
 
     let (runs, io_runs) = (101, 9);
     let a_inst = median(runs, || ours(&noop, false).expect("tidepool noop"));
-    let noop_alg = Algorithm { name: "guest".into(), bytes: noop.clone().into() };
-    let noop_hash = noop_alg.hash();
+    let noop_alg = Algorithm::new("guest", noop.clone());
     let limits = tidepool_runtime::Limits::default();
-    let a_bare = median(runs, || runtime.bench_bare_run(&noop_alg, noop_hash, &limits).expect("tidepool bare"));
+    let a_bare = median(runs, || runtime.bench_bare_run(&noop_alg, &limits).expect("tidepool bare"));
     let p1_inst = median(runs, || stock_noop.run(None).expect("p1 noop"));
     let b_inst = median(runs, || adapted_noop.run(None).expect("adapter noop"));
     let a_io = median(io_runs, || ours(&reader, true).expect("tidepool read"));

@@ -1,0 +1,140 @@
+//! The examples' compute kernels: wasm (fuel and NaN canonicalization on) against the same
+//! Rust code built natively, and fuel metering on against off. Reported beside them: the
+//! same wasm without NaN canonicalization, which shows what that determinism costs (see the
+//! README's "Benchmarks" section).
+//!
+//! Both sides are the `kernels` program of `bench/kernels`: natively a subprocess, in wasm a
+//! job through the runtime. Each run generates its input, then runs the kernel `reps` times;
+//! the kernel's own time is `(t(reps) - t(0)) / reps`, so generation, process start and
+//! instantiation cancel out.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use tidepool_bench_kernels::KERNELS;
+use tidepool_runtime::{Algorithm, JobSpec, Limits, Runtime, RuntimeConfig};
+
+use crate::env::{Ctx, progress};
+use crate::timing::{Row, Target, median_of, millis};
+
+/// One way of running the kernels program.
+enum Side<'a> {
+    Native(&'a std::path::Path),
+    Wasm(&'a Runtime, &'a Algorithm),
+}
+
+impl Side<'_> {
+    /// Runs `kernel` `reps` times; returns the wall time and the printed checksum.
+    fn run(&self, ctx: &Ctx, kernel: &str, reps: u32) -> Result<(Duration, String)> {
+        let args = ["--kernel".to_string(), kernel.to_string(), "--reps".to_string(), reps.to_string()];
+        match self {
+            Side::Native(program) => {
+                let start = Instant::now();
+                let out = Command::new(program).args(&args).output()?;
+                let elapsed = start.elapsed();
+                ensure!(out.status.success(), "native kernels failed: {}", String::from_utf8_lossy(&out.stderr));
+                Ok((elapsed, String::from_utf8_lossy(&out.stdout).trim().to_string()))
+            }
+            Side::Wasm(runtime, algorithm) => {
+                let out = tempfile::tempdir_in(ctx.fast.path())?;
+                let mut spec = JobSpec::new((*algorithm).clone(), Vec::new(), out.path().join("out"));
+                spec.args = args.to_vec();
+                spec.limits = Limits { fuel: u64::MAX / 2, timeout_ms: 600_000, ..Limits::default() };
+                let start = Instant::now();
+                let result = runtime.run(&spec)?;
+                let elapsed = start.elapsed();
+                ensure!(
+                    result.receipt.outcome.is_success(),
+                    "the kernels job {}: {}",
+                    result.receipt.outcome,
+                    String::from_utf8_lossy(&result.stderr)
+                );
+                Ok((elapsed, String::from_utf8_lossy(&result.stdout).trim().to_string()))
+            }
+        }
+    }
+}
+
+/// Per-repetition kernel time of each side, and the checksum each printed.
+struct Measured {
+    per_rep: Vec<Duration>,
+    checksums: Vec<String>,
+}
+
+fn measure(ctx: &Ctx, sides: &[Side<'_>], kernel: &str, reps: u32, runs: usize) -> Result<Measured> {
+    let mut full = vec![Vec::new(); sides.len()];
+    let mut empty = vec![Vec::new(); sides.len()];
+    let mut checksums = vec![String::new(); sides.len()];
+    for side in sides {
+        side.run(ctx, kernel, 1)?; // warm up: compile, page cache
+    }
+    for _ in 0..runs {
+        for (i, side) in sides.iter().enumerate() {
+            let (t, sum) = side.run(ctx, kernel, reps)?;
+            full[i].push(t);
+            checksums[i] = sum;
+            empty[i].push(side.run(ctx, kernel, 0)?.0);
+        }
+    }
+    let per_rep =
+        (0..sides.len()).map(|i| median_of(&mut full[i]).saturating_sub(median_of(&mut empty[i])) / reps).collect();
+    Ok(Measured { per_rep, checksums })
+}
+
+pub fn kernels(ctx: &Ctx) -> Result<Vec<Row>> {
+    let native = ctx.native("kernels")?;
+    let algorithm =
+        Algorithm::from_file(&tidepool_test_artifacts::module("kernels")).context("reading kernels.wasm")?;
+    let fuel = Runtime::new(RuntimeConfig::default());
+    let no_fuel = Runtime::new(RuntimeConfig { fuel_metering: false, ..RuntimeConfig::default() });
+    let no_nan = Runtime::new(RuntimeConfig { nan_canonicalization: false, ..RuntimeConfig::default() });
+    let sides = [
+        Side::Native(&native),
+        Side::Wasm(&fuel, &algorithm),
+        Side::Wasm(&no_fuel, &algorithm),
+        Side::Wasm(&no_nan, &algorithm),
+    ];
+    let (reps, runs) = (ctx.runs(4, 1) as u32, ctx.runs(5, 1));
+    let runs_text = format!("median of {runs} runs × {reps} repetitions, minus input generation");
+    let (mut speed, mut metering, mut nan) = (Vec::new(), Vec::new(), Vec::new());
+    for kernel in KERNELS {
+        progress(&format!(
+            "the {kernel} kernel natively, in wasm, in wasm without fuel, and without NaN canonicalization"
+        ));
+        let m = measure(ctx, &sides, kernel, reps, runs)?;
+        let [native_t, fuel_t, free_t, raw_t] = [m.per_rep[0], m.per_rep[1], m.per_rep[2], m.per_rep[3]];
+        let same = m.checksums.iter().all(|c| *c == m.checksums[0]);
+        let mut row = Row::ratio(
+            &format!("{kernel} kernel, wasm with fuel and NaN canonicalization"),
+            millis(fuel_t),
+            format!("{} (the same Rust code built natively)", millis(native_t)),
+            fuel_t.as_secs_f64() / native_t.as_secs_f64(),
+            Target::AtMost(1.6, "×"),
+            &runs_text,
+        );
+        if !same {
+            row = row.fail_because(&format!("results differ: {}", m.checksums.join(" / ")));
+        }
+        speed.push(row);
+        metering.push(Row::ratio(
+            &format!("fuel metering on, {kernel} kernel"),
+            millis(fuel_t),
+            format!("{} (the same run with fuel off)", millis(free_t)),
+            fuel_t.as_secs_f64() / free_t.as_secs_f64(),
+            Target::AtMost(1.3, "×"),
+            &runs_text,
+        ));
+        nan.push(Row::ratio(
+            &format!("{kernel} kernel, wasm with fuel, NaN canonicalization off (not allowed in production)"),
+            millis(raw_t),
+            format!("{} (the same Rust code built natively)", millis(native_t)),
+            raw_t.as_secs_f64() / native_t.as_secs_f64(),
+            Target::Reported,
+            &runs_text,
+        ));
+    }
+    speed.extend(metering);
+    speed.extend(nan);
+    Ok(speed)
+}
