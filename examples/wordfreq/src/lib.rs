@@ -107,14 +107,42 @@ const WORD_BYTE: [bool; 256] = {
 const SHORT: usize = 15;
 
 /// `word` (at most [`SHORT`] bytes, ASCII lowercased) as a key: its bytes, zero padded, and
-/// its length in the top byte, so different words never share a key.
+/// its length in the top byte, so different words never share a key. Reads the bytes eight at
+/// a time and lowercases them eight at a time.
 fn pack(word: &[u8]) -> u128 {
-    let mut b = [0u8; 16];
-    for (dst, src) in b.iter_mut().zip(word) {
-        *dst = src.to_ascii_lowercase();
-    }
-    b[15] = word.len() as u8;
-    u128::from_le_bytes(b)
+    let n = word.len();
+    debug_assert!(n <= SHORT);
+    let (lo, hi) = if n >= 8 {
+        // Bytes 8.. are the top `n - 8` bytes of the last eight.
+        let tail = le_u64(&word[n - 8..]);
+        (le_u64(&word[..8]), if n > 8 { tail >> (8 * (16 - n)) } else { 0 })
+    } else if n >= 4 {
+        let (head, tail) = (u64::from(le_u32(&word[..4])), u64::from(le_u32(&word[n - 4..])));
+        (head | (tail >> (8 * (8 - n)) << 32), 0)
+    } else {
+        (word.iter().rev().fold(0u64, |k, &b| (k << 8) | u64::from(b)), 0)
+    };
+    u128::from(to_lower(lo)) | (u128::from(to_lower(hi) | ((n as u64) << 56)) << 64)
+}
+
+fn le_u64(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b[..8].try_into().expect("eight bytes"))
+}
+
+fn le_u32(b: &[u8]) -> u32 {
+    u32::from_le_bytes(b[..4].try_into().expect("four bytes"))
+}
+
+/// ASCII lowercase of eight bytes at once (bytes from 0x80 up are left as they are).
+fn to_lower(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let low7 = x & (0x7f * ONES);
+    // The top bit of each byte: set where the byte is at least `A`, and where it is past `Z`
+    // (no carries cross bytes: 0x7f + 0x3f < 0x100).
+    let from_a = low7 + (0x80 - u64::from(b'A')) * ONES;
+    let past_z = low7 + (0x80 - u64::from(b'Z') - 1) * ONES;
+    let upper = from_a & !past_z & !x & (0x80 * ONES);
+    x | (upper >> 2)
 }
 
 fn unpack(key: u128) -> Vec<u8> {
@@ -230,6 +258,41 @@ impl WordCounter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packed_keys_are_the_lowercased_bytes_and_the_length() {
+        let all: Vec<u8> = (0..=255u8).collect();
+        for n in 0..=SHORT {
+            for start in 0..all.len() - n {
+                let word = &all[start..start + n];
+                let mut expected = [0u8; 16];
+                for (e, b) in expected.iter_mut().zip(word) {
+                    *e = b.to_ascii_lowercase();
+                }
+                expected[15] = n as u8;
+                assert_eq!(pack(word), u128::from_le_bytes(expected), "{word:?}");
+                assert_eq!(unpack(pack(word)), word.to_ascii_lowercase());
+            }
+        }
+    }
+
+    #[test]
+    fn any_chunking_counts_the_same() {
+        let text = b"Tide pools,  tide POOLS; a\nb-c 123 \xc3\xbcber \xc3\xbcBER incomprehensibilities. Tide!";
+        let mut whole = WordCounter::default();
+        whole.feed(text);
+        whole.end_word();
+        assert_eq!((whole.total(), whole.count_of(b"tide"), whole.count_of("über".as_bytes())), (12, 3, 2));
+        for size in 1..=9 {
+            let mut chunked = WordCounter::default();
+            for chunk in text.chunks(size) {
+                chunked.feed(chunk);
+            }
+            chunked.end_word();
+            assert_eq!(chunked.ranked(0, 1), whole.ranked(0, 1), "chunks of {size}");
+            assert_eq!(chunked.total(), whole.total());
+        }
+    }
 
     #[test]
     fn words_span_chunks_and_are_lowercased() {
