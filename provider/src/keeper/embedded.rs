@@ -58,6 +58,15 @@ impl EmbeddedKeeper {
     }
 }
 
+/// One agreement's events after `?1` (`?2`: the agreement), through `events_by_agreement`
+/// however long the log. (One statement with a `?2 IS NULL OR` filter would make SQLite walk
+/// every event after `?1`: from the start, for a new agreement.)
+const EVENTS_OF_AGREEMENT: &str = "SELECT id, agreement_id, name, data, created_at FROM events \
+     WHERE agreement_id = ?2 AND id > ?1 ORDER BY id LIMIT ?3";
+/// All events after `?1` (`?2` unused).
+const EVENTS_AFTER: &str =
+    "SELECT id, agreement_id, name, data, created_at FROM events WHERE id > ?1 ORDER BY id LIMIT ?3";
+
 fn storage(e: sqlx::Error) -> KeeperError {
     KeeperError::Storage(e.to_string())
 }
@@ -421,16 +430,14 @@ impl Keeper for EmbeddedKeeper {
     }
 
     async fn events_after(&self, after: u64, agreement: Option<B256>, limit: u32) -> KeeperResult<Vec<KeeperEvent>> {
-        let rows = sqlx::query(
-            "SELECT id, agreement_id, name, data, created_at FROM events \
-             WHERE id > ?1 AND (?2 IS NULL OR agreement_id = ?2) ORDER BY id LIMIT ?3",
-        )
-        .bind(i64::try_from(after).unwrap_or(i64::MAX))
-        .bind(agreement.map(|a| a.to_string()))
-        .bind(i64::from(limit))
-        .fetch_all(self.db.pool())
-        .await
-        .map_err(storage)?;
+        let sql = if agreement.is_some() { EVENTS_OF_AGREEMENT } else { EVENTS_AFTER };
+        let rows = sqlx::query(sql)
+            .bind(i64::try_from(after).unwrap_or(i64::MAX))
+            .bind(agreement.map(|a| a.to_string()))
+            .bind(i64::from(limit))
+            .fetch_all(self.db.pool())
+            .await
+            .map_err(storage)?;
         rows.iter()
             .map(|r| {
                 Ok(KeeperEvent {
@@ -551,6 +558,31 @@ mod tests {
         assert_eq!(notes.try_recv().map(|n| (n.id, n.agreement)), Ok((1, a.id)), "subscribers hear of events");
         let a = k.agreement(a.id).await.unwrap();
         assert_eq!((a.state, a.escrow), (AgreementState::Released, U256::ZERO));
+    }
+
+    #[tokio::test]
+    async fn event_queries_use_their_indexes() {
+        let (_t, k) = keeper().await;
+        for (sql, index) in [(EVENTS_OF_AGREEMENT, "events_by_agreement"), (EVENTS_AFTER, "INTEGER PRIMARY KEY")] {
+            let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .bind(0i64)
+                .bind("x")
+                .bind(1i64)
+                .fetch_all(k.db.pool())
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get("detail"))
+                .collect();
+            assert!(plan.iter().any(|d| d.contains(index)), "{sql}: {plan:?}");
+        }
+        // And both work, with and without an agreement.
+        let a = k.create_agreement(new_agreement(&k, 7, &[])).await.unwrap();
+        let b = k.create_agreement(new_agreement(&k, 8, &[])).await.unwrap();
+        let of_b = k.events_after(0, Some(b.id), 10).await.unwrap();
+        assert_eq!(of_b.iter().map(|e| e.agreement_id).collect::<Vec<_>>(), vec![b.id]);
+        assert_eq!(k.events_after(0, None, 10).await.unwrap().len(), 2);
+        assert!(k.events_after(of_b[0].id, Some(a.id), 10).await.unwrap().is_empty());
     }
 
     #[tokio::test]
