@@ -12,9 +12,8 @@
 //! A [`WriteTx`] dropped without `commit` is rolled back to its savepoint, leaving the batch's
 //! other changes intact.
 
-use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
@@ -25,7 +24,8 @@ use super::DbError;
 
 /// A batch is committed once it holds this many changes...
 const MAX_BATCH: usize = 64;
-/// ...or once it is this old, whoever is waiting.
+/// ...or once it is this old, whoever is waiting. A writer whose batch is still open this long
+/// after its turn ends it itself (whoever was to continue it went away, or is slow).
 const MAX_BATCH_AGE: Duration = Duration::from_millis(5);
 
 /// The writing connection and the batch in progress.
@@ -33,11 +33,7 @@ const MAX_BATCH_AGE: Duration = Duration::from_millis(5);
 pub(super) struct Writer {
     conn: Arc<tokio::sync::Mutex<Conn>>,
     /// Writers waiting for the connection.
-    queued: AtomicUsize,
-    /// The newest committed (or failed) batch.
-    done: watch::Sender<u64>,
-    /// Recent batches whose commit failed (failures are rare; the oldest are forgotten).
-    failed: Mutex<HashSet<u64>>,
+    pub(super) queued: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -51,11 +47,39 @@ struct Conn {
     abandoned: bool,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct Batch {
     id: u64,
     changes: usize,
     started: Instant,
+    /// Set once: whether the batch was committed. Its writers wait on it.
+    outcome: watch::Sender<Option<bool>>,
+}
+
+/// Counts a writer as queued until it is dropped (also when its future is cancelled).
+struct Queued<'a>(&'a AtomicUsize);
+
+impl<'a> Queued<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Runs `work` to its end even if the caller stops waiting for it: a `BEGIN`, `RELEASE` or
+/// `COMMIT` cut off half way (an HTTP client that went away cancels its handler) would leave
+/// the connection in a state nobody knows. What a caller that went away gets back is dropped,
+/// which undoes its turn.
+async fn uncancellable<T: Send + 'static>(
+    work: impl Future<Output = Result<T, DbError>> + Send + 'static,
+) -> Result<T, DbError> {
+    tokio::spawn(work).await.map_err(|e| DbError(sqlx::Error::Protocol(format!("the database writer failed: {e}"))))?
 }
 
 impl Writer {
@@ -63,8 +87,6 @@ impl Writer {
         Arc::new(Self {
             conn: Arc::new(tokio::sync::Mutex::new(Conn { conn, open: None, last: 0, abandoned: false })),
             queued: AtomicUsize::new(0),
-            done: watch::Sender::new(0),
-            failed: Mutex::default(),
         })
     }
 
@@ -72,27 +94,41 @@ impl Writer {
     /// `savepoint`, the writer promises to run a single statement (atomic by itself), which
     /// saves two round trips.
     pub(super) async fn begin(self: &Arc<Self>, savepoint: bool) -> Result<WriteTx, DbError> {
-        self.queued.fetch_add(1, Ordering::SeqCst);
-        let mut conn = self.conn.clone().lock_owned().await;
-        self.queued.fetch_sub(1, Ordering::SeqCst);
-        if conn.abandoned && rollback_savepoint(&mut conn).await.is_err() {
-            self.finish(&mut conn, false).await;
-            conn.abandoned = false;
-        }
-        if conn.open.is_none() {
-            exec(&mut conn.conn, "BEGIN IMMEDIATE").await?;
-            conn.last += 1;
-            conn.open = Some(Batch { id: conn.last, changes: 0, started: Instant::now() });
-        }
-        if savepoint {
-            if let Err(e) = exec(&mut conn.conn, "SAVEPOINT tidepool_write").await {
-                // Leave no half-open state behind: end the batch, failing it.
-                self.finish(&mut conn, false).await;
-                return Err(e);
+        let this = self.clone();
+        uncancellable(async move {
+            let mut conn = {
+                let _queued = Queued::new(&this.queued);
+                this.conn.clone().lock_owned().await
+            };
+            this.settle(&mut conn).await;
+            if conn.open.is_none() {
+                exec(&mut conn.conn, "BEGIN IMMEDIATE").await?;
+                conn.last += 1;
+                let (id, outcome) = (conn.last, watch::Sender::new(None));
+                conn.open = Some(Batch { id, changes: 0, started: Instant::now(), outcome });
             }
-            conn.abandoned = true; // until released
+            if savepoint {
+                if let Err(e) = exec(&mut conn.conn, "SAVEPOINT tidepool_write").await {
+                    // Leave no half-open state behind: end the batch, failing it.
+                    this.finish(&mut conn, false).await;
+                    return Err(e);
+                }
+                conn.abandoned = true; // until released
+            }
+            Ok(WriteTx { conn: Some(conn), writer: this, savepoint })
+        })
+        .await
+    }
+
+    /// Undoes a turn that was left half way (its savepoint not released); if that fails, the
+    /// batch's state is unknown, and it is failed.
+    async fn settle(&self, conn: &mut Conn) {
+        if conn.abandoned {
+            conn.abandoned = false;
+            if rollback_savepoint(conn).await.is_err() {
+                self.finish(conn, false).await;
+            }
         }
-        Ok(WriteTx { conn: Some(conn), writer: self.clone(), savepoint })
     }
 
     /// Commits (or, when `ok` is false, rolls back) the open batch and tells its writers.
@@ -101,21 +137,58 @@ impl Writer {
         let committed = ok && exec(&mut conn.conn, "COMMIT").await.is_ok();
         if !committed {
             tracing::error!(batch = batch.id, changes = batch.changes, "a write batch could not be committed");
+            // Fails harmlessly when SQLite already rolled the transaction back itself.
             let _ = exec(&mut conn.conn, "ROLLBACK").await;
-            let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-            failed.retain(|id| id + 1024 > batch.id);
-            failed.insert(batch.id);
         }
-        self.done.send_replace(batch.id);
+        batch.outcome.send_replace(Some(committed));
         committed
     }
 
-    /// Waits until batch `id` is finished; true if it was committed.
-    async fn wait(&self, id: u64) -> bool {
-        let mut done = self.done.subscribe();
-        // The sender lives as long as `self`, so this only ends when the batch is done.
-        let _ = done.wait_for(|d| *d >= id).await;
-        !self.failed.lock().unwrap_or_else(|p| p.into_inner()).contains(&id)
+    /// Ends this writer's turn: keeps its changes in the batch, and commits the batch unless
+    /// someone is waiting to continue it; returns once the batch is committed.
+    async fn end_turn(self: Arc<Self>, mut conn: OwnedMutexGuard<Conn>, savepoint: bool) -> Result<(), DbError> {
+        if savepoint {
+            if let Err(e) = exec(&mut conn.conn, "RELEASE tidepool_write").await {
+                // Whether this turn's changes are in the batch is unknown: fail the batch, so
+                // that nobody is told their changes were kept when they may not be.
+                conn.abandoned = false;
+                self.finish(&mut conn, false).await;
+                return Err(e);
+            }
+            conn.abandoned = false;
+        }
+        let Some(batch) = conn.open.as_mut() else { return Ok(()) };
+        batch.changes += 1;
+        let (id, outcome) = (batch.id, batch.outcome.subscribe());
+        let full = batch.changes >= MAX_BATCH || batch.started.elapsed() >= MAX_BATCH_AGE;
+        if full || self.queued.load(Ordering::SeqCst) == 0 {
+            return if self.finish(&mut conn, true).await { Ok(()) } else { Err(commit_failed()) };
+        }
+        // Someone is waiting for the connection: they continue the batch, and the last of
+        // them commits it.
+        drop(conn);
+        self.wait(id, outcome).await
+    }
+
+    /// Waits for batch `id` to be finished; finishes it itself when nobody has for a while.
+    async fn wait(&self, id: u64, mut outcome: watch::Receiver<Option<bool>>) -> Result<(), DbError> {
+        loop {
+            let seen = tokio::time::timeout(MAX_BATCH_AGE, outcome.wait_for(Option::is_some))
+                .await
+                .map(|r| r.map(|committed| *committed == Some(true)));
+            match seen {
+                Ok(Ok(committed)) => return if committed { Ok(()) } else { Err(commit_failed()) },
+                // The batch was dropped unfinished: only when the connection itself goes.
+                Ok(Err(_)) => return Err(commit_failed()),
+                Err(_) => {
+                    let mut conn = self.conn.clone().lock_owned().await;
+                    self.settle(&mut conn).await;
+                    if conn.open.as_ref().is_some_and(|b| b.id == id) {
+                        self.finish(&mut conn, true).await;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -131,27 +204,8 @@ pub struct WriteTx {
 impl WriteTx {
     /// Keeps this writer's changes and returns once they are on disk.
     pub async fn commit(mut self) -> Result<(), DbError> {
-        let Some(mut conn) = self.conn.take() else { return Ok(()) };
-        if self.savepoint {
-            exec(&mut conn.conn, "RELEASE tidepool_write").await?;
-            conn.abandoned = false;
-        }
-        let batch = match &mut conn.open {
-            Some(b) => {
-                b.changes += 1;
-                *b
-            }
-            None => return Ok(()),
-        };
-        let full = batch.changes >= MAX_BATCH || batch.started.elapsed() >= MAX_BATCH_AGE;
-        if full || self.writer.queued.load(Ordering::SeqCst) == 0 {
-            let committed = self.writer.finish(&mut conn, true).await;
-            return if committed { Ok(()) } else { Err(commit_failed()) };
-        }
-        // Someone is waiting for the connection: they continue the batch, and the last of
-        // them commits it.
-        drop(conn);
-        if self.writer.wait(batch.id).await { Ok(()) } else { Err(commit_failed()) }
+        let Some(conn) = self.conn.take() else { return Ok(()) };
+        uncancellable(self.writer.clone().end_turn(conn, self.savepoint)).await
     }
 }
 
@@ -176,8 +230,15 @@ impl Drop for WriteTx {
         let Some(mut conn) = self.conn.take() else { return };
         let (writer, savepoint) = (self.writer.clone(), self.savepoint);
         let cleanup = async move {
-            // A single statement that failed changed nothing.
-            let ok = !savepoint || rollback_savepoint(&mut conn).await.is_ok();
+            let ok = if savepoint {
+                conn.abandoned = false;
+                rollback_savepoint(&mut conn).await.is_ok()
+            } else {
+                // A single statement that failed changed nothing, unless the error was one
+                // (a full disk, an I/O error) after which SQLite rolls back the whole
+                // transaction: then the batch is lost, and its writers must hear so.
+                in_transaction(&mut conn.conn).await
+            };
             if !ok || writer.queued.load(Ordering::SeqCst) == 0 {
                 writer.finish(&mut conn, ok).await;
             }
@@ -196,8 +257,19 @@ impl Drop for WriteTx {
 async fn rollback_savepoint(conn: &mut Conn) -> Result<(), DbError> {
     exec(&mut conn.conn, "ROLLBACK TO tidepool_write").await?;
     exec(&mut conn.conn, "RELEASE tidepool_write").await?;
-    conn.abandoned = false;
     Ok(())
+}
+
+/// Whether the connection is inside a transaction. (`BEGIN` fails inside one; outside, the
+/// transaction it opens is rolled back at once.) Only asked after a failed statement.
+async fn in_transaction(conn: &mut SqliteConnection) -> bool {
+    match exec(conn, "BEGIN").await {
+        Err(_) => true,
+        Ok(()) => {
+            let _ = exec(conn, "ROLLBACK").await;
+            false
+        }
+    }
 }
 
 /// Runs a statement of the writer's own (`BEGIN`, `SAVEPOINT`...). Boxed: an unboxed future
