@@ -90,10 +90,5 @@ pub fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let kernel =
         std::fs::read_to_string("/proc/sys/kernel/osrelease").map_or_else(|_| "?".into(), |k| k.trim().to_string());
-    let pagemap = wasmtime::PoolingAllocationConfig::is_pagemap_scan_available();
-    format!(
-        "{cpu}, {cores} cores available, Linux {kernel}; wasmtime {}; PAGEMAP_SCAN {}",
-        tidepool_runtime::engine::WASMTIME_VERSION,
-        if pagemap { "available (instance slots reset in place)" } else { "unavailable (slots reset with madvise)" }
-    )
+    format!("{cpu}, {cores} cores available, Linux {kernel}; wasmtime {}", tidepool_runtime::engine::WASMTIME_VERSION)
 }

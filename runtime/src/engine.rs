@@ -76,9 +76,6 @@ impl Default for RuntimeConfig {
 pub(crate) const MAX_TABLES: usize = 4;
 /// Bytes of a pooled table zeroed in place when its job ends (the rest is decommitted).
 const TABLE_KEEP_RESIDENT: usize = 64 << 10;
-/// Bytes of dirtied linear memory a pooled slot resets in place when its job ends (with
-/// `PAGEMAP_SCAN`); at most this much per slot stays resident between jobs.
-const MEMORY_KEEP_RESIDENT: usize = 2 << 20;
 
 /// The instance slots of a [`Runtime`](crate::Runtime): a counting semaphore over
 /// [`RuntimeConfig::max_instances`], shared by all its engines.
@@ -303,14 +300,20 @@ impl EngineState {
             .max_memories_per_module(1)
             .max_memory_size(1 << 32)
             .total_component_instances(0)
+            // Instance metadata is allocated per instance, not reserved; the default cap
+            // (1 MiB) would refuse modules that instances mapped per job accept.
+            .max_core_instance_size(1 << 30)
             // Reset a finished job's table by zeroing it in place rather than by
             // `madvise`: small tables are the common case and stay resident.
-            .table_keep_resident(TABLE_KEEP_RESIDENT);
-        if PoolingAllocationConfig::is_pagemap_scan_available() {
-            // Linux 6.7+: find the pages a job dirtied and reset just those in place (up to
-            // this much), so the next job in the slot starts without page faults.
-            pool.pagemap_scan(Enabled::Yes).linear_memory_keep_resident(MEMORY_KEEP_RESIDENT);
-        }
+            .table_keep_resident(TABLE_KEEP_RESIDENT)
+            // A finished job's linear memory is decommitted whole (`madvise`), so the next job
+            // in the slot finds zeros. Not `PAGEMAP_SCAN` (Linux 6.7+), which would reset only
+            // the pages a job dirtied and be faster: wasmtime 48 looks for dirtied pages among
+            // those present, so a dirtied page that was swapped out would be neither reset nor
+            // released, and the next job in the slot could read it (wasmtime#14357). Zeroing
+            // in place instead (`linear_memory_keep_resident`) measured slower for small jobs.
+            .linear_memory_keep_resident(0)
+            .pagemap_scan(Enabled::No);
         let mut pooled = c.clone();
         pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         match Engine::new(&pooled) {
@@ -398,6 +401,23 @@ fn check_header(bytes: &[u8]) -> Result<()> {
 /// Admits a module: only known `wasi_snapshot_preview1` functions may be imported, and it must
 /// export `_start` and `memory` (a WASI command).
 fn admit(module: &Module) -> Result<()> {
+    // The instance limits, checked here so that a module is refused the same way whether
+    // instances are pooled (wasmtime then checks them when loading) or not (the store's
+    // limiter would only refuse it when instantiating, as a failed run).
+    let needs = module.resources_required();
+    if needs.num_tables as usize > MAX_TABLES
+        || needs.max_initial_table_size.is_some_and(|n| n > wasi::MAX_TABLE_ELEMENTS as u64)
+    {
+        return Err(Error::InvalidModule {
+            reason: format!(
+                "the module defines {} tables of up to {} elements; at most {MAX_TABLES} tables of {} elements \
+                 are allowed",
+                needs.num_tables,
+                needs.max_initial_table_size.unwrap_or(0),
+                wasi::MAX_TABLE_ELEMENTS
+            ),
+        });
+    }
     for import in module.imports() {
         let known = import.module() == wasi::host::MODULE
             && wasi::host::IMPORTS.contains(&import.name())

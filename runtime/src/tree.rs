@@ -239,6 +239,14 @@ fn fill(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
+/// Whether a symlink target is relative and has no `..` component, so that the link resolves
+/// below the directory holding it, wherever that is. Symlinks a guest makes in its outputs
+/// must (the runtime refuses others with `ENOTCAPABLE`), and clients check downloaded outputs
+/// with the same rule.
+pub fn points_down(target: &str) -> bool {
+    !target.starts_with('/') && !target.split('/').any(|c| c == "..")
+}
+
 /// BLAKE3 of everything `reader` yields, and how many bytes that was.
 pub fn hash_reader(mut reader: impl Read) -> std::io::Result<(u64, B256)> {
     let mut h = blake3::Hasher::new();

@@ -368,16 +368,15 @@ fn safe_join(base: &Path, relative: &str) -> ClientResult<PathBuf> {
     Ok(base.join(relative))
 }
 
-/// Creates the directories and (relative, inside) symlinks of an outputs tree.
+/// Creates the directories and symlinks of an outputs tree. Symlinks must point down (as the
+/// runtime makes guests' links): one that could lead out of the outputs is refused.
 fn recreate_tree_shape(base: &Path, tree: &Tree) -> ClientResult<()> {
     for e in &tree.entries {
         match &e.kind {
             EntryKind::Dir => std::fs::create_dir_all(safe_join(base, &e.path)?)?,
             EntryKind::Symlink { target } => {
                 let link = safe_join(base, &e.path)?;
-                if target.starts_with('/')
-                    || target.split('/').filter(|c| *c == "..").count() > e.path.matches('/').count()
-                {
+                if !tidepool_runtime::tree::points_down(target) {
                     return Err(ClientError::Protocol(format!("the outputs hold a symlink leaving them: {}", e.path)));
                 }
                 std::os::unix::fs::symlink(target, link)?;

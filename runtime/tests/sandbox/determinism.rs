@@ -219,7 +219,7 @@ fn threads_and_shared_memory_are_refused_before_running() {
     assert!(matches!(err, tidepool_runtime::Error::InvalidModule { .. }), "{err}");
 }
 
-/// Instance slots are reused from job to job (and reset in place when the kernel allows):
+/// Instance slots are reused from job to job:
 /// every job must still start from the module's own initial memory, globals and tables.
 #[test]
 fn a_reused_instance_slot_starts_from_the_initial_state() {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tidepool_runtime::{Algorithm, Error, Outcome};
+use tidepool_runtime::{Algorithm, Error, Outcome, Runtime, RuntimeConfig};
 
 use crate::util::{Opts, run, runtime};
 
@@ -172,6 +172,30 @@ fn modules_are_admitted_before_they_run() {
     let err =
         refused(wat(r#"(module (memory (export "memory") 1) (func (export "_start")))"#), |l| l.module_bytes = 10);
     assert!(matches!(err, Error::ModuleTooLarge { limit: 10, .. }), "{err}");
+}
+
+/// Table limits refuse a module before it runs, and the same way whether instances come from
+/// the pool or are mapped per job: otherwise two hosts with one engine configuration hash would
+/// treat it differently (one refusing it, the other running it into a failed receipt).
+#[test]
+fn table_limits_refuse_a_module_alike_with_and_without_instance_pooling() {
+    let tables = |n: usize, min: u64| {
+        let defs: String = (0..n).map(|_| format!("(table {min} funcref)")).collect();
+        wat::parse_str(format!(r#"(module {defs} (memory (export "memory") 1) (func (export "_start")))"#)).unwrap()
+    };
+    for max_instances in [0, 2] {
+        let runtime = Runtime::new(RuntimeConfig { max_instances, ..RuntimeConfig::default() });
+        let tmp = tempfile::tempdir().unwrap();
+        let run = |bytes: Vec<u8>, out: &str| {
+            runtime.run(&Opts::default().spec(Algorithm::new("m", bytes), &tmp.path().join(out)))
+        };
+        for (bytes, what) in [(tables(5, 1), "five tables"), (tables(1, 1_000_001), "a table over the element limit")] {
+            let err = run(bytes, "refused").expect_err(what);
+            assert!(matches!(err, Error::InvalidModule { .. }), "{what}, max_instances {max_instances}: {err}");
+        }
+        let ran = run(tables(4, 1_000_000), "admitted").unwrap();
+        assert_eq!(ran.receipt.outcome, Outcome::Exited { code: 0 }, "max_instances {max_instances}");
+    }
 }
 
 #[test]

@@ -64,14 +64,17 @@ mod guest {
         assert_eq!(get(dir, "missing"), b"now here");
         unlink(dir, "missing").unwrap();
 
-        // A link that stays inside the mount but climbs above the descriptor's directory is
-        // refused from that descriptor (the descriptor is the sandbox).
+        // Links the guest makes point down: no `..`, so a link stays inside the outputs
+        // wherever it is moved (renaming `d/l -> ../x` to the top would otherwise make it
+        // leave them). Climbing links are refused from a descriptor below them: fs_inputs.
         mkdir(dir, "sub").unwrap();
-        symlink("../target", dir, "sub/up").unwrap();
-        assert_eq!(get(dir, "sub/up"), b"data");
-        let sub = open_dir(dir, "sub");
-        assert_errno!(open(sub, true, "up", 0, RIGHTS_FD_READ, 0), ERRNO_NOTCAPABLE);
-        close(sub);
+        assert_errno!(symlink("../target", dir, "sub/up"), ERRNO_NOTCAPABLE);
+        assert_errno!(symlink("x/../../target", dir, "sub/up"), ERRNO_NOTCAPABLE);
+        assert_errno!(symlink("..", dir, "up"), ERRNO_NOTCAPABLE);
+        symlink("./deeper/x", dir, "sub/down").unwrap();
+        let mut buf = [0u8; 16];
+        let n = readlink(dir, "sub/down", &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"./deeper/x");
 
         // Timestamps of the link itself, not its target (nofollow), and of the target (follow).
         let file_mtim = stat(dir, false, "target").unwrap().mtim;
@@ -82,7 +85,7 @@ mod guest {
         unsafe { path_filestat_set_times(dir, LOOKUPFLAGS_SYMLINK_FOLLOW, "link", 0, 5, FSTFLAGS_MTIM) }.unwrap();
         assert_eq!(stat(dir, false, "target").unwrap().mtim, 5);
 
-        for l in ["link", "dlink", "dangling", "loop", "sub/up"] {
+        for l in ["link", "dlink", "dangling", "loop", "sub/down"] {
             unlink(dir, l).unwrap();
         }
         rmdir(dir, "sub").unwrap();
