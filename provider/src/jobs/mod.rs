@@ -276,10 +276,14 @@ pub async fn recover(p: &Arc<Provider>) -> Result<()> {
 }
 
 /// Settles every ended job whose payment is still pending.
-async fn settle_pending(p: &Arc<Provider>) {
+/// Ended jobs whose payment is not settled (through the `jobs_unsettled` index).
+fn unsettled_query() -> String {
     let terminal: Vec<String> = JobStatus::TERMINAL.iter().map(|s| s.code().to_string()).collect();
-    let query = format!("SELECT id FROM jobs WHERE payment = 'pending' AND status IN ({})", terminal.join(","));
-    let ids: Vec<String> = match sqlx::query_scalar(&query).fetch_all(p.db.pool()).await {
+    format!("SELECT id FROM jobs WHERE payment = 'pending' AND status IN ({})", terminal.join(","))
+}
+
+async fn settle_pending(p: &Arc<Provider>) {
+    let ids: Vec<String> = match sqlx::query_scalar(&unsettled_query()).fetch_all(p.db.pool()).await {
         Ok(ids) => ids,
         Err(e) => {
             tracing::error!(error = %e, "listing unsettled jobs");
@@ -559,4 +563,23 @@ pub async fn settle(p: &Arc<Provider>, id: &str) -> Result<()> {
     }
     set_payment("released", output).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row;
+
+    #[tokio::test]
+    async fn the_periodic_queries_use_indexes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = crate::store::Db::open(&tmp.path().join("t.db")).await.unwrap();
+        let plan = sqlx::query(&format!("EXPLAIN QUERY PLAN {}", super::unsettled_query()))
+            .fetch_all(db.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>("detail"))
+            .collect::<Vec<_>>();
+        assert!(plan.iter().any(|d| d.contains("jobs_unsettled")), "{plan:?}");
+    }
 }
