@@ -260,11 +260,13 @@ pub async fn publish(
         _ => Vec::new(),
     };
     let ddo = new_ddo(did, owner, metadata, service);
-    store_asset(p, &ddo, owner, &manifests).await?;
-    // Published datasets get their views now, so a broken dataset fails its publication.
+    // Published datasets get their views first, so that a broken dataset fails its
+    // publication before the asset exists. (A view left by a failed publication is complete,
+    // and is used as it is by a later one.)
     for (name, tree) in &manifests {
         build_view(p, did, name, tree)?;
     }
+    store_asset(p, &ddo, owner, &manifests).await?;
     let mut tx = p.db.write().await?;
     for q in ["DELETE FROM upload_files WHERE session_id = ?1", "DELETE FROM upload_sessions WHERE id = ?1"] {
         sqlx::query(q).bind(session).execute(&mut *tx).await.map_err(ApiError::internal)?;
@@ -398,7 +400,11 @@ fn build_view(p: &Provider, did: Did, dataset: &str, tree: &Tree) -> ApiResult<P
     if dir.is_dir() {
         return Ok(dir);
     }
-    let staging = dir.with_extension("building");
+    // A staging directory of its own: two jobs (or a job and a publication) may build the
+    // same view at once; the first to finish provides it.
+    static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let staging = dir.with_extension(format!("building-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging)?;
     let cap = cap_std::fs::Dir::open_ambient_dir(&staging, ambient_authority())?;
@@ -409,8 +415,18 @@ fn build_view(p: &Provider, did: Did, dataset: &str, tree: &Tree) -> ApiResult<P
             EntryKind::Symlink { .. } => {}
         }
     }
-    std::fs::rename(&staging, &dir)?;
-    Ok(dir)
+    match std::fs::rename(&staging, &dir) {
+        Ok(()) => Ok(dir),
+        // Another build finished first (renaming onto a non-empty directory fails).
+        Err(_) if dir.is_dir() => {
+            let _ = std::fs::remove_dir_all(&staging);
+            Ok(dir)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            Err(e.into())
+        }
+    }
 }
 
 /// An asset's DDO.

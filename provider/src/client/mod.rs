@@ -260,9 +260,15 @@ impl Client {
         wait: Duration,
     ) -> ClientResult<Vec<KeeperEvent>> {
         let filter = agreement.map(|a| format!("&agreement={a}")).unwrap_or_default();
-        let wait = wait.as_millis();
-        let v: EventsView =
-            self.get_public(&format!("/api/v1/keeper/events?after={after}{filter}&waitMs={wait}")).await?;
+        let started = std::time::Instant::now();
+        let v: EventsView = self
+            .get_public(&format!("/api/v1/keeper/events?after={after}{filter}&waitMs={}", wait.as_millis()))
+            .await?;
+        if v.events.is_empty() {
+            // A provider that does not long-poll answers at once: do not ask again at once.
+            // (Capped, so that a long wait does not turn into a long sleep.)
+            tokio::time::sleep(wait.saturating_sub(started.elapsed()).min(Duration::from_millis(250))).await;
+        }
         Ok(v.events)
     }
 

@@ -70,6 +70,12 @@ impl Jobs {
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// A running job's stage and progress (taken before its row is read: a job that ends in
+    /// between then shows its final row, never an older stage than it had shown).
+    fn snapshot(&self, id: &str) -> (Option<JobStatus>, Option<ProgressView>) {
+        self.live().get(id).map_or((None, None), |l| (l.stage, l.progress.clone()))
+    }
 }
 
 /// Queues the job of an agreement. One job per agreement: a second is a conflict.
@@ -127,13 +133,14 @@ async fn own_row(p: &Provider, id: &str, signer: Address) -> ApiResult<SqliteRow
 
 /// A job, as the API shows it.
 async fn load(p: &Provider, id: &str) -> ApiResult<JobView> {
-    view_of(p, id, &row(p, id).await?)
+    let live = p.jobs.snapshot(id);
+    view_of(id, &row(p, id).await?, live)
 }
 
-fn view_of(p: &Provider, id: &str, r: &SqliteRow) -> ApiResult<JobView> {
+fn view_of(id: &str, r: &SqliteRow, live: (Option<JobStatus>, Option<ProgressView>)) -> ApiResult<JobView> {
     let mut status = JobStatus::from_code(r.get::<i64, _>("status") as u32);
     let receipt: Option<Receipt> = r.get::<Option<String>, _>("receipt").and_then(|j| serde_json::from_str(&j).ok());
-    let (stage, progress) = p.jobs.live().get(id).map_or((None, None), |l| (l.stage, l.progress.clone()));
+    let (stage, progress) = live;
     if let (Some(stage), true) = (stage, status.is_active()) {
         status = stage;
     }
@@ -158,7 +165,8 @@ fn view_of(p: &Provider, id: &str, r: &SqliteRow) -> ApiResult<JobView> {
 
 /// The job, if `signer` is its consumer.
 pub async fn view(p: &Provider, id: &str, signer: Address) -> ApiResult<JobView> {
-    view_of(p, id, &own_row(p, id, signer).await?)
+    let live = p.jobs.snapshot(id);
+    view_of(id, &own_row(p, id, signer).await?, live)
 }
 
 /// The job's results, by index: output files (by path), the two logs, the receipt.
@@ -225,6 +233,9 @@ pub async fn stop(p: &Arc<Provider>, id: &str, signer: Address) -> ApiResult<Job
     if stopped.rows_affected() == 1 {
         // Never started: the whole escrow goes back to the consumer.
         settle(p, id).await.map_err(ApiError::internal)?;
+    } else if let Some(live) = p.jobs.live().get(id) {
+        // Claimed meanwhile: it is live from before its claim, so its flag is here now.
+        live.cancel.store(true, Ordering::Relaxed);
     }
     load(p, id).await
 }
@@ -329,6 +340,10 @@ async fn start_due(p: &Arc<Provider>, slots: &Arc<Semaphore>) -> Result<()> {
     .fetch_all(p.db.pool())
     .await?;
     for id in ids {
+        // The job is live from before its claim, so that a stop request that finds it claimed
+        // always finds the flag to stop it with (see `stop`).
+        let cancel = Arc::new(AtomicBool::new(false));
+        p.jobs.live().insert(id.clone(), Live { cancel: cancel.clone(), stage: None, progress: None });
         let claimed = p.db.execute(sqlx::query(
             "UPDATE jobs SET status = ?1, attempts = attempts + 1, updated_at = ?2 WHERE id = ?3 AND status = ?4",
         )
@@ -336,14 +351,23 @@ async fn start_due(p: &Arc<Provider>, slots: &Arc<Semaphore>) -> Result<()> {
         .bind(unix_now() as i64)
         .bind(&id)
         .bind(JobStatus::Queued.code()))
-        .await?;
-        if claimed.rows_affected() != 1 {
+        .await;
+        if !matches!(&claimed, Ok(c) if c.rows_affected() == 1) {
+            p.jobs.live().remove(&id);
+            claimed?;
             continue;
         }
         let permit = slots.clone().acquire_owned().await?;
         let p = p.clone();
         tokio::spawn(async move {
-            if let Err(e) = execute(&p, &id).await {
+            // In a task of its own, so that a panic in it still ends the job here (failed,
+            // settled, no longer live) instead of leaving it active with no one running it.
+            let run = tokio::spawn({
+                let (p, id) = (p.clone(), id.clone());
+                async move { execute(&p, &id, cancel).await }
+            });
+            let result = run.await.unwrap_or_else(|e| Err(anyhow::anyhow!("the job's task failed: {e}")));
+            if let Err(e) = result {
                 let message = format!("{e:#}");
                 tracing::error!(job = %id, error = %message, "job error");
                 let _ = fail(&p, &id, JobStatus::Error, "the provider failed while running the job").await;
@@ -373,7 +397,7 @@ fn limits_of(p: &Provider, env: &crate::ddo::Environment) -> Limits {
 }
 
 /// Runs one claimed job to the end and stores its results.
-async fn execute(p: &Arc<Provider>, id: &str) -> Result<()> {
+async fn execute(p: &Arc<Provider>, id: &str, cancel: Arc<AtomicBool>) -> Result<()> {
     let r = sqlx::query("SELECT agreement_id, args FROM jobs WHERE id = ?1").bind(id).fetch_one(p.db.pool()).await?;
     let agreement_id = parse_b256(&r.get::<String, _>("agreement_id"))?;
     let args: Vec<String> = serde_json::from_str(&r.get::<String, _>("args"))?;
@@ -398,13 +422,15 @@ async fn execute(p: &Arc<Provider>, id: &str) -> Result<()> {
     let algorithm_hash = parse_b256(&upload.get::<String, _>("algorithm_hash"))?;
     let algorithm = Algorithm::new(upload.get::<String, _>("name"), p.blobs.read(&algorithm_hash)?);
 
+    if cancel.load(Ordering::Relaxed) {
+        // Stopped between its claim and here: it never ran, and nothing is charged.
+        return fail(p, id, JobStatus::Stopped, "stopped before it started").await;
+    }
     let dir = p.config.data_dir.join("jobs").join(id);
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
     std::fs::create_dir_all(&dir)?;
-    let cancel = Arc::new(AtomicBool::new(false));
-    p.jobs.live().insert(id.to_string(), Live { cancel: cancel.clone(), stage: None, progress: None });
     let mut spec = JobSpec::new(algorithm, inputs, dir.join("outputs"));
     spec.args = args;
     spec.limits = limits;
