@@ -100,9 +100,32 @@ async fn save_cursor(p: &Provider, id: u64) -> Result<()> {
     Ok(())
 }
 
+/// Times one event's handler is tried before the dispatcher gives up on it, so that one
+/// broken event does not hold back every later one. (What it would have done, a consumer can
+/// undo: an agreement whose compute is never granted is refunded after its deadline.)
+const MAX_ATTEMPTS: u32 = 5;
+
+/// The event whose handler failed last, and how many times in a row.
+#[derive(Debug, Default)]
+struct Failing {
+    event: u64,
+    times: u32,
+}
+
+impl Failing {
+    /// Counts a failure of `event`'s handler; true once it is time to give up on it.
+    fn give_up(&mut self, event: u64) -> bool {
+        if self.event != event {
+            *self = Failing { event, times: 0 };
+        }
+        self.times += 1;
+        self.times >= MAX_ATTEMPTS
+    }
+}
+
 /// Handles every event after `*after` (the persisted cursor, kept in memory by the caller);
 /// returns how many.
-async fn dispatch_pending(p: &Arc<Provider>, after: &mut u64) -> Result<usize> {
+async fn dispatch_pending(p: &Arc<Provider>, after: &mut u64, failing: &mut Failing) -> Result<usize> {
     const BATCH: u32 = 200;
     let subs = subscriptions()?;
     let mut handled = 0;
@@ -119,6 +142,13 @@ async fn dispatch_pending(p: &Arc<Provider>, after: &mut u64) -> Result<usize> {
             for (name, handler) in subs.get(&event.name).into_iter().flatten() {
                 tracing::debug!(event = %event.name, id = event.id, handler = name, "dispatching");
                 if let Err(e) = handler(p.clone(), event.clone()).await {
+                    if failing.give_up(event.id) {
+                        tracing::error!(
+                            event = %event.name, id = event.id, handler = name, error = %format!("{e:#}"),
+                            "giving up on this event after {MAX_ATTEMPTS} attempts"
+                        );
+                        continue;
+                    }
                     if let Some(id) = last {
                         save_cursor(p, id).await?;
                         *after = id;
@@ -146,13 +176,14 @@ pub fn spawn_dispatcher(p: Arc<Provider>) -> Result<()> {
     tokio::spawn(async move {
         // The persisted cursor is read once; from then on it is kept here (and saved).
         let mut after: Option<u64> = None;
+        let mut failing = Failing::default();
         loop {
             let result = async {
                 let after = match &mut after {
                     Some(a) => a,
                     None => after.insert(cursor(&p).await?),
                 };
-                dispatch_pending(&p, after).await
+                dispatch_pending(&p, after, &mut failing).await
             }
             .await;
             if let Err(e) = result {
@@ -171,6 +202,16 @@ pub fn spawn_dispatcher(p: Arc<Provider>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failing_event_is_given_up_on_after_its_attempts_and_others_start_afresh() {
+        let mut failing = Failing::default();
+        for _ in 1..MAX_ATTEMPTS {
+            assert!(!failing.give_up(7));
+        }
+        assert!(failing.give_up(7));
+        assert!(!failing.give_up(8), "another event starts its own count");
+    }
 
     #[test]
     fn every_publisher_event_of_the_template_has_a_handler() {
