@@ -46,26 +46,14 @@ impl Blobs {
 
     /// Stores what `reader` yields, up to `limit` bytes; returns its hash and size, or
     /// `None` when it is longer than `limit` (nothing is stored then).
-    pub fn put_reader(&self, mut reader: impl Read, limit: u64) -> io::Result<Option<(B256, u64)>> {
+    pub fn put_reader(&self, reader: impl Read, limit: u64) -> io::Result<Option<(B256, u64)>> {
         let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp)?;
-        let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut size = 0u64;
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            size += n as u64;
-            if size > limit {
-                return Ok(None);
-            }
-            hasher.update(&buf[..n]);
-            tmp.write_all(&buf[..n])?;
-        }
-        let hash = B256::from(*hasher.finalize().as_bytes());
+        let copying = Copying { reader, copy: &mut tmp, left: limit };
+        let (size, hash) = match tidepool_runtime::tree::hash_reader(copying) {
+            Ok(hashed) => hashed,
+            Err(e) if e.get_ref().is_some_and(|inner| inner.is::<TooLong>()) => return Ok(None),
+            Err(e) => return Err(e),
+        };
         self.adopt(tmp.into_temp_path().keep().map_err(|e| e.error)?.as_path(), &hash)?;
         Ok(Some((hash, size)))
     }
@@ -119,6 +107,34 @@ impl Blobs {
     }
 }
 
+/// A reader that writes what it reads to `copy`, and fails with [`TooLong`] once more than
+/// `left` bytes went through.
+struct Copying<'a, R, W> {
+    reader: R,
+    copy: &'a mut W,
+    left: u64,
+}
+
+#[derive(Debug)]
+struct TooLong;
+
+impl std::fmt::Display for TooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("longer than allowed")
+    }
+}
+
+impl std::error::Error for TooLong {}
+
+impl<R: Read, W: Write> Read for Copying<'_, R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.reader.read(buf)?;
+        self.left = self.left.checked_sub(n as u64).ok_or_else(|| io::Error::other(TooLong))?;
+        self.copy.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +150,7 @@ mod tests {
         let path = tmp.path().join("blobs").join(name(&a));
         assert!(std::fs::metadata(&path).unwrap().permissions().readonly());
         assert!(blobs.put_reader(&b"0123456789"[..], 5).unwrap().is_none(), "over the limit");
+        assert_eq!(blobs.put_reader(&b"0123456789"[..], 10).unwrap().map(|(_, n)| n), Some(10), "at the limit");
         assert_eq!(std::fs::read_dir(blobs.tmp_dir()).unwrap().count(), 0, "nothing left in tmp");
         let view = tmp.path().join("view");
         std::fs::create_dir(&view).unwrap();
