@@ -4,11 +4,15 @@
 
 use std::path::{Path, PathBuf};
 
-use alloy_primitives::U256;
+use alloy_primitives::{B256, U256};
 use alloy_signer_local::PrivateKeySigner;
-use tidepool_provider::api::{PublishRequest, ServiceLimits};
-use tidepool_provider::client::Client;
+use tidepool_provider::agreement::service::terms;
+use tidepool_provider::agreement::template;
+use tidepool_provider::api::{InitializeRequest, PublishRequest, ServiceLimits};
+use tidepool_provider::auth::sign_typed;
+use tidepool_provider::client::{Client, ClientResult};
 use tidepool_provider::ddo::{AssetKind, Did};
+use tidepool_provider::keeper::Agreement;
 
 use crate::util::cache_dir;
 
@@ -76,4 +80,26 @@ pub async fn publish(d: &Daemon, datasets: &[(&str, &Path)], req: PublishRequest
 /// The faucet's gift (the provider's default).
 pub fn faucet_amount() -> U256 {
     U256::from(10u64).pow(U256::from(18))
+}
+
+/// Initializes `agreement` on `did`'s service as `c`'s consumer, with the agreement signed by
+/// `signer` (`c.signer()`, or another key to see it refused).
+pub async fn initialize_signed(
+    c: &Client,
+    did: Did,
+    agreement: B256,
+    signer: &PrivateKeySigner,
+) -> ClientResult<Agreement> {
+    let ddo = c.ddo(did).await?;
+    let service = ddo.compute_service("1").expect("the asset offers compute");
+    let t = terms(did, service, c.address());
+    let signature = sign_typed(signer, c.domain(), &template::agreement_struct(agreement, &service.conditions, &t));
+    c.initialize(&InitializeRequest {
+        did,
+        service_agreement_id: agreement,
+        service_definition_id: "1".into(),
+        signature,
+        consumer_address: c.address(),
+    })
+    .await
 }

@@ -3,15 +3,13 @@
 
 use alloy_primitives::B256;
 use alloy_signer_local::PrivateKeySigner;
-use tidepool_provider::agreement::service::terms;
-use tidepool_provider::agreement::template;
-use tidepool_provider::api::{ExecRequest, InitializeRequest};
-use tidepool_provider::auth::{Envelope, sign_typed, unix_now};
+use tidepool_provider::api::ExecRequest;
+use tidepool_provider::auth::{Envelope, unix_now};
 use tidepool_provider::client::{Client, ClientError};
 use tidepool_provider::ddo::{AlgorithmPolicy, AssetKind, Did};
 use tidepool_provider::keeper::EventName;
 
-use crate::daemon::{Daemon, publish, request};
+use crate::daemon::{Daemon, initialize_signed, publish, request};
 use crate::provider_flow::wait_for_event;
 use crate::util::{dataset, module};
 
@@ -24,26 +22,6 @@ fn expect(r: Result<impl std::fmt::Debug, ClientError>, status: u16, code: &str)
         }
         other => panic!("expected {status} {code}, got {other:?}"),
     }
-}
-
-async fn initialize(
-    c: &Client,
-    did: Did,
-    agreement: B256,
-    signer: &PrivateKeySigner,
-) -> Result<impl std::fmt::Debug, ClientError> {
-    let ddo = c.ddo(did).await?;
-    let service = ddo.compute_service("1").unwrap();
-    let t = terms(did, service, c.address());
-    let signature = sign_typed(signer, c.domain(), &template::agreement_struct(agreement, &service.conditions, &t));
-    c.initialize(&InitializeRequest {
-        did,
-        service_agreement_id: agreement,
-        service_definition_id: "1".into(),
-        signature,
-        consumer_address: c.address(),
-    })
-    .await
 }
 
 /// A raw request signed by `key`, to send things the client would never send. (A fresh key:
@@ -93,7 +71,7 @@ async fn every_error_class_has_its_status() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
-    expect(initialize(&consumer, did, B256::random(), &PrivateKeySigner::random()).await, 401, "bad_signature");
+    expect(initialize_signed(&consumer, did, B256::random(), &PrivateKeySigner::random()).await, 401, "bad_signature");
 
     // 404: unknown asset, job, route.
     expect(consumer.ddo(Did(B256::repeat_byte(1))).await, 404, "not_found");
@@ -103,8 +81,8 @@ async fn every_error_class_has_its_status() {
 
     // 409: a reused agreement id.
     let agreement = B256::random();
-    initialize(&consumer, did, agreement, consumer.signer()).await.unwrap();
-    expect(initialize(&consumer, did, agreement, consumer.signer()).await, 409, "conflict");
+    initialize_signed(&consumer, did, agreement, consumer.signer()).await.unwrap();
+    expect(initialize_signed(&consumer, did, agreement, consumer.signer()).await, 409, "conflict");
 
     // 403: exec before the grant; publishing a dataset without being an operator.
     let exec = ExecRequest {
@@ -134,7 +112,7 @@ async fn every_error_class_has_its_status() {
     // 402: locking without the funds.
     let poor = Client::connect(&d.url, PrivateKeySigner::random()).await.unwrap();
     let poor_agreement = B256::random();
-    initialize(&poor, did, poor_agreement, poor.signer()).await.unwrap();
+    initialize_signed(&poor, did, poor_agreement, poor.signer()).await.unwrap();
     expect(poor.lock_payment(poor_agreement).await, 402, "insufficient_balance");
 
     // A granted agreement: exec twice is a conflict, someone else's job is forbidden, and a
@@ -202,7 +180,7 @@ async fn algorithm_policies_are_enforced() {
     let did = publish(&d, &[("a", data.path())], by_hash).await;
     let c = d.consumer().await;
     let agreement = B256::random();
-    initialize(&c, did, agreement, c.signer()).await.unwrap();
+    initialize_signed(&c, did, agreement, c.signer()).await.unwrap();
     let refused = c.upload_module(agreement, &mandelbrot, "mandelbrot").await.unwrap_err();
     assert!(refused.to_string().contains("policy"), "{refused}");
     expect(Err::<(), _>(refused), 422, "unprocessable");
@@ -219,7 +197,7 @@ async fn algorithm_policies_are_enforced() {
     let hash_of = |bytes: &[u8]| tidepool_runtime::tree::blake3_b256(bytes);
     for (alg, accepted) in [(bad, false), (good, true)] {
         let agreement = B256::random();
-        initialize(&c, did, agreement, c.signer()).await.unwrap();
+        initialize_signed(&c, did, agreement, c.signer()).await.unwrap();
         let bytes = if accepted { &wordfreq } else { &mandelbrot };
         let r = c.upload_published(agreement, alg, hash_of(bytes)).await;
         if accepted {

@@ -4,17 +4,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use alloy_primitives::{B256, U256};
-use tidepool_provider::agreement::service::terms;
-use tidepool_provider::agreement::template;
-use tidepool_provider::api::{ExecRequest, InitializeRequest, ServiceLimits};
-use tidepool_provider::auth::{sign_typed, unix_now};
+use tidepool_provider::api::{ExecRequest, ServiceLimits};
+use tidepool_provider::auth::unix_now;
 use tidepool_provider::client::Client;
 use tidepool_provider::client::flow::{AlgorithmChoice, ComputeOutcome, ComputeRequest, Step};
 use tidepool_provider::ddo::{AssetKind, Did};
 use tidepool_provider::keeper::{AgreementState, EventName};
 use tidepool_runtime::{Algorithm, InputSpec, Runtime, RuntimeConfig, VerifyRequest};
 
-use crate::daemon::{Daemon, faucet_amount, publish, request};
+use crate::daemon::{Daemon, faucet_amount, initialize_signed, publish, request};
 use crate::util::{dataset, module};
 
 const BOOK: &str = "It was the best of times, it was the worst of times; the end.\n";
@@ -177,25 +175,8 @@ pub async fn initialize_and_exec(
 
 /// Signs and initializes an agreement on `did`'s service.
 async fn initialize(consumer: &Client, did: Did) -> B256 {
-    let ddo = consumer.ddo(did).await.unwrap();
-    let service = ddo.compute_service("1").unwrap();
     let agreement = B256::random();
-    let t = terms(did, service, consumer.address());
-    let signature = sign_typed(
-        consumer.signer(),
-        consumer.domain(),
-        &template::agreement_struct(agreement, &service.conditions, &t),
-    );
-    consumer
-        .initialize(&InitializeRequest {
-            did,
-            service_agreement_id: agreement,
-            service_definition_id: "1".into(),
-            signature,
-            consumer_address: consumer.address(),
-        })
-        .await
-        .unwrap();
+    initialize_signed(consumer, did, agreement, consumer.signer()).await.unwrap();
     agreement
 }
 

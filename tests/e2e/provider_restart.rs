@@ -5,15 +5,12 @@
 use std::time::Duration;
 
 use alloy_primitives::{B256, U256};
-use tidepool_provider::agreement::service::terms;
-use tidepool_provider::agreement::template;
-use tidepool_provider::api::{ExecRequest, InitializeRequest, ServiceLimits};
-use tidepool_provider::auth::sign_typed;
+use tidepool_provider::api::{ExecRequest, ServiceLimits};
 use tidepool_provider::client::Client;
 use tidepool_provider::keeper::{AgreementState, EventName};
 use tidepool_runtime::{Algorithm, InputSpec, JobSpec, Limits, Runtime, RuntimeConfig};
 
-use crate::daemon::{Daemon, faucet_amount, publish, request};
+use crate::daemon::{Daemon, faucet_amount, initialize_signed, publish, request};
 use crate::provider_flow::wait_for_event;
 use crate::util::{dataset, module};
 
@@ -36,17 +33,7 @@ async fn a_killed_daemon_loses_and_duplicates_nothing() {
     let service = ddo.compute_service("1").unwrap().clone();
 
     let agreement = B256::random();
-    let t = terms(did, &service, c.address());
-    let signature = sign_typed(c.signer(), c.domain(), &template::agreement_struct(agreement, &service.conditions, &t));
-    c.initialize(&InitializeRequest {
-        did,
-        service_agreement_id: agreement,
-        service_definition_id: "1".into(),
-        signature,
-        consumer_address: c.address(),
-    })
-    .await
-    .unwrap();
+    initialize_signed(&c, did, agreement, c.signer()).await.unwrap();
     let module_bytes = std::fs::read(module("mandelbrot")).unwrap();
     c.upload_module(agreement, &module_bytes, "mandelbrot").await.unwrap();
     c.lock_payment(agreement).await.unwrap();

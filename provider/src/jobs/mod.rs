@@ -593,19 +593,11 @@ pub async fn settle(p: &Arc<Provider>, id: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use sqlx::Row;
-
     #[tokio::test]
     async fn the_periodic_queries_use_indexes() {
         let tmp = tempfile::tempdir().unwrap();
         let db = crate::store::Db::open(&tmp.path().join("t.db")).await.unwrap();
-        let plan = sqlx::query(&format!("EXPLAIN QUERY PLAN {}", super::unsettled_query()))
-            .fetch_all(db.pool())
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get::<String, _>("detail"))
-            .collect::<Vec<_>>();
+        let plan = crate::store::query_plan(&db, &super::unsettled_query()).await;
         assert!(plan.iter().any(|d| d.contains("jobs_unsettled")), "{plan:?}");
     }
 }

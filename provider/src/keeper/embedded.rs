@@ -564,16 +564,7 @@ mod tests {
     async fn event_queries_use_their_indexes() {
         let (_t, k) = keeper().await;
         for (sql, index) in [(EVENTS_OF_AGREEMENT, "events_by_agreement"), (EVENTS_AFTER, "INTEGER PRIMARY KEY")] {
-            let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .bind(0i64)
-                .bind("x")
-                .bind(1i64)
-                .fetch_all(k.db.pool())
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get("detail"))
-                .collect();
+            let plan = crate::store::query_plan(&k.db, sql).await;
             assert!(plan.iter().any(|d| d.contains(index)), "{sql}: {plan:?}");
         }
         // And both work, with and without an agreement.

@@ -93,6 +93,20 @@ impl Db {
     }
 }
 
+/// How SQLite plans `sql` (the `detail` column of `EXPLAIN QUERY PLAN`), for tests that
+/// check a query keeps to its index. Parameters are left unbound (NULL).
+#[cfg(test)]
+pub(crate) async fn query_plan(db: &Db, sql: &str) -> Vec<String> {
+    use sqlx::Row;
+    sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .fetch_all(db.pool())
+        .await
+        .expect("explaining a query")
+        .iter()
+        .map(|r| r.get("detail"))
+        .collect()
+}
+
 /// The stored form of an address: lowercase 0x-hex.
 pub fn addr(a: Address) -> String {
     format!("{a:#x}")
