@@ -68,6 +68,30 @@ impl Default for ProviderConfig {
     }
 }
 
+/// Who may publish datasets and credit accounts: the provider itself and the configured
+/// operators.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Operators {
+    provider: Address,
+    others: Vec<Address>,
+}
+
+impl Operators {
+    pub fn new(provider: Address, others: Vec<Address>) -> Self {
+        Self { provider, others }
+    }
+
+    /// The provider's own address (always an operator).
+    pub fn provider(&self) -> Address {
+        self.provider
+    }
+
+    /// Is `who` an operator?
+    pub fn contains(&self, who: Address) -> bool {
+        who == self.provider || self.others.contains(&who)
+    }
+}
+
 impl ProviderConfig {
     /// Reads a TOML file; missing keys take their defaults.
     pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {

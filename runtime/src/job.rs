@@ -67,6 +67,19 @@ impl Algorithm {
     }
 }
 
+/// Longest name of an input dataset or of the algorithm (a directory entry's limit).
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// Is `name` usable as a dataset or algorithm name: 1 to [`MAX_NAME_BYTES`] bytes of
+/// `[A-Za-z0-9._-]`, and not `.` or `..`? (What [`sanitize_name`] always produces.)
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name.len() <= MAX_NAME_BYTES
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
 /// Replaces characters outside `[A-Za-z0-9._-]` with `_`, so a name is always a valid entry.
 pub fn sanitize_name(name: &str) -> String {
     let cleaned: String =
@@ -201,12 +214,7 @@ fn check_spec(spec: &JobSpec) -> Result<()> {
     }
     let mut seen = BTreeSet::new();
     for input in &spec.inputs {
-        let ok = !input.name.is_empty()
-            && input.name != "."
-            && input.name != ".."
-            && input.name.len() <= 255
-            && input.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-        if !ok {
+        if !is_valid_name(&input.name) {
             return Err(Error::InvalidInput {
                 name: input.name.clone(),
                 reason: "names may only use A-Z a-z 0-9 . _ - (and not be `.` or `..`)".into(),

@@ -14,8 +14,8 @@ use super::args::parse_duration;
 use super::client_args::ClientArgs;
 use super::run::group;
 use crate::client::flow::{AlgorithmChoice, ComputeOutcome, ComputeRequest, Step};
-use crate::ddo::Did;
-use crate::jobs::JobStatus;
+use crate::protocol::ddo::Did;
+use crate::protocol::states::JobStatus;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Exit status: 0 the algorithm exited 0; 1 it ran and failed; 2 the flow could not complete.")]
@@ -47,7 +47,7 @@ pub struct ComputeArgs {
 
 fn parse_time(s: &str) -> Result<u64> {
     match s.strip_prefix('+') {
-        Some(d) => Ok(crate::auth::unix_now() + tidepool_runtime::limits::parse_duration(d)?.as_secs()),
+        Some(d) => Ok(crate::protocol::signing::unix_now() + tidepool_runtime::limits::parse_duration(d)?.as_secs()),
         None => s.parse().with_context(|| format!("`{s}` is neither Unix seconds nor +DURATION")),
     }
 }
@@ -82,7 +82,7 @@ pub async fn run(args: ComputeArgs) -> Result<ExitCode> {
 pub struct FlowDisplay {
     tty: bool,
     started: Instant,
-    last_status: Option<u32>,
+    last_status: Option<JobStatus>,
     last_bar: Option<Instant>,
     drawn: bool,
 }
@@ -120,7 +120,7 @@ impl FlowDisplay {
                     self.last_status = Some(view.status);
                     self.line(&format!("job {}: {}", view.job_id, view.status_text));
                 }
-                if let (Some(p), true) = (&view.progress, view.status == JobStatus::Running.code()) {
+                if let (Some(p), true) = (&view.progress, view.status == JobStatus::Running) {
                     let due = self
                         .last_bar
                         .is_none_or(|t| t.elapsed() >= if self.tty { Duration::ZERO } else { Duration::from_secs(2) });

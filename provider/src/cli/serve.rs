@@ -84,12 +84,12 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     println!(
         "tidepool provider {} listening on {} (data in {}, {} keeper, chain {})",
         provider.address(),
-        provider.config.base_url(),
-        provider.config.data_dir.display(),
-        provider.keeper.kind(),
-        provider.keeper.chain_id(),
+        provider.config().base_url(),
+        provider.config().data_dir.display(),
+        provider.keeper().kind(),
+        provider.keeper().chain_id(),
     );
-    crate::http::serve(provider, listener, shutdown_signal()).await.context("serving HTTP")?;
+    crate::http::serve(provider.api(), listener, shutdown_signal()).await.context("serving HTTP")?;
     eprintln!("tidepool provider stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -13,13 +13,16 @@ use alloy_sol_types::Eip712Domain;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::{
-    BalanceView, ErrorBody, EventsView, ExecRequest, InitializeRequest, JobView, ProviderView, PublishRequest,
-    Published, ReferenceRequest, RefundView, ResultsView, UploadQuery, UploadResponse, UploadSession, UploadedFile,
+use crate::protocol::agreement::Agreement;
+use crate::protocol::api::{
+    BalanceView, CreditRequest, ErrorBody, EventsView, ExecRequest, InitializeRequest, JobView, ProviderView,
+    PublishRequest, Published, ReferenceRequest, RefundView, ResultsView, UploadQuery, UploadResponse, UploadSession,
+    UploadedFile,
 };
-use crate::auth::{Envelope, sign_typed, unix_now};
-use crate::ddo::{Ddo, Did};
-use crate::keeper::{Agreement, KeeperEvent};
+use crate::protocol::ddo::{Ddo, Did};
+use crate::protocol::eip712;
+use crate::protocol::events::KeeperEvent;
+use crate::protocol::signing::{Envelope, sign_typed, unix_now};
 
 /// What went wrong talking to a provider.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +79,7 @@ impl Client {
         let url = format!("{base}/api/v1/provider");
         let resp = http.get(&url).send().await.map_err(|e| ClientError::Connect { url: base.clone(), source: e })?;
         let provider: ProviderView = decode(resp).await?;
-        let domain = crate::bindings::domain(provider.chain_id, provider.address);
+        let domain = eip712::domain(provider.chain_id, provider.address);
         Ok(Self { http, base, signer, provider, domain, nonce: AtomicU64::new(0) })
     }
 
@@ -115,7 +118,7 @@ impl Client {
     fn signed(&self, method: reqwest::Method, path: &str, body_hash: B256) -> reqwest::RequestBuilder {
         let nonce = self.next_nonce();
         let expiry = unix_now() + REQUEST_TTL;
-        let request = crate::bindings::Request {
+        let request = eip712::Request {
             method: method.as_str().to_string(),
             path: path.to_string(),
             contentHash: body_hash,
@@ -279,8 +282,7 @@ impl Client {
 
     /// Credits `amount` to `who` (operators only).
     pub async fn credit(&self, who: Address, amount: U256) -> ClientResult<U256> {
-        let v: BalanceView =
-            self.post_json("/api/v1/keeper/credit", &crate::api::CreditRequest { address: who, amount }).await?;
+        let v: BalanceView = self.post_json("/api/v1/keeper/credit", &CreditRequest { address: who, amount }).await?;
         Ok(v.balance)
     }
 
@@ -302,7 +304,7 @@ impl Client {
         let checksum = sign_typed(
             &self.signer,
             &self.domain,
-            &crate::bindings::Algorithm { serviceAgreementId: agreement, algorithmHash: hash },
+            &eip712::Algorithm { serviceAgreementId: agreement, algorithmHash: hash },
         );
         let name = tidepool_runtime::job::sanitize_name(name);
         let path = format!(
@@ -320,7 +322,7 @@ impl Client {
         let checksum = sign_typed(
             &self.signer,
             &self.domain,
-            &crate::bindings::Algorithm { serviceAgreementId: agreement, algorithmHash: hash },
+            &eip712::Algorithm { serviceAgreementId: agreement, algorithmHash: hash },
         );
         let query = UploadQuery {
             service_agreement_id: agreement,

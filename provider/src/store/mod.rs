@@ -12,21 +12,23 @@
 //! their own and never wait for writers (WAL).
 
 pub mod blobs;
+pub mod nonces;
+pub mod text;
 pub mod writer;
 
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alloy_primitives::{Address, B256, U256};
 use futures_util::future::BoxFuture;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool};
 
-/// A failure of the database.
+pub use text::{StoredText, Text};
+
+/// A failure of the database (the cause is its source).
 #[derive(Debug, thiserror::Error)]
-#[error("database: {0}")]
+#[error("the database failed")]
 pub struct DbError(#[from] pub sqlx::Error);
 
 /// The provider's database.
@@ -39,6 +41,12 @@ pub struct Db {
 impl Db {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<Self, DbError> {
+        Self::open_with(path, writer::MAX_BATCH_AGE).await
+    }
+
+    /// [`open`](Self::open), with batches committed once `max_batch_age` old (tests that need
+    /// a batch to stay open while they arrange writers around it, on a loaded machine).
+    async fn open_with(path: &Path, max_batch_age: Duration) -> Result<Self, DbError> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -48,7 +56,7 @@ impl Db {
             .busy_timeout(Duration::from_secs(30));
         let writing = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
         sqlx::migrate!("./migrations").run(&writing).await.map_err(sqlx::Error::from)?;
-        let writer = writer::Writer::new(writing.acquire().await?.detach());
+        let writer = writer::Writer::new(writing.acquire().await?.detach(), max_batch_age);
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
         Ok(Self { pool, writer })
     }
@@ -78,19 +86,6 @@ impl Db {
             Ok(done)
         })
     }
-
-    /// Accepts `nonce` from `address` if it is greater than the last one accepted, atomically.
-    /// Returns false for a replayed or out-of-order nonce.
-    pub async fn accept_nonce(&self, address: Address, nonce: u64) -> Result<bool, DbError> {
-        let nonce = i64::try_from(nonce).unwrap_or(i64::MAX);
-        let query = sqlx::query(
-            "INSERT INTO nonces (address, nonce) VALUES (?1, ?2) \
-             ON CONFLICT (address) DO UPDATE SET nonce = excluded.nonce WHERE nonces.nonce < excluded.nonce",
-        )
-        .bind(addr(address))
-        .bind(nonce);
-        Ok(self.execute(query).await?.rows_affected() == 1)
-    }
 }
 
 /// How SQLite plans `sql` (the `detail` column of `EXPLAIN QUERY PLAN`), for tests that
@@ -107,42 +102,9 @@ pub(crate) async fn query_plan(db: &Db, sql: &str) -> Vec<String> {
         .collect()
 }
 
-/// The stored form of an address: lowercase 0x-hex.
-pub fn addr(a: Address) -> String {
-    format!("{a:#x}")
-}
-
-/// Parses what [`addr`] stored.
-pub fn parse_addr(s: &str) -> Result<Address, DbError> {
-    Address::from_str(s).map_err(|e| DbError(sqlx::Error::Decode(Box::new(e))))
-}
-
-pub fn parse_b256(s: &str) -> Result<B256, DbError> {
-    B256::from_str(s).map_err(|e| DbError(sqlx::Error::Decode(Box::new(e))))
-}
-
-pub fn parse_u256(s: &str) -> Result<U256, DbError> {
-    U256::from_str_radix(s, 10).map_err(|e| DbError(sqlx::Error::Decode(Box::new(e))))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn nonces_must_strictly_increase_per_address() {
-        let tmp = tempfile::tempdir().unwrap();
-        let db = Db::open(&tmp.path().join("t.db")).await.unwrap();
-        let (a, b) = (Address::repeat_byte(1), Address::repeat_byte(2));
-        assert!(db.accept_nonce(a, 5).await.unwrap());
-        assert!(!db.accept_nonce(a, 5).await.unwrap(), "replay");
-        assert!(!db.accept_nonce(a, 4).await.unwrap(), "older");
-        assert!(db.accept_nonce(b, 1).await.unwrap(), "per address");
-        assert!(db.accept_nonce(a, 6).await.unwrap());
-        // Concurrent submissions of the same nonce: exactly one wins.
-        let results = futures_util::future::join_all((0..8).map(|_| db.accept_nonce(b, 9))).await;
-        assert_eq!(results.into_iter().filter(|r| *r.as_ref().unwrap()).count(), 1);
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_writers_share_commits_and_an_abandoned_one_leaves_no_trace() {
@@ -215,7 +177,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_batch_sqlite_rolled_back_fails_its_writers_and_no_one_after() {
         let tmp = tempfile::tempdir().unwrap();
-        let db = Db::open(&tmp.path().join("t.db")).await.unwrap();
+        // The batch must stay open while the writers are arranged around it, however slow the
+        // machine: a batch older than the age limit is committed by whoever ends a turn.
+        let db = Db::open_with(&tmp.path().join("t.db"), Duration::from_secs(60)).await.unwrap();
         let insert =
             |n: i64| sqlx::query("INSERT INTO nonces (address, nonce) VALUES (?1, ?2)").bind(format!("a{n}")).bind(n);
         let queued = |n: usize| {

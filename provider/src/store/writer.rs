@@ -26,7 +26,7 @@ use super::DbError;
 const MAX_BATCH: usize = 64;
 /// ...or once it is this old, whoever is waiting. A writer whose batch is still open this long
 /// after its turn ends it itself (whoever was to continue it went away, or is slow).
-const MAX_BATCH_AGE: Duration = Duration::from_millis(5);
+pub(super) const MAX_BATCH_AGE: Duration = Duration::from_millis(5);
 
 /// The writing connection and the batch in progress.
 #[derive(Debug)]
@@ -34,6 +34,8 @@ pub(super) struct Writer {
     conn: Arc<tokio::sync::Mutex<Conn>>,
     /// Writers waiting for the connection.
     pub(super) queued: AtomicUsize,
+    /// [`MAX_BATCH_AGE`], except in tests that need batches to stay open.
+    max_age: Duration,
 }
 
 #[derive(Debug)]
@@ -83,10 +85,11 @@ async fn uncancellable<T: Send + 'static>(
 }
 
 impl Writer {
-    pub(super) fn new(conn: SqliteConnection) -> Arc<Self> {
+    pub(super) fn new(conn: SqliteConnection, max_age: Duration) -> Arc<Self> {
         Arc::new(Self {
             conn: Arc::new(tokio::sync::Mutex::new(Conn { conn, open: None, last: 0, abandoned: false })),
             queued: AtomicUsize::new(0),
+            max_age,
         })
     }
 
@@ -160,7 +163,7 @@ impl Writer {
         let Some(batch) = conn.open.as_mut() else { return Ok(()) };
         batch.changes += 1;
         let (id, outcome) = (batch.id, batch.outcome.subscribe());
-        let full = batch.changes >= MAX_BATCH || batch.started.elapsed() >= MAX_BATCH_AGE;
+        let full = batch.changes >= MAX_BATCH || batch.started.elapsed() >= self.max_age;
         if full || self.queued.load(Ordering::SeqCst) == 0 {
             return if self.finish(&mut conn, true).await { Ok(()) } else { Err(commit_failed()) };
         }
@@ -173,7 +176,7 @@ impl Writer {
     /// Waits for batch `id` to be finished; finishes it itself when nobody has for a while.
     async fn wait(&self, id: u64, mut outcome: watch::Receiver<Option<bool>>) -> Result<(), DbError> {
         loop {
-            let seen = tokio::time::timeout(MAX_BATCH_AGE, outcome.wait_for(Option::is_some))
+            let seen = tokio::time::timeout(self.max_age, outcome.wait_for(Option::is_some))
                 .await
                 .map(|r| r.map(|committed| *committed == Some(true)));
             match seen {

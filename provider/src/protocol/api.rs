@@ -7,9 +7,12 @@ use std::path::PathBuf;
 use alloy_primitives::{Address, B256, Signature, U256};
 use serde::{Deserialize, Serialize};
 
-use crate::ddo::{AlgorithmPolicy, AssetKind, Ddo, Did};
-use crate::keeper::KeeperEvent;
 use tidepool_runtime::Outcome;
+
+use super::ddo::{AlgorithmPolicy, AssetKind, Ddo, Did};
+use super::events::KeeperEvent;
+use super::states::{JobStatus, PaymentState};
+use super::template::ConditionName;
 
 /// Signatures on the wire: 65 bytes (r, s, v) as 0x-hex, the form wallets produce.
 pub mod signature_hex {
@@ -100,7 +103,7 @@ pub struct PublishRequest {
     pub trusted_algorithms: Option<AlgorithmPolicy>,
     /// Condition timeouts in seconds, by condition name (defaults otherwise).
     #[serde(default)]
-    pub timeouts: BTreeMap<String, u64>,
+    pub timeouts: BTreeMap<ConditionName, u64>,
 }
 
 /// A published asset.
@@ -179,8 +182,8 @@ pub struct JobView {
     pub job_id: String,
     pub service_agreement_id: B256,
     pub did: Did,
-    /// Ocean-style status code (see the README).
-    pub status: u32,
+    /// Ocean-style status code (see [`JobStatus`]).
+    pub status: JobStatus,
     pub status_text: String,
     pub created_at: u64,
     pub updated_at: u64,
@@ -196,8 +199,7 @@ pub struct JobView {
     pub receipt_hash: Option<B256>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_did: Option<Did>,
-    /// `pending`, `released` or `refunded`.
-    pub payment: String,
+    pub payment: PaymentState,
 }
 
 /// What a result is.

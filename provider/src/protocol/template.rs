@@ -21,10 +21,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use alloy_primitives::{Address, B256, FixedBytes, U256, keccak256};
 use alloy_sol_types::SolValue;
+use serde::{Deserialize, Serialize};
 
-use crate::bindings::ServiceAgreement;
-use crate::ddo::{ConditionSpec, Did, EventHandlerSpec, HandlerRef, Parameter};
-use crate::keeper::EventName;
+use super::ddo::{ComputeService, ConditionSpec, Did, Parameter};
+use super::eip712::ServiceAgreement;
+use super::events::EventName;
+use super::handlers::{EVENT_HANDLERS, handler_spec};
 
 /// The template's name; its id is the keccak-256 of this.
 pub const TEMPLATE_NAME: &str = "TidepoolComputeTemplate.v1";
@@ -70,30 +72,35 @@ impl Controllers {
     }
 }
 
-/// Who reacts to an event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Actor {
-    Consumer,
-    Publisher,
+super::named::named_enum! {
+    /// The conditions of the template, by name.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub enum ConditionName("a condition of the compute template") {
+        LockPayment = "lockPayment",
+        UploadAlgorithm = "uploadAlgorithm",
+        GrantCompute = "grantCompute",
+        ReleasePayment = "releasePayment",
+        RefundPayment = "refundPayment",
+    }
 }
 
-impl Actor {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Actor::Consumer => "consumer",
-            Actor::Publisher => "publisher",
-        }
+impl ConditionName {
+    /// The condition's definition in the template.
+    pub fn def(self) -> &'static ConditionDef {
+        // CONDITIONS lists every name once, in `ALL`'s order (a test checks it).
+        &CONDITIONS[self as usize]
     }
 }
 
 /// One condition of the template.
 #[derive(Debug)]
 pub struct ConditionDef {
-    pub name: &'static str,
+    pub name: ConditionName,
     pub controller: Controller,
     /// The controller function that fulfills it; its selector goes into the key.
     pub function: &'static str,
-    pub dependencies: &'static [&'static str],
+    pub dependencies: &'static [ConditionName],
     /// The event emitted when it is fulfilled.
     pub event: EventName,
     /// The parameters hashed into its values hash, as `(name, solidity type)`.
@@ -103,7 +110,7 @@ pub struct ConditionDef {
 /// The template's conditions, in the order of the DDO and of the signature.
 pub const CONDITIONS: &[ConditionDef] = &[
     ConditionDef {
-        name: "lockPayment",
+        name: ConditionName::LockPayment,
         controller: Controller::LockPaymentCondition,
         function: "lockPayment(bytes32,address,uint256)",
         dependencies: &[],
@@ -111,7 +118,7 @@ pub const CONDITIONS: &[ConditionDef] = &[
         parameters: &[("provider", "address"), ("amount", "uint256")],
     },
     ConditionDef {
-        name: "uploadAlgorithm",
+        name: ConditionName::UploadAlgorithm,
         controller: Controller::ComputeUploadCondition,
         function: "fulfillUpload(bytes32,bytes32)",
         dependencies: &[],
@@ -119,49 +126,37 @@ pub const CONDITIONS: &[ConditionDef] = &[
         parameters: &[("did", "bytes32"), ("consumer", "address")],
     },
     ConditionDef {
-        name: "grantCompute",
+        name: ConditionName::GrantCompute,
         controller: Controller::ComputeGrantCondition,
         function: "grantCompute(bytes32,address)",
-        dependencies: &["lockPayment", "uploadAlgorithm"],
+        dependencies: &[ConditionName::LockPayment, ConditionName::UploadAlgorithm],
         event: EventName::ComputeGranted,
         parameters: &[("consumer", "address"), ("did", "bytes32")],
     },
     ConditionDef {
-        name: "releasePayment",
+        name: ConditionName::ReleasePayment,
         controller: Controller::EscrowReward,
         function: "releasePayment(bytes32,bytes32,uint256)",
-        dependencies: &["grantCompute"],
+        dependencies: &[ConditionName::GrantCompute],
         event: EventName::PaymentReleased,
         parameters: &[("provider", "address"), ("pricePerFuel", "uint256"), ("amount", "uint256")],
     },
     ConditionDef {
-        name: "refundPayment",
+        name: ConditionName::RefundPayment,
         controller: Controller::EscrowReward,
         function: "refundPayment(bytes32)",
-        dependencies: &["lockPayment"],
+        dependencies: &[ConditionName::LockPayment],
         event: EventName::PaymentRefund,
         parameters: &[("consumer", "address"), ("amount", "uint256")],
     },
 ];
 
-/// Who reacts to which event, with which handler (the DDO's `serviceAgreementContract.events`).
-pub const EVENT_HANDLERS: &[(EventName, Actor, &str, &str)] = &[
-    (EventName::ExecuteAgreement, Actor::Consumer, "compute", "uploadAlgorithm"),
-    (EventName::ExecuteAgreement, Actor::Consumer, "payment", "lockPayment"),
-    (EventName::FulfillUpload, Actor::Publisher, "compute", "grantCompute"),
-    (EventName::PaymentLocked, Actor::Publisher, "compute", "grantCompute"),
-    (EventName::ComputeGranted, Actor::Consumer, "compute", "execute"),
-    (EventName::PaymentReleased, Actor::Consumer, "compute", "fetchResults"),
-    (EventName::PaymentRefund, Actor::Consumer, "payment", "refunded"),
-    (EventName::OutputPublished, Actor::Consumer, "compute", "outputPublished"),
-];
-
 /// Default condition timeouts, in seconds after the agreement is created (0: none).
-pub fn default_timeout(condition: &str) -> u64 {
+pub fn default_timeout(condition: ConditionName) -> u64 {
     match condition {
-        "lockPayment" | "uploadAlgorithm" | "grantCompute" => 3600,
-        "releasePayment" => 24 * 3600,
-        _ => 0,
+        ConditionName::LockPayment | ConditionName::UploadAlgorithm | ConditionName::GrantCompute => 3600,
+        ConditionName::ReleasePayment => 24 * 3600,
+        ConditionName::RefundPayment => 0,
     }
 }
 
@@ -176,6 +171,17 @@ pub struct Terms {
 }
 
 impl Terms {
+    /// The terms `consumer` agrees to on a Computing service of `did`.
+    pub fn of(did: Did, service: &ComputeService, consumer: Address) -> Self {
+        Terms {
+            did,
+            provider: service.provider.address,
+            consumer,
+            price_per_fuel: service.price_per_fuel,
+            max_fuel: service.provider.environment.max_fuel,
+        }
+    }
+
     /// What the consumer locks: the price of all the fuel the job may use.
     pub fn max_amount(&self) -> U256 {
         self.price_per_fuel.saturating_mul(U256::from(self.max_fuel))
@@ -193,16 +199,15 @@ impl Terms {
     }
 
     /// `keccak256(abi.encode(parameters...))` of a condition.
-    pub fn values_hash(&self, condition: &str) -> Option<B256> {
+    pub fn values_hash(&self, condition: ConditionName) -> B256 {
         let encoded = match condition {
-            "lockPayment" => (self.provider, self.max_amount()).abi_encode(),
-            "uploadAlgorithm" => (self.did.0, self.consumer).abi_encode(),
-            "grantCompute" => (self.consumer, self.did.0).abi_encode(),
-            "releasePayment" => (self.provider, self.price_per_fuel, self.max_amount()).abi_encode(),
-            "refundPayment" => (self.consumer, self.max_amount()).abi_encode(),
-            _ => return None,
+            ConditionName::LockPayment => (self.provider, self.max_amount()).abi_encode(),
+            ConditionName::UploadAlgorithm => (self.did.0, self.consumer).abi_encode(),
+            ConditionName::GrantCompute => (self.consumer, self.did.0).abi_encode(),
+            ConditionName::ReleasePayment => (self.provider, self.price_per_fuel, self.max_amount()).abi_encode(),
+            ConditionName::RefundPayment => (self.consumer, self.max_amount()).abi_encode(),
         };
-        Some(keccak256(encoded))
+        keccak256(encoded)
     }
 }
 
@@ -219,29 +224,12 @@ pub fn condition_key(template_id: B256, controller: Address, selector: FixedByte
     keccak256(packed)
 }
 
-fn handler(event: EventName, actor: Actor, module: &str, function: &str) -> EventHandlerSpec {
-    EventHandlerSpec {
-        name: event.as_str().to_string(),
-        actor_type: actor.as_str().to_string(),
-        handler: HandlerRef {
-            module_name: module.to_string(),
-            function_name: function.to_string(),
-            version: "0.1".into(),
-        },
-    }
-}
-
-/// The event-action mapping, as a DDO lists it.
-pub fn event_handlers() -> Vec<EventHandlerSpec> {
-    EVENT_HANDLERS.iter().map(|(e, a, m, f)| handler(*e, *a, m, f)).collect()
-}
-
 /// The conditions of a DDO's Computing service. `terms` gives the parameter values known when
 /// publishing (the consumer's are left out); `timeouts` overrides the defaults by name.
 pub fn condition_specs(
     controllers: &Controllers,
     terms: &Terms,
-    timeouts: &BTreeMap<String, u64>,
+    timeouts: &BTreeMap<ConditionName, u64>,
 ) -> Vec<ConditionSpec> {
     let id = template_id();
     CONDITIONS
@@ -249,12 +237,12 @@ pub fn condition_specs(
         .map(|c| {
             let address = controllers.address(c.controller);
             ConditionSpec {
-                name: c.name.to_string(),
+                name: c.name,
                 key: condition_key(id, address, selector(c.function)),
                 contract_address: address,
                 function_fingerprint: selector(c.function),
-                timeout: timeouts.get(c.name).copied().unwrap_or_else(|| default_timeout(c.name)),
-                dependencies: c.dependencies.iter().map(|d| d.to_string()).collect(),
+                timeout: timeouts.get(&c.name).copied().unwrap_or_else(|| default_timeout(c.name)),
+                dependencies: c.dependencies.to_vec(),
                 parameters: c
                     .parameters
                     .iter()
@@ -267,7 +255,7 @@ pub fn condition_specs(
                 events: EVENT_HANDLERS
                     .iter()
                     .filter(|(e, ..)| *e == c.event)
-                    .map(|(e, a, m, f)| handler(*e, *a, m, f))
+                    .map(|(e, a, h)| handler_spec(*e, *a, *h))
                     .collect(),
             }
         })
@@ -281,11 +269,11 @@ pub enum TemplateError {
     #[error("the service uses template {found}, this provider knows only {expected}")]
     UnknownTemplate { found: B256, expected: B256 },
     #[error("condition `{0}` appears more than once")]
-    Duplicate(String),
+    Duplicate(ConditionName),
     #[error("condition `{condition}` depends on `{missing}`, which is not a condition of the agreement")]
-    MissingDependency { condition: String, missing: String },
+    MissingDependency { condition: ConditionName, missing: ConditionName },
     #[error("the conditions' dependencies form a cycle through `{0}`")]
-    Cycle(String),
+    Cycle(ConditionName),
     #[error("the conditions do not match the template: {0}")]
     Mismatch(String),
 }
@@ -294,37 +282,38 @@ pub enum TemplateError {
 pub fn validate_dependencies(conditions: &[ConditionSpec]) -> Result<(), TemplateError> {
     let mut names = BTreeSet::new();
     for c in conditions {
-        if !names.insert(c.name.as_str()) {
-            return Err(TemplateError::Duplicate(c.name.clone()));
+        if !names.insert(c.name) {
+            return Err(TemplateError::Duplicate(c.name));
         }
     }
     for c in conditions {
-        if let Some(missing) = c.dependencies.iter().find(|d| !names.contains(d.as_str())) {
-            return Err(TemplateError::MissingDependency { condition: c.name.clone(), missing: missing.clone() });
+        if let Some(missing) = c.dependencies.iter().find(|d| !names.contains(*d)) {
+            return Err(TemplateError::MissingDependency { condition: c.name, missing: *missing });
         }
     }
     // Depth-first search with colours: 1 on the stack, 2 done.
-    let deps: BTreeMap<&str, &Vec<String>> = conditions.iter().map(|c| (c.name.as_str(), &c.dependencies)).collect();
-    let mut colour: BTreeMap<&str, u8> = BTreeMap::new();
-    fn visit<'a>(
-        n: &'a str,
-        deps: &BTreeMap<&'a str, &'a Vec<String>>,
-        colour: &mut BTreeMap<&'a str, u8>,
+    let deps: BTreeMap<ConditionName, &Vec<ConditionName>> =
+        conditions.iter().map(|c| (c.name, &c.dependencies)).collect();
+    let mut colour: BTreeMap<ConditionName, u8> = BTreeMap::new();
+    fn visit(
+        n: ConditionName,
+        deps: &BTreeMap<ConditionName, &Vec<ConditionName>>,
+        colour: &mut BTreeMap<ConditionName, u8>,
     ) -> Result<(), TemplateError> {
-        match colour.get(n) {
-            Some(1) => return Err(TemplateError::Cycle(n.to_string())),
+        match colour.get(&n) {
+            Some(1) => return Err(TemplateError::Cycle(n)),
             Some(2) => return Ok(()),
             _ => {}
         }
         colour.insert(n, 1);
-        for d in deps.get(n).into_iter().flat_map(|v| v.iter()) {
-            visit(d, deps, colour)?;
+        for d in deps.get(&n).into_iter().flat_map(|v| v.iter()) {
+            visit(*d, deps, colour)?;
         }
         colour.insert(n, 2);
         Ok(())
     }
     for c in conditions {
-        visit(&c.name, &deps, &mut colour)?;
+        visit(c.name, &deps, &mut colour)?;
     }
     Ok(())
 }
@@ -369,7 +358,7 @@ pub fn agreement_struct(agreement_id: B256, conditions: &[ConditionSpec], terms:
     ServiceAgreement {
         templateId: template_id(),
         conditionKeys: conditions.iter().map(|c| c.key).collect(),
-        valuesHashList: conditions.iter().map(|c| terms.values_hash(&c.name).unwrap_or_default()).collect(),
+        valuesHashList: conditions.iter().map(|c| terms.values_hash(c.name)).collect(),
         timeouts: conditions.iter().map(|c| U256::from(c.timeout)).collect(),
         serviceAgreementId: agreement_id,
     }
@@ -378,6 +367,7 @@ pub fn agreement_struct(agreement_id: B256, conditions: &[ConditionSpec], terms:
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::protocol::handlers::{Actor, Handler};
 
     pub(crate) fn controllers() -> Controllers {
         Controllers(Controller::ALL.iter().enumerate().map(|(i, c)| (*c, Address::repeat_byte(i as u8 + 1))).collect())
@@ -414,12 +404,12 @@ pub(crate) mod tests {
         let mut encoded = [0u8; 64];
         encoded[12..32].copy_from_slice(&[0xaa; 20]);
         encoded[62..64].copy_from_slice(&3_000u16.to_be_bytes());
-        assert_eq!(t.values_hash("lockPayment"), Some(keccak256(encoded)), "abi.encode(address, uint256)");
+        assert_eq!(t.values_hash(ConditionName::LockPayment), keccak256(encoded), "abi.encode(address, uint256)");
         let other = Terms { consumer: Address::repeat_byte(0xdd), ..terms() };
-        assert_ne!(t.values_hash("grantCompute"), other.values_hash("grantCompute"));
+        assert_ne!(t.values_hash(ConditionName::GrantCompute), other.values_hash(ConditionName::GrantCompute));
         assert_eq!(
-            t.values_hash("lockPayment"),
-            other.values_hash("lockPayment"),
+            t.values_hash(ConditionName::LockPayment),
+            other.values_hash(ConditionName::LockPayment),
             "the lock does not name the consumer"
         );
     }
@@ -429,13 +419,15 @@ pub(crate) mod tests {
         let specs = condition_specs(&controllers(), &terms(), &BTreeMap::new());
         validate_dependencies(&specs).unwrap();
         let mut cyclic = specs.clone();
-        cyclic[0].dependencies = vec!["releasePayment".into()];
+        cyclic[0].dependencies = vec![ConditionName::ReleasePayment];
         assert!(matches!(validate_dependencies(&cyclic), Err(TemplateError::Cycle(_))));
         let mut dangling = specs.clone();
-        dangling[2].dependencies.push("payLater".into());
+        // A dependency on a condition the agreement does not have.
+        dangling.retain(|c| c.name != ConditionName::RefundPayment);
+        dangling[2].dependencies.push(ConditionName::RefundPayment);
         assert!(matches!(validate_dependencies(&dangling), Err(TemplateError::MissingDependency { .. })));
         let mut twice = specs.clone();
-        twice[1].name = "lockPayment".into();
+        twice[1].name = ConditionName::LockPayment;
         assert!(matches!(validate_dependencies(&twice), Err(TemplateError::Duplicate(_))));
     }
 
@@ -456,10 +448,22 @@ pub(crate) mod tests {
     #[test]
     fn every_event_has_handlers_and_conditions_list_theirs() {
         let specs = condition_specs(&controllers(), &terms(), &BTreeMap::new());
-        let grant = specs.iter().find(|c| c.name == "grantCompute").unwrap();
-        assert_eq!(grant.events[0].name, "ComputeGranted");
+        let grant = specs.iter().find(|c| c.name == ConditionName::GrantCompute).unwrap();
+        assert_eq!(grant.events[0].name, EventName::ComputeGranted);
+        assert_eq!(Handler::of(&grant.events[0].handler), Some(Handler::Execute));
         assert_eq!(grant.events[0].handler.key(), "compute.execute");
-        let lock = specs.iter().find(|c| c.name == "lockPayment").unwrap();
-        assert_eq!(lock.events[0].actor_type, "publisher");
+        let lock = specs.iter().find(|c| c.name == ConditionName::LockPayment).unwrap();
+        assert_eq!(lock.events[0].actor_type, Actor::Publisher);
+        assert_eq!(serde_json::to_value(&lock.events[0]).unwrap()["actorType"], "publisher");
+    }
+
+    #[test]
+    fn condition_names_index_the_template() {
+        for &name in ConditionName::ALL {
+            assert_eq!(name.def().name, name, "CONDITIONS follows ConditionName::ALL");
+            assert_eq!(name.as_str().parse::<ConditionName>(), Ok(name));
+            assert_eq!(serde_json::to_value(name).unwrap(), name.as_str());
+        }
+        assert_eq!(CONDITIONS.len(), ConditionName::ALL.len());
     }
 }

@@ -9,6 +9,10 @@ use std::str::FromStr;
 use alloy_primitives::{Address, B256, FixedBytes, U256};
 use serde::{Deserialize, Serialize};
 
+use super::events::EventName;
+use super::handlers::Actor;
+use super::template::ConditionName;
+
 /// An asset's decentralized identifier, `did:op:<64 hex>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Did(pub B256);
@@ -49,16 +53,18 @@ impl<'de> Deserialize<'de> for Did {
     }
 }
 
-/// What an asset is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AssetKind {
-    /// Datasets, offered for computation.
-    Dataset,
-    /// An algorithm (a wasm module) others may run.
-    Algorithm,
-    /// The outputs of a job, owned by the consumer who ran it.
-    Output,
+super::named::named_enum! {
+    /// What an asset is.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum AssetKind("an asset kind") {
+        /// Datasets, offered for computation.
+        Dataset = "dataset",
+        /// An algorithm (a wasm module) others may run.
+        Algorithm = "algorithm",
+        /// The outputs of a job, owned by the consumer who ran it.
+        Output = "output",
+    }
 }
 
 /// A Decentralized Document: an asset's identity, metadata and services.
@@ -217,9 +223,9 @@ pub struct AgreementContract {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EventHandlerSpec {
-    pub name: String,
+    pub name: EventName,
     /// `consumer` or `publisher`.
-    pub actor_type: String,
+    pub actor_type: Actor,
     pub handler: HandlerRef,
 }
 
@@ -244,14 +250,14 @@ impl HandlerRef {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConditionSpec {
-    pub name: String,
+    pub name: ConditionName,
     /// keccak256(templateId, controller address, function selector).
     pub key: B256,
     pub contract_address: Address,
     pub function_fingerprint: FixedBytes<4>,
     /// Seconds after the agreement's creation by which it must be fulfilled.
     pub timeout: u64,
-    pub dependencies: Vec<String>,
+    pub dependencies: Vec<ConditionName>,
     /// The parameters whose values are hashed into the agreement; `value` is absent for the
     /// ones only known when a consumer signs (its address).
     pub parameters: Vec<Parameter>,
@@ -298,6 +304,13 @@ mod tests {
         }
         let json = serde_json::to_string(&did).unwrap();
         assert_eq!(serde_json::from_str::<Did>(&json).unwrap(), did);
+    }
+
+    #[test]
+    fn asset_kinds_are_named_as_serde_names_them() {
+        for &kind in AssetKind::ALL {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The provider protocol's EIP-712 types, declared once with alloy's `sol!`, and the signing
-//! domain they are used under.
+//! The protocol's EIP-712 types, declared once with alloy's `sol!`, and the signing domain
+//! they are used under.
 //!
 //! Every signature in the protocol is EIP-712 typed data under [`domain`]: `name` "Tidepool",
 //! `version` "1", the keeper's `chainId`, and `verifyingContract` set to the provider's address,

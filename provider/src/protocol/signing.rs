@@ -1,7 +1,7 @@
 //! Signatures: who sent a request, and who signed a piece of typed data.
 //!
 //! Every consumer request carries an envelope in four headers: the signer's address, a nonce, an
-//! expiry (Unix seconds) and an EIP-712 signature over [`Request`](crate::bindings::Request):
+//! expiry (Unix seconds) and an EIP-712 signature over [`Request`](super::eip712::Request):
 //! method, path (with query), keccak-256 of the body, nonce, expiry. The server recovers the
 //! signer from the signature and requires it to match the address header, the expiry to be in
 //! the future, and the nonce to be greater than the last one it accepted from that address
@@ -14,7 +14,7 @@ use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
 use alloy_sol_types::{Eip712Domain, SolStruct};
 
-use crate::bindings::Request;
+use super::eip712::Request;
 
 pub const HEADER_ADDRESS: &str = "x-tidepool-address";
 pub const HEADER_NONCE: &str = "x-tidepool-nonce";
@@ -166,7 +166,7 @@ pub fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bindings::domain;
+    use crate::protocol::eip712::domain;
 
     fn key(n: u8) -> PrivateKeySigner {
         PrivateKeySigner::from_bytes(&B256::repeat_byte(n)).unwrap()
