@@ -14,6 +14,7 @@
 //! | `TooLarge` | 413 | a body over its limit |
 //! | `Unprocessable` | 422 | an invalid module, or one the asset's policy refuses |
 //! | `Internal` | 500 | anything else (logged; the response says only "internal error") |
+//! | `Unavailable` | 503 | the provider cannot serve now but will (storage busy, full or unreachable); with `Retry-After` |
 
 use crate::agreement::ServiceError;
 use crate::algorithms::AdmissionError;
@@ -48,6 +49,13 @@ pub enum ApiError {
     /// A failure of the provider's own; the cause is logged, not sent.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A condition that should clear: try again after `retry_after_secs`. The cause is logged.
+    #[error("the provider cannot serve this now; try again in {retry_after_secs} s")]
+    Unavailable {
+        retry_after_secs: u64,
+        #[source]
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl ApiError {
@@ -63,6 +71,7 @@ impl ApiError {
             ApiError::TooLarge(_) => 413,
             ApiError::Unprocessable(_) => 422,
             ApiError::Internal(_) => 500,
+            ApiError::Unavailable { .. } => 503,
         }
     }
 
@@ -79,12 +88,23 @@ impl ApiError {
             ApiError::TooLarge(_) => "too_large",
             ApiError::Unprocessable(_) => "unprocessable",
             ApiError::Internal(_) => "internal",
+            ApiError::Unavailable { .. } => "unavailable",
         }
     }
 
     /// A failure of the provider's own, with its cause.
     pub fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Self {
         ApiError::Internal(Box::new(e))
+    }
+
+    /// A storage failure: 503 when it should clear by itself (the database busy or
+    /// unreachable, the disk full), 500 otherwise.
+    pub fn storage(e: DbError) -> Self {
+        if e.is_transient() {
+            ApiError::Unavailable { retry_after_secs: 1, cause: Box::new(e) }
+        } else {
+            ApiError::internal(e)
+        }
     }
 }
 
@@ -99,7 +119,7 @@ impl From<AuthError> for ApiError {
 
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
-        ApiError::internal(e)
+        ApiError::storage(e)
     }
 }
 
@@ -124,7 +144,8 @@ impl From<KeeperError> for ApiError {
             KeeperError::NotParty { .. } => ApiError::Forbidden(m),
             KeeperError::InsufficientBalance { .. } => ApiError::PaymentRequired(m),
             KeeperError::Invalid(_) | KeeperError::Unsupported(_) => ApiError::BadRequest(m),
-            KeeperError::Storage(_) | KeeperError::Corrupt(_) => ApiError::internal(e),
+            KeeperError::Storage(db) => ApiError::storage(db),
+            KeeperError::Corrupt(_) => ApiError::internal(e),
         }
     }
 }
@@ -149,7 +170,8 @@ impl From<AssetError> for ApiError {
             AssetError::Exists(_) => ApiError::Conflict(m),
             AssetError::FileTooLarge { .. } => ApiError::TooLarge(m),
             AssetError::Module(e) => e.into(),
-            AssetError::Db(_) | AssetError::Io(_) | AssetError::Corrupt(_) => ApiError::internal(e),
+            AssetError::Db(db) => ApiError::storage(db),
+            AssetError::Io(_) | AssetError::Corrupt(_) => ApiError::internal(e),
         }
     }
 }
@@ -163,6 +185,7 @@ impl From<JobError> for ApiError {
             JobError::Ended { .. } | JobError::AgreementHasJob { .. } => ApiError::Conflict(m),
             JobError::Keeper(e) => e.into(),
             JobError::Asset(e) => e.into(),
+            JobError::Db(db) => ApiError::storage(db),
             _ => ApiError::internal(e),
         }
     }
@@ -182,7 +205,8 @@ impl From<ServiceError> for ApiError {
             ServiceError::Asset(e) => e.into(),
             ServiceError::Admission(e) => e.into(),
             ServiceError::Job(e) => e.into(),
-            ServiceError::Db(_) | ServiceError::Io(_) => ApiError::internal(e),
+            ServiceError::Db(db) => ApiError::storage(db),
+            ServiceError::Io(_) => ApiError::internal(e),
         }
     }
 }

@@ -31,6 +31,23 @@ pub use text::{StoredText, Text};
 #[error("the database failed")]
 pub struct DbError(#[from] pub sqlx::Error);
 
+impl DbError {
+    /// Should this clear by itself (busy, locked, full, unreachable), so that the request can
+    /// be retried later, rather than being a fault?
+    pub fn is_transient(&self) -> bool {
+        match &self.0 {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+            sqlx::Error::Database(e) => {
+                // SQLite: BUSY (5), LOCKED (6), FULL (13), READONLY (8), IOERR (10), and their
+                // extended codes (the primary code is the low byte).
+                let code = e.code().and_then(|c| c.parse::<i64>().ok()).map(|c| c & 0xff);
+                matches!(code, Some(5 | 6 | 8 | 10 | 13))
+            }
+            _ => false,
+        }
+    }
+}
+
 /// The provider's database.
 #[derive(Clone, Debug)]
 pub struct Db {
