@@ -8,8 +8,9 @@ use std::collections::BTreeSet;
 use alloy::primitives::{B256, Bytes, U256, keccak256};
 use alloy::sol_types::SolStruct;
 use tidepool_chain::anvil::{Anvil, dev_key};
+use tidepool_chain::bindings::EscrowReward;
 use tidepool_chain::bindings::{AgreementStore, eip712};
-use tidepool_chain::receipt::{self, Environment, Input, Limits, Outcome, Receipt, Runtime};
+use tidepool_chain::receipt::{self, Receipt};
 use tidepool_chain::template::{self, CONDITIONS, ComputeTerms};
 use tidepool_chain::{
     Agent, AgreementEvent, AgreementState, Chain, ChainConfig, ChainError, Contracts, EventReader, ReceiptCheck,
@@ -76,51 +77,48 @@ async fn granted(f: &Fixture, id: B256) {
     f.provider.grant_compute(id, f.consumer.address()).await.expect("grant");
 }
 
-fn input(name: &str, root: B256) -> Input {
-    Input { name: name.into(), root }
-}
-
-/// A version-2 receipt of the agreements' job, with every field set.
-fn sample_receipt(fuel: u64) -> Receipt {
-    Receipt {
+/// A version-2 runtime receipt of the agreements' job, with every field set.
+fn runtime_receipt(fuel: u64) -> tidepool_runtime::Receipt {
+    use tidepool_runtime::receipt::{EnvironmentInfo, InputRoot, RuntimeInfo};
+    let root = |name: &str, root: B256| InputRoot { name: name.into(), root };
+    tidepool_runtime::Receipt {
         version: receipt::VERSION,
-        environment: Environment {
-            name: "wordfreq".into(),
-            moduleHash: ALGORITHM,
-            argv: vec!["wordfreq".into(), "--top".into(), "10".into()],
-            env: vec!["TZ=UTC".into()],
-            mounts: vec![input("/data/inputs/books", BOOKS), input("/data/inputs/weather", WEATHER)],
-        },
-        algorithmHash: ALGORITHM,
-        algorithmName: "wordfreq".into(),
+        receipt_hash: B256::ZERO,
+        environment: Some(EnvironmentInfo {
+            name: "python-3.12".into(),
+            module_hash: B256::repeat_byte(0x0e),
+            argv: vec!["python".into(), "main.py".into()],
+            env: vec!["TZ=UTC".into(), "LANG=C.UTF-8".into()],
+            mounts: vec![root("/usr/lib/python", B256::repeat_byte(0x0f))],
+        }),
+        algorithm_hash: ALGORITHM,
+        algorithm_name: "wordfreq".into(),
         args: vec!["--top".into(), "10".into()],
-        inputs: vec![input("books", BOOKS), input("weather", WEATHER)],
-        outputsRoot: B256::repeat_byte(0x33),
-        stdoutHash: B256::repeat_byte(0x44),
-        stdoutLen: 12,
-        stderrHash: B256::repeat_byte(0x55),
-        stderrLen: 0,
-        outcome: Outcome { kind: "exited".into(), code: -7, message: String::new() },
-        fuelConsumed: fuel,
-        limits: Limits {
-            fuel: MAX_FUEL,
-            memoryBytes: 64 << 20,
-            timeoutMs: 30_000,
-            outputBytes: 1 << 20,
-            outputFiles: 100,
-            stdoutBytes: 1 << 16,
-            stderrBytes: 1 << 16,
-            moduleBytes: 16 << 20,
-            maxStackHeight: 1 << 20,
-        },
-        runtime: Runtime {
-            tidepoolVersion: "0.1.0".into(),
-            wasmtimeVersion: "48.0.8".into(),
-            engineConfigHash: B256::repeat_byte(0x66),
+        inputs: vec![root("books", BOOKS), root("weather", WEATHER)],
+        outputs_root: B256::repeat_byte(0x33),
+        stdout_hash: B256::repeat_byte(0x44),
+        stdout_len: 12,
+        stderr_hash: B256::repeat_byte(0x55),
+        stderr_len: 0,
+        outcome: tidepool_runtime::Outcome::Exited { code: -7 },
+        fuel_consumed: fuel,
+        limits: tidepool_runtime::Limits { fuel: MAX_FUEL, ..Default::default() },
+        runtime: RuntimeInfo {
+            tidepool_version: "0.1.0".into(),
+            wasmtime_version: "48.0.8".into(),
+            engine_config_hash: B256::repeat_byte(0x66),
         },
         seed: B256::repeat_byte(0x77),
         deterministic: true,
+        signatures: vec![],
+        meta: None,
     }
+    .seal()
+}
+
+/// The hashed fields of [`runtime_receipt`], as the escrow takes them.
+fn sample_receipt(fuel: u64) -> Receipt {
+    Receipt::from(&runtime_receipt(fuel))
 }
 
 #[tokio::test]
@@ -185,13 +183,15 @@ async fn a_full_agreement_pays_for_the_fuel_used_and_commits_the_receipt_hash() 
     assert!(!f.chain.check_permissions(id, provider).await.unwrap(), "to the consumer only");
 
     let fuel = 123_456;
-    let receipt = sample_receipt(fuel);
-    let expected_hash = receipt::hash(&receipt);
+    let sealed = runtime_receipt(fuel);
+    let receipt = Receipt::from(&sealed);
+    let expected_hash = sealed.receipt_hash;
+    assert_eq!(receipt::hash(&receipt), expected_hash);
     let (out, released) =
         f.provider.release_payment(id, U256::from(PRICE_PER_FUEL), MAX_FUEL, receipt.clone()).await.unwrap();
     gas.push(("releasePayment", out.gas_used));
     let paid = U256::from(fuel * PRICE_PER_FUEL);
-    assert_eq!(released.receipt_hash, expected_hash, "the contract's receipt hash is the crate's");
+    assert_eq!(released.receipt_hash, expected_hash, "the contract's receipt hash is the runtime's");
     assert_eq!((released.provider_amount, released.consumer_refund), (paid, max_amount() - paid));
     assert_eq!(f.chain.receipt_hash(id).await.unwrap(), Some(expected_hash), "committed on chain");
     assert_eq!(f.chain.balance(provider).await.unwrap(), paid, "the provider got the fuel it used");
@@ -488,4 +488,43 @@ async fn a_reader_restarted_from_its_cursor_sees_what_it_missed() {
         names.push(e.event.name());
     }
     assert_eq!(names, ["ExecuteAgreement", "ExecuteAgreement", "PaymentLocked", "FulfillUpload"]);
+}
+
+#[tokio::test]
+async fn the_contract_hashes_receipts_as_the_runtime_does() {
+    use tidepool_runtime::Outcome;
+    use tidepool_runtime::receipt::{EnvironmentInfo, InputRoot};
+    let f = fixture().await;
+    let base = runtime_receipt(42);
+    let mut receipts = vec![base.clone()];
+    let mut r = base.clone();
+    r.environment = Some(EnvironmentInfo::module("wordfreq"));
+    r.args = vec![];
+    r.inputs = vec![];
+    r.outcome = Outcome::Trap { message: "wasm trap: integer divide by zero".into() };
+    receipts.push(r);
+    for outcome in [
+        Outcome::Exited { code: i32::MIN },
+        Outcome::Exited { code: i32::MAX },
+        Outcome::OutOfFuel,
+        Outcome::Timeout,
+        Outcome::Stopped,
+    ] {
+        let mut r = base.clone();
+        r.outcome = outcome;
+        r.deterministic = r.outcome.is_deterministic();
+        receipts.push(r);
+    }
+    let mut r = base.clone();
+    r.args = vec!["".into(), "ünïcode ✓".into(), "x".repeat(300)];
+    r.inputs.extend((0..5).map(|i| InputRoot { name: format!("set-{i}"), root: B256::repeat_byte(i) }));
+    r.limits.fuel = u64::MAX;
+    r.fuel_consumed = u64::MAX;
+    receipts.push(r);
+    for r in receipts {
+        let r = r.seal();
+        let call = EscrowReward::hashReceiptCall { receipt: Receipt::from(&r) };
+        let on_chain = f.chain.view(f.chain.contracts().escrow_reward, call).await.unwrap();
+        assert_eq!(on_chain, r.compute_hash(), "{:?}", r.outcome);
+    }
 }

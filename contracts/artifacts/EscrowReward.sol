@@ -60,6 +60,7 @@ interface EscrowReward {
     function OUTPUT_DATASET() external view returns (string memory);
     function deposit(bytes32 agreementId, address from, uint256 amount) external;
     function grantCondition() external view returns (address);
+    function hashReceipt(Receipt calldata receipt) external pure returns (bytes32);
     function locked(bytes32 agreementId) external view returns (uint256);
     function outputDidOf(bytes32 agreementId) external view returns (bytes32);
     function outputsRootOf(bytes32 agreementId) external view returns (bytes32);

@@ -103,6 +103,12 @@ contract EscrowReward is TidepoolErrors {
         emit PaymentReleased(agreementId, receiptHash, providerAmount, consumerRefund);
     }
 
+    /// The EIP-712 `hashStruct` of a receipt, as `releasePayment` computes and commits it: an
+    /// auditor compares it with `receiptHashOf` (and any client with its own computation).
+    function hashReceipt(Receipt calldata receipt) external pure returns (bytes32) {
+        return ReceiptHash.hash(receipt);
+    }
+
     /// Refuses a receipt that is not of this agreement's job, whatever the provider claims.
     function checkReceipt(bytes32 agreementId, bytes32 did, uint64 maxFuel, Receipt calldata receipt) private view {
         if (receipt.version != ReceiptHash.VERSION) revert ReceiptMismatch(agreementId, ReceiptCheck.Version);
