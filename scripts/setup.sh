@@ -21,3 +21,19 @@ if command -v rustup >/dev/null; then
 else
     echo "warning: rustup not found; make sure the wasm32-wasip1 target is installed" >&2
 fi
+
+# The Solidity compiler (solcjs) and the local chain the tests start (anvil), pinned in
+# contracts/package-lock.json. Optional dependencies must stay on: anvil's native binary is one.
+if ! command -v npm >/dev/null; then
+    echo "error: npm is not installed; install Node.js 20 or newer (the contracts' compiler and anvil come from npm)" >&2
+    exit 1
+fi
+# `--ignore-scripts`: anvil's install script only downloads the binary when the optional
+# package that ships it is missing.
+stamp=contracts/node_modules/.tidepool-installed-lock
+if ! cmp -s contracts/package-lock.json "$stamp" \
+    || [ ! -x contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil ]; then
+    echo "installing the contracts' tools (npm ci in contracts/)" >&2
+    (cd contracts && npm ci --no-audit --no-fund --ignore-scripts)
+    cp contracts/package-lock.json "$stamp"
+fi
