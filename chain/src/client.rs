@@ -230,6 +230,12 @@ impl Chain {
         self.retry("chain id", || async { Ok(self.provider.get_chain_id().await?) }).await
     }
 
+    /// A block's timestamp (Unix seconds).
+    pub async fn block_timestamp(&self, block: u64) -> Result<u64> {
+        let found = self.retry("block", || async { Ok(self.provider.get_block_by_number(block.into()).await?) }).await?;
+        found.map(|b| b.header.timestamp).ok_or_else(|| ChainError::Invalid(format!("no block {block}")))
+    }
+
     pub async fn block_number(&self) -> Result<u64> {
         self.retry("block number", || async { Ok(self.provider.get_block_number().await?) }).await
     }
@@ -391,8 +397,8 @@ impl Agent {
     pub async fn refund_payment(&self, agreement_id: B256) -> Result<(TxOutcome, U256)> {
         let call = EscrowReward::refundPaymentCall { agreementId: agreement_id };
         let out = self.send(self.chain.contracts.escrow_reward, call).await?;
-        let amount = match self.event_of(&out, |e| matches!(e, AgreementEvent::PaymentRefund { .. })) {
-            Some(AgreementEvent::PaymentRefund { amount }) => amount,
+        let amount = match self.event_of(&out, |e| matches!(e, AgreementEvent::PaymentRefund(_))) {
+            Some(AgreementEvent::PaymentRefund(refund)) => refund.amount,
             _ => U256::ZERO,
         };
         Ok((out, amount))
@@ -458,10 +464,15 @@ impl Agent {
             receipt,
         };
         let out = self.send(self.chain.contracts.escrow_reward, call).await?;
-        match self.event_of(&out, |e| matches!(e, AgreementEvent::PaymentReleased { .. })) {
-            Some(AgreementEvent::PaymentReleased { receipt_hash, provider_amount, consumer_refund }) => {
-                Ok((out, Released { receipt_hash, provider_amount, consumer_refund }))
-            }
+        match self.event_of(&out, |e| matches!(e, AgreementEvent::PaymentReleased(_))) {
+            Some(AgreementEvent::PaymentReleased(r)) => Ok((
+                out,
+                Released {
+                    receipt_hash: r.receiptHash,
+                    provider_amount: r.providerAmount,
+                    consumer_refund: r.consumerRefund,
+                },
+            )),
             _ => Err(ChainError::Invalid(format!("release {} emitted no PaymentReleased", out.tx_hash))),
         }
     }

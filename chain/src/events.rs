@@ -1,4 +1,6 @@
-//! The agreement's events, read from the contracts' logs.
+//! The agreement's events: declared once here as Solidity events (`sol!`), the very types the
+//! contracts emit (a test checks every signature against the contracts' ABI) and the provider's
+//! embedded keeper stores, and read from the contracts' logs.
 //!
 //! An [`EventReader`] reads forward from a block cursor that its owner persists (the next
 //! block to read), and only blocks at least `confirmations` deep, so a reorganisation
@@ -6,44 +8,147 @@
 //! saved cursor (after a restart) sees every event it had not read. [`EventReader::spawn`]
 //! polls in a task and broadcasts each event, for subscribers.
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
-use alloy::primitives::{Address, B256, U256};
+use alloy::primitives::{Address, B256};
 use alloy::providers::Provider;
 use alloy::rpc::types::{Filter, Log};
 use alloy::sol_types::SolEvent;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
-
-use crate::bindings::{
-    AgreementStore, ComputeGrantCondition, ComputeUploadCondition, EscrowReward, LockPaymentCondition,
-};
 use crate::client::Chain;
 use crate::deploy::Contracts;
 use crate::error::Result;
 
-/// One event of the agreement lifecycle, with its fields.
-#[derive(Clone, Debug, PartialEq, Eq)]
+alloy::sol! {
+    /// An agreement was created (the consumer's signature over it checked).
+    #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+    event ExecuteAgreement(bytes32 indexed agreementId, bytes32 did, address consumer, address provider);
+
+    /// The consumer's algorithm was uploaded; `algorithmHash` is what the job must run.
+    #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+    event FulfillUpload(bytes32 indexed agreementId, bytes32 algorithmHash);
+
+    /// The consumer locked `amount` tokens in escrow.
+    #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+    event PaymentLocked(bytes32 indexed agreementId, uint256 amount);
+
+    /// The provider granted the consumer its compute.
+    #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+    event ComputeGranted(bytes32 indexed agreementId, address consumer);
+
+    /// The escrow was split: the provider paid for the fuel used, the rest returned; the
+    /// receipt's hash is committed.
+    #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+    event PaymentReleased(bytes32 indexed agreementId, bytes32 receiptHash, uint256 providerAmount, uint256 consumerRefund);
+
+    /// The escrow went back to the consumer after the provider missed a deadline.
+    #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+    event PaymentRefund(bytes32 indexed agreementId, uint256 amount);
+
+    /// The job's outputs were published as an asset of the consumer (`outputDid`, the 32 bytes
+    /// of its `did:op:` DID).
+    #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+    event OutputPublished(bytes32 indexed agreementId, bytes32 outputDid);
+}
+
+/// The name of each event of the lifecycle (the Solidity event's name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum EventName {
+    ExecuteAgreement,
+    FulfillUpload,
+    PaymentLocked,
+    ComputeGranted,
+    PaymentReleased,
+    PaymentRefund,
+    OutputPublished,
+}
+
+impl EventName {
+    /// Every event, in lifecycle order.
+    pub const ALL: &'static [EventName] = &[
+        EventName::ExecuteAgreement,
+        EventName::FulfillUpload,
+        EventName::PaymentLocked,
+        EventName::ComputeGranted,
+        EventName::PaymentReleased,
+        EventName::PaymentRefund,
+        EventName::OutputPublished,
+    ];
+
+    /// The Solidity event's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventName::ExecuteAgreement => "ExecuteAgreement",
+            EventName::FulfillUpload => "FulfillUpload",
+            EventName::PaymentLocked => "PaymentLocked",
+            EventName::ComputeGranted => "ComputeGranted",
+            EventName::PaymentReleased => "PaymentReleased",
+            EventName::PaymentRefund => "PaymentRefund",
+            EventName::OutputPublished => "OutputPublished",
+        }
+    }
+}
+
+impl fmt::Display for EventName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is none of [`EventName::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an agreement event")]
+pub struct UnknownEvent(pub String);
+
+impl FromStr for EventName {
+    type Err = UnknownEvent;
+
+    fn from_str(s: &str) -> std::result::Result<Self, UnknownEvent> {
+        Self::ALL.iter().copied().find(|e| e.as_str() == s).ok_or_else(|| UnknownEvent(s.to_string()))
+    }
+}
+
+/// One event of an agreement, with its typed fields. Serialized as `{"name", "data"}`, the
+/// form a keeper's event log shows on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "name", content = "data")]
 pub enum AgreementEvent {
-    ExecuteAgreement { did: B256, consumer: Address, provider: Address },
-    FulfillUpload { algorithm_hash: B256 },
-    PaymentLocked { amount: U256 },
-    ComputeGranted { consumer: Address },
-    PaymentReleased { receipt_hash: B256, provider_amount: U256, consumer_refund: U256 },
-    PaymentRefund { amount: U256 },
-    OutputPublished { output_did: B256 },
+    ExecuteAgreement(ExecuteAgreement),
+    FulfillUpload(FulfillUpload),
+    PaymentLocked(PaymentLocked),
+    ComputeGranted(ComputeGranted),
+    PaymentReleased(PaymentReleased),
+    PaymentRefund(PaymentRefund),
+    OutputPublished(OutputPublished),
 }
 
 impl AgreementEvent {
-    /// The Solidity event's name.
-    pub fn name(&self) -> &'static str {
+    /// Which event this is.
+    pub fn name(&self) -> EventName {
         match self {
-            AgreementEvent::ExecuteAgreement { .. } => "ExecuteAgreement",
-            AgreementEvent::FulfillUpload { .. } => "FulfillUpload",
-            AgreementEvent::PaymentLocked { .. } => "PaymentLocked",
-            AgreementEvent::ComputeGranted { .. } => "ComputeGranted",
-            AgreementEvent::PaymentReleased { .. } => "PaymentReleased",
-            AgreementEvent::PaymentRefund { .. } => "PaymentRefund",
-            AgreementEvent::OutputPublished { .. } => "OutputPublished",
+            AgreementEvent::ExecuteAgreement(_) => EventName::ExecuteAgreement,
+            AgreementEvent::FulfillUpload(_) => EventName::FulfillUpload,
+            AgreementEvent::PaymentLocked(_) => EventName::PaymentLocked,
+            AgreementEvent::ComputeGranted(_) => EventName::ComputeGranted,
+            AgreementEvent::PaymentReleased(_) => EventName::PaymentReleased,
+            AgreementEvent::PaymentRefund(_) => EventName::PaymentRefund,
+            AgreementEvent::OutputPublished(_) => EventName::OutputPublished,
+        }
+    }
+
+    /// The agreement it is about.
+    pub fn agreement_id(&self) -> B256 {
+        match self {
+            AgreementEvent::ExecuteAgreement(e) => e.agreementId,
+            AgreementEvent::FulfillUpload(e) => e.agreementId,
+            AgreementEvent::PaymentLocked(e) => e.agreementId,
+            AgreementEvent::ComputeGranted(e) => e.agreementId,
+            AgreementEvent::PaymentReleased(e) => e.agreementId,
+            AgreementEvent::PaymentRefund(e) => e.agreementId,
+            AgreementEvent::OutputPublished(e) => e.agreementId,
         }
     }
 }
@@ -90,39 +195,25 @@ pub fn decode_log(c: &Contracts, log: &Log) -> Option<ChainEvent> {
     let topic = *log.topic0()?;
     let address = log.address();
     let inner = &log.inner;
-    let (agreement_id, event) = if address == c.agreement_store
-        && topic == AgreementStore::ExecuteAgreement::SIGNATURE_HASH
-    {
-        let e = AgreementStore::ExecuteAgreement::decode_log(inner).ok()?;
-        (e.agreementId, AgreementEvent::ExecuteAgreement { did: e.did, consumer: e.consumer, provider: e.provider })
-    } else if address == c.compute_upload_condition && topic == ComputeUploadCondition::FulfillUpload::SIGNATURE_HASH {
-        let e = ComputeUploadCondition::FulfillUpload::decode_log(inner).ok()?;
-        (e.agreementId, AgreementEvent::FulfillUpload { algorithm_hash: e.algorithmHash })
-    } else if address == c.lock_payment_condition && topic == LockPaymentCondition::PaymentLocked::SIGNATURE_HASH {
-        let e = LockPaymentCondition::PaymentLocked::decode_log(inner).ok()?;
-        (e.agreementId, AgreementEvent::PaymentLocked { amount: e.amount })
-    } else if address == c.compute_grant_condition && topic == ComputeGrantCondition::ComputeGranted::SIGNATURE_HASH {
-        let e = ComputeGrantCondition::ComputeGranted::decode_log(inner).ok()?;
-        (e.agreementId, AgreementEvent::ComputeGranted { consumer: e.consumer })
-    } else if address == c.escrow_reward && topic == EscrowReward::PaymentReleased::SIGNATURE_HASH {
-        let e = EscrowReward::PaymentReleased::decode_log(inner).ok()?;
-        let event = AgreementEvent::PaymentReleased {
-            receipt_hash: e.receiptHash,
-            provider_amount: e.providerAmount,
-            consumer_refund: e.consumerRefund,
-        };
-        (e.agreementId, event)
-    } else if address == c.escrow_reward && topic == EscrowReward::PaymentRefund::SIGNATURE_HASH {
-        let e = EscrowReward::PaymentRefund::decode_log(inner).ok()?;
-        (e.agreementId, AgreementEvent::PaymentRefund { amount: e.amount })
-    } else if address == c.escrow_reward && topic == EscrowReward::OutputPublished::SIGNATURE_HASH {
-        let e = EscrowReward::OutputPublished::decode_log(inner).ok()?;
-        (e.agreementId, AgreementEvent::OutputPublished { output_did: e.outputDid })
+    let event = if address == c.agreement_store && topic == ExecuteAgreement::SIGNATURE_HASH {
+        AgreementEvent::ExecuteAgreement(ExecuteAgreement::decode_log(inner).ok()?.data)
+    } else if address == c.compute_upload_condition && topic == FulfillUpload::SIGNATURE_HASH {
+        AgreementEvent::FulfillUpload(FulfillUpload::decode_log(inner).ok()?.data)
+    } else if address == c.lock_payment_condition && topic == PaymentLocked::SIGNATURE_HASH {
+        AgreementEvent::PaymentLocked(PaymentLocked::decode_log(inner).ok()?.data)
+    } else if address == c.compute_grant_condition && topic == ComputeGranted::SIGNATURE_HASH {
+        AgreementEvent::ComputeGranted(ComputeGranted::decode_log(inner).ok()?.data)
+    } else if address == c.escrow_reward && topic == PaymentReleased::SIGNATURE_HASH {
+        AgreementEvent::PaymentReleased(PaymentReleased::decode_log(inner).ok()?.data)
+    } else if address == c.escrow_reward && topic == PaymentRefund::SIGNATURE_HASH {
+        AgreementEvent::PaymentRefund(PaymentRefund::decode_log(inner).ok()?.data)
+    } else if address == c.escrow_reward && topic == OutputPublished::SIGNATURE_HASH {
+        AgreementEvent::OutputPublished(OutputPublished::decode_log(inner).ok()?.data)
     } else {
         return None;
     };
     Some(ChainEvent {
-        agreement_id,
+        agreement_id: event.agreement_id(),
         event,
         position: EventPosition { block: log.block_number?, log_index: log.log_index? },
         tx_hash: log.transaction_hash?,
@@ -256,5 +347,60 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy::primitives::U256;
+
+    use super::*;
+    use crate::bindings::{
+        AgreementStore, ComputeGrantCondition, ComputeUploadCondition, EscrowReward, LockPaymentCondition,
+    };
+
+    #[test]
+    fn the_declared_events_are_the_contracts_events() {
+        let pairs = [
+            (ExecuteAgreement::SIGNATURE_HASH, AgreementStore::ExecuteAgreement::SIGNATURE_HASH),
+            (FulfillUpload::SIGNATURE_HASH, ComputeUploadCondition::FulfillUpload::SIGNATURE_HASH),
+            (PaymentLocked::SIGNATURE_HASH, LockPaymentCondition::PaymentLocked::SIGNATURE_HASH),
+            (ComputeGranted::SIGNATURE_HASH, ComputeGrantCondition::ComputeGranted::SIGNATURE_HASH),
+            (PaymentReleased::SIGNATURE_HASH, EscrowReward::PaymentReleased::SIGNATURE_HASH),
+            (PaymentRefund::SIGNATURE_HASH, EscrowReward::PaymentRefund::SIGNATURE_HASH),
+            (OutputPublished::SIGNATURE_HASH, EscrowReward::OutputPublished::SIGNATURE_HASH),
+        ];
+        for (declared, contract) in pairs {
+            assert_eq!(declared, contract);
+        }
+        let signatures = [
+            ExecuteAgreement::SIGNATURE,
+            FulfillUpload::SIGNATURE,
+            PaymentLocked::SIGNATURE,
+            ComputeGranted::SIGNATURE,
+            PaymentReleased::SIGNATURE,
+            PaymentRefund::SIGNATURE,
+            OutputPublished::SIGNATURE,
+        ];
+        for (&name, signature) in EventName::ALL.iter().zip(signatures) {
+            assert!(signature.starts_with(&format!("{name}(")), "{name} vs {signature}");
+            assert_eq!(name.as_str().parse::<EventName>(), Ok(name));
+            assert_eq!(serde_json::to_value(name).unwrap(), name.as_str());
+        }
+    }
+
+    #[test]
+    fn events_travel_as_name_and_typed_data() {
+        let event = AgreementEvent::PaymentReleased(PaymentReleased {
+            agreementId: B256::repeat_byte(1),
+            receiptHash: B256::repeat_byte(2),
+            providerAmount: U256::from(600),
+            consumerRefund: U256::from(1_400),
+        });
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["name"], "PaymentReleased");
+        assert_eq!(json["data"]["receiptHash"], B256::repeat_byte(2).to_string());
+        assert_eq!(serde_json::from_value::<AgreementEvent>(json).unwrap(), event);
+        assert_eq!((event.name(), event.agreement_id()), (EventName::PaymentReleased, B256::repeat_byte(1)));
     }
 }

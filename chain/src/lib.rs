@@ -31,5 +31,5 @@ mod transport;
 pub use client::{Agent, AgreementState, Chain, ChainConfig, OnChainAgreement, Released};
 pub use deploy::{Contracts, deploy};
 pub use error::{ChainError, ReceiptCheck, Result};
-pub use events::{AgreementEvent, ChainEvent, EventReader};
+pub use events::{AgreementEvent, ChainEvent, EventName, EventReader};
 pub use sender::TxOutcome;

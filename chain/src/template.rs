@@ -41,6 +41,15 @@ pub enum Controller {
 }
 
 impl Controller {
+    /// Every controller.
+    pub const ALL: [Controller; 4] = [
+        Controller::LockPaymentCondition,
+        Controller::ComputeUploadCondition,
+        Controller::ComputeGrantCondition,
+        Controller::EscrowReward,
+    ];
+
+    /// The contract's name.
     pub fn name(self) -> &'static str {
         match self {
             Controller::LockPaymentCondition => "LockPaymentCondition",

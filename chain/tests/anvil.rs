@@ -465,7 +465,7 @@ async fn a_reader_restarted_from_its_cursor_sees_what_it_missed() {
     let missed = restarted.poll().await.unwrap();
     let summary: Vec<(B256, &str)> = missed.iter().map(|e| (e.agreement_id, e.event.name())).collect();
     assert_eq!(summary, [(second, "ExecuteAgreement"), (first, "PaymentLocked")], "exactly what was missed");
-    assert!(matches!(missed[1].event, AgreementEvent::PaymentLocked { amount } if amount == max_amount()));
+    assert!(matches!(&missed[1].event, AgreementEvent::PaymentLocked(locked) if locked.amount == max_amount()));
     assert!(restarted.poll().await.unwrap().is_empty(), "nothing twice");
 
     // With a confirmation depth, an event shows only once buried deep enough.

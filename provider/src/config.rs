@@ -45,6 +45,13 @@ pub struct ProviderConfig {
     pub job_limits: Limits,
     /// How often a job is retried when the provider restarts in the middle of it.
     pub max_job_attempts: u32,
+    /// The JSON-RPC URL of the chain the agreements live on. With `contracts`, the provider
+    /// runs the EVM keeper; without both, the embedded keeper (the default).
+    pub chain_rpc: Option<String>,
+    /// The contracts file `tidepool chain deploy` wrote (addresses, chain id).
+    pub contracts: Option<PathBuf>,
+    /// How many blocks deep an event must be before the provider reads it.
+    pub confirmations: u64,
 }
 
 impl Default for ProviderConfig {
@@ -64,6 +71,9 @@ impl Default for ProviderConfig {
             max_request_ttl_secs: 3600,
             job_limits: Limits::default(),
             max_job_attempts: 3,
+            chain_rpc: None,
+            contracts: None,
+            confirmations: 0,
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::http::{Api, BodyLimits, RequestAuth};
 use crate::jobs::{Jobs, JobsConfig, ReceiptSigner};
 use crate::keeper::Keeper;
 use crate::keeper::embedded::EmbeddedKeeper;
+use crate::keeper::evm::{EvmConfig, EvmKeeper};
 use crate::protocol::api::ProviderView;
 use crate::protocol::eip712;
 use crate::store::Db;
@@ -45,7 +46,24 @@ impl Provider {
         }
         let db = Db::open(&data.join("tidepool.db")).await.context("opening the database")?;
         let blobs = Blobs::open(data).context("opening the blob store")?;
-        let keeper: Arc<dyn Keeper> = Arc::new(EmbeddedKeeper::new(db.clone(), config.chain_id));
+        let keeper: Arc<dyn Keeper> = match (&config.chain_rpc, &config.contracts) {
+            (None, None) => Arc::new(EmbeddedKeeper::new(db.clone(), config.chain_id, signer.address())),
+            (Some(rpc), Some(contracts)) => {
+                let contracts = tidepool_chain::Contracts::read(contracts)
+                    .with_context(|| format!("reading the contracts file {}", contracts.display()))?;
+                let evm = EvmConfig {
+                    rpc: rpc.clone(),
+                    contracts,
+                    confirmations: config.confirmations,
+                    poll: std::time::Duration::from_millis(250),
+                    base_url: config.base_url(),
+                };
+                EvmKeeper::connect(evm, signer.clone(), db.clone())
+                    .await
+                    .with_context(|| format!("connecting to the chain at {rpc}"))?
+            }
+            _ => anyhow::bail!("a keeper on a chain needs both the chain's RPC URL and the contracts file"),
+        };
         Ok(Self::assemble(config, db, blobs, keeper, signer))
     }
 
@@ -104,7 +122,6 @@ impl Provider {
             assets.clone(),
             algorithms,
             jobs.clone(),
-            domain.clone(),
             signer.address(),
         ));
         let dispatcher = Arc::new(Dispatcher::new(keeper.clone(), db.clone(), signer.address()));
@@ -118,6 +135,8 @@ impl Provider {
                 address: signer.address(),
                 chain_id: keeper.chain_id(),
                 keeper: keeper.kind().into(),
+                agreement_verifier: keeper.agreement_domain().verifying_contract.unwrap_or_default(),
+                consumer_pays_directly: keeper.consumer_pays_directly(),
                 template_id: crate::protocol::template::template_id(),
                 tidepool_version: tidepool_runtime::VERSION.into(),
                 wasmtime_version: tidepool_runtime::engine::WASMTIME_VERSION.into(),

@@ -10,7 +10,7 @@ use tidepool_provider::client::{Client, ClientResult};
 use tidepool_provider::protocol::agreement::Agreement;
 use tidepool_provider::protocol::api::{InitializeRequest, PublishRequest, ServiceLimits};
 use tidepool_provider::protocol::ddo::{AssetKind, Did};
-use tidepool_provider::protocol::signing::sign_typed;
+use tidepool_provider::protocol::signing::{Envelope, sign_typed, unix_now};
 use tidepool_provider::protocol::template::{self, Terms};
 
 use crate::util::cache_dir;
@@ -92,7 +92,8 @@ pub async fn initialize_signed(
     let ddo = c.ddo(did).await?;
     let service = ddo.compute_service("1").expect("the asset offers compute");
     let t = Terms::of(did, service, c.address());
-    let signature = sign_typed(signer, c.domain(), &template::agreement_struct(agreement, &service.conditions, &t));
+    let signature =
+        sign_typed(signer, &c.agreement_domain(), &template::agreement_struct(agreement, &service.conditions, &t));
     c.initialize(&InitializeRequest {
         did,
         service_agreement_id: agreement,
@@ -101,4 +102,26 @@ pub async fn initialize_signed(
         consumer_address: c.address(),
     })
     .await
+}
+
+/// A signed `initialize` request for `agreement` on `did`, ready to send (and to send again):
+/// its envelope and its body.
+pub async fn signed_initialize(c: &Client, did: Did, agreement: B256) -> (Envelope, Vec<u8>) {
+    let ddo = c.ddo(did).await.unwrap();
+    let service = ddo.compute_service("1").expect("the asset offers compute");
+    let t = Terms::of(did, service, c.address());
+    let signature =
+        sign_typed(c.signer(), &c.agreement_domain(), &template::agreement_struct(agreement, &service.conditions, &t));
+    let body = serde_json::to_vec(&InitializeRequest {
+        did,
+        service_agreement_id: agreement,
+        service_definition_id: "1".into(),
+        signature,
+        consumer_address: c.address(),
+    })
+    .unwrap();
+    let nonce = u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros())
+        .unwrap();
+    let path = "/api/v1/services/compute/initialize";
+    (Envelope::sign(c.signer(), c.domain(), "POST", path, &body, nonce, unix_now() + 60), body)
 }

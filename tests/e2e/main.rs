@@ -6,12 +6,14 @@
 //!   datasets, deferred execution, refunds, concurrency;
 //! * `provider_errors`: every error class, replays, algorithm policies;
 //! * `provider_restart`: SIGKILL at any point, restart, nothing lost or duplicated;
-//! * `provider_cli`: the client commands and `tidepool demo`.
+//! * `provider_cli`: the client commands and `tidepool demo`;
+//! * `keepers`: one scenario suite on both keepers (embedded, and contracts on anvil).
 #![allow(clippy::unwrap_used, reason = "test helpers: a failed unwrap is a failed test")]
 
 mod cli_run;
 mod cli_verify;
 mod daemon;
+mod keepers;
 mod provider_cli;
 mod provider_errors;
 mod provider_flow;

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use alloy_primitives::{Address, B256, Signature, U256};
-use alloy_sol_types::Eip712Domain;
 use tidepool_runtime::Algorithm;
 use tracing::instrument;
 
@@ -76,8 +75,6 @@ pub struct Agreements {
     assets: Arc<Assets>,
     algorithms: Arc<Algorithms>,
     jobs: Arc<Jobs>,
-    /// The domain consumers sign agreements and algorithms under.
-    domain: Eip712Domain,
     /// This provider's address.
     provider: Address,
 }
@@ -88,10 +85,9 @@ impl Agreements {
         assets: Arc<Assets>,
         algorithms: Arc<Algorithms>,
         jobs: Arc<Jobs>,
-        domain: Eip712Domain,
         provider: Address,
     ) -> Self {
-        Self { keeper, assets, algorithms, jobs, domain, provider }
+        Self { keeper, assets, algorithms, jobs, provider }
     }
 
     /// Step 2: verify the consumer's signature over the agreement, and create it on the keeper
@@ -113,11 +109,11 @@ impl Agreements {
         let terms = Terms::of(req.did, service, req.consumer_address);
         template::check_conditions(service.template_id, &service.conditions, self.keeper.controllers(), &terms)?;
         let signed = template::agreement_struct(req.service_agreement_id, &service.conditions, &terms);
-        let who = recover_typed(&self.domain, &signed, &req.signature)?;
+        let who = recover_typed(self.keeper.agreement_domain(), &signed, &req.signature)?;
         if who != req.consumer_address {
             return Err(ServiceError::BadSignature(format!(
                 "the agreement signature is {who}'s, not the consumer's ({}); it must sign ServiceAgreement(templateId, \
-                 conditionKeys, valuesHashList, timeouts, serviceAgreementId) with the provider's domain",
+                 conditionKeys, valuesHashList, timeouts, serviceAgreementId) under the keeper's agreement domain",
                 req.consumer_address
             )));
         }
@@ -141,6 +137,7 @@ impl Agreements {
                     dependencies: c.dependencies.clone(),
                 })
                 .collect(),
+            signature: req.signature,
         };
         Ok(self.keeper.create_agreement(agreement).await?)
     }
@@ -189,7 +186,7 @@ impl Agreements {
         };
         let hash = tidepool_runtime::tree::blake3_b256(&bytes);
         let signed = eip712::Algorithm { serviceAgreementId: agreement_id, algorithmHash: hash };
-        let who = recover_typed(&self.domain, &signed, &signed_checksum)?;
+        let who = recover_typed(self.keeper.agreement_domain(), &signed, &signed_checksum)?;
         if who != a.consumer {
             return Err(ServiceError::BadSignature(format!(
                 "signedChecksum is {who}'s signature over Algorithm(serviceAgreementId, algorithmHash={hash}), not the \
@@ -203,7 +200,7 @@ impl Agreements {
         let stored = self.algorithms.store(algorithm.bytes().clone()).await?;
         let upload = Upload { algorithm_hash: stored, algorithm_did: published.map(|d| d.id), name: name.clone() };
         self.algorithms.record_upload(agreement_id, &upload).await?;
-        self.keeper.fulfill_upload(agreement_id, hash).await?;
+        self.keeper.fulfill_upload(agreement_id, hash, signed_checksum).await?;
         Ok(UploadResponse { algorithm_hash: hash, algorithm_name: name })
     }
 

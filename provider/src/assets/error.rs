@@ -28,6 +28,9 @@ pub enum AssetError {
     Exists(Did),
     #[error("{path} is over the {limit}-byte file limit")]
     FileTooLarge { path: String, limit: u64 },
+    /// The keeper refused to register the asset, or could not be reached.
+    #[error(transparent)]
+    Keeper(#[from] crate::keeper::KeeperError),
     /// A published algorithm's module was refused.
     #[error(transparent)]
     Module(#[from] AdmissionError),

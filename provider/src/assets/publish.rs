@@ -99,6 +99,13 @@ impl Assets {
         for (name, tree) in &manifests {
             self.build_view(did, name, std::sync::Arc::new(tree.clone())).await?;
         }
+        if req.kind == AssetKind::Dataset {
+            // The keeper's registry names the data a receipt's inputs must be (on a chain, the
+            // escrow checks them); registering again is an update by the same owner.
+            let roots: Vec<(String, B256)> = manifests.iter().map(|(n, t)| (n.clone(), t.root())).collect();
+            let url = format!("{}/api/v1/assets/{did}", self.config.base_url);
+            self.keeper.register_asset(did, &roots, &url).await?;
+        }
         self.store_asset(&ddo, owner, &manifests).await?;
         let mut tx = self.db.write().await?;
         for q in ["DELETE FROM upload_files WHERE session_id = ?1", "DELETE FROM upload_sessions WHERE id = ?1"] {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
+use super::serve::ChainArgs;
 use crate::client::Client;
 
 #[derive(Debug, clap::Args)]
@@ -14,11 +15,18 @@ pub struct ClientArgs {
     /// Your key file (see `tidepool keygen`).
     #[arg(long, env = "TIDEPOOL_KEY_FILE", value_name = "FILE")]
     pub key: PathBuf,
+    /// Your wallet on the provider's chain, when its keeper is on one.
+    #[command(flatten)]
+    pub chain: ChainArgs,
 }
 
 impl ClientArgs {
     pub async fn connect(&self) -> Result<Client> {
         let signer = crate::keys::load(&self.key)?;
-        Ok(Client::connect(&self.provider, signer).await?)
+        let client = Client::connect(&self.provider, signer).await?;
+        Ok(match self.chain.chain()? {
+            Some((rpc, contracts)) => client.with_wallet(&rpc, contracts).await?,
+            None => client,
+        })
     }
 }

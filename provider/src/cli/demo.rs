@@ -33,6 +33,45 @@ pub struct DemoArgs {
     /// Keep everything (provider data, results) in this directory instead of a temporary one.
     #[arg(long, value_name = "DIR")]
     pub keep: Option<PathBuf>,
+    /// Run the agreement on a local chain (an anvil it starts itself): deploy the contracts,
+    /// register the dataset, lock the payment from the consumer's wallet, and read the
+    /// receipt's hash back from the chain.
+    #[arg(long)]
+    pub chain: bool,
+    /// The anvil binary for --chain [default: the one scripts/setup.sh installs].
+    #[arg(long, value_name = "FILE", requires = "chain")]
+    pub anvil: Option<PathBuf>,
+}
+
+/// The local chain of `--chain`: anvil, the deployed contracts, and the demo's two parties'
+/// development keys (public test keys).
+struct LocalChain {
+    _anvil: tidepool_chain::anvil::Anvil,
+    rpc: String,
+    contracts: tidepool_chain::Contracts,
+    contracts_file: PathBuf,
+    provider: PrivateKeySigner,
+    consumer: PrivateKeySigner,
+}
+
+async fn local_chain(args: &DemoArgs, work: &Path) -> Result<LocalChain> {
+    use tidepool_chain::anvil::{Anvil, default_binary, dev_key};
+    let binary = args.anvil.clone().unwrap_or_else(default_binary);
+    let anvil = Anvil::spawn_binary(&binary).await.context("starting anvil (run scripts/setup.sh to install it)")?;
+    let rpc = anvil.endpoint().to_string();
+    // The provider deploys (and so mints the test token for the faucet); both are anvil's
+    // funded development accounts, so each pays its own gas.
+    let (provider, consumer) = (dev_key(0)?, dev_key(1)?);
+    let (contracts, report) = tidepool_chain::deploy(&rpc, provider.clone(), Default::default()).await?;
+    let contracts_file = work.join("contracts.json");
+    contracts.write(&contracts_file)?;
+    eprintln!(
+        "anvil at {rpc} (chain {}); contracts deployed ({} gas), agreement store {}",
+        contracts.chain_id,
+        report.steps.iter().map(|(_, g)| g).sum::<u64>(),
+        contracts.agreement_store
+    );
+    Ok(LocalChain { _anvil: anvil, rpc, contracts, contracts_file, provider, consumer })
 }
 
 fn heading(n: u32, text: &str) {
@@ -64,14 +103,31 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         std::fs::write(books.join(name), bytes)?;
     }
 
-    heading(1, "a provider starts: embedded keeper, SQLite, loopback HTTP");
-    let config = ProviderConfig {
+    let chain = if args.chain {
+        heading(0, "a local chain: anvil, and the agreement contracts deployed on it");
+        Some(local_chain(&args, work).await?)
+    } else {
+        None
+    };
+    heading(1, if chain.is_some() { "a provider starts: EVM keeper, SQLite, loopback HTTP" } else {
+        "a provider starts: embedded keeper, SQLite, loopback HTTP"
+    });
+    let mut config = ProviderConfig {
         data_dir: work.join("provider"),
         listen: ([127, 0, 0, 1], 0).into(),
         dev_faucet: true,
         max_concurrent_jobs: 2,
         ..ProviderConfig::default()
     };
+    if let Some(c) = &chain {
+        let key_file = work.join("provider.key");
+        if !key_file.exists() {
+            crate::keys::save(&key_file, &c.provider)?;
+        }
+        config.key_file = Some(key_file);
+        config.chain_rpc = Some(c.rpc.clone());
+        config.contracts = Some(c.contracts_file.clone());
+    }
     let (provider, listener) = super::serve::start(config).await?;
     let base = provider.config().base_url();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -102,7 +158,10 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     eprintln!("published {} ({} files, tree root {})", published.did, info.files, info.root);
 
     heading(3, "a consumer gets tokens from the development faucet");
-    let consumer = Client::connect(&base, PrivateKeySigner::random()).await?;
+    let consumer = match &chain {
+        Some(c) => Client::connect(&base, c.consumer.clone()).await?.with_wallet(&c.rpc, c.contracts.clone()).await?,
+        None => Client::connect(&base, PrivateKeySigner::random()).await?,
+    };
     consumer.faucet().await?;
     let (provider_before, consumer_before) =
         (consumer.balance(provider.address()).await?, consumer.balance(consumer.address()).await?);
@@ -140,7 +199,21 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         outcome.receipt.fuel_consumed
     );
 
-    heading(6, "an auditor re-executes the receipt with the same inputs");
+    if let Some(c) = &chain {
+        heading(6, "the receipt's hash, read back from the chain");
+        let on_chain = tidepool_chain::Chain::connect(&c.rpc, c.contracts.clone(), Default::default())
+            .await?
+            .receipt_hash(outcome.agreement)
+            .await?;
+        match on_chain {
+            Some(hash) if hash == outcome.receipt.receipt_hash => {
+                eprintln!("the escrow committed {hash}: the receipt's own hash, recomputed by the contract")
+            }
+            other => anyhow::bail!("the chain holds {other:?}, not the receipt's {}", outcome.receipt.receipt_hash),
+        }
+    }
+
+    heading(7, "an auditor re-executes the receipt with the same inputs");
     let receipt = outcome.receipt.clone();
     let (algorithm, inputs, claimed) = (
         Algorithm::new(receipt.algorithm_name.clone(), module),
@@ -158,6 +231,15 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     .await??;
     if report.verified() {
         eprintln!("verified: re-executing gives the same receipt {}, and the outputs match", report.rerun.receipt_hash);
+        if let Some(c) = &chain {
+            eprintln!(
+                "(from the command line: tidepool verify receipt.json --algorithm ... --input books=... --chain-rpc {} \
+                 --contracts {} --agreement {})",
+                c.rpc,
+                c.contracts_file.display(),
+                outcome.agreement
+            );
+        }
     } else {
         eprintln!("NOT verified: {:?} {:?}", report.mismatches, report.output_mismatches);
     }

@@ -1,6 +1,7 @@
 //! The `tidepool` command line: one module per subcommand.
 
 mod args;
+mod chain;
 mod client_args;
 mod compute;
 mod demo;
@@ -57,6 +58,8 @@ pub enum Command {
     Balance(wallet::BalanceArgs),
     /// Credit tokens to an account (the provider's operators, embedded keeper).
     Credit(wallet::CreditArgs),
+    /// The agreement contracts on an EVM chain (deploy).
+    Chain(chain::ChainArgs),
 }
 
 /// Runs the parsed command; the exit code it asks for, or an error (exit code 2).
@@ -76,6 +79,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Faucet(args) => rt()?.block_on(wallet::faucet(args)),
         Command::Balance(args) => rt()?.block_on(wallet::balance(args)),
         Command::Credit(args) => rt()?.block_on(wallet::credit(args)),
+        Command::Chain(args) => rt()?.block_on(chain::run(args)),
     }
 }
 

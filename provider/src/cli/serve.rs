@@ -41,6 +41,37 @@ pub struct ServeArgs {
     /// Give tokens to anyone who asks (development only).
     #[arg(long, env = "TIDEPOOL_DEV_FAUCET")]
     pub dev_faucet: bool,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    /// Blocks an event must be under the chain's head before the provider acts on it [default: 0].
+    #[arg(long, env = "TIDEPOOL_CONFIRMATIONS", value_name = "N")]
+    pub confirmations: Option<u64>,
+}
+
+/// Where the agreement contracts are: the chain's JSON-RPC URL and the contracts file
+/// `tidepool chain deploy` wrote. Both, or neither (the embedded keeper).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ChainArgs {
+    /// The chain's JSON-RPC URL (with --contracts: agreements on chain).
+    #[arg(long = "chain-rpc", env = "TIDEPOOL_CHAIN_RPC", value_name = "URL", requires = "contracts")]
+    pub rpc: Option<String>,
+    /// The contracts file written by `tidepool chain deploy`.
+    #[arg(long, env = "TIDEPOOL_CONTRACTS", value_name = "FILE", requires = "rpc")]
+    pub contracts: Option<PathBuf>,
+}
+
+impl ChainArgs {
+    /// The chain, when both are given.
+    pub fn chain(&self) -> Result<Option<(String, tidepool_chain::Contracts)>> {
+        match (&self.rpc, &self.contracts) {
+            (Some(rpc), Some(path)) => {
+                let contracts = tidepool_chain::Contracts::read(path)
+                    .with_context(|| format!("reading the contracts file {}", path.display()))?;
+                Ok(Some((rpc.clone(), contracts)))
+            }
+            _ => Ok(None),
+        }
+    }
 }
 
 impl ServeArgs {
@@ -74,6 +105,15 @@ impl ServeArgs {
         }
         c.operators.extend(self.operators.iter().copied());
         c.dev_faucet |= self.dev_faucet;
+        if let Some(v) = &self.chain.rpc {
+            c.chain_rpc = Some(v.clone());
+        }
+        if let Some(v) = &self.chain.contracts {
+            c.contracts = Some(v.clone());
+        }
+        if let Some(v) = self.confirmations {
+            c.confirmations = v;
+        }
         Ok(c)
     }
 }

@@ -30,6 +30,25 @@ pub struct VerifyArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Also check that this receipt is the one committed on chain for the agreement
+    /// (with --chain-rpc and --contracts).
+    #[arg(long, value_name = "ID", requires = "rpc")]
+    pub agreement: Option<alloy_primitives::B256>,
+    #[command(flatten)]
+    pub chain: super::serve::ChainArgs,
+}
+
+/// What the chain says of the receipt: `None` when no chain check was asked for; else whether
+/// the hash committed for the agreement is the receipt's, and what was committed.
+fn committed(args: &VerifyArgs, receipt: &Receipt) -> anyhow::Result<Option<(bool, Option<alloy_primitives::B256>)>> {
+    let (Some(agreement), Some((rpc, contracts))) = (args.agreement, args.chain.chain()?) else { return Ok(None) };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let on_chain = rt.block_on(async {
+        let chain = tidepool_chain::Chain::connect(&rpc, contracts, tidepool_chain::ChainConfig::default()).await?;
+        chain.receipt_hash(agreement).await
+    });
+    let on_chain = on_chain.with_context(|| format!("reading agreement {agreement} on {rpc}"))?;
+    Ok(Some((on_chain == Some(receipt.receipt_hash), on_chain)))
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
@@ -52,11 +71,17 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             claimed_outputs: args.outputs.clone(),
         })
         .context("could not re-execute the job")?;
+    let chain = committed(&args, &receipt)?;
+    let on_chain_ok = chain.is_none_or(|(same, _)| same);
+    let verified = report.verified() && on_chain_ok;
 
     if args.json {
         let json = serde_json::json!({
-            "verified": report.verified(),
+            "verified": verified,
             "receipt_hash": receipt.receipt_hash,
+            "committed_on_chain": chain.map(|(same, hash)| serde_json::json!({
+                "agreement": args.agreement, "receipt_hash": hash, "matches": same,
+            })),
             "mismatches": report.mismatches.iter().map(|d| serde_json::json!({
                 "field": d.field, "expected": d.expected, "actual": d.actual,
             })).collect::<Vec<_>>(),
@@ -68,14 +93,15 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         for note in &report.notes {
             eprintln!("note: {note}");
         }
-        if report.verified() {
+        if verified {
             println!(
-                "verified: {} re-executes to the same receipt ({} {}, fuel {}{})",
+                "verified: {} re-executes to the same receipt ({} {}, fuel {}{}{})",
                 receipt.receipt_hash,
                 receipt.algorithm_name,
                 receipt.outcome,
                 super::run::group(receipt.fuel_consumed),
                 if args.outputs.is_some() { "; the outputs match" } else { "" },
+                if chain.is_some() { "; it is the hash committed on chain" } else { "" },
             );
         } else {
             println!("NOT verified: {}", receipt.receipt_hash);
@@ -85,7 +111,13 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             for m in &report.output_mismatches {
                 println!("  outputs: {m}");
             }
+            if let (Some((false, hash)), Some(agreement)) = (chain, args.agreement) {
+                match hash {
+                    Some(hash) => println!("  on chain: agreement {agreement} committed {hash}, not this receipt"),
+                    None => println!("  on chain: agreement {agreement} has no receipt committed"),
+                }
+            }
         }
     }
-    Ok(if report.verified() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if verified { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

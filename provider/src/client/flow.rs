@@ -129,7 +129,7 @@ impl Client {
 
         let agreement = B256::random();
         let signed = template::agreement_struct(agreement, &service.conditions, &terms);
-        let signature = sign_typed(self.signer(), self.domain(), &signed);
+        let signature = sign_typed(self.signer(), &self.agreement_domain(), &signed);
         self.initialize(&InitializeRequest {
             did: req.did,
             service_agreement_id: agreement,

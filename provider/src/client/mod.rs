@@ -42,6 +42,8 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Flow(String),
+    #[error("the chain")]
+    Chain(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl ClientError {
@@ -62,6 +64,9 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     signer: PrivateKeySigner,
+    /// The consumer's own wallet on the keeper's chain, for a provider whose consumers lock
+    /// and refund payments themselves.
+    wallet: Option<tidepool_chain::Agent>,
     provider: ProviderView,
     domain: Eip712Domain,
     nonce: AtomicU64,
@@ -80,7 +85,49 @@ impl Client {
         let resp = http.get(&url).send().await.map_err(|e| ClientError::Connect { url: base.clone(), source: e })?;
         let provider: ProviderView = decode(resp).await?;
         let domain = eip712::domain(provider.chain_id, provider.address);
-        Ok(Self { http, base, signer, provider, domain, nonce: AtomicU64::new(0) })
+        Ok(Self { http, base, signer, wallet: None, provider, domain, nonce: AtomicU64::new(0) })
+    }
+
+    /// Connects the consumer's wallet on the keeper's chain (`rpc`, `contracts`), acting with
+    /// this client's key: needed with a provider whose keeper is on a chain
+    /// ([`ProviderView::consumer_pays_directly`]).
+    pub async fn with_wallet(mut self, rpc: &str, contracts: tidepool_chain::Contracts) -> ClientResult<Self> {
+        if contracts.chain_id != self.provider.chain_id {
+            return Err(ClientError::Flow(format!(
+                "the contracts are on chain {}, the provider's keeper on chain {}",
+                contracts.chain_id, self.provider.chain_id
+            )));
+        }
+        if self.provider.consumer_pays_directly && contracts.agreement_store != self.provider.agreement_verifier {
+            return Err(ClientError::Flow(format!(
+                "the contracts' agreement store is {}, the provider's is {}",
+                contracts.agreement_store, self.provider.agreement_verifier
+            )));
+        }
+        let chain = tidepool_chain::Chain::connect(rpc, contracts, tidepool_chain::ChainConfig::default())
+            .await
+            .map_err(|e| ClientError::Chain(Box::new(e)))?;
+        self.wallet = Some(chain.agent(self.signer.clone()));
+        Ok(self)
+    }
+
+    /// The wallet, when the provider's consumers pay directly; `None` when they pay through
+    /// the provider.
+    fn wallet(&self) -> ClientResult<Option<&tidepool_chain::Agent>> {
+        match (&self.wallet, self.provider.consumer_pays_directly) {
+            (_, false) => Ok(None),
+            (Some(w), true) => Ok(Some(w)),
+            (None, true) => Err(ClientError::Flow(
+                "this provider's keeper is on a chain: consumers lock and refund from their own wallets; give \
+                 the chain's RPC URL and the contracts file (--chain-rpc, --contracts)"
+                    .into(),
+            )),
+        }
+    }
+
+    /// The domain the consumer signs agreements and algorithms under (the keeper's).
+    pub fn agreement_domain(&self) -> Eip712Domain {
+        eip712::domain(self.provider.chain_id, self.provider.agreement_verifier)
     }
 
     pub fn address(&self) -> Address {
@@ -303,7 +350,7 @@ impl Client {
         let hash = tidepool_runtime::tree::blake3_b256(module);
         let checksum = sign_typed(
             &self.signer,
-            &self.domain,
+            &self.agreement_domain(),
             &eip712::Algorithm { serviceAgreementId: agreement, algorithmHash: hash },
         );
         let name = tidepool_runtime::job::sanitize_name(name);
@@ -321,7 +368,7 @@ impl Client {
     pub async fn upload_published(&self, agreement: B256, did: Did, hash: B256) -> ClientResult<UploadResponse> {
         let checksum = sign_typed(
             &self.signer,
-            &self.domain,
+            &self.agreement_domain(),
             &eip712::Algorithm { serviceAgreementId: agreement, algorithmHash: hash },
         );
         let query = UploadQuery {
@@ -338,8 +385,18 @@ impl Client {
         decode(self.send(self.signed(reqwest::Method::POST, &path, keccak256([]))).await?).await
     }
 
+    /// Locks the agreement's payment: through the provider, or from the consumer's own
+    /// wallet when the keeper is on a chain (ERC-20 approve, then lock).
     pub async fn lock_payment(&self, agreement: B256) -> ClientResult<Agreement> {
-        self.post_json(&format!("/api/v1/keeper/agreements/{agreement}/lock-payment"), &serde_json::json!({})).await
+        let Some(wallet) = self.wallet()? else {
+            return self
+                .post_json(&format!("/api/v1/keeper/agreements/{agreement}/lock-payment"), &serde_json::json!({}))
+                .await;
+        };
+        let a = self.agreement(agreement).await?;
+        let amount = a.price_per_fuel.saturating_mul(U256::from(a.max_fuel));
+        wallet.lock_payment(agreement, a.provider, amount).await.map_err(|e| ClientError::Chain(Box::new(e)))?;
+        self.agreement(agreement).await
     }
 
     pub async fn exec(&self, req: &ExecRequest) -> ClientResult<JobView> {
@@ -385,7 +442,13 @@ impl Client {
         self.post_json(&format!("/api/v1/services/compute/jobs/{id}/stop"), &serde_json::json!({})).await
     }
 
+    /// Takes back the payment of an agreement whose provider missed its deadline: through the
+    /// provider, or with the consumer's own transaction on a chain.
     pub async fn refund(&self, agreement: B256) -> ClientResult<U256> {
+        if let Some(wallet) = self.wallet()? {
+            let (_, amount) = wallet.refund_payment(agreement).await.map_err(|e| ClientError::Chain(Box::new(e)))?;
+            return Ok(amount);
+        }
         let v: RefundView =
             self.post_json(&format!("/api/v1/keeper/agreements/{agreement}/refund"), &serde_json::json!({})).await?;
         Ok(v.refunded)

@@ -144,6 +144,8 @@ impl From<KeeperError> for ApiError {
             KeeperError::NotParty { .. } => ApiError::Forbidden(m),
             KeeperError::InsufficientBalance { .. } => ApiError::PaymentRequired(m),
             KeeperError::Invalid(_) | KeeperError::Unsupported(_) => ApiError::BadRequest(m),
+            KeeperError::ReceiptRefused(_) => ApiError::Conflict(m),
+            KeeperError::Unreachable(_) => ApiError::Unavailable { retry_after_secs: 2, cause: Box::new(e) },
             KeeperError::Storage(db) => ApiError::storage(db),
             KeeperError::Corrupt(_) => ApiError::internal(e),
         }
@@ -170,6 +172,7 @@ impl From<AssetError> for ApiError {
             AssetError::Exists(_) => ApiError::Conflict(m),
             AssetError::FileTooLarge { .. } => ApiError::TooLarge(m),
             AssetError::Module(e) => e.into(),
+            AssetError::Keeper(e) => e.into(),
             AssetError::Db(db) => ApiError::storage(db),
             AssetError::Io(_) | AssetError::Corrupt(_) => ApiError::internal(e),
         }

@@ -36,10 +36,14 @@ impl Jobs {
             return Ok(());
         }
         let agreement_id = row.agreement_id.0;
-        // A job that never produced a receipt pays nothing: the whole escrow goes back.
-        let receipt_hash = row.receipt_hash.map(|h| h.0);
-        let fuel = row.fuel_consumed.map_or(0, |f| f as u64);
-        match self.keeper.release_payment(agreement_id, receipt_hash.unwrap_or_default(), fuel).await {
+        // A job that never produced a receipt pays nothing.
+        let receipt: Option<Receipt> = match row.receipt_hash {
+            Some(_) => Some(serde_json::from_str(
+                &self.store.receipt(id).await?.ok_or_else(|| JobError::Corrupt(format!("job {id} lost its receipt")))?,
+            )?),
+            None => None,
+        };
+        match self.keeper.release_payment(agreement_id, receipt.as_ref()).await {
             Ok(payout) => tracing::info!(
                 provider = %payout.provider_amount, refund = %payout.consumer_refund, "payment released"
             ),
@@ -50,7 +54,9 @@ impl Jobs {
             Err(
                 e @ (KeeperError::TimedOut { .. }
                 | KeeperError::DependencyUnfulfilled { .. }
-                | KeeperError::Closed { .. }),
+                | KeeperError::Closed { .. }
+                | KeeperError::Unsupported(_)
+                | KeeperError::ReceiptRefused(_)),
             ) => {
                 tracing::warn!(error = %e, "the payment cannot be released");
                 return self.store.set_payment(id, PaymentState::Unpaid, None).await;
@@ -58,18 +64,11 @@ impl Jobs {
             Err(e) => return Err(e.into()),
         }
         let mut output = None;
-        if receipt_hash.is_some() {
-            let receipt: Receipt = serde_json::from_str(
-                &self
-                    .store
-                    .receipt(id)
-                    .await?
-                    .ok_or_else(|| JobError::Corrupt(format!("job {id} lost its receipt")))?,
-            )?;
+        if let Some(receipt) = &receipt {
             let outputs = self.store.results(id).await?.outputs.map(|o| o.0);
             if let Some(outputs) = outputs {
                 let a = self.keeper.agreement(agreement_id).await?;
-                let did = self.assets.publish_output(&a, id, &receipt, &outputs).await?;
+                let did = self.assets.publish_output(&a, id, receipt, &outputs).await?;
                 match self.keeper.publish_output(agreement_id, did).await {
                     Ok(()) | Err(KeeperError::OutputAlreadyPublished(_)) => {}
                     Err(e) => return Err(e.into()),

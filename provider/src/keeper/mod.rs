@@ -10,11 +10,14 @@
 //! it back when the provider missed a deadline.
 
 pub mod embedded;
+pub mod evm;
 
 use std::fmt;
 
-use alloy_primitives::{Address, B256, U256};
+use alloy_primitives::{Address, B256, Signature, U256};
+use alloy_sol_types::Eip712Domain;
 use async_trait::async_trait;
+use tidepool_runtime::Receipt;
 
 use crate::protocol::agreement::{Agreement, AgreementState, Payout};
 use crate::protocol::ddo::Did;
@@ -33,6 +36,9 @@ pub struct NewAgreement {
     pub price_per_fuel: U256,
     pub max_fuel: u64,
     pub conditions: Vec<ConditionInit>,
+    /// The consumer's EIP-712 signature over the `ServiceAgreement` (under
+    /// [`Keeper::agreement_domain`]): a chain keeper has its contract check it again.
+    pub signature: Signature,
 }
 
 /// One condition of a new agreement.
@@ -74,6 +80,12 @@ pub enum KeeperError {
     Invalid(String),
     #[error("this keeper does not support {0}")]
     Unsupported(&'static str),
+    /// The keeper (a contract) refused the receipt as not matching the agreement.
+    #[error("the receipt does not match the agreement: {0}")]
+    ReceiptRefused(String),
+    /// The keeper could not be reached or did not answer (a chain node): worth retrying.
+    #[error("the keeper is unreachable")]
+    Unreachable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the keeper's storage failed")]
     Storage(#[from] DbError),
     #[error("the keeper's storage holds a value it cannot read: {0}")]
@@ -96,22 +108,43 @@ pub trait Keeper: Send + Sync + fmt::Debug {
     fn chain_id(&self) -> u64;
     /// The addresses of the condition controllers (they go into condition keys).
     fn controllers(&self) -> &Controllers;
+    /// The domain consumers sign agreements (`ServiceAgreement`) and algorithms (`Algorithm`)
+    /// under: the provider's for the embedded keeper, the agreement store contract's on a
+    /// chain (where the contracts check them).
+    fn agreement_domain(&self) -> &Eip712Domain;
+    /// Whether consumers lock and refund payments themselves, with their own wallets (a
+    /// chain), rather than through the provider's keeper facade.
+    fn consumer_pays_directly(&self) -> bool {
+        false
+    }
 
     /// Creates an agreement; emits `ExecuteAgreement`.
     async fn create_agreement(&self, agreement: NewAgreement) -> KeeperResult<Agreement>;
     async fn agreement(&self, id: B256) -> KeeperResult<Agreement>;
-    /// The consumer locks `max_fuel × price`; emits `PaymentLocked`.
+    /// The consumer locks `max_fuel × price`; emits `PaymentLocked`. (On a chain, consumers
+    /// lock from their own wallets: [`KeeperError::Unsupported`].)
     async fn lock_payment(&self, id: B256, payer: Address) -> KeeperResult<()>;
-    /// Records the uploaded algorithm; emits `FulfillUpload`.
-    async fn fulfill_upload(&self, id: B256, algorithm_hash: B256) -> KeeperResult<()>;
+    /// Records the uploaded algorithm, with the consumer's signed checksum
+    /// (`Algorithm(serviceAgreementId, algorithmHash)` under the agreement domain); emits
+    /// `FulfillUpload`.
+    async fn fulfill_upload(&self, id: B256, algorithm_hash: B256, signature: Signature) -> KeeperResult<()>;
     /// Emits `ComputeGranted`.
     async fn grant_compute(&self, id: B256) -> KeeperResult<()>;
-    /// Pays the provider for `fuel_consumed` and returns the rest; emits `PaymentReleased`.
-    async fn release_payment(&self, id: B256, receipt_hash: B256, fuel_consumed: u64) -> KeeperResult<Payout>;
-    /// Returns the escrow to the consumer after a missed deadline; emits `PaymentRefund`.
+    /// Pays the provider for the receipt's fuel and returns the rest, committing the receipt's
+    /// hash; emits `PaymentReleased`. A job that produced no receipt (`None`) pays nothing:
+    /// the embedded keeper returns the whole escrow at once; a chain keeper cannot release
+    /// without a receipt ([`KeeperError::Unsupported`]), and the consumer is refunded after
+    /// the deadline.
+    async fn release_payment(&self, id: B256, receipt: Option<&Receipt>) -> KeeperResult<Payout>;
+    /// Returns the escrow to the consumer after a missed deadline; emits `PaymentRefund`. (On
+    /// a chain, the consumer's own transaction: [`KeeperError::Unsupported`].)
     async fn refund_payment(&self, id: B256, caller: Address) -> KeeperResult<U256>;
     /// Records the DID of the outputs; emits `OutputPublished`.
     async fn publish_output(&self, id: B256, did: Did) -> KeeperResult<()>;
+    /// Registers a published dataset asset: its DID, the tree roots of its datasets (by name),
+    /// and where it is served. On a chain this is the DID registry, which release checks a
+    /// receipt's inputs against; the embedded keeper keeps nothing.
+    async fn register_asset(&self, did: Did, datasets: &[(String, B256)], url: &str) -> KeeperResult<()>;
 
     /// Events after `after`, optionally of one agreement, oldest first.
     async fn events_after(&self, after: u64, agreement: Option<B256>, limit: u32) -> KeeperResult<Vec<KeeperEvent>>;

@@ -282,6 +282,14 @@ pub struct ProviderView {
     pub address: Address,
     pub chain_id: u64,
     pub keeper: String,
+    /// The `verifyingContract` of the domain consumers sign agreements and algorithms under:
+    /// the provider's address with the embedded keeper, the agreement store contract's on a
+    /// chain.
+    pub agreement_verifier: Address,
+    /// With a chain keeper, consumers lock and refund payments from their own wallets (and
+    /// need the chain's RPC and the contracts' addresses); otherwise through this provider.
+    #[serde(default)]
+    pub consumer_pays_directly: bool,
     pub template_id: B256,
     pub tidepool_version: String,
     pub wasmtime_version: String,

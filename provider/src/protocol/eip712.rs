@@ -1,10 +1,15 @@
 //! The protocol's EIP-712 types, declared once with alloy's `sol!`, and the signing domain
 //! they are used under.
 //!
-//! Every signature in the protocol is EIP-712 typed data under [`domain`]: `name` "Tidepool",
-//! `version` "1", the keeper's `chainId`, and `verifyingContract` set to the provider's address,
-//! so a signature made for one provider (or chain) is worthless at another. The receipt type is
-//! defined by the runtime (`tidepool_runtime::receipt::eip712`).
+//! Every signature in the protocol is EIP-712 typed data with `name` "Tidepool", `version` "1"
+//! and the keeper's `chainId`. Requests and receipts are signed under the provider's
+//! [`domain`] (`verifyingContract`: the provider's address), so a signature made for one
+//! provider (or chain) is worthless at another. What a consumer signs for the agreement itself
+//! (`ServiceAgreement`, `Algorithm`) is signed under the keeper's domain: the provider's on the
+//! embedded keeper, the agreement store contract's on a chain, where the contracts check it
+//! (`Keeper::agreement_domain`). `ServiceAgreement` and `Algorithm` are the contracts' types
+//! (`tidepool_chain::bindings::eip712`); the receipt type is the runtime's
+//! (`tidepool_runtime::receipt::eip712`).
 
 use alloy_primitives::Address;
 use alloy_sol_types::{Eip712Domain, eip712_domain};
@@ -20,25 +25,9 @@ alloy_sol_types::sol! {
         uint64 nonce;
         uint64 expiry;
     }
-
-    /// The service agreement a consumer signs to initialize it (OEP-12): the template, the
-    /// conditions' keys, their parameter-value hashes and timeouts, and the agreement id.
-    #[derive(Debug)]
-    struct ServiceAgreement {
-        bytes32 templateId;
-        bytes32[] conditionKeys;
-        bytes32[] valuesHashList;
-        uint256[] timeouts;
-        bytes32 serviceAgreementId;
-    }
-
-    /// The consumer's signed checksum of an uploaded algorithm (BLAKE3 of the module).
-    #[derive(Debug)]
-    struct Algorithm {
-        bytes32 serviceAgreementId;
-        bytes32 algorithmHash;
-    }
 }
+
+pub use tidepool_chain::bindings::eip712::{Algorithm, ServiceAgreement};
 
 /// The signing domain of a provider on a chain.
 pub fn domain(chain_id: u64, provider: Address) -> Eip712Domain {

@@ -28,39 +28,13 @@ use super::eip712::ServiceAgreement;
 use super::events::EventName;
 use super::handlers::{EVENT_HANDLERS, handler_spec};
 
-/// The template's name; its id is the keccak-256 of this.
-pub const TEMPLATE_NAME: &str = "TidepoolComputeTemplate.v1";
-
-pub fn template_id() -> B256 {
-    keccak256(TEMPLATE_NAME)
-}
-
-/// The controller contracts behind the conditions. Their addresses come from the keeper.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Controller {
-    LockPaymentCondition,
-    ComputeUploadCondition,
-    ComputeGrantCondition,
-    EscrowReward,
-}
-
-impl Controller {
-    pub const ALL: [Controller; 4] = [
-        Controller::LockPaymentCondition,
-        Controller::ComputeUploadCondition,
-        Controller::ComputeGrantCondition,
-        Controller::EscrowReward,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Controller::LockPaymentCondition => "LockPaymentCondition",
-            Controller::ComputeUploadCondition => "ComputeUploadCondition",
-            Controller::ComputeGrantCondition => "ComputeGrantCondition",
-            Controller::EscrowReward => "EscrowReward",
-        }
-    }
-}
+/// The template's name and id, its controllers and the Solidity signatures of the functions
+/// that fulfil its conditions are the contracts' (`tidepool_chain::template`): one template,
+/// whichever keeper runs it.
+pub use tidepool_chain::template::{Controller, TEMPLATE_NAME, template_id};
+use tidepool_chain::template::{
+    CONDITIONS as ON_CHAIN, GRANT_COMPUTE, LOCK_PAYMENT, REFUND_PAYMENT, RELEASE_PAYMENT, UPLOAD_ALGORITHM,
+};
 
 /// The controllers' addresses on a keeper.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,7 +86,7 @@ pub const CONDITIONS: &[ConditionDef] = &[
     ConditionDef {
         name: ConditionName::LockPayment,
         controller: Controller::LockPaymentCondition,
-        function: "lockPayment(bytes32,address,uint256)",
+        function: ON_CHAIN[LOCK_PAYMENT].signature,
         dependencies: &[],
         event: EventName::PaymentLocked,
         parameters: &[("provider", "address"), ("amount", "uint256")],
@@ -120,7 +94,7 @@ pub const CONDITIONS: &[ConditionDef] = &[
     ConditionDef {
         name: ConditionName::UploadAlgorithm,
         controller: Controller::ComputeUploadCondition,
-        function: "fulfillUpload(bytes32,bytes32)",
+        function: ON_CHAIN[UPLOAD_ALGORITHM].signature,
         dependencies: &[],
         event: EventName::FulfillUpload,
         parameters: &[("did", "bytes32"), ("consumer", "address")],
@@ -128,7 +102,7 @@ pub const CONDITIONS: &[ConditionDef] = &[
     ConditionDef {
         name: ConditionName::GrantCompute,
         controller: Controller::ComputeGrantCondition,
-        function: "grantCompute(bytes32,address)",
+        function: ON_CHAIN[GRANT_COMPUTE].signature,
         dependencies: &[ConditionName::LockPayment, ConditionName::UploadAlgorithm],
         event: EventName::ComputeGranted,
         parameters: &[("consumer", "address"), ("did", "bytes32")],
@@ -136,7 +110,7 @@ pub const CONDITIONS: &[ConditionDef] = &[
     ConditionDef {
         name: ConditionName::ReleasePayment,
         controller: Controller::EscrowReward,
-        function: "releasePayment(bytes32,bytes32,uint256)",
+        function: ON_CHAIN[RELEASE_PAYMENT].signature,
         dependencies: &[ConditionName::GrantCompute],
         event: EventName::PaymentReleased,
         parameters: &[("provider", "address"), ("pricePerFuel", "uint256"), ("amount", "uint256")],
@@ -144,7 +118,7 @@ pub const CONDITIONS: &[ConditionDef] = &[
     ConditionDef {
         name: ConditionName::RefundPayment,
         controller: Controller::EscrowReward,
-        function: "refundPayment(bytes32)",
+        function: ON_CHAIN[REFUND_PAYMENT].signature,
         dependencies: &[ConditionName::LockPayment],
         event: EventName::PaymentRefund,
         parameters: &[("consumer", "address"), ("amount", "uint256")],
@@ -388,7 +362,7 @@ pub(crate) mod tests {
         let specs = condition_specs(&controllers(), &terms(), &BTreeMap::new());
         let lock = &specs[0];
         // keccak256(templateId ++ address ++ selector), by hand.
-        let mut packed = keccak256("TidepoolComputeTemplate.v1").to_vec();
+        let mut packed = keccak256("TidepoolComputeTemplate.v2").to_vec();
         packed.extend_from_slice(&[1u8; 20]);
         packed.extend_from_slice(&keccak256("lockPayment(bytes32,address,uint256)")[..4]);
         assert_eq!(lock.key, keccak256(packed));
@@ -455,6 +429,29 @@ pub(crate) mod tests {
         let lock = specs.iter().find(|c| c.name == ConditionName::LockPayment).unwrap();
         assert_eq!(lock.events[0].actor_type, Actor::Publisher);
         assert_eq!(serde_json::to_value(&lock.events[0]).unwrap()["actorType"], "publisher");
+    }
+
+    #[test]
+    fn the_template_is_the_contracts_template() {
+        let on_chain = tidepool_chain::template::CONDITIONS;
+        assert_eq!(CONDITIONS.len(), on_chain.len());
+        for (ours, theirs) in CONDITIONS.iter().zip(&on_chain) {
+            assert_eq!(ours.name.as_str(), theirs.name);
+            assert_eq!(ours.controller, theirs.controller, "{}", theirs.name);
+            assert_eq!(selector(ours.function), theirs.selector(), "{}", theirs.name);
+            let deps: Vec<&str> = theirs.dependencies.iter().map(|d| on_chain[*d].name).collect();
+            assert_eq!(ours.dependencies.iter().map(|d| d.as_str()).collect::<Vec<_>>(), deps, "{}", theirs.name);
+        }
+        let t = terms();
+        let chain_terms = tidepool_chain::template::ComputeTerms {
+            did: t.did.0,
+            provider: t.provider,
+            consumer: t.consumer,
+            price_per_fuel: t.price_per_fuel,
+            max_fuel: t.max_fuel,
+        };
+        let ours: Vec<B256> = ConditionName::ALL.iter().map(|c| t.values_hash(*c)).collect();
+        assert_eq!(ours, chain_terms.values_hashes().unwrap().to_vec(), "the same values hashes");
     }
 
     #[test]

@@ -31,11 +31,20 @@ impl Daemon {
     /// Starts `binary serve` with a faucet on a fresh data directory in the system's temporary
     /// directory; `envs` are set for it, `args` are extra flags.
     pub fn start(binary: &Path, envs: &[(&str, &Path)], args: &[&str]) -> Self {
+        Self::start_with(binary, envs, args, |_| {})
+    }
+
+    /// [`start`](Self::start), with `prepare` run on the fresh data directory first (to put a
+    /// provider key there, say).
+    pub fn start_with(binary: &Path, envs: &[(&str, &Path)], args: &[&str], prepare: impl FnOnce(&Path)) -> Self {
         let tmp = tempfile::tempdir().expect("creating a temporary directory");
+        let data = tmp.path().join("data");
+        std::fs::create_dir_all(&data).expect("creating the data directory");
+        prepare(&data);
         let mut d = Self {
             child: None,
             url: String::new(),
-            data: tmp.path().join("data"),
+            data,
             port: free_port(),
             binary: binary.to_path_buf(),
             envs: envs.iter().map(|(k, v)| (k.into(), v.as_os_str().to_owned())).collect(),

@@ -12,8 +12,10 @@ mod tests;
 
 use std::collections::BTreeMap;
 
-use alloy_primitives::{Address, B256, U256, keccak256};
+use alloy_primitives::{Address, B256, Signature, U256, keccak256};
+use alloy_sol_types::Eip712Domain;
 use async_trait::async_trait;
+use tidepool_runtime::Receipt;
 use tokio::sync::broadcast;
 
 use self::rows::AgreementUpdate;
@@ -35,18 +37,22 @@ pub struct EmbeddedKeeper {
     db: Db,
     chain_id: u64,
     controllers: Controllers,
+    /// The provider's own signing domain: agreements are checked by the provider.
+    domain: Eip712Domain,
     notes: broadcast::Sender<EventNote>,
 }
 
 impl EmbeddedKeeper {
-    pub fn new(db: Db, chain_id: u64) -> Self {
+    /// The keeper of `provider`, in `db`, on its own "chain" `chain_id`.
+    pub fn new(db: Db, chain_id: u64, provider: Address) -> Self {
         let controllers = Controllers(
             Controller::ALL
                 .iter()
                 .map(|c| (*c, Address::from_slice(&keccak256(format!("tidepool.embedded.{}", c.name()))[12..])))
                 .collect(),
         );
-        Self { db, chain_id, controllers, notes: broadcast::Sender::new(4096) }
+        let domain = crate::protocol::eip712::domain(chain_id, provider);
+        Self { db, chain_id, controllers, domain, notes: broadcast::Sender::new(4096) }
     }
 
     /// Begins a step: a write transaction and the agreement as it stands in it.
@@ -100,6 +106,10 @@ impl Keeper for EmbeddedKeeper {
         &self.controllers
     }
 
+    fn agreement_domain(&self) -> &Eip712Domain {
+        &self.domain
+    }
+
     async fn create_agreement(&self, n: NewAgreement) -> KeeperResult<Agreement> {
         let now = unix_now();
         let mut tx = self.db.write().await?;
@@ -134,7 +144,8 @@ impl Keeper for EmbeddedKeeper {
         self.commit(tx, AgreementEvent::PaymentLocked(PaymentLocked { agreementId: id, amount }), now).await
     }
 
-    async fn fulfill_upload(&self, id: B256, algorithm_hash: B256) -> KeeperResult<()> {
+    async fn fulfill_upload(&self, id: B256, algorithm_hash: B256, _signature: Signature) -> KeeperResult<()> {
+        // The provider checked the consumer's signature; there is no one else to check it.
         let now = unix_now();
         let (mut tx, a) = self.begin(id).await?;
         fulfill(&mut tx, &a, ConditionName::UploadAlgorithm, now).await?;
@@ -152,7 +163,9 @@ impl Keeper for EmbeddedKeeper {
         self.commit(tx, AgreementEvent::ComputeGranted(event), now).await
     }
 
-    async fn release_payment(&self, id: B256, receipt_hash: B256, fuel_consumed: u64) -> KeeperResult<Payout> {
+    async fn release_payment(&self, id: B256, receipt: Option<&Receipt>) -> KeeperResult<Payout> {
+        // No receipt: nothing is owed for it, and the whole escrow goes back at once.
+        let (receipt_hash, fuel_consumed) = receipt.map_or((B256::ZERO, 0), |r| (r.receipt_hash, r.fuel_consumed));
         let now = unix_now();
         let (mut tx, a) = self.begin(id).await?;
         fulfill(&mut tx, &a, ConditionName::ReleasePayment, now).await?;
@@ -229,6 +242,11 @@ impl Keeper for EmbeddedKeeper {
         rows::update(&mut tx, id, AgreementUpdate { output_did: Some(did), ..Default::default() }).await?;
         self.commit(tx, AgreementEvent::OutputPublished(OutputPublished { agreementId: id, outputDid: did.0 }), now)
             .await
+    }
+
+    async fn register_asset(&self, _did: Did, _datasets: &[(String, B256)], _url: &str) -> KeeperResult<()> {
+        // The provider's own catalogue is the registry.
+        Ok(())
     }
 
     async fn events_after(&self, after: u64, agreement: Option<B256>, limit: u32) -> KeeperResult<Vec<KeeperEvent>> {

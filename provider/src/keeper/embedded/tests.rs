@@ -5,10 +5,25 @@ use crate::keeper::ConditionInit;
 use crate::protocol::events::EventName;
 use crate::protocol::template::{self, Terms};
 
+/// A receipt with this hash and fuel (the keeper reads nothing else of it).
+fn receipt(hash: B256, fuel: u64) -> tidepool_runtime::Receipt {
+    let mut r: tidepool_runtime::Receipt = serde_json::from_value(serde_json::json!({
+        "version": 2, "receipt_hash": B256::ZERO, "algorithm_hash": B256::ZERO, "algorithm_name": "a",
+        "args": [], "inputs": [], "outputs_root": B256::ZERO, "stdout_hash": B256::ZERO, "stdout_len": 0,
+        "stderr_hash": B256::ZERO, "stderr_len": 0, "outcome": {"kind": "exited", "code": 0},
+        "fuel_consumed": fuel, "limits": tidepool_runtime::Limits::default(),
+        "runtime": {"tidepool_version": "0", "wasmtime_version": "0", "engine_config_hash": B256::ZERO},
+        "seed": B256::ZERO, "deterministic": true
+    }))
+    .unwrap();
+    r.receipt_hash = hash;
+    r
+}
+
 async fn keeper() -> (tempfile::TempDir, EmbeddedKeeper) {
     let tmp = tempfile::tempdir().unwrap();
     let db = Db::open(&tmp.path().join("k.db")).await.unwrap();
-    (tmp, EmbeddedKeeper::new(db, 1337))
+    (tmp, EmbeddedKeeper::new(db, 1337, Address::repeat_byte(0xaa)))
 }
 
 fn new_agreement(k: &EmbeddedKeeper, id: u8, timeouts: &[(ConditionName, u64)]) -> NewAgreement {
@@ -39,6 +54,7 @@ fn new_agreement(k: &EmbeddedKeeper, id: u8, timeouts: &[(ConditionName, u64)]) 
                 dependencies: c.dependencies.clone(),
             })
             .collect(),
+        signature: alloy_primitives::Signature::test_signature(),
     }
 }
 
@@ -55,9 +71,9 @@ async fn the_happy_path_moves_tokens_and_logs_events_in_order() {
     k.lock_payment(a.id, consumer).await.unwrap();
     assert!(matches!(k.lock_payment(a.id, consumer).await, Err(KeeperError::AlreadyFulfilled { .. })));
     assert_eq!(k.balance(consumer).await.unwrap(), U256::from(3_000));
-    k.fulfill_upload(a.id, B256::repeat_byte(4)).await.unwrap();
+    k.fulfill_upload(a.id, B256::repeat_byte(4), alloy_primitives::Signature::test_signature()).await.unwrap();
     k.grant_compute(a.id).await.unwrap();
-    let payout = k.release_payment(a.id, B256::repeat_byte(5), 300).await.unwrap();
+    let payout = k.release_payment(a.id, Some(&receipt(B256::repeat_byte(5), 300))).await.unwrap();
     assert_eq!(payout, Payout { provider_amount: U256::from(600), consumer_refund: U256::from(1_400) });
     assert_eq!(k.balance(provider).await.unwrap(), U256::from(600));
     assert_eq!(k.balance(consumer).await.unwrap(), U256::from(4_400));
@@ -122,7 +138,7 @@ async fn refunds_need_a_missed_deadline() {
     ));
     assert_eq!(k.refund_payment(a.id, consumer).await.unwrap(), U256::from(2_000));
     assert_eq!(k.balance(consumer).await.unwrap(), U256::from(2_000));
-    assert!(matches!(k.release_payment(a.id, B256::ZERO, 1).await, Err(KeeperError::Closed { .. })));
+    assert!(matches!(k.release_payment(a.id, Some(&receipt(B256::ZERO, 1))).await, Err(KeeperError::Closed { .. })));
 }
 
 #[tokio::test]
