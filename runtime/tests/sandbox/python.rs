@@ -318,6 +318,10 @@ fn bad_algorithms_and_environments_are_refused_with_clear_errors() {
     let err = python().load_algorithm(empty.path(), 1 << 20).unwrap_err();
     assert!(matches!(err, Error::InvalidAlgorithm { .. }) && err.to_string().contains("has no main.py"), "{err}");
     let envs = Environments::load(&tidepool_test_artifacts::environments()).unwrap();
+    let offered = envs.describe();
+    assert_eq!(offered.len(), 1, "{offered:?}");
+    assert_eq!((offered[0].name.as_str(), offered[0].module_hash), ("python-3.12", python().info().module_hash));
+    assert!(runtime().prepare_environment(&python(), &Default::default()).unwrap(), "compiled once, then cached");
     let err = envs.get("python-2.7").unwrap_err();
     assert!(err.to_string().contains("python-3.12"), "the error lists what is offered: {err}");
     assert!(err.is_client_error());
