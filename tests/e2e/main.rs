@@ -2,6 +2,7 @@
 //!
 //! * `cli_run`: `tidepool run`, its flags, outputs, receipts and exit codes;
 //! * `cli_verify`: `tidepool verify`, honest and dishonest receipts;
+//! * `cli_python`: Python algorithms through `run` and `verify`, and their mistakes;
 //! * `provider_flow`: the daemon over loopback HTTP: the agreement flow for each example, several
 //!   datasets, deferred execution, refunds, concurrency;
 //! * `provider_errors`: every error class, replays, algorithm policies;
@@ -10,6 +11,7 @@
 //! * `keepers`: one scenario suite on both keepers (embedded, and contracts on anvil).
 #![allow(clippy::unwrap_used, reason = "test helpers: a failed unwrap is a failed test")]
 
+mod cli_python;
 mod cli_run;
 mod cli_verify;
 mod daemon;

@@ -229,8 +229,8 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         })
     })
     .await??;
-    if report.verified() {
-        eprintln!("verified: re-executing gives the same receipt {}, and the outputs match", report.rerun.receipt_hash);
+    if let (true, Some(rerun)) = (report.verified(), &report.rerun) {
+        eprintln!("verified: re-executing gives the same receipt {}, and the outputs match", rerun.receipt_hash);
         if let Some(c) = &chain {
             eprintln!(
                 "(from the command line: tidepool verify receipt.json --algorithm ... --input books=... --chain-rpc {} \
