@@ -52,7 +52,7 @@ pub fn installed_environments() -> PathBuf {
 }
 
 /// Where [`environments`] assembles the test environments (without assembling them).
-pub fn environments_dir() -> PathBuf {
+fn environments_dir() -> PathBuf {
     PathBuf::from(env!("TIDEPOOL_TARGET_DIR")).join("test-environments")
 }
 
