@@ -235,7 +235,9 @@ impl Db {
         if self.engine != Engine::Postgres {
             return;
         }
-        let sent = sqlx::query("SELECT pg_notify($1, '')").bind(channel).execute(&self.pool).await;
+        // (Counted: the `Any` driver reads every row, and has no type for `pg_notify`'s `void`.)
+        let sent =
+            sqlx::query("SELECT COUNT(*) FROM (SELECT pg_notify($1, '')) AS n").bind(channel).execute(&self.pool).await;
         if let Err(e) = sent {
             tracing::debug!(channel, error = %e, "a notification was not sent; listeners poll");
         }
