@@ -7,12 +7,14 @@
 //!   datasets, deferred execution, refunds, concurrency;
 //! * `provider_errors`: every error class, replays, algorithm policies;
 //! * `provider_restart`: SIGKILL at any point, restart, nothing lost or duplicated;
-//! * `provider_cli`: the client commands and `tidepool demo`.
+//! * `provider_cli`: the client commands and `tidepool demo`;
+//! * `cluster`: API nodes and workers on real PostgreSQL and SeaweedFS, failures included.
 #![allow(clippy::unwrap_used, reason = "test helpers: a failed unwrap is a failed test")]
 
 mod cli_python;
 mod cli_run;
 mod cli_verify;
+mod cluster;
 mod daemon;
 mod provider_cli;
 mod provider_errors;

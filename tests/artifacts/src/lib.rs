@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+pub mod cluster;
 pub mod daemon;
 
 /// The directory holding every built module.
