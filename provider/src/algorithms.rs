@@ -96,7 +96,7 @@ impl Algorithms {
             .execute(
                 sqlx::query(
                     "INSERT INTO uploads (agreement_id, algorithm_hash, algorithm_did, name, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (agreement_id) DO UPDATE SET \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (agreement_id) DO UPDATE SET \
                      algorithm_hash = excluded.algorithm_hash, algorithm_did = excluded.algorithm_did, \
                      name = excluded.name",
                 )
@@ -113,7 +113,7 @@ impl Algorithms {
     /// The algorithm uploaded for `agreement`, if any.
     pub async fn upload_of(&self, agreement: B256) -> Result<Option<Upload>, DbError> {
         let row: Option<UploadRow> =
-            sqlx::query_as("SELECT algorithm_hash, algorithm_did, name FROM uploads WHERE agreement_id = ?1")
+            sqlx::query_as("SELECT algorithm_hash, algorithm_did, name FROM uploads WHERE agreement_id = $1")
                 .bind(Text(agreement))
                 .fetch_optional(self.db.pool())
                 .await?;

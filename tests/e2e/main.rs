@@ -9,11 +9,13 @@
 //! * `provider_restart`: SIGKILL at any point, restart, nothing lost or duplicated;
 //! * `provider_cli`: the client commands and `tidepool demo`;
 //! * `keepers`: one scenario suite on both keepers (embedded, and contracts on anvil).
+//! * `cluster`: API nodes and workers on real PostgreSQL and SeaweedFS, failures included.
 #![allow(clippy::unwrap_used, reason = "test helpers: a failed unwrap is a failed test")]
 
 mod cli_python;
 mod cli_run;
 mod cli_verify;
+mod cluster;
 mod daemon;
 mod keepers;
 mod provider_cli;

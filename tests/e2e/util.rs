@@ -8,7 +8,8 @@ use std::process::{Command, Output};
 pub fn tidepool() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidepool"));
     cmd.env("TIDEPOOL_CACHE_DIR", cache_dir());
-    cmd.env("TIDEPOOL_ENVIRONMENTS_DIR", tidepool_test_artifacts::environments_dir());
+    // Assembled on first use: a test binary may start with any test.
+    cmd.env("TIDEPOOL_ENVIRONMENTS_DIR", tidepool_test_artifacts::environments());
     cmd.env_remove("RUST_LOG");
     cmd
 }

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+pub mod cluster;
 pub mod daemon;
 
 /// The directory holding every built module.
@@ -52,7 +53,7 @@ pub fn installed_environments() -> PathBuf {
 }
 
 /// Where [`environments`] assembles the test environments (without assembling them).
-pub fn environments_dir() -> PathBuf {
+fn environments_dir() -> PathBuf {
     PathBuf::from(env!("TIDEPOOL_TARGET_DIR")).join("test-environments")
 }
 
