@@ -232,7 +232,8 @@ impl Chain {
 
     /// A block's timestamp (Unix seconds).
     pub async fn block_timestamp(&self, block: u64) -> Result<u64> {
-        let found = self.retry("block", || async { Ok(self.provider.get_block_by_number(block.into()).await?) }).await?;
+        let found =
+            self.retry("block", || async { Ok(self.provider.get_block_by_number(block.into()).await?) }).await?;
         found.map(|b| b.header.timestamp).ok_or_else(|| ChainError::Invalid(format!("no block {block}")))
     }
 

@@ -12,15 +12,15 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::client::Chain;
+use crate::deploy::Contracts;
+use crate::error::Result;
 use alloy::primitives::{Address, B256};
 use alloy::providers::Provider;
 use alloy::rpc::types::{Filter, Log};
 use alloy::sol_types::SolEvent;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
-use crate::client::Chain;
-use crate::deploy::Contracts;
-use crate::error::Result;
 
 alloy::sol! {
     /// An agreement was created (the consumer's signature over it checked).

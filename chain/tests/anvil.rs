@@ -227,7 +227,7 @@ async fn a_full_agreement_pays_for_the_fuel_used_and_commits_the_receipt_hash() 
         .agreement_events(id, 0)
         .await
         .unwrap();
-    let names: Vec<&str> = events.iter().map(|e| e.event.name()).collect();
+    let names: Vec<&str> = events.iter().map(|e| e.event.name().as_str()).collect();
     assert_eq!(
         names,
         ["ExecuteAgreement", "PaymentLocked", "FulfillUpload", "ComputeGranted", "PaymentReleased", "OutputPublished"]
@@ -450,7 +450,7 @@ async fn a_reader_restarted_from_its_cursor_sees_what_it_missed() {
     initialize(&f, first, [0; 5]).await;
     let seen = reader.poll().await.unwrap();
     assert_eq!(
-        seen.iter().map(|e| (e.agreement_id, e.event.name())).collect::<Vec<_>>(),
+        seen.iter().map(|e| (e.agreement_id, e.event.name().as_str())).collect::<Vec<_>>(),
         [(first, "ExecuteAgreement")]
     );
     let saved = reader.cursor();
@@ -463,7 +463,7 @@ async fn a_reader_restarted_from_its_cursor_sees_what_it_missed() {
 
     let mut restarted = EventReader::new(f.chain.clone(), saved, 0).with_max_range(2);
     let missed = restarted.poll().await.unwrap();
-    let summary: Vec<(B256, &str)> = missed.iter().map(|e| (e.agreement_id, e.event.name())).collect();
+    let summary: Vec<(B256, &str)> = missed.iter().map(|e| (e.agreement_id, e.event.name().as_str())).collect();
     assert_eq!(summary, [(second, "ExecuteAgreement"), (first, "PaymentLocked")], "exactly what was missed");
     assert!(matches!(&missed[1].event, AgreementEvent::PaymentLocked(locked) if locked.amount == max_amount()));
     assert!(restarted.poll().await.unwrap().is_empty(), "nothing twice");
@@ -476,7 +476,7 @@ async fn a_reader_restarted_from_its_cursor_sees_what_it_missed() {
     assert!(confirmed.poll().await.unwrap().is_empty(), "not yet two blocks deep");
     Anvil::advance_time(&f.chain, 1).await.unwrap();
     Anvil::advance_time(&f.chain, 1).await.unwrap();
-    let names: Vec<&str> = confirmed.poll().await.unwrap().iter().map(|e| e.event.name()).collect();
+    let names: Vec<&str> = confirmed.poll().await.unwrap().iter().map(|e| e.event.name().as_str()).collect();
     assert_eq!(names, ["FulfillUpload"]);
 
     // The broadcasting poller delivers the same events.
@@ -485,7 +485,7 @@ async fn a_reader_restarted_from_its_cursor_sees_what_it_missed() {
     let mut names = Vec::new();
     while names.len() < 4 {
         let e = tokio::time::timeout(std::time::Duration::from_secs(30), events.recv()).await.unwrap().unwrap();
-        names.push(e.event.name());
+        names.push(e.event.name().as_str());
     }
     assert_eq!(names, ["ExecuteAgreement", "ExecuteAgreement", "PaymentLocked", "FulfillUpload"]);
 }

@@ -1,11 +1,13 @@
-//! Algorithms: admitting modules (the runtime's checks, before anything is stored or
-//! promised), keeping them in the blob store, and remembering which algorithm was uploaded for
-//! which agreement (table `uploads`, owned here).
+//! Algorithms: admitting modules and algorithms for the environments this provider offers
+//! (the runtime's checks, before anything is stored or promised), keeping them in the blob
+//! store, and remembering which algorithm was uploaded for which agreement (table `uploads`,
+//! owned here).
 
 use std::sync::Arc;
 
 use alloy_primitives::B256;
-use tidepool_runtime::{Algorithm, Limits, Runtime};
+use tidepool_runtime::files::FileTree;
+use tidepool_runtime::{Algorithm, Environments, Limits, Runtime};
 
 use crate::blocking::blocking;
 use crate::protocol::ddo::Did;
@@ -28,13 +30,24 @@ pub enum AdmissionError {
     Runtime(#[source] tidepool_runtime::Error),
     #[error("the module check did not finish")]
     Interrupted(#[source] std::io::Error),
+    /// An algorithm for an environment this provider does not offer.
+    #[error("this provider does not offer the environment `{name}` (it offers: {offered})")]
+    NoEnvironment { name: String, offered: String },
+    /// A files archive that cannot be read.
+    #[error("the algorithm's files cannot be read: {0}")]
+    BadFiles(String),
 }
 
 /// The algorithm uploaded for an agreement.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Upload {
-    /// BLAKE3 of the module: its name in the blob store.
+    /// The algorithm's hash, as the consumer signed it and receipts record it: BLAKE3 of a
+    /// module, or the tree root of an environment algorithm's files.
     pub algorithm_hash: B256,
+    /// The blob store's name for what was kept: the module itself, or the files' archive.
+    pub blob: B256,
+    /// The environment that runs it; `None` for a module.
+    pub environment: Option<String>,
     /// The published algorithm it came from, if any.
     pub algorithm_did: Option<Did>,
     /// The name it runs under (`argv[0]`).
@@ -45,6 +58,8 @@ pub struct Upload {
 #[derive(sqlx::FromRow)]
 struct UploadRow {
     algorithm_hash: Text<B256>,
+    blob: Option<Text<B256>>,
+    environment: Option<String>,
     algorithm_did: Option<Text<Did>>,
     name: String,
 }
@@ -57,11 +72,87 @@ pub struct Algorithms {
     runtime: Arc<Runtime>,
     /// The limits modules are admitted under (the provider's module size limit among them).
     limits: Limits,
+    /// The environments offered (none: only modules run).
+    environments: Arc<Environments>,
 }
 
 impl Algorithms {
-    pub fn new(db: Db, blobs: Arc<Blobs>, runtime: Arc<Runtime>, limits: Limits) -> Self {
-        Self { db, blobs, runtime, limits }
+    pub fn new(
+        db: Db,
+        blobs: Arc<Blobs>,
+        runtime: Arc<Runtime>,
+        limits: Limits,
+        environments: Arc<Environments>,
+    ) -> Self {
+        Self { db, blobs, runtime, limits, environments }
+    }
+
+    /// The environments this provider offers.
+    pub fn environments(&self) -> &Environments {
+        &self.environments
+    }
+
+    /// Compiles (or loads from the compile cache) each offered environment's module, one after
+    /// the other, so that no consumer waits for it. Failures are logged: an environment whose
+    /// module cannot be compiled refuses its jobs with the same error.
+    pub async fn prepare_environments(&self) {
+        for name in self.environments.names() {
+            let (runtime, environments, limits) =
+                (self.runtime.clone(), self.environments.clone(), self.limits.clone());
+            let started = std::time::Instant::now();
+            let what = name.clone();
+            let prepared = blocking(move || {
+                let environment = environments.get(&what).map_err(std::io::Error::other)?;
+                runtime.prepare_environment(&environment, &limits).map_err(std::io::Error::other)
+            })
+            .await;
+            match prepared {
+                Ok(cached) => tracing::info!(
+                    environment = %name, cached, elapsed_ms = started.elapsed().as_millis() as u64,
+                    "environment ready"
+                ),
+                Err(e) => tracing::error!(environment = %name, error = %e, "the environment cannot be prepared"),
+            }
+        }
+    }
+
+    /// An algorithm for the offered environment `environment`, from its files' archive
+    /// (`tidepool-files-v1`), checked as the environment requires (its entry file present).
+    pub fn from_archive(&self, environment: &str, name: &str, archive: &[u8]) -> Result<Algorithm, AdmissionError> {
+        let offered = self.environments.names();
+        if !offered.iter().any(|n| n == environment) {
+            let offered = if offered.is_empty() { "modules only".to_string() } else { offered.join(", ") };
+            return Err(AdmissionError::NoEnvironment { name: environment.to_string(), offered });
+        }
+        let environment = self.environments.get(environment).map_err(AdmissionError::Runtime)?;
+        let files = FileTree::from_archive(archive, self.limits.module_bytes)
+            .map_err(|e| AdmissionError::BadFiles(e.to_string()))?;
+        environment.algorithm(name, files).map_err(AdmissionError::Refused)
+    }
+
+    /// Keeps what runs `algorithm` in the blob store (a module, or the files' archive) and
+    /// returns its record, to be [`record_upload`](Self::record_upload)ed.
+    pub async fn keep(&self, algorithm: &Algorithm, algorithm_did: Option<Did>) -> std::io::Result<Upload> {
+        let bytes: Arc<[u8]> = match algorithm.files() {
+            Some(files) => files.to_archive().into(),
+            None => algorithm.bytes().clone(),
+        };
+        Ok(Upload {
+            algorithm_hash: algorithm.hash(),
+            blob: self.store(bytes).await?,
+            environment: algorithm.environment().map(|e| e.name().to_string()),
+            algorithm_did,
+            name: algorithm.name.clone(),
+        })
+    }
+
+    /// The algorithm an upload recorded, as it runs.
+    pub async fn load(&self, upload: &Upload) -> Result<Algorithm, AdmissionError> {
+        let bytes = self.module(upload.blob).await.map_err(AdmissionError::Interrupted)?;
+        match &upload.environment {
+            None => Ok(Algorithm::new(upload.name.clone(), bytes)),
+            Some(environment) => self.from_archive(environment, &upload.name, &bytes),
+        }
     }
 
     /// Runs the runtime's admission on a module (size, format, imports, exports), on a
@@ -95,16 +186,19 @@ impl Algorithms {
         self.db
             .execute(
                 sqlx::query(
-                    "INSERT INTO uploads (agreement_id, algorithm_hash, algorithm_did, name, created_at) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (agreement_id) DO UPDATE SET \
-                     algorithm_hash = excluded.algorithm_hash, algorithm_did = excluded.algorithm_did, \
-                     name = excluded.name",
+                    "INSERT INTO uploads (agreement_id, algorithm_hash, algorithm_did, name, created_at, \
+                     environment, blob) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (agreement_id) DO UPDATE \
+                     SET algorithm_hash = excluded.algorithm_hash, algorithm_did = excluded.algorithm_did, \
+                     name = excluded.name, environment = excluded.environment, blob = excluded.blob",
                 )
                 .bind(Text(agreement))
                 .bind(Text(upload.algorithm_hash))
                 .bind(upload.algorithm_did.map(Text))
                 .bind(&upload.name)
-                .bind(unix_now() as i64),
+                .bind(unix_now() as i64)
+                .bind(upload.environment.as_deref())
+                // A module is its own blob: NULL, as rows from before environments.
+                .bind((upload.blob != upload.algorithm_hash).then_some(Text(upload.blob))),
             )
             .await?;
         Ok(())
@@ -112,13 +206,16 @@ impl Algorithms {
 
     /// The algorithm uploaded for `agreement`, if any.
     pub async fn upload_of(&self, agreement: B256) -> Result<Option<Upload>, DbError> {
-        let row: Option<UploadRow> =
-            sqlx::query_as("SELECT algorithm_hash, algorithm_did, name FROM uploads WHERE agreement_id = $1")
-                .bind(Text(agreement))
-                .fetch_optional(self.db.pool())
-                .await?;
+        let row: Option<UploadRow> = sqlx::query_as(
+            "SELECT algorithm_hash, blob, environment, algorithm_did, name FROM uploads WHERE agreement_id = $1",
+        )
+        .bind(Text(agreement))
+        .fetch_optional(self.db.pool())
+        .await?;
         Ok(row.map(|r| Upload {
             algorithm_hash: r.algorithm_hash.0,
+            blob: r.blob.map_or(r.algorithm_hash.0, |b| b.0),
+            environment: r.environment,
             algorithm_did: r.algorithm_did.map(|d| d.0),
             name: r.name,
         }))

@@ -53,6 +53,11 @@ pub struct ProviderConfig {
     pub contracts: Option<PathBuf>,
     /// How many blocks deep an event must be before the provider reads it.
     pub confirmations: u64,
+    /// Where the environments this provider offers (Python...) are installed; `tidepool serve`
+    /// defaults to where `scripts/setup.sh` installs them. Default: none (modules only).
+    pub environments_dir: Option<PathBuf>,
+    /// The compiled-module cache. Default: `<data_dir>/compile-cache`.
+    pub cache_dir: Option<PathBuf>,
     /// Cluster mode: the database shared by every node (`postgres://USER@HOST:PORT/DB`).
     /// Default: the SQLite file `<data_dir>/tidepool.db` (single-node mode).
     pub database: Option<String>,
@@ -92,6 +97,8 @@ impl Default for ProviderConfig {
             chain_rpc: None,
             contracts: None,
             confirmations: 0,
+            environments_dir: None,
+            cache_dir: None,
             database: None,
             blobs: None,
             blobs_region: "us-east-1".into(),
@@ -142,6 +149,12 @@ impl ProviderConfig {
         self.run_jobs.unwrap_or(self.database.is_none())
     }
 
+    /// The compiled-module cache: `cache_dir`, else `<data_dir>/compile-cache`.
+    pub fn cache_path(&self) -> PathBuf {
+        self.cache_dir.clone().unwrap_or_else(|| self.data_dir.join("compile-cache"))
+    }
+
+    /// The provider key's file: `key_file`, else `<data_dir>/provider.key`.
     pub fn key_path(&self) -> PathBuf {
         self.key_file.clone().unwrap_or_else(|| self.data_dir.join("provider.key"))
     }

@@ -7,7 +7,7 @@ use alloy_primitives::Address;
 use alloy_signer_local::PrivateKeySigner;
 use alloy_sol_types::Eip712Domain;
 use anyhow::{Context, Result};
-use tidepool_runtime::{Limits, Runtime, RuntimeConfig};
+use tidepool_runtime::{Environments, Limits, Runtime, RuntimeConfig};
 
 use crate::agreement::{Agreements, Dispatcher};
 use crate::algorithms::Algorithms;
@@ -50,6 +50,25 @@ pub(crate) async fn open_blobs(config: &ProviderConfig) -> Result<Blobs> {
     Blobs::open_remote(&config.data_dir, s3).context("opening the blob cache")
 }
 
+/// A node's runtime: its compile cache, and one instance slot per job that may run at once
+/// (the pool is sized, and the node's guest memory bounded, by `max_concurrent_jobs`).
+pub(crate) fn runtime(config: &ProviderConfig) -> Arc<Runtime> {
+    Arc::new(Runtime::new(RuntimeConfig {
+        cache_dir: Some(config.cache_path()),
+        max_instances: config.max_concurrent_jobs,
+        ..RuntimeConfig::default()
+    }))
+}
+
+/// The environments a node offers (none without `environments_dir`).
+pub(crate) fn environments(config: &ProviderConfig) -> Result<Arc<Environments>> {
+    Ok(Arc::new(match &config.environments_dir {
+        Some(dir) => Environments::load(dir)
+            .with_context(|| format!("reading the environments offered, in {}", dir.display()))?,
+        None => Environments::none(),
+    }))
+}
+
 /// How jobs run on a node: its role names its leases.
 pub(crate) fn jobs_config(config: &ProviderConfig, db: &Db, job_limits: Limits, role: &str) -> JobsConfig {
     JobsConfig {
@@ -70,6 +89,7 @@ pub struct Provider {
     config: ProviderConfig,
     signer: PrivateKeySigner,
     keeper: Arc<dyn Keeper>,
+    algorithms: Arc<Algorithms>,
     jobs: Arc<Jobs>,
     dispatcher: Arc<Dispatcher>,
     api: Arc<Api>,
@@ -105,7 +125,8 @@ impl Provider {
             }
             _ => anyhow::bail!("a keeper on a chain needs both the chain's RPC URL and the contracts file"),
         };
-        Ok(Self::assemble(config, db, blobs, keeper, signer))
+        let environments = environments(&config)?;
+        Ok(Self::assemble(config, db, blobs, keeper, signer, environments))
     }
 
     /// Builds a provider around an existing keeper (another keeper implementation, tests).
@@ -115,21 +136,17 @@ impl Provider {
         blobs: Blobs,
         keeper: Arc<dyn Keeper>,
         signer: PrivateKeySigner,
+        environments: Arc<Environments>,
     ) -> Arc<Self> {
         let blobs = Arc::new(blobs);
-        let runtime = Arc::new(Runtime::new(RuntimeConfig {
-            cache_dir: Some(config.data_dir.join("compile-cache")),
-            // One instance slot per job that may run at once: the pool is sized, and the
-            // daemon's guest memory bounded, by `max_concurrent_jobs`.
-            max_instances: config.max_concurrent_jobs,
-            ..RuntimeConfig::default()
-        }));
+        let runtime = runtime(&config);
         let domain = eip712::domain(keeper.chain_id(), signer.address());
         let operators = Operators::new(signer.address(), config.operators.clone());
         // Jobs run under the provider's limits, with its own module size limit.
         let job_limits = Limits { module_bytes: config.max_module_bytes, ..config.job_limits.clone() };
 
-        let algorithms = Arc::new(Algorithms::new(db.clone(), blobs.clone(), runtime.clone(), job_limits.clone()));
+        let algorithms =
+            Arc::new(Algorithms::new(db.clone(), blobs.clone(), runtime.clone(), job_limits.clone(), environments));
         let assets = Arc::new(Assets::new(
             db.clone(),
             blobs.clone(),
@@ -156,7 +173,7 @@ impl Provider {
         let agreements = Arc::new(Agreements::new(
             keeper.clone(),
             assets.clone(),
-            algorithms,
+            algorithms.clone(),
             jobs.clone(),
             signer.address(),
         ));
@@ -178,12 +195,13 @@ impl Provider {
                 wasmtime_version: tidepool_runtime::engine::WASMTIME_VERSION.into(),
                 dev_faucet: config.dev_faucet,
                 max_module_bytes: config.max_module_bytes,
+                environments: algorithms.environments().describe().into_iter().map(Into::into).collect(),
             },
             limits: BodyLimits { max_file_bytes: config.max_file_bytes, max_module_bytes: config.max_module_bytes },
             faucet: config.dev_faucet.then_some(config.faucet_amount),
             operators,
         });
-        Arc::new(Self { config, signer, keeper, jobs, dispatcher, api })
+        Arc::new(Self { config, signer, keeper, algorithms, jobs, dispatcher, api })
     }
 
     /// The provider's address: its identity, and what its receipts are signed by.
@@ -219,6 +237,10 @@ impl Provider {
     /// Resumes interrupted work and starts the background tasks: the job scheduler and the
     /// event dispatcher.
     pub async fn start(&self) -> Result<()> {
+        // Compiling CPython takes seconds (a minute in a debug build): in the background, so
+        // that the daemon answers at once; a job that needs it meanwhile waits for it.
+        let algorithms = self.algorithms.clone();
+        tokio::spawn(async move { algorithms.prepare_environments().await });
         self.jobs.start().await.context("recovering jobs")?;
         self.dispatcher.clone().start().context("starting the event dispatcher")?;
         Ok(())

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use alloy_primitives::Address;
 use anyhow::{Context, Result, bail};
-use tidepool_runtime::{Limits, Runtime, RuntimeConfig};
+use tidepool_runtime::Limits;
 
 use crate::algorithms::Algorithms;
 use crate::assets::{Assets, AssetsConfig};
@@ -19,7 +19,7 @@ use crate::config::{Operators, ProviderConfig};
 use crate::jobs::Jobs;
 use crate::keeper::Keeper;
 use crate::keeper::embedded::EmbeddedKeeper;
-use crate::provider::{jobs_config, open_blobs, open_db};
+use crate::provider::{environments, jobs_config, open_blobs, open_db, runtime};
 
 /// Why a cluster and a keeper on a chain do not go together (yet): a worker reads agreements
 /// from the embedded keeper's tables in the shared database.
@@ -29,6 +29,7 @@ pub(crate) const CHAIN_AND_CLUSTER: &str = "a cluster (a shared database, worker
 /// A worker: the jobs component of a cluster, without the HTTP API or the key.
 #[derive(Debug)]
 pub struct Worker {
+    algorithms: Arc<Algorithms>,
     jobs: Arc<Jobs>,
 }
 
@@ -52,13 +53,15 @@ impl Worker {
         // A worker reads agreements and verifies no signature: the domain's provider address
         // is unused here.
         let keeper: Arc<dyn Keeper> = Arc::new(EmbeddedKeeper::new(db.clone(), config.chain_id, Address::ZERO));
-        let runtime = Arc::new(Runtime::new(RuntimeConfig {
-            cache_dir: Some(config.data_dir.join("compile-cache")),
-            max_instances: config.max_concurrent_jobs,
-            ..RuntimeConfig::default()
-        }));
+        let runtime = runtime(config);
         let job_limits = Limits { module_bytes: config.max_module_bytes, ..config.job_limits.clone() };
-        let algorithms = Arc::new(Algorithms::new(db.clone(), blobs.clone(), runtime.clone(), job_limits.clone()));
+        let algorithms = Arc::new(Algorithms::new(
+            db.clone(),
+            blobs.clone(),
+            runtime.clone(),
+            job_limits.clone(),
+            environments(config)?,
+        ));
         let assets = Arc::new(Assets::new(
             db.clone(),
             blobs.clone(),
@@ -77,17 +80,19 @@ impl Worker {
             db.clone(),
             keeper,
             assets,
-            algorithms,
+            algorithms.clone(),
             blobs,
             runtime,
             None,
             jobs_config(config, &db, job_limits, "worker"),
         ));
-        Ok(Self { jobs })
+        Ok(Self { algorithms, jobs })
     }
 
     /// Starts claiming and running jobs in the background (and reaping expired leases).
     pub async fn start(&self) -> Result<()> {
+        let algorithms = self.algorithms.clone();
+        tokio::spawn(async move { algorithms.prepare_environments().await });
         self.jobs.start().await.context("starting the job scheduler")
     }
 }

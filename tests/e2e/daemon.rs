@@ -16,7 +16,7 @@ use tidepool_provider::protocol::template::{self, Terms};
 use crate::util::cache_dir;
 
 /// A running `tidepool serve` (the binary under test), with clients for it.
-pub struct Daemon(tidepool_test_artifacts::daemon::Daemon);
+pub struct Daemon(pub tidepool_test_artifacts::daemon::Daemon);
 
 impl std::ops::Deref for Daemon {
     type Target = tidepool_test_artifacts::daemon::Daemon;
@@ -120,8 +120,8 @@ pub async fn signed_initialize(c: &Client, did: Did, agreement: B256) -> (Envelo
         consumer_address: c.address(),
     })
     .unwrap();
-    let nonce = u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros())
-        .unwrap();
+    let nonce =
+        u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros()).unwrap();
     let path = "/api/v1/services/compute/initialize";
     (Envelope::sign(c.signer(), c.domain(), "POST", path, &body, nonce, unix_now() + 60), body)
 }

@@ -5,10 +5,11 @@
 //! * `cli_python`: Python algorithms through `run` and `verify`, and their mistakes;
 //! * `provider_flow`: the daemon over loopback HTTP: the agreement flow for each example, several
 //!   datasets, deferred execution, refunds, concurrency;
+//! * `provider_python`: Python algorithms on a provider: `compute`, then `verify`; uploads checked;
 //! * `provider_errors`: every error class, replays, algorithm policies;
 //! * `provider_restart`: SIGKILL at any point, restart, nothing lost or duplicated;
 //! * `provider_cli`: the client commands and `tidepool demo`;
-//! * `keepers`: one scenario suite on both keepers (embedded, and contracts on anvil).
+//! * `keepers`: one scenario suite on both keepers (embedded, and contracts on anvil);
 //! * `cluster`: API nodes and workers on real PostgreSQL and SeaweedFS, failures included.
 #![allow(clippy::unwrap_used, reason = "test helpers: a failed unwrap is a failed test")]
 
@@ -21,5 +22,6 @@ mod keepers;
 mod provider_cli;
 mod provider_errors;
 mod provider_flow;
+mod provider_python;
 mod provider_restart;
 mod util;

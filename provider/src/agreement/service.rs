@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use alloy_primitives::{Address, B256, Signature, U256};
 use tidepool_runtime::Algorithm;
+use tidepool_runtime::job::sanitize_name;
 use tracing::instrument;
 
-use crate::algorithms::{AdmissionError, Algorithms, Upload};
+use crate::algorithms::{AdmissionError, Algorithms};
 use crate::assets::{AssetError, Assets};
 use crate::jobs::{JobError, Jobs};
 use crate::keeper::{ConditionInit, Keeper, KeeperError, NewAgreement};
@@ -60,11 +61,19 @@ pub enum ServiceError {
 /// Results of the flow's steps.
 pub type ServiceResult<T> = Result<T, ServiceError>;
 
-/// The algorithm being uploaded: a module's bytes, or a published algorithm's DID.
+/// The algorithm being uploaded: a module's bytes, files for an environment, or a published
+/// algorithm's DID.
 #[derive(Debug)]
 pub enum AlgorithmSource {
     /// A module and the name it runs under.
     Module(Vec<u8>, String),
+    /// Files for an environment this provider offers, as a `tidepool-files-v1` archive, and
+    /// the name the algorithm runs under.
+    Files {
+        environment: String,
+        archive: Vec<u8>,
+        name: String,
+    },
     Published(Did),
 }
 
@@ -158,8 +167,9 @@ impl Agreements {
         service.ok_or(ServiceError::NoService { did: a.did, id: "1".into() })
     }
 
-    /// Step 3: check the consumer's signed checksum, admit the module and the asset's policy,
-    /// keep the module, and fulfil the upload condition (`FulfillUpload`).
+    /// Step 3: check the consumer's signed checksum, admit the algorithm (a module, or files
+    /// for an environment this provider offers) and the asset's policy, keep it, and fulfil the
+    /// upload condition (`FulfillUpload`).
     #[instrument(skip_all, fields(agreement_id = %agreement_id))]
     pub async fn upload(
         &self,
@@ -172,19 +182,22 @@ impl Agreements {
         if a.is_fulfilled(ConditionName::UploadAlgorithm) {
             return Err(ServiceError::Conflict("an algorithm was uploaded for this agreement already".into()));
         }
-        let (bytes, name, published) = match source {
-            AlgorithmSource::Module(bytes, name) => (bytes, tidepool_runtime::job::sanitize_name(&name), None),
+        let (algorithm, published) = match source {
+            AlgorithmSource::Module(bytes, name) => (Algorithm::new(sanitize_name(&name), bytes), None),
+            AlgorithmSource::Files { environment, archive, name } => {
+                (self.algorithms.from_archive(&environment, &name, &archive)?, None)
+            }
             AlgorithmSource::Published(did) => {
                 let ddo = self.assets.ddo(did).await?;
                 let hash = match (ddo.metadata.kind, ddo.metadata.algorithm_hash) {
                     (AssetKind::Algorithm, Some(h)) => h,
                     _ => return Err(ServiceError::Refused(format!("{did} is not an algorithm"))),
                 };
-                let name = tidepool_runtime::job::sanitize_name(&ddo.metadata.name);
-                (self.algorithms.module(hash).await?, name, Some(ddo))
+                let name = sanitize_name(&ddo.metadata.name);
+                (Algorithm::new(name, self.algorithms.module(hash).await?), Some(ddo))
             }
         };
-        let hash = tidepool_runtime::tree::blake3_b256(&bytes);
+        let hash = algorithm.hash();
         let signed = eip712::Algorithm { serviceAgreementId: agreement_id, algorithmHash: hash };
         let who = recover_typed(self.keeper.agreement_domain(), &signed, &signed_checksum)?;
         if who != a.consumer {
@@ -195,12 +208,11 @@ impl Agreements {
         }
         let service = self.service_of(&a).await?;
         check_policy(&service.trusted_algorithms, hash, published.as_ref())?;
-        let algorithm = Algorithm::new(name.clone(), bytes);
         self.algorithms.admit(algorithm.clone()).await?;
-        let stored = self.algorithms.store(algorithm.bytes().clone()).await?;
-        let upload = Upload { algorithm_hash: stored, algorithm_did: published.map(|d| d.id), name: name.clone() };
+        let upload = self.algorithms.keep(&algorithm, published.map(|d| d.id)).await?;
         self.algorithms.record_upload(agreement_id, &upload).await?;
         self.keeper.fulfill_upload(agreement_id, hash, signed_checksum).await?;
+        let name = upload.name;
         Ok(UploadResponse { algorithm_hash: hash, algorithm_name: name })
     }
 

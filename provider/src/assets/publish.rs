@@ -136,6 +136,7 @@ impl Assets {
             timeout_ms: pick(l.timeout_ms, max.timeout_ms, "timeoutMs")?,
             output_bytes: pick(l.output_bytes, max.output_bytes, "outputBytes")?,
             output_files: pick(l.output_files, max.output_files, "outputFiles")?,
+            offers: self.algorithms.environments().describe().into_iter().map(Into::into).collect(),
         };
         let price = req.price_per_fuel.unwrap_or(U256::from(1));
         let provider = self.config.operators.provider();

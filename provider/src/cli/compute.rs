@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use super::args::parse_duration;
 use super::client_args::ClientArgs;
 use super::run::{EnvironmentArgs, group, load_algorithm};
-use crate::client::flow::{AlgorithmChoice, ComputeOutcome, ComputeRequest, Step};
+use crate::client::flow::{AlgorithmChoice, ComputeOutcome, ComputeRequest, FilesAlgorithm, Step};
 use crate::protocol::ddo::Did;
 use crate::protocol::states::JobStatus;
 
@@ -58,57 +58,24 @@ fn parse_time(s: &str) -> Result<u64> {
     }
 }
 
-/// An algorithm for an environment, packed for the provider: the environment's name, the name
-/// it runs under, its files as a canonical file archive (`tidepool-files-v1`) and their tree
-/// root, which is the `algorithmHash` the consumer signs and the receipt's `algorithm_hash`.
-#[derive(Debug)]
-pub struct EnvironmentUpload {
-    pub environment: String,
-    pub name: String,
-    pub archive: Vec<u8>,
-    pub algorithm_hash: B256,
-}
-
-/// What `--algorithm` is, read and checked before anything is signed or sent.
-enum Prepared {
-    Module(AlgorithmChoice),
-    Environment(EnvironmentUpload),
-}
-
-fn prepare(args: &ComputeArgs, path: &std::path::Path) -> Result<Prepared> {
+/// Reads `--algorithm` and checks it before anything is signed or sent: a module, or files for
+/// an environment (a `.py` script, a directory with `main.py`, or `--env`).
+fn prepare(args: &ComputeArgs, path: &std::path::Path) -> Result<AlgorithmChoice> {
     let algorithm = load_algorithm(
         path,
         args.environment.as_deref(),
         &args.environments,
         tidepool_runtime::Limits::DEFAULT_MODULE_BYTES,
     )?;
-    Ok(match (algorithm.environment(), algorithm.files()) {
-        (Some(environment), Some(files)) => Prepared::Environment(EnvironmentUpload {
-            environment: environment.name().to_string(),
-            name: algorithm.name.clone(),
-            archive: files.to_archive(),
-            algorithm_hash: files.root(),
-        }),
-        _ => Prepared::Module(AlgorithmChoice::Module(algorithm.bytes().to_vec(), algorithm.name.clone())),
+    Ok(match FilesAlgorithm::pack(&algorithm) {
+        Some(files) => AlgorithmChoice::Files(files),
+        None => AlgorithmChoice::Module(algorithm.bytes().to_vec(), algorithm.name.clone()),
     })
 }
 
 pub async fn run(args: ComputeArgs) -> Result<ExitCode> {
     let algorithm = match (&args.algorithm, args.algorithm_did) {
-        (Some(path), _) => match prepare(&args, path)? {
-            Prepared::Module(module) => module,
-            Prepared::Environment(upload) => bail!(
-                "{} is the algorithm `{}` for the `{}` environment ({} bytes packed, algorithm hash {}); this version of \
-                 `tidepool compute` cannot submit it yet: providers accept WebAssembly modules only. Try it locally \
-                 with `tidepool run {}`",
-                path.display(),
-                upload.name,
-                upload.environment,
-                upload.archive.len(),
-                upload.algorithm_hash,
-                path.display()
-            ),
-        },
+        (Some(path), _) => prepare(&args, path)?,
         (None, Some(did)) => AlgorithmChoice::Published(did),
         (None, None) => bail!("give --algorithm FILE or --algorithm-did DID"),
     };

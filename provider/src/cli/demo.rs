@@ -109,9 +109,14 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     } else {
         None
     };
-    heading(1, if chain.is_some() { "a provider starts: EVM keeper, SQLite, loopback HTTP" } else {
-        "a provider starts: embedded keeper, SQLite, loopback HTTP"
-    });
+    heading(
+        1,
+        if chain.is_some() {
+            "a provider starts: EVM keeper, SQLite, loopback HTTP"
+        } else {
+            "a provider starts: embedded keeper, SQLite, loopback HTTP"
+        },
+    );
     let mut config = ProviderConfig {
         data_dir: work.join("provider"),
         listen: ([127, 0, 0, 1], 0).into(),

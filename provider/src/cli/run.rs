@@ -147,6 +147,14 @@ impl EnvironmentArgs {
         })
     }
 
+    /// Sets the environments a provider node offers: the flag or variable, else the
+    /// configuration file's, else the default directory.
+    pub fn apply(&self, c: &mut crate::config::ProviderConfig) {
+        if self.dir.is_some() || c.environments_dir.is_none() {
+            c.environments_dir = Some(self.dir());
+        }
+    }
+
     pub fn load(&self) -> anyhow::Result<Environments> {
         let dir = self.dir();
         Environments::load(&dir).with_context(|| format!("reading the environments in {}", dir.display()))

@@ -48,6 +48,11 @@ pub struct ServeArgs {
     pub confirmations: Option<u64>,
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub environments: super::run::EnvironmentArgs,
+    /// The compiled-module cache [default: DATA_DIR/compile-cache].
+    #[arg(long, env = "TIDEPOOL_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
     /// Run jobs on this node too [default: yes, unless --database names a shared database].
     #[arg(long, env = "TIDEPOOL_RUN_JOBS", value_name = "BOOL")]
     pub run_jobs: Option<bool>,
@@ -168,6 +173,10 @@ impl ServeArgs {
             c.confirmations = v;
         }
         self.cluster.apply(&mut c)?;
+        self.environments.apply(&mut c);
+        if let Some(v) = &self.cache_dir {
+            c.cache_dir = Some(v.clone());
+        }
         if let Some(v) = self.run_jobs {
             c.run_jobs = Some(v);
         }

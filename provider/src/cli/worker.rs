@@ -28,6 +28,11 @@ pub struct WorkerArgs {
     pub max_concurrent_jobs: Option<usize>,
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub environments: super::run::EnvironmentArgs,
+    /// The compiled-module cache [default: DATA_DIR/compile-cache].
+    #[arg(long, env = "TIDEPOOL_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl WorkerArgs {
@@ -50,6 +55,10 @@ impl WorkerArgs {
             c.max_concurrent_jobs = v;
         }
         self.cluster.apply(&mut c)?;
+        self.environments.apply(&mut c);
+        if let Some(v) = &self.cache_dir {
+            c.cache_dir = Some(v.clone());
+        }
         Ok(c)
     }
 }

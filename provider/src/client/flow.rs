@@ -31,8 +31,34 @@ use crate::protocol::template::{self, Terms};
 pub enum AlgorithmChoice {
     /// A module's bytes, and the name it runs under.
     Module(Vec<u8>, String),
+    /// Files for an environment the provider offers (Python...).
+    Files(FilesAlgorithm),
     /// A published algorithm.
     Published(Did),
+}
+
+/// An algorithm for an environment, packed for a provider: the environment's name, the name it
+/// runs under, its files as a canonical archive (`tidepool-files-v1`) and their tree root,
+/// which is the `algorithmHash` the consumer signs and the receipt's `algorithm_hash`.
+#[derive(Debug, Clone)]
+pub struct FilesAlgorithm {
+    pub environment: String,
+    pub name: String,
+    pub archive: Vec<u8>,
+    pub algorithm_hash: B256,
+}
+
+impl FilesAlgorithm {
+    /// Packs an environment algorithm (as `tidepool run` loads it); `None` for a module.
+    pub fn pack(algorithm: &tidepool_runtime::Algorithm) -> Option<Self> {
+        let (environment, files) = (algorithm.environment()?, algorithm.files()?);
+        Some(Self {
+            environment: environment.name().to_string(),
+            name: algorithm.name.clone(),
+            archive: files.to_archive(),
+            algorithm_hash: files.root(),
+        })
+    }
 }
 
 /// What to run, where, and how long to wait.
@@ -119,6 +145,16 @@ impl Client {
             return Err(ClientError::Flow("the asset is served by another provider than the one connected".into()));
         }
         let subs = subscriptions(&service)?;
+        if let AlgorithmChoice::Files(files) = &req.algorithm
+            && !self.provider().environments.iter().any(|e| e.name == files.environment)
+        {
+            let offered: Vec<&str> = self.provider().environments.iter().map(|e| e.name.as_str()).collect();
+            return Err(ClientError::Flow(format!(
+                "the provider does not offer the environment `{}` (it offers: {})",
+                files.environment,
+                if offered.is_empty() { "modules only".to_string() } else { offered.join(", ") }
+            )));
+        }
         // Check the DDO before signing anything: its conditions must be the template's.
         let terms = Terms::of(req.did, &service, self.address());
         let controllers = template::Controllers(
@@ -168,6 +204,7 @@ impl Client {
                                 AlgorithmChoice::Module(bytes, name) => {
                                     self.upload_module(agreement, bytes, name).await?
                                 }
+                                AlgorithmChoice::Files(files) => self.upload_files(agreement, files).await?,
                                 AlgorithmChoice::Published(did) => {
                                     let alg = self.ddo(*did).await?;
                                     let hash = alg

@@ -148,7 +148,7 @@ impl Client {
         let (first, rest) = bases.split_first().ok_or_else(|| ClientError::Protocol("no provider URL".into()))?;
         let mut client = Self::connect(first, signer.clone()).await?;
         for base in rest {
-            let other = Self::connect(base, signer.clone()).await?;
+            let mut other = Self::connect(base, signer.clone()).await?;
             if other.provider.address != client.provider.address || other.provider.chain_id != client.provider.chain_id
             {
                 return Err(ClientError::Protocol(format!("{base} is another provider than {first}")));
@@ -420,6 +420,33 @@ impl Client {
         decode(self.send_with(req).await?).await
     }
 
+    /// Uploads an algorithm for an environment the provider offers: its files' archive, under
+    /// the consumer's signature over their tree root.
+    pub async fn upload_files(&self, agreement: B256, files: &flow::FilesAlgorithm) -> ClientResult<UploadResponse> {
+        let checksum = sign_typed(
+            &self.signer,
+            &self.agreement_domain(),
+            &eip712::Algorithm { serviceAgreementId: agreement, algorithmHash: files.algorithm_hash },
+        );
+        // Names travel in the signed query as they are: both must be plain names.
+        if !tidepool_runtime::job::is_valid_name(&files.environment) {
+            return Err(ClientError::Flow(format!("`{}` is not an environment's name", files.environment)));
+        }
+        let name = tidepool_runtime::job::sanitize_name(&files.name);
+        let path = format!(
+            "/api/v1/services/compute/upload?serviceAgreementId={agreement}&signedChecksum={checksum}&algorithmName={name}\
+             &environment={}",
+            files.environment
+        );
+        let hash = keccak256(&files.archive);
+        let req = || {
+            self.signed(reqwest::Method::POST, &path, hash)
+                .header("content-type", "application/vnd.tidepool.files")
+                .body(files.archive.clone())
+        };
+        decode(self.send_with(req).await?).await
+    }
+
     /// Names a published algorithm for an agreement (`hash`: its module's BLAKE3, from its DDO).
     pub async fn upload_published(&self, agreement: B256, did: Did, hash: B256) -> ClientResult<UploadResponse> {
         let checksum = sign_typed(
@@ -432,6 +459,7 @@ impl Client {
             signed_checksum: checksum,
             algorithm_did: Some(did),
             algorithm_name: None,
+            environment: None,
         };
         let qs = format!(
             "serviceAgreementId={}&signedChecksum={}&algorithmDid={}",

@@ -45,16 +45,31 @@ async fn upload(
 ) -> ApiResult<Json<UploadResponse>> {
     let streamed = stream_body(body, api.limits.max_module_bytes, api.assets.upload_dir()).await?;
     let who = api.auth.authorize(&envelope, streamed.keccak).await?;
+    if q.algorithm_did.is_some() && q.environment.is_some() {
+        return Err(ApiError::BadRequest(
+            "a published algorithm is a module: give `environment` only with uploaded files".into(),
+        ));
+    }
     let source = match (q.algorithm_did, streamed.size) {
         (Some(did), 0) => AlgorithmSource::Published(did),
         (Some(_), _) => {
             return Err(ApiError::BadRequest("send either a module body or an algorithmDid, not both".into()));
         }
-        (None, 0) => return Err(ApiError::BadRequest("the body is empty: send the module (application/wasm)".into())),
-        (None, _) => AlgorithmSource::Module(
-            tokio::fs::read(&streamed.file).await?,
-            q.algorithm_name.unwrap_or_else(|| "algorithm".into()),
-        ),
+        (None, 0) => {
+            return Err(ApiError::BadRequest(
+                "the body is empty: send the module (application/wasm), or with `environment` the files' archive \
+                 (application/vnd.tidepool.files)"
+                    .into(),
+            ));
+        }
+        (None, _) => {
+            let bytes = tokio::fs::read(&streamed.file).await?;
+            let name = q.algorithm_name.unwrap_or_else(|| "algorithm".into());
+            match q.environment {
+                Some(environment) => AlgorithmSource::Files { environment, archive: bytes, name },
+                None => AlgorithmSource::Module(bytes, name),
+            }
+        }
     };
     Ok(Json(api.agreements.upload(who, q.service_agreement_id, q.signed_checksum, source).await?))
 }

@@ -156,7 +156,8 @@ impl From<AdmissionError> for ApiError {
     fn from(e: AdmissionError) -> Self {
         match e {
             AdmissionError::TooLarge(_) => ApiError::TooLarge(e.to_string()),
-            AdmissionError::Refused(_) => ApiError::Unprocessable(e.to_string()),
+            AdmissionError::Refused(_) | AdmissionError::NoEnvironment { .. } => ApiError::Unprocessable(e.to_string()),
+            AdmissionError::BadFiles(_) => ApiError::BadRequest(e.to_string()),
             AdmissionError::Runtime(_) | AdmissionError::Interrupted(_) => ApiError::internal(e),
         }
     }

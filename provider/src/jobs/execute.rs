@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tidepool_runtime::{Algorithm, JobSpec, Limits};
+use tidepool_runtime::{JobSpec, Limits};
 use tracing::instrument;
 
 use super::{JobError, JobResult, Jobs, Lease};
+use crate::algorithms::AdmissionError;
 use crate::blocking::blocking;
 use crate::protocol::agreement::AgreementState;
 use crate::protocol::ddo::Environment;
@@ -61,7 +62,15 @@ impl Jobs {
         let limits = self.limits_of(&service.provider.environment);
         let inputs = self.assets.inputs(a.did).await?;
         let upload = self.algorithms.upload_of(agreement_id).await?.ok_or(JobError::NoUpload(agreement_id))?;
-        let algorithm = Algorithm::new(upload.name, self.algorithms.module(upload.algorithm_hash).await?);
+        let algorithm = match self.algorithms.load(&upload).await {
+            Ok(algorithm) => algorithm,
+            Err(AdmissionError::Interrupted(e)) => return Err(e.into()),
+            // An environment withdrawn since the upload, say.
+            Err(e) => {
+                let message = crate::error_chain(&e);
+                return self.fail(id, Some(lease), JobStatus::AlgorithmProvisioningFailed, &message).await;
+            }
+        };
 
         if cancel.load(Ordering::Relaxed) || row.stop_requested != 0 {
             // Stopped between its claim and here: it never ran, and nothing is charged.

@@ -49,7 +49,9 @@ impl Jobs {
                     return Ok(()); // unsigned, and this node cannot sign it
                 }
                 let stored = self.store.receipt(id).await?;
-                Some(serde_json::from_str(&stored.ok_or_else(|| JobError::Corrupt(format!("job {id} lost its receipt")))?)?)
+                Some(serde_json::from_str(
+                    &stored.ok_or_else(|| JobError::Corrupt(format!("job {id} lost its receipt")))?,
+                )?)
             }
             None => None,
         };

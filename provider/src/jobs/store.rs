@@ -73,7 +73,6 @@ pub(super) struct SettleRow {
     status: i64,
     payment: String,
     pub receipt_hash: Option<Text<B256>>,
-    pub fuel_consumed: Option<i64>,
 }
 
 impl SettleRow {
@@ -231,7 +230,7 @@ impl JobStore {
 
     /// What settling a job needs.
     pub async fn settle_row(&self, id: &str) -> JobResult<SettleRow> {
-        Ok(sqlx::query_as("SELECT agreement_id, status, payment, receipt_hash, fuel_consumed FROM jobs WHERE id = $1")
+        Ok(sqlx::query_as("SELECT agreement_id, status, payment, receipt_hash FROM jobs WHERE id = $1")
             .bind(id)
             .fetch_one(self.db.pool())
             .await?)

@@ -64,7 +64,8 @@ impl EvmKeeper {
     /// Connects to the chain (checking that the contracts are there) as `provider`, and starts
     /// following its events.
     pub async fn connect(config: EvmConfig, provider: PrivateKeySigner, db: Db) -> KeeperResult<Arc<Self>> {
-        let chain = Chain::connect(&config.rpc, config.contracts.clone(), ChainConfig::default()).await.map_err(chain)?;
+        let chain =
+            Chain::connect(&config.rpc, config.contracts.clone(), ChainConfig::default()).await.map_err(chain)?;
         let agent = chain.agent(provider);
         let controllers = Controllers(Controller::ALL.iter().map(|c| (*c, config.contracts.controller(*c))).collect());
         let keeper = Arc::new(Self {
@@ -127,7 +128,9 @@ impl EvmKeeper {
         match e {
             ChainError::AlreadyExists { id } => KeeperError::AlreadyExists(id),
             ChainError::NotFound { id } => KeeperError::NotFound(id),
-            ChainError::AlreadyFulfilled { condition, .. } => KeeperError::AlreadyFulfilled { condition: name(condition) },
+            ChainError::AlreadyFulfilled { condition, .. } => {
+                KeeperError::AlreadyFulfilled { condition: name(condition) }
+            }
             ChainError::DependencyUnfulfilled { condition, dependency, .. } => {
                 KeeperError::DependencyUnfulfilled { condition: name(condition), missing: name(dependency) }
             }
@@ -149,9 +152,9 @@ impl EvmKeeper {
                 KeeperError::NotRefundable(format!("agreement {agreement}: no deadline has passed"))
             }
             ChainError::OutputAlreadyPublished { agreement, .. } => KeeperError::OutputAlreadyPublished(agreement),
-            ChainError::InvalidSignature | ChainError::ValuesMismatch { .. } | ChainError::ConditionKeyMismatch { .. } => {
-                KeeperError::Invalid(e.to_string())
-            }
+            ChainError::InvalidSignature
+            | ChainError::ValuesMismatch { .. }
+            | ChainError::ConditionKeyMismatch { .. } => KeeperError::Invalid(e.to_string()),
             e => chain(e),
         }
     }
@@ -370,7 +373,9 @@ impl Keeper for EvmKeeper {
     async fn credit(&self, who: Address, amount: U256) -> KeeperResult<U256> {
         // Only on a development chain whose token the provider deployed.
         self.agent.mint(who, amount).await.map_err(|e| match e {
-            ChainError::Unauthorized { .. } | ChainError::Reverted { .. } | ChainError::RevertedWithoutReason { .. } => {
+            ChainError::Unauthorized { .. }
+            | ChainError::Reverted { .. }
+            | ChainError::RevertedWithoutReason { .. } => {
                 KeeperError::Unsupported("credit: only the token's deployer mints, on a development chain")
             }
             e => self.refusal(e),

@@ -140,9 +140,15 @@ pub struct UploadQuery {
     pub signed_checksum: Signature,
     #[serde(default)]
     pub algorithm_did: Option<Did>,
-    /// The name the module runs under (`argv[0]`; default `algorithm`).
+    /// The name the algorithm runs under (`argv[0]`; default `algorithm`).
     #[serde(default)]
     pub algorithm_name: Option<String>,
+    /// The environment that runs the algorithm (one the provider offers, e.g. `python-3.12`):
+    /// the body is then the algorithm's files as a `tidepool-files-v1` archive
+    /// (`application/vnd.tidepool.files`), and `algorithmHash` their tree root. Absent: the
+    /// body is a module.
+    #[serde(default)]
+    pub environment: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -295,6 +301,9 @@ pub struct ProviderView {
     pub wasmtime_version: String,
     pub dev_faucet: bool,
     pub max_module_bytes: u64,
+    /// The environments algorithms may name besides modules.
+    #[serde(default)]
+    pub environments: Vec<crate::protocol::ddo::OfferedEnvironment>,
 }
 
 #[cfg(test)]
@@ -309,6 +318,7 @@ mod tests {
             signed_checksum: sig,
             algorithm_did: None,
             algorithm_name: None,
+            environment: Some("python-3.12".into()),
         };
         let json = serde_json::to_value(&q).unwrap();
         assert!(json["signedChecksum"].as_str().unwrap().starts_with("0x"));

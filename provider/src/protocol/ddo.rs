@@ -196,6 +196,27 @@ pub struct Environment {
     pub timeout_ms: u64,
     pub output_bytes: u64,
     pub output_files: u64,
+    /// The environments algorithms may name besides modules (Python...), pinned by their
+    /// module's hash (what receipts record). Absent: modules only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offers: Vec<OfferedEnvironment>,
+}
+
+/// An environment a provider offers: an algorithm uploaded for it is files, not a module.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OfferedEnvironment {
+    /// The name uploads give (`environment=python-3.12`).
+    pub name: String,
+    /// BLAKE3 of the environment's module.
+    pub module_hash: B256,
+    pub description: String,
+}
+
+impl From<tidepool_runtime::EnvironmentDescription> for OfferedEnvironment {
+    fn from(d: tidepool_runtime::EnvironmentDescription) -> Self {
+        Self { name: d.name, module_hash: d.module_hash, description: d.description }
+    }
 }
 
 /// Which algorithms may run on the data.

@@ -28,13 +28,13 @@ use super::eip712::ServiceAgreement;
 use super::events::EventName;
 use super::handlers::{EVENT_HANDLERS, handler_spec};
 
+use tidepool_chain::template::{
+    CONDITIONS as ON_CHAIN, GRANT_COMPUTE, LOCK_PAYMENT, REFUND_PAYMENT, RELEASE_PAYMENT, UPLOAD_ALGORITHM,
+};
 /// The template's name and id, its controllers and the Solidity signatures of the functions
 /// that fulfil its conditions are the contracts' (`tidepool_chain::template`): one template,
 /// whichever keeper runs it.
 pub use tidepool_chain::template::{Controller, TEMPLATE_NAME, template_id};
-use tidepool_chain::template::{
-    CONDITIONS as ON_CHAIN, GRANT_COMPUTE, LOCK_PAYMENT, REFUND_PAYMENT, RELEASE_PAYMENT, UPLOAD_ALGORITHM,
-};
 
 /// The controllers' addresses on a keeper.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -84,6 +84,10 @@ impl Daemon {
         } else {
             cmd.arg(self.command);
         }
+        // No environment unless a test offers one (a daemon would compile CPython at start),
+        // and the compile cache every test shares.
+        cmd.env("TIDEPOOL_ENVIRONMENTS_DIR", self.data.join("no-environments"))
+            .env("TIDEPOOL_CACHE_DIR", crate::compile_cache());
         cmd.arg("--data-dir")
             .arg(&self.data)
             .args(&self.args)

@@ -1,13 +1,16 @@
 //! The embedded keeper's semantics, on a real SQLite file.
 
 use super::*;
+use alloy_primitives::Signature;
+use tidepool_runtime::Receipt;
+
 use crate::keeper::ConditionInit;
 use crate::protocol::events::EventName;
 use crate::protocol::template::{self, Terms};
 
 /// A receipt with this hash and fuel (the keeper reads nothing else of it).
-fn receipt(hash: B256, fuel: u64) -> tidepool_runtime::Receipt {
-    let mut r: tidepool_runtime::Receipt = serde_json::from_value(serde_json::json!({
+fn receipt(hash: B256, fuel: u64) -> Receipt {
+    let mut r: Receipt = serde_json::from_value(serde_json::json!({
         "version": 2, "receipt_hash": B256::ZERO, "algorithm_hash": B256::ZERO, "algorithm_name": "a",
         "args": [], "inputs": [], "outputs_root": B256::ZERO, "stdout_hash": B256::ZERO, "stdout_len": 0,
         "stderr_hash": B256::ZERO, "stderr_len": 0, "outcome": {"kind": "exited", "code": 0},
@@ -54,7 +57,7 @@ fn new_agreement(k: &EmbeddedKeeper, id: u8, timeouts: &[(ConditionName, u64)]) 
                 dependencies: c.dependencies.clone(),
             })
             .collect(),
-        signature: alloy_primitives::Signature::test_signature(),
+        signature: Signature::test_signature(),
     }
 }
 
@@ -71,7 +74,7 @@ async fn the_happy_path_moves_tokens_and_logs_events_in_order() {
     k.lock_payment(a.id, consumer).await.unwrap();
     assert!(matches!(k.lock_payment(a.id, consumer).await, Err(KeeperError::AlreadyFulfilled { .. })));
     assert_eq!(k.balance(consumer).await.unwrap(), U256::from(3_000));
-    k.fulfill_upload(a.id, B256::repeat_byte(4), alloy_primitives::Signature::test_signature()).await.unwrap();
+    k.fulfill_upload(a.id, B256::repeat_byte(4), Signature::test_signature()).await.unwrap();
     k.grant_compute(a.id).await.unwrap();
     let payout = k.release_payment(a.id, Some(&receipt(B256::repeat_byte(5), 300))).await.unwrap();
     assert_eq!(payout, Payout { provider_amount: U256::from(600), consumer_refund: U256::from(1_400) });
@@ -181,14 +184,12 @@ async fn two_nodes_on_postgresql_never_spend_twice_nor_fulfil_twice() {
     assert!(matches!(x.err().or(y.err()), Some(KeeperError::InsufficientBalance { .. })));
     assert_eq!(a_node.balance(consumer).await.unwrap(), U256::ZERO);
     let locked = if a_node.agreement(first.id).await.unwrap().escrow > U256::ZERO { first.id } else { second.id };
-    a_node.fulfill_upload(locked, B256::repeat_byte(4)).await.unwrap();
+    a_node.fulfill_upload(locked, B256::repeat_byte(4), Signature::test_signature()).await.unwrap();
     // Granted and released from both nodes at once: each exactly once.
+    let paid = receipt(B256::repeat_byte(5), 300);
     let (x, y) = tokio::join!(a_node.grant_compute(locked), b_node.grant_compute(locked));
     assert_eq!(x.is_ok() as u8 + y.is_ok() as u8, 1, "{x:?} {y:?}");
-    let (x, y) = tokio::join!(
-        a_node.release_payment(locked, B256::repeat_byte(5), 300),
-        b_node.release_payment(locked, B256::repeat_byte(5), 300)
-    );
+    let (x, y) = tokio::join!(a_node.release_payment(locked, Some(&paid)), b_node.release_payment(locked, Some(&paid)));
     assert_eq!(x.is_ok() as u8 + y.is_ok() as u8, 1, "{x:?} {y:?}");
     assert_eq!(b_node.balance(provider).await.unwrap(), U256::from(600), "paid once");
     assert_eq!(b_node.balance(consumer).await.unwrap(), U256::from(1_400), "refunded once");
