@@ -4,7 +4,7 @@
 //! judged figure misses its target. Run it through `scripts/bench.sh`, which builds the native
 //! programs it compares against.
 //!
-//! Figure groups (`--only`): `jobs`, `kernels`, `io`, `compile`, `python`, `http`, `memory`.
+//! Figure groups (`--only`): `jobs`, `kernels`, `io`, `compile`, `python`, `http`, `chain`, `memory`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,7 +15,7 @@ use tidepool_bench::env::{Ctx, machine};
 use tidepool_bench::figures::{compile, http, io, jobs, kernels, python};
 use tidepool_bench::timing::{Row, table};
 
-const GROUPS: &[&str] = &["jobs", "kernels", "io", "compile", "python", "http", "memory"];
+const GROUPS: &[&str] = &["jobs", "kernels", "io", "compile", "python", "http", "chain", "memory"];
 
 struct Args {
     quick: bool,
@@ -90,10 +90,13 @@ fn run() -> Result<bool> {
         let data = io::dataset(&ctx.disk.path().join("python"), files, size)?;
         rows.extend(python::python(&ctx, &data)?);
     }
-    if wanted("http") || wanted("memory") {
+    if wanted("http") || wanted("chain") || wanted("memory") {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         if wanted("http") {
             rows.extend(rt.block_on(http::flows(&ctx))?);
+        }
+        if wanted("chain") {
+            rows.extend(rt.block_on(http::chain_flows(&ctx))?);
         }
         if wanted("memory") {
             rows.push(rt.block_on(http::memory(&ctx))?);

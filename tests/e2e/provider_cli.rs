@@ -103,3 +103,15 @@ fn the_demo_runs_the_whole_story() {
         assert!(ran.stderr().contains(line), "`{line}` missing from the demo:\n{}", ran.stderr());
     }
 }
+
+/// `tidepool demo --chain`: the same story with the agreement on a local chain it starts.
+#[test]
+fn the_demo_runs_on_a_local_chain() {
+    let ran = tp(&["demo", "--chain", "--algorithm", s(&module("wordfreq"))]);
+    ran.expect_code(0);
+    for line in
+        ["contracts deployed", "keeper event: PaymentReleased", "the escrow committed 0x", "verified: re-executing"]
+    {
+        assert!(ran.stderr().contains(line), "`{line}` missing from the demo:\n{}", ran.stderr());
+    }
+}

@@ -1,6 +1,7 @@
 //! The whole agreement flow over HTTP against a real `tidepool serve` (embedded keeper,
 //! durable SQLite on disk): latency of one consumer, throughput of sixteen, and the daemon's
-//! peak memory while a hundred small jobs run at once.
+//! peak memory while a hundred small jobs run at once; and the same flow with the agreement
+//! on a local chain (anvil, the contracts deployed, consumers paying from their wallets).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,6 +28,11 @@ struct Provider {
 async fn provider(ctx: &Ctx, args: &[&str], limits: ServiceLimits) -> Result<Provider> {
     let cache = ctx.disk.path().join("daemon-compile-cache");
     let daemon = Daemon::start(&ctx.native("tidepool")?, &[("TIDEPOOL_CACHE_DIR", &cache)], args);
+    publish(daemon, limits).await
+}
+
+/// Publishes the benchmark's dataset on `daemon`.
+async fn publish(daemon: Daemon, limits: ServiceLimits) -> Result<Provider> {
     let key = tidepool_provider::keys::load(&daemon.key_file()).map_err(|e| anyhow!("{e}"))?;
     let operator = Client::connect(&daemon.url, key).await?;
     let data = tempfile::tempdir_in(ctx.fast.path())?;
@@ -149,6 +155,92 @@ pub async fn flows(ctx: &Ctx) -> Result<Vec<Row>> {
             rate,
             Target::AtLeast(200.0, " flows/s"),
             &format!("median of {reps} × {seconds} s"),
+        ),
+    ])
+}
+
+/// The agreement on a local chain: p50 of sequential flows and flows per second with eight
+/// consumers (anvil's funded keys 1 to 8; key 0 is the provider's), each flow sending the
+/// provider's and the consumer's transactions (create, lock, upload, grant, release, publish).
+pub async fn chain_flows(ctx: &Ctx) -> Result<Vec<Row>> {
+    use tidepool_chain::anvil::{Anvil, dev_key};
+    let anvil = Anvil::spawn().await.context("starting anvil (scripts/setup.sh installs it)")?;
+    let (contracts, _) = tidepool_chain::deploy(anvil.endpoint(), dev_key(0)?, Default::default()).await?;
+    let file = ctx.disk.path().join("contracts.json");
+    contracts.write(&file)?;
+    let cache = ctx.disk.path().join("daemon-compile-cache");
+    let args = ["--chain-rpc", anvil.endpoint(), "--contracts", file.to_str().context("a UTF-8 path")?];
+    let daemon = Daemon::start_with(&ctx.native("tidepool")?, &[("TIDEPOOL_CACHE_DIR", &cache)], &args, |data| {
+        let _ = tidepool_provider::keys::save(&data.join("provider.key"), &dev_key(0).expect("anvil's key 0"));
+    });
+    let p = publish(daemon, ServiceLimits::default()).await?;
+    let noop = module("noop")?;
+    let outs = tempfile::tempdir_in(ctx.fast.path())?;
+    let wallet = |k: usize| {
+        let (url, rpc, contracts) = (p.daemon.url.clone(), anvil.endpoint().to_string(), contracts.clone());
+        async move {
+            let c = Client::connect(&url, dev_key(k)?).await?.with_wallet(&rpc, contracts).await?;
+            c.faucet().await?;
+            Ok::<_, anyhow::Error>(c)
+        }
+    };
+
+    let (n, warm_up) = (ctx.runs(50, 10), 3);
+    progress(&format!("{n} sequential agreement flows with the agreement on anvil"));
+    let c = wallet(1).await?;
+    let mut latencies = Vec::new();
+    for i in 0..n + warm_up {
+        let t = flow(&c, p.did, &noop, &[], &outs.path().join(format!("seq-{i}"))).await.map_err(|e| log(e, &p))?;
+        if i >= warm_up {
+            latencies.push(t);
+        }
+    }
+    let (p50, p99) = (percentile(&mut latencies, 50.0), percentile(&mut latencies, 99.0));
+
+    let consumers = 8;
+    let seconds = if ctx.quick { 3.0 } else { 10.0 };
+    progress(&format!("agreement flows on anvil with {consumers} concurrent consumers for {seconds} s"));
+    let mut clients = Vec::new();
+    for k in 1..=consumers {
+        clients.push(Arc::new(wallet(k).await?));
+    }
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let tasks: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(k, c)| {
+            let (c, did, noop, dir) = (c.clone(), p.did, noop.clone(), outs.path().to_path_buf());
+            tokio::spawn(async move {
+                let mut done = 0usize;
+                while Instant::now() < deadline {
+                    flow(&c, did, &noop, &[], &dir.join(format!("par-{k}-{done}"))).await?;
+                    done += 1;
+                }
+                Ok::<_, anyhow::Error>(done)
+            })
+        })
+        .collect();
+    let mut done = 0usize;
+    for t in tasks {
+        done += t.await?.map_err(|e| log(e, &p))?;
+    }
+    let rate = done as f64 / start.elapsed().as_secs_f64();
+    Ok(vec![
+        Row::absolute(
+            "full agreement flow with the agreement on a local chain (anvil, automine; the provider's and the \
+             consumer's transactions, events read from logs), trivial module: p50",
+            format!("p50 {}, p99 {}", millis(p50), millis(p99)),
+            p50.as_secs_f64() * 1e3,
+            Target::Reported,
+            &format!("{n} sequential flows after {warm_up} warm-up"),
+        ),
+        Row::absolute(
+            &format!("full flows per second on the local chain with {consumers} concurrent consumers"),
+            format!("{rate:.1} flows/s"),
+            rate,
+            Target::Reported,
+            &format!("one run of {seconds} s"),
         ),
     ])
 }

@@ -234,6 +234,7 @@ impl Client {
         builder
     }
 
+    /// Sends once, to the next node (a streamed body cannot be sent twice).
     async fn send(&self, builder: reqwest::RequestBuilder) -> ClientResult<reqwest::Response> {
         builder.send().await.map_err(|e| {
             let url = e.url().map_or_else(String::new, |u| u.to_string());
@@ -497,13 +498,8 @@ impl Client {
 
     /// Downloads result `index` of a job to `dest` (streamed).
     pub async fn download(&self, id: &str, index: u32, dest: &Path) -> ClientResult<u64> {
-        let resp = self
-            .send(self.signed(
-                reqwest::Method::GET,
-                &format!("/api/v1/services/compute/jobs/{id}/results/{index}"),
-                keccak256([]),
-            ))
-            .await?;
+        let path = format!("/api/v1/services/compute/jobs/{id}/results/{index}");
+        let resp = self.send_with(|| self.signed(reqwest::Method::GET, &path, keccak256([]))).await?;
         let resp = check(resp).await?;
         if let Some(parent) = dest.parent() {
             tokio::fs::create_dir_all(parent).await?;

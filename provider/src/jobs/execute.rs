@@ -90,7 +90,25 @@ impl Jobs {
         spec.limits = limits;
         spec.cancel = Some(cancel);
         let (live, job_id) = (self.live.clone(), id.to_string());
-        spec.events = Some(Arc::new(move |event| live.record(&job_id, event)));
+        // In a cluster, the stages go to the shared database too: an API node cannot see this
+        // node's live state. Written in order, by one task, off the runtime's thread.
+        let stages = self.store.db().is_shared().then(|| {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let (store, id, lease) = (self.store.clone(), id.to_string(), lease.clone());
+            tokio::spawn(async move {
+                while let Some(stage) = rx.recv().await {
+                    if let Err(e) = store.set_stage(&id, &lease, stage).await {
+                        tracing::warn!(error = %e, "the job's stage could not be recorded");
+                    }
+                }
+            });
+            tx
+        });
+        spec.events = Some(Arc::new(move |event| {
+            if let (Some(stage), Some(stages)) = (live.record(&job_id, event), &stages) {
+                let _ = stages.send(stage);
+            }
+        }));
         let runtime = self.runtime.clone();
         let result = tokio::task::spawn_blocking(move || runtime.run(&spec))
             .await

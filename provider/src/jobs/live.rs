@@ -53,23 +53,27 @@ impl LiveJobs {
         self.lock().get(id).map_or((None, None), |l| (l.stage, l.progress.clone()))
     }
 
-    /// Records what the runtime reports of job `id`.
-    pub fn record(&self, id: &str, event: JobEvent) {
+    /// Records what the runtime reports of job `id`; returns the new stage when it changed.
+    pub fn record(&self, id: &str, event: JobEvent) -> Option<JobStatus> {
         let mut jobs = self.lock();
-        let Some(live) = jobs.get_mut(id) else { return };
+        let live = jobs.get_mut(id)?;
         match event {
             JobEvent::Stage(stage) => {
-                live.stage = Some(match stage {
+                let stage = match stage {
                     Stage::ConfiguringVolumes => JobStatus::ConfiguringVolumes,
                     Stage::Provisioning => JobStatus::Provisioning,
                     Stage::Running => JobStatus::Running,
                     Stage::PublishingResults => JobStatus::PublishingResults,
-                })
+                };
+                let changed = live.stage != Some(stage);
+                live.stage = Some(stage);
+                return changed.then_some(stage);
             }
             JobEvent::Guest(GuestEvent::Progress { done, total, message }) => {
                 live.progress = Some(ProgressView { done, total, message })
             }
             JobEvent::Guest(GuestEvent::Metric { .. }) => {}
         }
+        None
     }
 }

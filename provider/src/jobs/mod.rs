@@ -169,11 +169,13 @@ impl Jobs {
         if row.consumer.0 != signer {
             return Err(JobError::NotConsumer { signer });
         }
-        Ok(ResultsView {
-            job_id: id.to_string(),
-            results: row.results.map(|r| r.0).unwrap_or_default(),
-            outputs: row.outputs.map(|o| o.0),
-        })
+        let mut results = row.results.map(|r| r.0).unwrap_or_default();
+        // In a cluster the receipt is signed at settlement, after its entry was written: its
+        // size is the stored receipt's, as served.
+        if let Some(entry) = results.iter_mut().find(|r| r.kind == ResultKind::Receipt) {
+            entry.size = self.store.receipt(id).await?.map_or(0, |r| r.len() as u64);
+        }
+        Ok(ResultsView { job_id: id.to_string(), results, outputs: row.outputs.map(|o| o.0) })
     }
 
     /// Opens result `index` of a job for its consumer.

@@ -356,6 +356,26 @@ impl JobStore {
         Ok(stop.map(|s| s != 0))
     }
 
+    /// Records the stage a held run reached (cluster mode: API nodes cannot see a worker's live
+    /// state). Only while the run holds its lease and is active: never over a final status.
+    pub async fn set_stage(&self, id: &str, lease: &Lease, stage: JobStatus) -> JobResult<()> {
+        let mut tx = self.db.write().await?;
+        sqlx::query(&format!(
+            "UPDATE jobs SET status = $1, updated_at = $2 WHERE id = $3 AND lease_owner = $4 AND attempts = $5 \
+             AND status IN {}",
+            active_codes()
+        ))
+        .bind(i64::from(stage.code()))
+        .bind(unix_now() as i64)
+        .bind(id)
+        .bind(&lease.owner)
+        .bind(lease.attempt)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Cluster mode: puts active jobs whose lease ran out before `now_ms` back in the queue, or
     /// fails them once they had `max_attempts`; returns them with their new status.
     pub async fn reap(&self, now_ms: i64, max_attempts: u32) -> JobResult<Vec<(String, i64)>> {
