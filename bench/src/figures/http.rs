@@ -28,11 +28,11 @@ struct Provider {
 async fn provider(ctx: &Ctx, args: &[&str], limits: ServiceLimits) -> Result<Provider> {
     let cache = ctx.disk.path().join("daemon-compile-cache");
     let daemon = Daemon::start(&ctx.native("tidepool")?, &[("TIDEPOOL_CACHE_DIR", &cache)], args);
-    publish(daemon, limits).await
+    publish(ctx, daemon, limits).await
 }
 
 /// Publishes the benchmark's dataset on `daemon`.
-async fn publish(daemon: Daemon, limits: ServiceLimits) -> Result<Provider> {
+async fn publish(ctx: &Ctx, daemon: Daemon, limits: ServiceLimits) -> Result<Provider> {
     let key = tidepool_provider::keys::load(&daemon.key_file()).map_err(|e| anyhow!("{e}"))?;
     let operator = Client::connect(&daemon.url, key).await?;
     let data = tempfile::tempdir_in(ctx.fast.path())?;
@@ -173,7 +173,7 @@ pub async fn chain_flows(ctx: &Ctx) -> Result<Vec<Row>> {
     let daemon = Daemon::start_with(&ctx.native("tidepool")?, &[("TIDEPOOL_CACHE_DIR", &cache)], &args, |data| {
         let _ = tidepool_provider::keys::save(&data.join("provider.key"), &dev_key(0).expect("anvil's key 0"));
     });
-    let p = publish(daemon, ServiceLimits::default()).await?;
+    let p = publish(ctx, daemon, ServiceLimits::default()).await?;
     let noop = module("noop")?;
     let outs = tempfile::tempdir_in(ctx.fast.path())?;
     let wallet = |k: usize| {
