@@ -13,6 +13,7 @@
 //! ```
 //!
 //! * [`engine`]: wasmtime configuration, compile cache, module admission;
+//! * [`instrument`]: the admission pass (NaN canonicalization, fuel, stack height);
 //! * `wasi` (private): our own `wasi_snapshot_preview1` over a virtual filesystem;
 //! * [`job`]: staging, running, outcome, outputs; [`verify`]: re-execution;
 //! * [`receipt`]: the receipt schema and its EIP-712 hash; [`tree`]: canonical tree roots;
@@ -20,6 +21,7 @@
 
 pub mod engine;
 pub mod error;
+pub mod instrument;
 pub mod job;
 pub mod limits;
 pub mod receipt;

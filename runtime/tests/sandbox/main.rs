@@ -2,12 +2,15 @@
 //!
 //! * `conformance`: WASI preview 1 behaviour, function by function;
 //! * `determinism`: every source of nondeterminism a guest can observe is closed;
+//! * `differential`: the admission pass against the eager engine, on generated and
+//!   hand-written modules, and with each of its checks left out;
 //! * `limits`: every limit is an outcome, and the host stays bounded;
 //! * `receipts`: receipts, verification and the examples end to end.
 #![allow(clippy::unwrap_used, reason = "test helpers: a failed unwrap is a failed test")]
 
 mod conformance;
 mod determinism;
+mod differential;
 mod limits;
 mod receipts;
 mod util;
