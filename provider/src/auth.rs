@@ -128,7 +128,8 @@ pub fn recover_typed<T: SolStruct>(
 /// Signs a receipt as the provider: EIP-712 typed data (`primaryType: Receipt`) under
 /// `domain`, added to the receipt's (unhashed) `signatures`.
 pub fn sign_receipt(signer: &PrivateKeySigner, domain: &Eip712Domain, receipt: &mut tidepool_runtime::Receipt) {
-    let signature = sign_typed(signer, domain, &receipt.to_eip712());
+    // A local key signs any 32-byte hash: this cannot fail.
+    let signature = signer.sign_hash_sync(&receipt.eip712_signing_hash(domain)).expect("signing with a local key");
     receipt.signatures.push(tidepool_runtime::receipt::ReceiptSignature {
         signer: signer.address().to_string(),
         scheme: "eip712".into(),
@@ -151,7 +152,9 @@ pub fn verify_receipt_signature(
         .ok_or(AuthError::Missing("receipt signature by the provider"))?;
     let signature: Signature =
         sig.signature.parse().map_err(|e| AuthError::Malformed { header: "signature", reason: format!("{e}") })?;
-    let recovered = recover_typed(domain, &receipt.to_eip712(), &signature)?;
+    let recovered = signature
+        .recover_address_from_prehash(&receipt.eip712_signing_hash(domain))
+        .map_err(|e| AuthError::Invalid(e.to_string()))?;
     if recovered != provider {
         return Err(AuthError::WrongSigner { claimed: provider, recovered });
     }

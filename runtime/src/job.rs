@@ -17,7 +17,9 @@ use crate::Runtime;
 use crate::engine::{Compiled, EngineState};
 use crate::error::{Error, Result};
 use crate::limits::Limits;
-use crate::receipt::{InputRoot, Outcome, RECEIPT_VERSION, Receipt, ReceiptMeta, RuntimeInfo, derive_seed};
+use crate::receipt::{
+    EnvironmentInfo, InputRoot, Outcome, RECEIPT_VERSION, Receipt, ReceiptMeta, RuntimeInfo, derive_seed,
+};
 use crate::tree::{self, EntryKind, Tree};
 use crate::wasi::ctx::{Capture, WasiCtx};
 use crate::wasi::vfs::{Mount, Scratch, Vfs};
@@ -357,7 +359,8 @@ impl Runtime {
         let staged = inputs.into_iter().map(stage_input).collect::<Result<Vec<_>>>()?;
         let input_roots: Vec<InputRoot> =
             staged.iter().map(|s| InputRoot { name: s.name.clone(), root: s.tree.root() }).collect();
-        let seed = spec.seed.unwrap_or_else(|| derive_seed(&algorithm_hash, &input_roots, &spec.args));
+        let environment = EnvironmentInfo::module(&spec.algorithm.name);
+        let seed = spec.seed.unwrap_or_else(|| derive_seed(&environment, &algorithm_hash, &input_roots, &spec.args));
 
         stage(Stage::Provisioning);
         let engine = self.engine(spec.limits.max_wasm_stack)?;
@@ -378,7 +381,7 @@ impl Runtime {
         }
         let outputs_root = vfs.new_root(Mount::Outputs);
 
-        let mut args = vec![spec.algorithm.name.clone(), INPUTS_DIR.to_string(), OUTPUTS_DIR.to_string()];
+        let mut args = environment.argv.clone();
         args.extend(spec.args.iter().cloned());
         let mut stderr = Capture::new(limits.stderr_bytes);
         if let Some(sink) = spec.events.clone() {
@@ -448,6 +451,7 @@ impl Runtime {
         let receipt = Receipt {
             version: RECEIPT_VERSION,
             receipt_hash: B256::ZERO,
+            environment: Some(environment),
             algorithm_hash,
             algorithm_name: spec.algorithm.name.clone(),
             args: spec.args.clone(),

@@ -33,7 +33,15 @@ pub struct Limits {
     /// Largest module accepted, in bytes.
     pub module_bytes: u64,
     /// Native stack the guest's wasm frames may use, in bytes (wasmtime's `max_wasm_stack`).
+    /// Part of the engine configuration (so of `runtime.engine_config_hash`); hashed in
+    /// `limits` by version-1 receipts only.
     pub max_wasm_stack: u64,
+    /// The guest's stack limit in wasm terms (receipt version 2): the most stack height the
+    /// guest's active calls may use together, each function costing what its frame holds
+    /// (see the engine). Absent from version-1 receipts, which do not hash it; it reads as the
+    /// default where it is not given.
+    #[serde(default = "default_max_stack_height")]
+    pub max_stack_height: u64,
 }
 
 impl Limits {
@@ -47,6 +55,8 @@ impl Limits {
     pub const DEFAULT_MODULE_BYTES: u64 = 64 * MIB;
     /// wasmtime's own default.
     pub const DEFAULT_MAX_WASM_STACK: u64 = 512 * KIB;
+    /// Stack height units (see [`max_stack_height`](Self::max_stack_height)).
+    pub const DEFAULT_MAX_STACK_HEIGHT: u64 = 256 * 1024;
 
     /// Checks that the limits can be run under.
     pub fn validate(&self) -> Result<()> {
@@ -74,6 +84,10 @@ impl Limits {
     }
 }
 
+fn default_max_stack_height() -> u64 {
+    Limits::DEFAULT_MAX_STACK_HEIGHT
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
@@ -86,6 +100,7 @@ impl Default for Limits {
             stderr_bytes: Self::DEFAULT_STDIO_BYTES,
             module_bytes: Self::DEFAULT_MODULE_BYTES,
             max_wasm_stack: Self::DEFAULT_MAX_WASM_STACK,
+            max_stack_height: Self::DEFAULT_MAX_STACK_HEIGHT,
         }
     }
 }

@@ -15,6 +15,16 @@
 //! `tests::receipt_hash_test_vector`.
 //!
 //! Content hashes inside the receipt (`algorithm_hash`, tree roots, stdout/stderr) are BLAKE3.
+//!
+//! # Versions
+//!
+//! * **2** (written today): adds the `environment` the algorithm ran in (see
+//!   [`EnvironmentInfo`]) and records the stack limit in wasm terms (`limits.max_stack_height`;
+//!   the native stack size, `limits.max_wasm_stack`, is part of the engine configuration and so
+//!   covered by `runtime.engine_config_hash`). Hashed over [`eip712::Receipt`].
+//! * **1**: no environment (the algorithm was always the module itself); the native stack limit
+//!   `maxWasmStack` is hashed in `Limits`. Hashed over [`eip712::v1::Receipt`]. Version-1
+//!   receipts still parse, hash and verify.
 
 use alloy_primitives::{B256, Keccak256, keccak256};
 use alloy_sol_types::SolStruct;
@@ -22,17 +32,29 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits::Limits;
 
-/// The receipt format version.
-pub const RECEIPT_VERSION: u32 = 1;
+/// The receipt format version written by this runtime.
+pub const RECEIPT_VERSION: u32 = 2;
 
-/// The EIP-712 types the receipt hash is defined over.
+/// The EIP-712 types the receipt hash is defined over (version 2; version 1 in [`eip712::v1`]).
 pub mod eip712 {
     alloy_sol_types::sol! {
-        /// One input dataset: the name it is mounted under and its tree root.
+        /// One input dataset (or an environment's extra mount): the name it is mounted under
+        /// and its tree root.
         #[derive(Debug)]
         struct Input {
             string name;
             bytes32 root;
+        }
+
+        /// The environment the algorithm ran in: a pinned module and how it is called.
+        /// `moduleHash` is zero when the algorithm is itself the module.
+        #[derive(Debug)]
+        struct Environment {
+            string name;
+            bytes32 moduleHash;
+            string[] argv;
+            string[] env;
+            Input[] mounts;
         }
 
         /// How the guest stopped. `code` is the exit code for `exited`, else 0; `message` is
@@ -54,7 +76,7 @@ pub mod eip712 {
             uint64 stdoutBytes;
             uint64 stderrBytes;
             uint64 moduleBytes;
-            uint64 maxWasmStack;
+            uint64 maxStackHeight;
         }
 
         #[derive(Debug)]
@@ -67,6 +89,7 @@ pub mod eip712 {
         #[derive(Debug)]
         struct Receipt {
             uint32 version;
+            Environment environment;
             bytes32 algorithmHash;
             string algorithmName;
             string[] args;
@@ -82,6 +105,64 @@ pub mod eip712 {
             Runtime runtime;
             bytes32 seed;
             bool deterministic;
+        }
+    }
+
+    /// The version-1 types (no environment; the native stack limit in `Limits`).
+    pub mod v1 {
+        alloy_sol_types::sol! {
+            #[derive(Debug)]
+            struct Input {
+                string name;
+                bytes32 root;
+            }
+
+            #[derive(Debug)]
+            struct Outcome {
+                string kind;
+                int32 code;
+                string message;
+            }
+
+            #[derive(Debug)]
+            struct Limits {
+                uint64 fuel;
+                uint64 memoryBytes;
+                uint64 timeoutMs;
+                uint64 outputBytes;
+                uint64 outputFiles;
+                uint64 stdoutBytes;
+                uint64 stderrBytes;
+                uint64 moduleBytes;
+                uint64 maxWasmStack;
+            }
+
+            #[derive(Debug)]
+            struct Runtime {
+                string tidepoolVersion;
+                string wasmtimeVersion;
+                bytes32 engineConfigHash;
+            }
+
+            #[derive(Debug)]
+            struct Receipt {
+                uint32 version;
+                bytes32 algorithmHash;
+                string algorithmName;
+                string[] args;
+                Input[] inputs;
+                bytes32 outputsRoot;
+                bytes32 stdoutHash;
+                uint64 stdoutLen;
+                bytes32 stderrHash;
+                uint64 stderrLen;
+                Outcome outcome;
+                uint64 fuelConsumed;
+                Limits limits;
+                Runtime runtime;
+                bytes32 seed;
+                bool deterministic;
+            }
         }
     }
 }
@@ -154,6 +235,42 @@ pub struct InputRoot {
     pub root: B256,
 }
 
+/// The environment a job ran in (receipt version 2): a pinned WebAssembly module and how it
+/// is called. The guest's `argv` is `argv` followed by the job's `args`.
+///
+/// For an algorithm that is itself a module, `name` is [`EnvironmentInfo::MODULE`],
+/// `module_hash` is zero and `argv` is `[<algorithm name>, "/data/inputs", "/data/outputs"]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentInfo {
+    /// The environment's name (`module`, `python-3.12`, ...).
+    pub name: String,
+    /// BLAKE3 of the environment's module; zero for [`EnvironmentInfo::MODULE`].
+    pub module_hash: B256,
+    /// The fixed start of the guest's argv.
+    pub argv: Vec<String>,
+    /// The guest's environment variables, `NAME=value`, in order.
+    pub env: Vec<String>,
+    /// Extra read-only mounts (guest path and tree root), in order.
+    pub mounts: Vec<InputRoot>,
+}
+
+impl EnvironmentInfo {
+    /// The name of the environment of an algorithm that is itself a module.
+    pub const MODULE: &'static str = "module";
+
+    /// The environment of a module algorithm running as `name`.
+    pub fn module(name: &str) -> Self {
+        Self {
+            name: Self::MODULE.into(),
+            module_hash: B256::ZERO,
+            argv: vec![name.to_string(), crate::job::INPUTS_DIR.into(), crate::job::OUTPUTS_DIR.into()],
+            env: Vec::new(),
+            mounts: Vec::new(),
+        }
+    }
+}
+
 /// What executed the job.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -193,6 +310,9 @@ pub struct ReceiptMeta {
 pub struct Receipt {
     pub version: u32,
     pub receipt_hash: B256,
+    /// The environment (version 2 and later; absent in version 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<EnvironmentInfo>,
     pub algorithm_hash: B256,
     pub algorithm_name: String,
     pub args: Vec<String>,
@@ -215,16 +335,21 @@ pub struct Receipt {
 }
 
 impl Receipt {
-    /// The receipt as the EIP-712 struct its hash is defined over.
+    /// The receipt as the version-2 EIP-712 struct its hash is defined over. (For a version-1
+    /// receipt, see [`to_eip712_v1`](Self::to_eip712_v1).)
     pub fn to_eip712(&self) -> eip712::Receipt {
-        let (code, message) = match &self.outcome {
-            Outcome::Exited { code } => (*code, String::new()),
-            Outcome::Trap { message } => (0, message.clone()),
-            _ => (0, String::new()),
-        };
+        let (code, message) = self.outcome_parts();
         let l = &self.limits;
+        let env = self.environment.clone().unwrap_or_else(|| EnvironmentInfo::module(&self.algorithm_name));
         eip712::Receipt {
             version: self.version,
+            environment: eip712::Environment {
+                name: env.name,
+                moduleHash: env.module_hash,
+                argv: env.argv,
+                env: env.env,
+                mounts: env.mounts.iter().map(|m| eip712::Input { name: m.name.clone(), root: m.root }).collect(),
+            },
             algorithmHash: self.algorithm_hash,
             algorithmName: self.algorithm_name.clone(),
             args: self.args.clone(),
@@ -234,7 +359,7 @@ impl Receipt {
             stdoutLen: self.stdout_len,
             stderrHash: self.stderr_hash,
             stderrLen: self.stderr_len,
-            outcome: eip712::Outcome { kind: self.outcome.kind().to_string(), code, message },
+            outcome: eip712::Outcome { kind: self.outcome.kind().to_string(), code, message: message.to_string() },
             fuelConsumed: self.fuel_consumed,
             limits: eip712::Limits {
                 fuel: l.fuel,
@@ -245,7 +370,7 @@ impl Receipt {
                 stdoutBytes: l.stdout_bytes,
                 stderrBytes: l.stderr_bytes,
                 moduleBytes: l.module_bytes,
-                maxWasmStack: l.max_wasm_stack,
+                maxStackHeight: l.max_stack_height,
             },
             runtime: eip712::Runtime {
                 tidepoolVersion: self.runtime.tidepool_version.clone(),
@@ -257,24 +382,104 @@ impl Receipt {
         }
     }
 
+    /// The receipt as the version-1 EIP-712 struct (no environment, `maxWasmStack`).
+    pub fn to_eip712_v1(&self) -> eip712::v1::Receipt {
+        use eip712::v1;
+        let (code, message) = self.outcome_parts();
+        let l = &self.limits;
+        v1::Receipt {
+            version: self.version,
+            algorithmHash: self.algorithm_hash,
+            algorithmName: self.algorithm_name.clone(),
+            args: self.args.clone(),
+            inputs: self.inputs.iter().map(|i| v1::Input { name: i.name.clone(), root: i.root }).collect(),
+            outputsRoot: self.outputs_root,
+            stdoutHash: self.stdout_hash,
+            stdoutLen: self.stdout_len,
+            stderrHash: self.stderr_hash,
+            stderrLen: self.stderr_len,
+            outcome: v1::Outcome { kind: self.outcome.kind().to_string(), code, message: message.to_string() },
+            fuelConsumed: self.fuel_consumed,
+            limits: v1::Limits {
+                fuel: l.fuel,
+                memoryBytes: l.memory_bytes,
+                timeoutMs: l.timeout_ms,
+                outputBytes: l.output_bytes,
+                outputFiles: l.output_files,
+                stdoutBytes: l.stdout_bytes,
+                stderrBytes: l.stderr_bytes,
+                moduleBytes: l.module_bytes,
+                maxWasmStack: l.max_wasm_stack,
+            },
+            runtime: v1::Runtime {
+                tidepoolVersion: self.runtime.tidepool_version.clone(),
+                wasmtimeVersion: self.runtime.wasmtime_version.clone(),
+                engineConfigHash: self.runtime.engine_config_hash,
+            },
+            seed: self.seed,
+            deterministic: self.deterministic,
+        }
+    }
+
+    /// `Outcome.code` and `Outcome.message` of the hashed struct.
+    fn outcome_parts(&self) -> (i32, &str) {
+        match &self.outcome {
+            Outcome::Exited { code } => (*code, ""),
+            Outcome::Trap { message } => (0, message.as_str()),
+            _ => (0, ""),
+        }
+    }
+
+    /// The EIP-712 signing hash of the receipt under `domain` (`primaryType: Receipt`, the
+    /// types of the receipt's version): what a provider signs.
+    pub fn eip712_signing_hash(&self, domain: &alloy_sol_types::Eip712Domain) -> B256 {
+        let mut digest = [0u8; 66];
+        digest[0] = 0x19;
+        digest[1] = 0x01;
+        digest[2..34].copy_from_slice(domain.hash_struct().as_slice());
+        digest[34..].copy_from_slice(self.compute_hash().as_slice());
+        keccak256(digest)
+    }
+
     /// The hash of every field but `receipt_hash`, `signatures` and `meta`: EIP-712
-    /// `hashStruct` of [`to_eip712`](Self::to_eip712).
+    /// `hashStruct` of [`to_eip712`](Self::to_eip712) (version 2) or of
+    /// [`to_eip712_v1`](Self::to_eip712_v1) (version 1).
     ///
-    /// Encoded here rather than through `SolStruct::eip712_hash_struct`, which rebuilds and
-    /// rehashes the `encodeType` strings of all five types on every call (two thirds of the
-    /// cost, and receipts are sealed on every job); the type hashes still come from the
-    /// `sol!` definitions, once, and a test checks both paths agree.
+    /// Version 2 is encoded here rather than through `SolStruct::eip712_hash_struct`, which
+    /// rebuilds and rehashes the `encodeType` strings of every type on every call (two thirds
+    /// of the cost, and receipts are sealed on every job); the type hashes still come from the
+    /// `sol!` definitions, once, and a test checks both paths agree. Version 1 receipts are
+    /// only hashed when verified, through alloy.
     pub fn compute_hash(&self) -> B256 {
+        if self.version == 1 {
+            return self.to_eip712_v1().eip712_hash_struct();
+        }
         let t = type_hashes();
         let word_u64 = |v: u64| B256::left_padding_from(&v.to_be_bytes());
         let string = |v: &str| keccak256(v.as_bytes());
+        let strings = |v: &[String]| keccak_words(v.iter().map(|a| string(a)));
+        let roots = |v: &[InputRoot]| keccak_words(v.iter().map(|i| keccak_words([t.input, string(&i.name), i.root])));
 
+        let module_env;
+        let env = match &self.environment {
+            Some(env) => env,
+            None => {
+                module_env = EnvironmentInfo::module(&self.algorithm_name);
+                &module_env
+            }
+        };
+        let environment = remembered(&LAST_ENVIRONMENT, env, || {
+            keccak_words([
+                t.environment,
+                string(&env.name),
+                env.module_hash,
+                strings(&env.argv),
+                strings(&env.env),
+                roots(&env.mounts),
+            ])
+        });
         let outcome = remembered(&LAST_OUTCOME, &self.outcome, || {
-            let (code, message) = match &self.outcome {
-                Outcome::Exited { code } => (*code, ""),
-                Outcome::Trap { message } => (0, message.as_str()),
-                _ => (0, ""),
-            };
+            let (code, message) = self.outcome_parts();
             // int32, sign-extended to 32 bytes.
             let code = B256::from(alloy_primitives::I256::try_from(code).unwrap_or_default().to_be_bytes::<32>());
             keccak_words([t.outcome, string(self.outcome.kind()), code, string(message)])
@@ -291,7 +496,7 @@ impl Receipt {
                 word_u64(l.stdout_bytes),
                 word_u64(l.stderr_bytes),
                 word_u64(l.module_bytes),
-                word_u64(l.max_wasm_stack),
+                word_u64(l.max_stack_height),
             ])
         });
         let runtime = remembered(&LAST_RUNTIME, &self.runtime, || {
@@ -302,15 +507,14 @@ impl Receipt {
                 self.runtime.engine_config_hash,
             ])
         });
-        let args = keccak_words(self.args.iter().map(|a| string(a)));
-        let inputs = keccak_words(self.inputs.iter().map(|i| keccak_words([t.input, string(&i.name), i.root])));
         keccak_words([
             t.receipt,
             word_u64(self.version.into()),
+            environment,
             self.algorithm_hash,
             string(&self.algorithm_name),
-            args,
-            inputs,
+            strings(&self.args),
+            roots(&self.inputs),
             self.outputs_root,
             self.stdout_hash,
             word_u64(self.stdout_len),
@@ -347,6 +551,7 @@ impl Receipt {
         const ORDER: &[&str] = &[
             "version",
             "runtime",
+            "environment",
             "algorithm",
             "args",
             "inputs",
@@ -367,6 +572,11 @@ impl Receipt {
     pub fn eip712_encode_type() -> String {
         eip712::Receipt::eip712_encode_type().into_owned()
     }
+
+    /// The environment, also for a version-1 receipt (whose algorithm was the module itself).
+    pub fn environment(&self) -> EnvironmentInfo {
+        self.environment.clone().unwrap_or_else(|| EnvironmentInfo::module(&self.algorithm_name))
+    }
 }
 
 /// keccak256 of concatenated words: a struct's `hashStruct` (type hash first) or the
@@ -386,6 +596,7 @@ thread_local! {
     static LAST_OUTCOME: Remembered<Outcome> = const { std::cell::RefCell::new(None) };
     static LAST_LIMITS: Remembered<Limits> = const { std::cell::RefCell::new(None) };
     static LAST_RUNTIME: Remembered<RuntimeInfo> = const { std::cell::RefCell::new(None) };
+    static LAST_ENVIRONMENT: Remembered<EnvironmentInfo> = const { std::cell::RefCell::new(None) };
 }
 
 /// `hash()` of `value`, or the remembered hash when `value` equals the last one hashed here.
@@ -409,6 +620,7 @@ fn remembered<T: Clone + PartialEq>(
 /// The EIP-712 type hashes of the receipt's structs, from their `sol!` definitions.
 struct TypeHashes {
     receipt: B256,
+    environment: B256,
     input: B256,
     outcome: B256,
     limits: B256,
@@ -418,6 +630,7 @@ struct TypeHashes {
 fn type_hashes() -> &'static TypeHashes {
     static HASHES: std::sync::LazyLock<TypeHashes> = std::sync::LazyLock::new(|| TypeHashes {
         receipt: keccak256(eip712::Receipt::eip712_encode_type().as_bytes()),
+        environment: keccak256(eip712::Environment::eip712_encode_type().as_bytes()),
         input: keccak256(eip712::Input::eip712_encode_type().as_bytes()),
         outcome: keccak256(eip712::Outcome::eip712_encode_type().as_bytes()),
         limits: keccak256(eip712::Limits::eip712_encode_type().as_bytes()),
@@ -481,8 +694,14 @@ fn diff_json(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut
 
 /// The seed a job gets when none is given: derived from what the job is, so running the same
 /// job twice gives the same receipt.
-pub fn derive_seed(algorithm_hash: &B256, inputs: &[InputRoot], args: &[String]) -> B256 {
-    let mut bytes = b"tidepool-seed-v1".to_vec();
+pub fn derive_seed(
+    environment: &EnvironmentInfo,
+    algorithm_hash: &B256,
+    inputs: &[InputRoot],
+    args: &[String],
+) -> B256 {
+    let mut bytes = b"tidepool-seed-v2".to_vec();
+    bytes.extend_from_slice(environment.module_hash.as_slice());
     bytes.extend_from_slice(algorithm_hash.as_slice());
     for i in inputs {
         bytes.extend_from_slice(&(i.name.len() as u64).to_le_bytes());
@@ -504,6 +723,7 @@ pub(crate) mod tests {
         Receipt {
             version: RECEIPT_VERSION,
             receipt_hash: B256::ZERO,
+            environment: Some(EnvironmentInfo::module("wordfreq")),
             algorithm_hash: B256::repeat_byte(0x11),
             algorithm_name: "wordfreq".into(),
             args: vec!["--top".into(), "10".into()],
@@ -529,6 +749,26 @@ pub(crate) mod tests {
         .seal()
     }
 
+    /// `sample()` as version 1 wrote it: no environment.
+    fn sample_v1() -> Receipt {
+        Receipt { version: 1, environment: None, ..sample() }.seal()
+    }
+
+    /// A receipt of a job in an environment with arguments, variables and an extra mount.
+    fn sample_python() -> Receipt {
+        Receipt {
+            environment: Some(EnvironmentInfo {
+                name: "python-3.12".into(),
+                module_hash: B256::repeat_byte(0x99),
+                argv: vec!["python".into(), "/algorithm/main.py".into(), "/data/inputs".into(), "/data/outputs".into()],
+                env: vec!["PYTHONHASHSEED=0".into(), "PYTHONPATH=/sdk".into()],
+                mounts: vec![InputRoot { name: "/sdk".into(), root: B256::repeat_byte(0xaa) }],
+            }),
+            ..sample()
+        }
+        .seal()
+    }
+
     #[test]
     fn receipt_hash_test_vector() {
         let r = sample();
@@ -543,6 +783,33 @@ pub(crate) mod tests {
         assert_eq!(input.eip712_hash_struct(), keccak256(enc));
         assert_eq!(
             Receipt::eip712_encode_type(),
+            "Receipt(uint32 version,Environment environment,bytes32 algorithmHash,string algorithmName,string[] args,\
+             Input[] inputs,bytes32 outputsRoot,bytes32 stdoutHash,uint64 stdoutLen,bytes32 stderrHash,uint64 stderrLen,\
+             Outcome outcome,uint64 fuelConsumed,Limits limits,Runtime runtime,bytes32 seed,bool deterministic)\
+             Environment(string name,bytes32 moduleHash,string[] argv,string[] env,Input[] mounts)\
+             Input(string name,bytes32 root)\
+             Limits(uint64 fuel,uint64 memoryBytes,uint64 timeoutMs,uint64 outputBytes,uint64 outputFiles,\
+             uint64 stdoutBytes,uint64 stderrBytes,uint64 moduleBytes,uint64 maxStackHeight)\
+             Outcome(string kind,int32 code,string message)\
+             Runtime(string tidepoolVersion,string wasmtimeVersion,bytes32 engineConfigHash)"
+        );
+        assert_eq!(
+            r.receipt_hash.to_string(),
+            "0x5ae3c84845a308cf4ea2aca38293183fce13e765632461815dd8a4ff9283415c",
+            "the documented test vector for `sample()`"
+        );
+        assert_eq!(
+            sample_python().receipt_hash.to_string(),
+            "0x8acfd8e960673d46edcd20301306b61fff3cb7a86cb265276b342d6930a7ae5b",
+            "the documented test vector for `sample_python()`"
+        );
+    }
+
+    #[test]
+    fn version_1_receipts_keep_their_hash() {
+        let r = sample_v1();
+        assert_eq!(
+            eip712::v1::Receipt::eip712_encode_type(),
             "Receipt(uint32 version,bytes32 algorithmHash,string algorithmName,string[] args,Input[] inputs,\
              bytes32 outputsRoot,bytes32 stdoutHash,uint64 stdoutLen,bytes32 stderrHash,uint64 stderrLen,\
              Outcome outcome,uint64 fuelConsumed,Limits limits,Runtime runtime,bytes32 seed,bool deterministic)\
@@ -555,13 +822,31 @@ pub(crate) mod tests {
         assert_eq!(
             r.receipt_hash.to_string(),
             "0x3b834165547220e2ee619c5bc3baa26dee20308dc79a27184080928ab755672e",
-            "the documented test vector for `sample()`"
+            "version 1's documented test vector (the same fields, hashed as version 1 hashed them)"
         );
+        // What version 1 wrote parses and keeps its hash; the stack height it did not have
+        // takes its default and changes nothing.
+        let mut json = serde_json::to_value(&r).unwrap();
+        json["limits"].as_object_mut().unwrap().remove("max_stack_height");
+        let back: Receipt = serde_json::from_value(json).unwrap();
+        assert_eq!(back.environment, None);
+        assert!(back.hash_is_consistent());
+        assert_ne!(r.receipt_hash, sample().receipt_hash, "the two versions hash differently");
+    }
+
+    #[test]
+    fn the_signing_hash_is_eip712s() {
+        let domain = alloy_sol_types::eip712_domain! { name: "Tidepool", version: "1", chain_id: 1337, };
+        assert_eq!(sample().eip712_signing_hash(&domain), sample().to_eip712().eip712_signing_hash(&domain));
+        assert_eq!(sample_v1().eip712_signing_hash(&domain), sample_v1().to_eip712_v1().eip712_signing_hash(&domain));
     }
 
     #[test]
     fn the_hand_encoding_matches_alloys_eip712() {
-        let mut receipts = vec![sample()];
+        let mut receipts = vec![sample(), sample_python()];
+        let mut r = sample();
+        r.environment = Some(EnvironmentInfo { argv: vec![], mounts: vec![], ..sample_python().environment() });
+        receipts.push(r);
         let mut r = sample();
         r.args = vec![];
         r.inputs = vec![];

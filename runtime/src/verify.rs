@@ -63,8 +63,20 @@ impl Runtime {
                 actual: format!("{} (does not match the receipt's own fields: it was altered)", claimed.receipt_hash),
             });
         }
+        if claimed.version > RECEIPT_VERSION || claimed.version == 0 {
+            return Err(crate::Error::InvalidJob {
+                reason: format!(
+                    "receipt version {} is not one this verifier knows (1 to {RECEIPT_VERSION}); a newer tidepool made it",
+                    claimed.version
+                ),
+            });
+        }
         if claimed.version != RECEIPT_VERSION {
-            notes.push(format!("receipt version {} (this verifier writes version {RECEIPT_VERSION})", claimed.version));
+            notes.push(format!(
+                "receipt version {} (this runtime writes version {RECEIPT_VERSION}); the re-execution is compared in \
+                 version {}",
+                claimed.version, claimed.version
+            ));
         }
         if claimed.runtime.tidepool_version != crate::VERSION {
             notes.push(format!(
@@ -87,7 +99,14 @@ impl Runtime {
             events: None,
             cancel: None,
         };
-        let rerun = self.run(&spec)?;
+        let mut rerun = self.run(&spec)?;
+        if claimed.version == 1 {
+            // Version 1 had no environment: the algorithm was always the module, which is
+            // what the re-execution ran. Compare in the receipt's own format.
+            rerun.receipt.version = 1;
+            rerun.receipt.environment = None;
+            rerun.receipt = rerun.receipt.seal();
+        }
 
         // A receipt whose outcome depended on wall time (a timeout, a stop) can only be checked
         // for what defines the job; a rerun that timed out says nothing about the results.

@@ -100,6 +100,7 @@ impl From<&LimitArgs> for Limits {
             stderr_bytes: a.stderr_cap,
             module_bytes: a.max_module_size,
             max_wasm_stack: a.max_stack,
+            max_stack_height: Limits::DEFAULT_MAX_STACK_HEIGHT,
         }
     }
 }
