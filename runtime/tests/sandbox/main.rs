@@ -5,7 +5,8 @@
 //! * `differential`: the admission pass against the eager engine, on generated and
 //!   hand-written modules, and with each of its checks left out;
 //! * `limits`: every limit is an outcome, and the host stays bounded;
-//! * `receipts`: receipts, verification and the examples end to end.
+//! * `receipts`: receipts, verification and the examples end to end;
+//! * `stack`: the wasm-level stack limit.
 #![allow(clippy::unwrap_used, reason = "test helpers: a failed unwrap is a failed test")]
 
 mod conformance;
@@ -13,4 +14,5 @@ mod determinism;
 mod differential;
 mod limits;
 mod receipts;
+mod stack;
 mod util;
