@@ -25,8 +25,18 @@ pub(crate) fn with_stack<R: Send>(need: usize, f: impl FnOnce() -> R + Send) -> 
 /// Bytes of stack left below the caller's frame on this thread, if the platform tells.
 #[cfg(target_os = "linux")]
 fn remaining() -> Option<usize> {
+    thread_local! {
+        // The lowest address of this thread's stack, found once: for the main thread glibc
+        // reads /proc/self/maps to tell.
+        static BASE: Option<usize> = stack_base();
+    }
     let marker = std::hint::black_box(0u8);
     let here = std::ptr::addr_of!(marker) as usize;
+    BASE.with(|base| base.map(|b| here.saturating_sub(b)))
+}
+
+#[cfg(target_os = "linux")]
+fn stack_base() -> Option<usize> {
     // SAFETY: `attr` is initialized by `pthread_getattr_np` before it is read and destroyed
     // once; the pointers passed are valid for writes of their types.
     unsafe {
@@ -39,7 +49,7 @@ fn remaining() -> Option<usize> {
         let ok = libc::pthread_attr_getstack(&attr, &mut base, &mut size) == 0;
         libc::pthread_attr_destroy(&mut attr);
         // The stack grows down from `base + size` to `base`.
-        ok.then(|| here.saturating_sub(base as usize))
+        ok.then_some(base as usize)
     }
 }
 
