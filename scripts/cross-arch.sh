@@ -36,9 +36,23 @@ step "build the guests and examples (wasm32-wasip1)" cargo build --locked -p tid
 
 x86="$target/release/tidepool"
 arm_bin="$target/$arm_triple/release/tidepool"
-arm() { qemu-aarch64 -L /usr/aarch64-linux-gnu "$arm_bin" "$@"; }
-nehalem() { qemu-x86_64 -cpu Nehalem "$x86" "$@"; }
-native() { "$x86" "$@"; }
+# Each runs `tidepool SUBCOMMAND ARGS...` with its own compile cache (a module is compiled once
+# per architecture, for its run and its verification).
+arm() {
+    local sub=$1
+    shift
+    qemu-aarch64 -L /usr/aarch64-linux-gnu "$arm_bin" "$sub" --cache-dir "$work/cache-aarch64" "$@"
+}
+nehalem() {
+    local sub=$1
+    shift
+    qemu-x86_64 -cpu Nehalem "$x86" "$sub" --cache-dir "$work/cache-nehalem" "$@"
+}
+native() {
+    local sub=$1
+    shift
+    "$x86" "$sub" --cache-dir "$work/cache-x86_64" "$@"
+}
 guests="$target/wasm-guests/wasm32-wasip1/release"
 
 data="$work/data"
@@ -82,8 +96,7 @@ run_case() {
     local wasm="$guests/$module.wasm"
     [ "$args" = SIZE ] && args=$(stat -c %s "$wasm")
     # shellcheck disable=SC2086
-    $who run "$wasm" $opts --output "$out/outputs" --receipt "$out/receipt.json" --quiet --no-cache \
-        -- $args >"$out/stdout" 2>"$out/stderr" || true
+    $who run "$wasm" $opts --output "$out/outputs" --receipt "$out/receipt.json" --quiet -- $args >"$out/stdout" 2>"$out/stderr" || true
     [ -s "$out/receipt.json" ] || failures+=("$name: no receipt from $who ($(tail -n 3 "$out/stderr" | tr '\n' ' '))")
 }
 hash_of() { sed -n 's/.*"receipt_hash": *"\(0x[0-9a-f]*\)".*/\1/p' "$1" | head -n 1; }
