@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 
 step "setup" scripts/setup.sh
 step "format (cargo fmt --check)" cargo fmt --all -- --check
+step "contracts (committed artifacts match a fresh compile)" scripts/compile-contracts.sh --check
 step "lints (cargo clippy --workspace --all-targets -D warnings)" \
     cargo clippy --workspace --all-targets --locked -- -D warnings
 step "tests (cargo test)" cargo test --locked

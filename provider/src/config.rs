@@ -43,8 +43,26 @@ pub struct ProviderConfig {
     pub max_request_ttl_secs: u64,
     /// The most a published service may allow a job, and the default when publishing.
     pub job_limits: Limits,
-    /// How often a job is retried when the provider restarts in the middle of it.
+    /// How often a job is retried when the provider restarts (or, in a cluster, its worker
+    /// stops) in the middle of it.
     pub max_job_attempts: u32,
+    /// Cluster mode: the database shared by every node (`postgres://USER@HOST:PORT/DB`).
+    /// Default: the SQLite file `<data_dir>/tidepool.db` (single-node mode).
+    pub database: Option<String>,
+    /// Cluster mode: the S3 bucket shared by every node (`http(s)://HOST:PORT/BUCKET`,
+    /// path-style); `<data_dir>/blobs` is then this node's cache. Default: `<data_dir>/blobs`.
+    pub blobs: Option<String>,
+    /// The bucket's region (it goes into request signatures).
+    pub blobs_region: String,
+    /// The bucket's access key id and secret (from the environment only, never the file).
+    #[serde(skip)]
+    pub blobs_credentials: Option<(String, String)>,
+    /// Whether `serve` runs jobs itself. Default: yes in single-node mode, no with a shared
+    /// database (workers run them).
+    pub run_jobs: Option<bool>,
+    /// Seconds a node's claim on a job lasts unless renewed (renewed every third of it); a job
+    /// whose node stopped renewing is run again elsewhere after this.
+    pub job_lease_secs: u64,
 }
 
 impl Default for ProviderConfig {
@@ -64,7 +82,37 @@ impl Default for ProviderConfig {
             max_request_ttl_secs: 3600,
             job_limits: Limits::default(),
             max_job_attempts: 3,
+            database: None,
+            blobs: None,
+            blobs_region: "us-east-1".into(),
+            blobs_credentials: None,
+            run_jobs: None,
+            job_lease_secs: 30,
         }
+    }
+}
+
+/// Who may publish datasets and credit accounts: the provider itself and the configured
+/// operators.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Operators {
+    provider: Address,
+    others: Vec<Address>,
+}
+
+impl Operators {
+    pub fn new(provider: Address, others: Vec<Address>) -> Self {
+        Self { provider, others }
+    }
+
+    /// The provider's own address (always an operator).
+    pub fn provider(&self) -> Address {
+        self.provider
+    }
+
+    /// Is `who` an operator?
+    pub fn contains(&self, who: Address) -> bool {
+        who == self.provider || self.others.contains(&who)
     }
 }
 
@@ -77,6 +125,11 @@ impl ProviderConfig {
     /// The base URL of the provider's API.
     pub fn base_url(&self) -> String {
         self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)).trim_end_matches('/').to_string()
+    }
+
+    /// Does this node run jobs (see [`run_jobs`](Self::run_jobs))?
+    pub fn runs_jobs(&self) -> bool {
+        self.run_jobs.unwrap_or(self.database.is_none())
     }
 
     pub fn key_path(&self) -> PathBuf {

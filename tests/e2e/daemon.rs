@@ -6,13 +6,12 @@ use std::path::{Path, PathBuf};
 
 use alloy_primitives::{B256, U256};
 use alloy_signer_local::PrivateKeySigner;
-use tidepool_provider::agreement::service::terms;
-use tidepool_provider::agreement::template;
-use tidepool_provider::api::{InitializeRequest, PublishRequest, ServiceLimits};
-use tidepool_provider::auth::sign_typed;
 use tidepool_provider::client::{Client, ClientResult};
-use tidepool_provider::ddo::{AssetKind, Did};
-use tidepool_provider::keeper::Agreement;
+use tidepool_provider::protocol::agreement::Agreement;
+use tidepool_provider::protocol::api::{InitializeRequest, PublishRequest, ServiceLimits};
+use tidepool_provider::protocol::ddo::{AssetKind, Did};
+use tidepool_provider::protocol::signing::sign_typed;
+use tidepool_provider::protocol::template::{self, Terms};
 
 use crate::util::cache_dir;
 
@@ -92,7 +91,7 @@ pub async fn initialize_signed(
 ) -> ClientResult<Agreement> {
     let ddo = c.ddo(did).await?;
     let service = ddo.compute_service("1").expect("the asset offers compute");
-    let t = terms(did, service, c.address());
+    let t = Terms::of(did, service, c.address());
     let signature = sign_typed(signer, c.domain(), &template::agreement_struct(agreement, &service.conditions, &t));
     c.initialize(&InitializeRequest {
         did,

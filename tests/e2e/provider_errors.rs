@@ -3,11 +3,11 @@
 
 use alloy_primitives::B256;
 use alloy_signer_local::PrivateKeySigner;
-use tidepool_provider::api::ExecRequest;
-use tidepool_provider::auth::{Envelope, unix_now};
 use tidepool_provider::client::{Client, ClientError};
-use tidepool_provider::ddo::{AlgorithmPolicy, AssetKind, Did};
-use tidepool_provider::keeper::EventName;
+use tidepool_provider::protocol::api::ExecRequest;
+use tidepool_provider::protocol::ddo::{AlgorithmPolicy, AssetKind, Did};
+use tidepool_provider::protocol::events::EventName;
+use tidepool_provider::protocol::signing::{Envelope, unix_now};
 
 use crate::daemon::{Daemon, initialize_signed, publish, request};
 use crate::provider_flow::wait_for_event;
@@ -160,7 +160,7 @@ async fn replayed_or_altered_requests_are_refused() {
 
 /// Publishes an example as an algorithm asset, as `who`.
 async fn publish_algorithm(who: &Client, name: &str) -> Did {
-    let req = tidepool_provider::api::PublishRequest { kind: AssetKind::Algorithm, ..request(name) };
+    let req = tidepool_provider::protocol::api::PublishRequest { kind: AssetKind::Algorithm, ..request(name) };
     let session = who.create_session().await.unwrap();
     who.upload_file(&session, "algorithm", &format!("{name}.wasm"), &module(name)).await.unwrap();
     who.publish(&session, &req).await.unwrap().did

@@ -4,12 +4,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use alloy_primitives::{B256, U256};
-use tidepool_provider::api::{ExecRequest, ServiceLimits};
-use tidepool_provider::auth::unix_now;
 use tidepool_provider::client::Client;
 use tidepool_provider::client::flow::{AlgorithmChoice, ComputeOutcome, ComputeRequest, Step};
-use tidepool_provider::ddo::{AssetKind, Did};
-use tidepool_provider::keeper::{AgreementState, EventName};
+use tidepool_provider::protocol::agreement::AgreementState;
+use tidepool_provider::protocol::api::{ExecRequest, ServiceLimits};
+use tidepool_provider::protocol::ddo::{AssetKind, Did};
+use tidepool_provider::protocol::events::EventName;
+use tidepool_provider::protocol::signing::unix_now;
+use tidepool_provider::protocol::template::ConditionName;
 use tidepool_runtime::{Algorithm, InputSpec, Runtime, RuntimeConfig, VerifyRequest};
 
 use crate::daemon::{Daemon, faucet_amount, initialize_signed, publish, request};
@@ -119,7 +121,7 @@ async fn deferred_execution_waits_for_not_before() {
     let outcome = consumer
         .compute(&req, |s| {
             if let Step::Job(v) = s {
-                seen.push((unix_now(), v.status, v.not_before));
+                seen.push((unix_now(), v.status.code(), v.not_before));
             }
         })
         .await
@@ -182,7 +184,7 @@ async fn initialize(consumer: &Client, did: Did) -> B256 {
 
 pub async fn wait_for_event(c: &Client, agreement: B256, name: EventName) {
     for _ in 0..600 {
-        if c.events(0, Some(agreement)).await.unwrap().iter().any(|e| e.name == name) {
+        if c.events(0, Some(agreement)).await.unwrap().iter().any(|e| e.name() == name) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -205,7 +207,7 @@ async fn the_consumer_is_refunded_when_the_provider_misses_its_deadline() {
     let hog_did = publish(&d, &[("x", data.path())], slow).await;
     let mut tight = request("tight deadline");
     tight.limits = ServiceLimits { timeout_ms: Some(1_000), ..ServiceLimits::default() };
-    tight.timeouts.insert("releasePayment".into(), 4);
+    tight.timeouts.insert(ConditionName::ReleasePayment, 4);
     let did = publish(&d, &[("x", data.path())], tight).await;
 
     let (running_tx, running_rx) = tokio::sync::oneshot::channel();
@@ -217,7 +219,7 @@ async fn the_consumer_is_refunded_when_the_provider_misses_its_deadline() {
         let mut running = Some(running_tx);
         c.compute(&compute(hog_did, "misbehave", &["spin"], &out.path().join("r")), |s| {
             if let Step::Job(v) = s
-                && v.status == 40
+                && v.status.code() == 40
                 && let Some(tx) = running.take()
             {
                 let _ = tx.send(());
@@ -231,7 +233,14 @@ async fn the_consumer_is_refunded_when_the_provider_misses_its_deadline() {
     let (agreement, job) = initialize_and_exec(&consumer, did, "wordfreq", &[], None).await;
     let refused = consumer.refund(agreement).await.unwrap_err();
     assert_eq!(refused.status(), Some(409), "no refund before the deadline: {refused}");
-    let deadline = consumer.agreement(agreement).await.unwrap().condition("releasePayment").unwrap().deadline.unwrap();
+    let deadline = consumer
+        .agreement(agreement)
+        .await
+        .unwrap()
+        .condition(ConditionName::ReleasePayment)
+        .unwrap()
+        .deadline
+        .unwrap();
     while unix_now() <= deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -247,16 +256,16 @@ async fn the_consumer_is_refunded_when_the_provider_misses_its_deadline() {
     assert_eq!(hog_outcome.receipt.outcome, tidepool_runtime::Outcome::Timeout);
     for _ in 0..300 {
         let v = consumer.job(&job).await.unwrap();
-        if v.status == 81 {
-            assert_eq!(v.payment, "refunded");
+        if v.status.code() == 81 {
+            assert_eq!(v.payment.as_str(), "refunded");
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(consumer.job(&job).await.unwrap().status, 81, "not started: deadline passed");
+    assert_eq!(consumer.job(&job).await.unwrap().status.code(), 81, "not started: deadline passed");
     let events = consumer.events(0, Some(agreement)).await.unwrap();
-    assert!(events.iter().any(|e| e.name == EventName::PaymentRefund));
-    assert!(!events.iter().any(|e| e.name == EventName::PaymentReleased), "the provider was not paid");
+    assert!(events.iter().any(|e| e.name() == EventName::PaymentRefund));
+    assert!(!events.iter().any(|e| e.name() == EventName::PaymentReleased), "the provider was not paid");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -297,10 +306,10 @@ async fn concurrent_agreements_do_not_interfere() {
 }
 
 /// Polls a job until it ends and its payment is settled.
-pub async fn wait_for_end(c: &Client, job: &str) -> tidepool_provider::api::JobView {
+pub async fn wait_for_end(c: &Client, job: &str) -> tidepool_provider::protocol::api::JobView {
     for _ in 0..1200 {
         let v = c.job(job).await.unwrap();
-        if tidepool_provider::jobs::JobStatus::from_code(v.status).is_terminal() && v.payment != "pending" {
+        if v.status.is_terminal() && v.payment.as_str() != "pending" {
             return v;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -348,14 +357,14 @@ async fn consumers_stop_running_and_queued_jobs() {
     let big = ["--width", "1000", "--height", "750", "--max-iter", "3000"];
     let (agreement, job) = initialize_and_exec(&consumer, did, "mandelbrot", &big, None).await;
     for _ in 0..600 {
-        if consumer.job(&job).await.unwrap().status == 40 {
+        if consumer.job(&job).await.unwrap().status.code() == 40 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     consumer.stop(&job).await.unwrap();
     let v = wait_for_end(&consumer, &job).await;
-    assert_eq!((v.status, v.outcome.clone()), (80, Some(tidepool_runtime::Outcome::Stopped)), "{v:?}");
+    assert_eq!((v.status.code(), v.outcome.clone()), (80, Some(tidepool_runtime::Outcome::Stopped)), "{v:?}");
     let a = consumer.agreement(agreement).await.unwrap();
     assert_eq!(a.state, AgreementState::Released);
     assert!(a.provider_paid.unwrap() > U256::ZERO, "the fuel used before the stop is paid for");
@@ -365,9 +374,9 @@ async fn consumers_stop_running_and_queued_jobs() {
     let before = consumer.balance(consumer.address()).await.unwrap();
     let (agreement, job) = initialize_and_exec(&consumer, did, "wordfreq", &[], Some(unix_now() + 600)).await;
     let stopped = consumer.stop(&job).await.unwrap();
-    assert_eq!(stopped.status, 80);
+    assert_eq!(stopped.status.code(), 80);
     let v = wait_for_end(&consumer, &job).await;
-    assert_eq!(v.payment, "released");
+    assert_eq!(v.payment.as_str(), "released");
     assert_eq!(consumer.agreement(agreement).await.unwrap().provider_paid, Some(U256::ZERO));
     assert_eq!(consumer.balance(consumer.address()).await.unwrap(), before, "nothing was spent");
 }
@@ -393,5 +402,5 @@ async fn event_queries_can_wait_for_the_next_event() {
         .await
         .expect("the query waits for its whole 30 s instead of answering when the event arrives")
         .unwrap();
-    assert_eq!((events[0].name, events[0].agreement_id), (EventName::ExecuteAgreement, agreement));
+    assert_eq!((events[0].name(), events[0].agreement_id), (EventName::ExecuteAgreement, agreement));
 }

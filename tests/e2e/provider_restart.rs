@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use alloy_primitives::{B256, U256};
-use tidepool_provider::api::{ExecRequest, ServiceLimits};
 use tidepool_provider::client::Client;
-use tidepool_provider::keeper::{AgreementState, EventName};
+use tidepool_provider::protocol::agreement::AgreementState;
+use tidepool_provider::protocol::api::{ExecRequest, ServiceLimits};
+use tidepool_provider::protocol::events::EventName;
 use tidepool_runtime::{Algorithm, InputSpec, JobSpec, Limits, Runtime, RuntimeConfig};
 
 use crate::daemon::{Daemon, faucet_amount, initialize_signed, publish, request};
@@ -18,7 +19,7 @@ use crate::util::{dataset, module};
 const ARGS: [&str; 6] = ["--width", "1000", "--height", "750", "--max-iter", "3000"];
 
 async fn job_status(c: &Client, job: &str) -> Option<u32> {
-    c.job(job).await.ok().map(|v| v.status)
+    c.job(job).await.ok().map(|v| v.status.code())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -70,10 +71,10 @@ async fn a_killed_daemon_loses_and_duplicates_nothing() {
     wait_for_event(&c, agreement, EventName::OutputPublished).await;
 
     let view = c.job(&job).await.unwrap();
-    assert_eq!((view.status, view.payment.as_str()), (70, "released"), "{view:?}\n{}", d.log());
+    assert_eq!((view.status.code(), view.payment.as_str()), (70, "released"), "{view:?}\n{}", d.log());
     assert_eq!(view.attempts, 2, "the interrupted run, then the one that finished");
     let events = c.events(0, Some(agreement)).await.unwrap();
-    let count = |n: EventName| events.iter().filter(|e| e.name == n).count();
+    let count = |n: EventName| events.iter().filter(|e| e.name() == n).count();
     for name in [
         EventName::ExecuteAgreement,
         EventName::PaymentLocked,

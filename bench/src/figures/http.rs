@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use alloy_primitives::U256;
 use alloy_signer_local::PrivateKeySigner;
 use anyhow::{Context, Result, anyhow, ensure};
-use tidepool_provider::api::{PublishRequest, ServiceLimits};
 use tidepool_provider::client::Client;
 use tidepool_provider::client::flow::{AlgorithmChoice, ComputeRequest};
-use tidepool_provider::ddo::{AssetKind, Did};
+use tidepool_provider::protocol::api::{PublishRequest, ServiceLimits};
+use tidepool_provider::protocol::ddo::{AssetKind, Did};
 use tidepool_test_artifacts::daemon::Daemon;
 
 use crate::env::{Ctx, describe_dir, progress};

@@ -1,5 +1,5 @@
-//! Event-action: the provider reacts to keeper events through handlers registered by name, as
-//! the DDO's `serviceAgreementContract.events` mapping says (`actorType: publisher`).
+//! Event-action: the provider reacts to keeper events with the handlers the DDO's
+//! `serviceAgreementContract.events` mapping names for `actorType: publisher` ([`Handler`]).
 //!
 //! The dispatcher reads the keeper's ordered event log after a cursor persisted in the database,
 //! runs every handler subscribed to each event, then advances the cursor. After a restart it
@@ -11,93 +11,132 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
-use futures_util::future::BoxFuture;
+use alloy_primitives::Address;
 use tokio::sync::broadcast::error::TryRecvError;
+use tracing::instrument;
 
-use super::template::{Actor, EVENT_HANDLERS};
-use crate::keeper::{EventName, KeeperError, KeeperEvent};
-use crate::provider::Provider;
+use crate::keeper::{Keeper, KeeperError};
+use crate::protocol::events::{EventName, KeeperEvent};
+use crate::protocol::handlers::{Actor, EVENT_HANDLERS, Handler};
+use crate::protocol::template::ConditionName;
+use crate::store::{Db, DbError};
 
-/// A handler: what the provider does when an event arrives.
-pub type Handler = fn(Arc<Provider>, KeeperEvent) -> BoxFuture<'static, Result<()>>;
-
-/// The provider's handlers, by `module.function`.
-pub fn registry() -> HashMap<&'static str, Handler> {
-    let mut r: HashMap<&'static str, Handler> = HashMap::new();
-    r.insert("compute.grantCompute", |p, e| Box::pin(grant_compute(p, e)));
-    r
+/// Why handling an event failed (an infrastructure failure: the dispatcher retries).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DispatchError {
+    /// The template maps an event of the provider's to a handler the provider does not run.
+    #[error("the template maps {event} to `{handler}`, which the provider has no handler for")]
+    NoHandler { event: EventName, handler: Handler },
+    #[error(transparent)]
+    Keeper(#[from] KeeperError),
+    #[error("the dispatcher's cursor cannot be kept")]
+    Db(#[from] DbError),
 }
 
-/// `compute.grantCompute`: once the payment is locked and the algorithm uploaded, grant.
-async fn grant_compute(p: Arc<Provider>, event: KeeperEvent) -> Result<()> {
-    let a = match p.keeper.agreement(event.agreement_id).await {
-        Ok(a) => a,
-        Err(KeeperError::NotFound(_)) => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    if a.provider != p.address() || a.is_fulfilled("grantCompute") {
-        return Ok(());
-    }
-    if !(a.is_fulfilled("lockPayment") && a.is_fulfilled("uploadAlgorithm")) {
-        return Ok(()); // the other half will come with its own event
-    }
-    match p.keeper.grant_compute(a.id).await {
-        Ok(()) => {
-            tracing::info!(agreement = %a.id, "compute granted");
-            Ok(())
-        }
-        Err(
-            e @ (KeeperError::AlreadyFulfilled { .. }
-            | KeeperError::TimedOut { .. }
-            | KeeperError::Closed { .. }
-            | KeeperError::DependencyUnfulfilled { .. }),
-        ) => {
-            tracing::warn!(agreement = %a.id, error = %e, "not granting compute");
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
+impl From<sqlx::Error> for DispatchError {
+    fn from(e: sqlx::Error) -> Self {
+        DispatchError::Db(DbError(e))
     }
 }
 
-/// The handlers subscribed to each event, from the template's mapping.
-fn subscriptions() -> Result<HashMap<EventName, Vec<(&'static str, Handler)>>> {
-    let registry = registry();
-    let mut subs: HashMap<EventName, Vec<(&'static str, Handler)>> = HashMap::new();
-    for (event, actor, module, function) in EVENT_HANDLERS {
+/// The provider's reactions to keeper events (`actorType: publisher` in the DDO's mapping).
+#[derive(Debug)]
+pub struct Dispatcher {
+    keeper: Arc<dyn Keeper>,
+    /// Owns the table `handler_cursors`.
+    db: Db,
+    /// This provider: only its own agreements are acted on.
+    provider: Address,
+}
+
+/// The handlers subscribed to each event, from the template's mapping; refuses a mapping
+/// that names a handler the provider does not run.
+fn subscriptions() -> Result<HashMap<EventName, Vec<Handler>>, DispatchError> {
+    let mut subs: HashMap<EventName, Vec<Handler>> = HashMap::new();
+    for (event, actor, handler) in EVENT_HANDLERS {
         if *actor != Actor::Publisher {
             continue;
         }
-        let key = format!("{module}.{function}");
-        let Some((name, handler)) = registry.get_key_value(key.as_str()) else {
-            bail!("the template maps {event} to `{key}`, which the provider has no handler for");
-        };
-        subs.entry(*event).or_default().push((name, *handler));
+        if !Dispatcher::RUNS.contains(handler) {
+            return Err(DispatchError::NoHandler { event: *event, handler: *handler });
+        }
+        subs.entry(*event).or_default().push(*handler);
     }
     Ok(subs)
 }
 
 const CURSOR: &str = "provider";
 
-async fn cursor(p: &Provider) -> Result<u64> {
-    let c: Option<i64> = sqlx::query_scalar("SELECT last_event FROM handler_cursors WHERE handler = ?1")
-        .bind(CURSOR)
-        .fetch_optional(p.db.pool())
-        .await?;
-    Ok(c.unwrap_or(0) as u64)
-}
+impl Dispatcher {
+    /// The handlers the provider runs.
+    const RUNS: &[Handler] = &[Handler::GrantCompute];
 
-async fn save_cursor(p: &Provider, id: u64) -> Result<()> {
-    p.db.execute(
-        sqlx::query(
-            "INSERT INTO handler_cursors (handler, last_event) VALUES (?1, ?2) \
-         ON CONFLICT (handler) DO UPDATE SET last_event = excluded.last_event",
-        )
-        .bind(CURSOR)
-        .bind(id as i64),
-    )
-    .await?;
-    Ok(())
+    pub fn new(keeper: Arc<dyn Keeper>, db: Db, provider: Address) -> Self {
+        Self { keeper, db, provider }
+    }
+
+    /// Runs `handler` on `event`.
+    async fn handle(&self, handler: Handler, event: &KeeperEvent) -> Result<(), DispatchError> {
+        match handler {
+            Handler::GrantCompute => self.grant_compute(event).await,
+            other => Err(DispatchError::NoHandler { event: event.name(), handler: other }),
+        }
+    }
+
+    /// `compute.grantCompute`: once the payment is locked and the algorithm uploaded, grant.
+    #[instrument(skip_all, fields(agreement_id = %event.agreement_id))]
+    async fn grant_compute(&self, event: &KeeperEvent) -> Result<(), DispatchError> {
+        let a = match self.keeper.agreement(event.agreement_id).await {
+            Ok(a) => a,
+            Err(KeeperError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        if a.provider != self.provider || a.is_fulfilled(ConditionName::GrantCompute) {
+            return Ok(());
+        }
+        if !(a.is_fulfilled(ConditionName::LockPayment) && a.is_fulfilled(ConditionName::UploadAlgorithm)) {
+            return Ok(()); // the other half will come with its own event
+        }
+        match self.keeper.grant_compute(a.id).await {
+            Ok(()) => {
+                tracing::info!("compute granted");
+                Ok(())
+            }
+            Err(
+                e @ (KeeperError::AlreadyFulfilled { .. }
+                | KeeperError::TimedOut { .. }
+                | KeeperError::Closed { .. }
+                | KeeperError::DependencyUnfulfilled { .. }),
+            ) => {
+                tracing::warn!(error = %e, "not granting compute");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn cursor(&self) -> Result<u64, DispatchError> {
+        let c: Option<i64> = sqlx::query_scalar("SELECT last_event FROM handler_cursors WHERE handler = $1")
+            .bind(CURSOR)
+            .fetch_optional(self.db.pool())
+            .await?;
+        Ok(c.unwrap_or(0) as u64)
+    }
+
+    async fn save_cursor(&self, id: u64) -> Result<(), DispatchError> {
+        self.db
+            .execute(
+                sqlx::query(
+                    "INSERT INTO handler_cursors (handler, last_event) VALUES ($1, $2) \
+                     ON CONFLICT (handler) DO UPDATE SET last_event = excluded.last_event",
+                )
+                .bind(CURSOR)
+                .bind(id as i64),
+            )
+            .await?;
+        Ok(())
+    }
 }
 
 /// Times one event's handler is tried before the dispatcher gives up on it, so that one
@@ -123,80 +162,87 @@ impl Failing {
     }
 }
 
-/// Handles every event after `*after` (the persisted cursor, kept in memory by the caller);
-/// returns how many.
-async fn dispatch_pending(p: &Arc<Provider>, after: &mut u64, failing: &mut Failing) -> Result<usize> {
-    const BATCH: u32 = 200;
-    let subs = subscriptions()?;
-    let mut handled = 0;
-    loop {
-        let events = p.keeper.events_after(*after, None, BATCH).await?;
-        let full = events.len() == BATCH as usize;
-        if events.is_empty() {
-            return Ok(handled);
-        }
-        // The cursor is saved once per batch: after a crash the handlers see the rest of the
-        // batch again, which they tolerate (they are idempotent).
-        let mut last = None;
-        for event in events {
-            for (name, handler) in subs.get(&event.name).into_iter().flatten() {
-                tracing::debug!(event = %event.name, id = event.id, handler = name, "dispatching");
-                if let Err(e) = handler(p.clone(), event.clone()).await {
-                    if failing.give_up(event.id) {
-                        tracing::error!(
-                            event = %event.name, id = event.id, handler = name, error = %format!("{e:#}"),
-                            "giving up on this event after {MAX_ATTEMPTS} attempts"
-                        );
-                        continue;
-                    }
-                    if let Some(id) = last {
-                        save_cursor(p, id).await?;
-                        *after = id;
-                    }
-                    return Err(e);
-                }
+impl Dispatcher {
+    /// Handles every event after `*after` (the persisted cursor, kept in memory by the
+    /// caller); returns how many.
+    async fn dispatch_pending(
+        &self,
+        subs: &HashMap<EventName, Vec<Handler>>,
+        after: &mut u64,
+        failing: &mut Failing,
+    ) -> Result<usize, DispatchError> {
+        const BATCH: u32 = 200;
+        let mut handled = 0;
+        loop {
+            let events = self.keeper.events_after(*after, None, BATCH).await?;
+            let full = events.len() == BATCH as usize;
+            if events.is_empty() {
+                return Ok(handled);
             }
-            last = Some(event.id);
-            handled += 1;
-        }
-        if let Some(id) = last {
-            save_cursor(p, id).await?;
-            *after = id;
-        }
-        if !full {
-            return Ok(handled);
+            // The cursor is saved once per batch: after a crash the handlers see the rest of
+            // the batch again, which they tolerate (they are idempotent).
+            let mut last = None;
+            for event in events {
+                for handler in subs.get(&event.name()).into_iter().flatten() {
+                    tracing::debug!(event = %event.name(), id = event.id, %handler, "dispatching");
+                    if let Err(e) = self.handle(*handler, &event).await {
+                        if failing.give_up(event.id) {
+                            tracing::error!(
+                                event = %event.name(), id = event.id, %handler, error = %crate::error_chain(&e),
+                                "giving up on this event after {MAX_ATTEMPTS} attempts"
+                            );
+                            continue;
+                        }
+                        if let Some(id) = last {
+                            self.save_cursor(id).await?;
+                            *after = id;
+                        }
+                        return Err(e);
+                    }
+                }
+                last = Some(event.id);
+                handled += 1;
+            }
+            if let Some(id) = last {
+                self.save_cursor(id).await?;
+                *after = id;
+            }
+            if !full {
+                return Ok(handled);
+            }
         }
     }
-}
 
-/// Runs the dispatcher in the background: at start, on every new event, and every few seconds.
-pub fn spawn_dispatcher(p: Arc<Provider>) -> Result<()> {
-    subscriptions()?; // fail at start, not later, if a handler is missing
-    let mut wake = p.keeper.subscribe();
-    tokio::spawn(async move {
-        // The persisted cursor is read once; from then on it is kept here (and saved).
-        let mut after: Option<u64> = None;
-        let mut failing = Failing::default();
-        loop {
-            let result = async {
-                let after = match &mut after {
-                    Some(a) => a,
-                    None => after.insert(cursor(&p).await?),
-                };
-                dispatch_pending(&p, after, &mut failing).await
+    /// Runs the dispatcher in the background: at start, on every new event, and every few
+    /// seconds. Fails at once if the template names a handler the provider does not run.
+    pub fn start(self: Arc<Self>) -> Result<(), DispatchError> {
+        let subs = subscriptions()?;
+        let mut wake = self.keeper.subscribe();
+        tokio::spawn(async move {
+            // The persisted cursor is read once; from then on it is kept here (and saved).
+            let mut after: Option<u64> = None;
+            let mut failing = Failing::default();
+            loop {
+                let result = async {
+                    let after = match &mut after {
+                        Some(a) => a,
+                        None => after.insert(self.cursor().await?),
+                    };
+                    self.dispatch_pending(&subs, after, &mut failing).await
+                }
+                .await;
+                if let Err(e) = result {
+                    tracing::error!(error = %crate::error_chain(&e), "event dispatch failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                // Any news (or news missed while lagging) means: read the log again.
+                let _ = tokio::time::timeout(Duration::from_secs(5), wake.recv()).await;
+                while !matches!(wake.try_recv(), Err(TryRecvError::Empty | TryRecvError::Closed)) {}
             }
-            .await;
-            if let Err(e) = result {
-                tracing::error!(error = %format!("{e:#}"), "event dispatch failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-            // Any news (or news missed while lagging) means: read the log again.
-            let _ = tokio::time::timeout(Duration::from_secs(5), wake.recv()).await;
-            while !matches!(wake.try_recv(), Err(TryRecvError::Empty | TryRecvError::Closed)) {}
-        }
-    });
-    Ok(())
+        });
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -216,8 +262,8 @@ mod tests {
     #[test]
     fn every_publisher_event_of_the_template_has_a_handler() {
         let subs = subscriptions().unwrap();
-        assert_eq!(subs[&EventName::PaymentLocked][0].0, "compute.grantCompute");
-        assert_eq!(subs[&EventName::FulfillUpload][0].0, "compute.grantCompute");
+        assert_eq!(subs[&EventName::PaymentLocked][0], Handler::GrantCompute);
+        assert_eq!(subs[&EventName::FulfillUpload][0], Handler::GrantCompute);
         assert!(!subs.contains_key(&EventName::ComputeGranted), "consumer events are not the provider's");
     }
 }

@@ -1,6 +1,10 @@
-//! Service Execution Agreements: the compute template ([`template`]), and the provider's side
-//! of the flow ([`service`]: initialize, upload, execute), which the HTTP handlers call.
+//! Service Execution Agreements on this provider: the flow's steps ([`service`]: initialize,
+//! upload, lock, execute, refund), which the HTTP handlers call, and the provider's reactions
+//! to keeper events ([`events`]). The template itself is protocol
+//! ([`crate::protocol::template`]): consumers compute it too.
 
 pub mod events;
 pub mod service;
-pub mod template;
+
+pub use events::Dispatcher;
+pub use service::{Agreements, AlgorithmSource, ServiceError};

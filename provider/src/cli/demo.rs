@@ -12,11 +12,11 @@ use anyhow::{Context, Result};
 use tidepool_runtime::{Algorithm, InputSpec, Runtime, RuntimeConfig, VerifyRequest};
 
 use super::compute::{FlowDisplay, print_outcome};
-use crate::api::{PublishRequest, ServiceLimits};
 use crate::client::Client;
 use crate::client::flow::{AlgorithmChoice, ComputeRequest};
 use crate::config::ProviderConfig;
-use crate::ddo::AssetKind;
+use crate::protocol::api::{PublishRequest, ServiceLimits};
+use crate::protocol::ddo::AssetKind;
 
 /// The bundled sample dataset (`examples/data/books`).
 const BOOKS: &[(&str, &[u8])] = &[
@@ -73,15 +73,15 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         ..ProviderConfig::default()
     };
     let (provider, listener) = super::serve::start(config).await?;
-    let base = provider.config.base_url();
+    let base = provider.config().base_url();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::http::serve(provider.clone(), listener, async {
+    let server = tokio::spawn(crate::http::serve(provider.api(), listener, async {
         let _ = stop_rx.await;
     }));
-    eprintln!("provider {} at {base} (data in {})", provider.address(), provider.config.data_dir.display());
+    eprintln!("provider {} at {base} (data in {})", provider.address(), provider.config().data_dir.display());
 
     heading(2, "the operator publishes the bundled dataset");
-    let operator = Client::connect(&base, provider.signer.clone()).await?;
+    let operator = Client::connect(&base, provider.signer().clone()).await?;
     let published = operator
         .publish_dirs(
             &[("books".to_string(), books.clone())],
@@ -156,8 +156,8 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         })
     })
     .await??;
-    if report.verified() {
-        eprintln!("verified: re-executing gives the same receipt {}, and the outputs match", report.rerun.receipt_hash);
+    if let (true, Some(rerun)) = (report.verified(), &report.rerun) {
+        eprintln!("verified: re-executing gives the same receipt {}, and the outputs match", rerun.receipt_hash);
     } else {
         eprintln!("NOT verified: {:?} {:?}", report.mismatches, report.output_mismatches);
     }

@@ -10,8 +10,9 @@ use anyhow::{Context, Result, bail};
 
 use super::args::{InputArg, parse_count, parse_duration, parse_size};
 use super::client_args::ClientArgs;
-use crate::api::{PublishRequest, ServiceLimits};
-use crate::ddo::{AlgorithmPolicy, AssetKind};
+use crate::protocol::api::{PublishRequest, ServiceLimits};
+use crate::protocol::ddo::{AlgorithmPolicy, AssetKind};
+use crate::protocol::template::ConditionName;
 
 #[derive(Debug, clap::Args)]
 pub struct PublishArgs {
@@ -60,8 +61,8 @@ pub async fn run(args: PublishArgs) -> Result<ExitCode> {
     let mut timeouts = BTreeMap::new();
     for t in &args.condition_timeouts {
         let (name, secs) = t.split_once('=').with_context(|| format!("expected CONDITION=SECONDS, got `{t}`"))?;
-        timeouts
-            .insert(name.to_string(), secs.parse().with_context(|| format!("`{secs}` is not a number of seconds"))?);
+        let condition: ConditionName = name.parse()?;
+        timeouts.insert(condition, secs.parse().with_context(|| format!("`{secs}` is not a number of seconds"))?);
     }
     let trusted = match (args.trusted_hashes.is_empty(), args.trusted_publishers.is_empty()) {
         (true, true) => None,

@@ -16,13 +16,15 @@ use tidepool_runtime::Receipt;
 use tidepool_runtime::tree::{EntryKind, Tree};
 
 use super::{Client, ClientError, ClientResult};
-use crate::agreement::service::terms;
-use crate::agreement::template::{self, Actor};
-use crate::api::{ExecRequest, InitializeRequest, JobView, ResultKind};
-use crate::auth::{sign_typed, verify_receipt_signature};
-use crate::ddo::{ComputeService, Did};
-use crate::jobs::JobStatus;
-use crate::keeper::{EventName, KeeperEvent, Payout};
+use crate::protocol::agreement::Payout;
+use crate::protocol::api::{ExecRequest, InitializeRequest, JobView, ResultKind};
+use crate::protocol::ddo::{ComputeService, Did};
+use crate::protocol::events::{AgreementEvent, EventName, PaymentReleased};
+use crate::protocol::handlers::{Actor, Handler};
+use crate::protocol::names::check_path;
+use crate::protocol::signing::{sign_typed, verify_receipt_signature};
+use crate::protocol::states::PaymentState;
+use crate::protocol::template::{self, Terms};
 
 /// The algorithm to run.
 #[derive(Debug, Clone)]
@@ -75,31 +77,31 @@ pub struct ComputeOutcome {
 /// The downloaded and checked results: the receipt, the output files, the payment split.
 type Fetched = (Receipt, Vec<(String, u64)>, Payout);
 
-/// The consumer handlers this client knows, by `module.function`.
-const CONSUMER_HANDLERS: &[&str] = &[
-    "compute.uploadAlgorithm",
-    "payment.lockPayment",
-    "compute.execute",
-    "compute.fetchResults",
-    "payment.refunded",
-    "compute.outputPublished",
+/// The consumer handlers this client runs.
+const CONSUMER_HANDLERS: &[Handler] = &[
+    Handler::UploadAlgorithm,
+    Handler::LockPayment,
+    Handler::Execute,
+    Handler::FetchResults,
+    Handler::Refunded,
+    Handler::OutputPublished,
 ];
 
 /// The consumer's subscriptions from a service's event mapping; refuses unknown handlers.
-fn subscriptions(service: &ComputeService) -> ClientResult<BTreeMap<String, Vec<String>>> {
-    let mut subs: BTreeMap<String, Vec<String>> = BTreeMap::new();
+fn subscriptions(service: &ComputeService) -> ClientResult<BTreeMap<EventName, Vec<Handler>>> {
+    let mut subs: BTreeMap<EventName, Vec<Handler>> = BTreeMap::new();
     for e in &service.service_agreement_contract.events {
-        if e.actor_type != Actor::Consumer.as_str() {
+        if e.actor_type != Actor::Consumer {
             continue;
         }
-        let key = e.handler.key();
-        if !CONSUMER_HANDLERS.contains(&key.as_str()) {
-            return Err(ClientError::Flow(format!(
-                "the DDO asks consumers to run `{key}` on {}, which this client does not know",
+        let handler = Handler::of(&e.handler).filter(|h| CONSUMER_HANDLERS.contains(h)).ok_or_else(|| {
+            ClientError::Flow(format!(
+                "the DDO asks consumers to run `{}` on {}, which this client does not know",
+                e.handler.key(),
                 e.name
-            )));
-        }
-        subs.entry(e.name.clone()).or_default().push(key);
+            ))
+        })?;
+        subs.entry(e.name).or_default().push(handler);
     }
     Ok(subs)
 }
@@ -118,9 +120,9 @@ impl Client {
         }
         let subs = subscriptions(&service)?;
         // Check the DDO before signing anything: its conditions must be the template's.
-        let terms = terms(req.did, &service, self.address());
+        let terms = Terms::of(req.did, &service, self.address());
         let controllers = template::Controllers(
-            service.conditions.iter().map(|c| (controller_of(&c.name), c.contract_address)).collect(),
+            service.conditions.iter().map(|c| (c.name.def().controller, c.contract_address)).collect(),
         );
         template::check_conditions(service.template_id, &service.conditions, &controllers, &terms)
             .map_err(|e| ClientError::Flow(format!("the DDO's agreement does not match the template: {e}")))?;
@@ -158,10 +160,10 @@ impl Client {
             let wait = if following { Duration::from_millis(250) } else { Duration::from_secs(5) };
             for event in self.wait_for_events(cursor, Some(agreement), wait).await? {
                 cursor = event.id;
-                progress(&Step::Event(event.name));
-                for handler in subs.get(event.name.as_str()).into_iter().flatten() {
-                    match handler.as_str() {
-                        "compute.uploadAlgorithm" => {
+                progress(&Step::Event(event.name()));
+                for handler in subs.get(&event.name()).into_iter().flatten() {
+                    match handler {
+                        Handler::UploadAlgorithm => {
                             let uploaded = match &req.algorithm {
                                 AlgorithmChoice::Module(bytes, name) => {
                                     self.upload_module(agreement, bytes, name).await?
@@ -178,11 +180,11 @@ impl Client {
                             algorithm_hash = Some(uploaded.algorithm_hash);
                             progress(&Step::AlgorithmUploaded { hash: uploaded.algorithm_hash });
                         }
-                        "payment.lockPayment" => {
+                        Handler::LockPayment => {
                             let a = self.lock_payment(agreement).await?;
                             progress(&Step::PaymentLocked { amount: a.escrow });
                         }
-                        "compute.execute" => {
+                        Handler::Execute => {
                             let view = self
                                 .exec(&ExecRequest {
                                     service_agreement_id: agreement,
@@ -194,22 +196,35 @@ impl Client {
                             progress(&Step::JobQueued { job: view.job_id.clone() });
                             job = Some(view.job_id);
                         }
-                        "compute.fetchResults" => {
+                        Handler::FetchResults => {
                             let id = job.clone().ok_or_else(|| ClientError::Flow("results before a job".into()))?;
-                            let payout = payout_of(&event)?;
+                            let AgreementEvent::PaymentReleased(released) = &event.event else {
+                                return Err(ClientError::Protocol(format!(
+                                    "the DDO maps {} to fetching results",
+                                    event.name()
+                                )));
+                            };
+                            let payout = Payout {
+                                provider_amount: released.providerAmount,
+                                consumer_refund: released.consumerRefund,
+                            };
                             let (receipt, files) = self.fetch_results(&id, &req.output_dir, &mut progress).await?;
-                            check_receipt(self, &receipt, &event, algorithm_hash, &service)?;
+                            check_receipt(self, &receipt, released, algorithm_hash, &service)?;
                             fetched = Some((receipt, files, payout));
                         }
-                        "payment.refunded" => {
+                        Handler::Refunded => {
                             return Err(ClientError::Flow(format!(
                                 "the payment for agreement {agreement} was refunded"
                             )));
                         }
-                        "compute.outputPublished" => {
-                            output_did = event.data.get("did").and_then(|d| d.as_str()).and_then(|d| d.parse().ok());
+                        Handler::OutputPublished => {
+                            if let AgreementEvent::OutputPublished(published) = &event.event {
+                                output_did = Some(Did(published.outputDid));
+                            }
                         }
-                        _ => unreachable!("subscriptions() only keeps known handlers"),
+                        Handler::GrantCompute => {
+                            return Err(ClientError::Flow("the provider's handler is not the consumer's".into()));
+                        }
                     }
                 }
             }
@@ -229,9 +244,8 @@ impl Client {
             // the flow.
             if let (Some(id), None) = (&job, &fetched) {
                 let view = self.job(id).await?;
-                let status = JobStatus::from_code(view.status);
                 progress(&Step::Job(Box::new(view.clone())));
-                if status.is_terminal() && matches!(view.payment.as_str(), "unpaid" | "refunded") {
+                if view.status.is_terminal() && matches!(view.payment, PaymentState::Unpaid | PaymentState::Refunded) {
                     return Err(ClientError::Flow(format!(
                         "job {id} ended ({}) without the payment being released{}",
                         view.status_text,
@@ -314,24 +328,12 @@ impl Client {
     }
 }
 
-/// Which controller a template condition belongs to.
-fn controller_of(condition: &str) -> template::Controller {
-    template::CONDITIONS
-        .iter()
-        .find(|c| c.name == condition)
-        .map_or(template::Controller::EscrowReward, |c| c.controller)
-}
-
-fn payout_of(event: &KeeperEvent) -> ClientResult<Payout> {
-    serde_json::from_value(event.data.clone()).map_err(|e| ClientError::Protocol(format!("PaymentReleased: {e}")))
-}
-
 /// The receipt is consistent, signed by the provider for this chain, committed on the keeper,
 /// and about the algorithm we uploaded.
 fn check_receipt(
     client: &Client,
     receipt: &Receipt,
-    released: &KeeperEvent,
+    released: &PaymentReleased,
     algorithm_hash: Option<B256>,
     service: &ComputeService,
 ) -> ClientResult<()> {
@@ -340,8 +342,7 @@ fn check_receipt(
     }
     verify_receipt_signature(receipt, service.provider.address, client.domain())
         .map_err(|e| ClientError::Flow(format!("the receipt's provider signature does not verify: {e}")))?;
-    let committed = released.data.get("receiptHash").and_then(|h| h.as_str()).and_then(|h| h.parse::<B256>().ok());
-    if committed != Some(receipt.receipt_hash) {
+    if released.receiptHash != receipt.receipt_hash {
         return Err(ClientError::Flow("the keeper committed another receipt hash than the one downloaded".into()));
     }
     if algorithm_hash.is_some_and(|h| h != receipt.algorithm_hash) {
@@ -363,8 +364,7 @@ fn prepare_output_dir(dir: &Path) -> ClientResult<()> {
 
 /// `base/relative`, refusing anything that would leave `base`.
 fn safe_join(base: &Path, relative: &str) -> ClientResult<PathBuf> {
-    crate::assets::check_path(relative)
-        .map_err(|e| ClientError::Protocol(format!("the provider sent a bad result path: {e}")))?;
+    check_path(relative).map_err(|e| ClientError::Protocol(format!("the provider sent a bad result path: {e}")))?;
     Ok(base.join(relative))
 }
 

@@ -8,15 +8,15 @@ use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
+use tracing::instrument;
 
-use super::extract::{ApiPath, ApiQuery, Envelope, SignedJson, authorize, stream_body};
-use crate::api::{Published, ReferenceRequest, UploadSession, UploadedFile};
-use crate::assets;
-use crate::ddo::{AssetKind, Ddo, Did};
-use crate::error::{ApiError, ApiResult};
-use crate::provider::Provider;
+use super::extract::{ApiPath, ApiQuery, Envelope, SignedJson, stream_body};
+use super::{Api, ApiError, ApiResult};
+use crate::assets::StagedFile;
+use crate::protocol::api::{PublishRequest, Published, ReferenceRequest, UploadSession, UploadedFile};
+use crate::protocol::ddo::{AssetKind, Ddo, Did};
 
-pub fn router() -> Router<Arc<Provider>> {
+pub fn router() -> Router<Arc<Api>> {
     Router::new()
         .route("/api/v1/assets", get(list))
         .route("/api/v1/assets/{did}", get(resolve))
@@ -31,56 +31,58 @@ struct ListQuery {
     kind: Option<AssetKind>,
 }
 
-async fn list(State(p): State<Arc<Provider>>, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<Json<Vec<Ddo>>> {
-    Ok(Json(assets::list(&p, q.kind).await?))
+async fn list(State(api): State<Arc<Api>>, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<Json<Vec<Ddo>>> {
+    Ok(Json(api.assets.list(q.kind).await?))
 }
 
-async fn resolve(State(p): State<Arc<Provider>>, ApiPath(did): ApiPath<String>) -> ApiResult<Json<Ddo>> {
+async fn resolve(State(api): State<Arc<Api>>, ApiPath(did): ApiPath<String>) -> ApiResult<Json<Ddo>> {
     let did: Did = did.parse().map_err(|e| ApiError::BadRequest(format!("{e}")))?;
-    Ok(Json(assets::ddo(&p, did).await?))
+    Ok(Json(api.assets.ddo(did).await?))
 }
 
+#[instrument(skip_all)]
 async fn create_session(
-    State(p): State<Arc<Provider>>,
+    State(api): State<Arc<Api>>,
     SignedJson(who, _): SignedJson<serde_json::Value>,
 ) -> ApiResult<(StatusCode, Json<UploadSession>)> {
-    Ok((StatusCode::CREATED, Json(assets::create_session(&p, who).await?)))
+    Ok((StatusCode::CREATED, Json(api.assets.create_session(who).await?)))
 }
 
+#[instrument(skip_all, fields(session = %id))]
 async fn upload_file(
-    State(p): State<Arc<Provider>>,
+    State(api): State<Arc<Api>>,
     envelope: Envelope,
     ApiPath((id, dataset, path)): ApiPath<(String, String, String)>,
     body: Body,
 ) -> ApiResult<Json<UploadedFile>> {
-    assets::check_dataset_name(&dataset)?;
-    assets::check_path(&path)?;
+    crate::protocol::names::check_dataset_name(&dataset).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    crate::protocol::names::check_path(&path).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     // Cheap checks on the claimed signer before accepting a large body; the signature itself
     // can only be checked once the body's hash is known.
-    assets::check_session(&p, &id, envelope.envelope.address).await?;
-    let streamed = stream_body(body, p.config.max_file_bytes, p.blobs.tmp_dir()).await?;
-    let who = authorize(&p, &envelope, streamed.keccak).await?;
-    assets::check_session(&p, &id, who).await?;
-    let kept = streamed.file.keep().map_err(|e| ApiError::internal(e.error))?;
-    p.blobs.adopt(&kept, &streamed.blake3)?;
-    Ok(Json(assets::record_file(&p, &id, &dataset, &path, streamed.blake3, streamed.size).await?))
+    api.assets.check_session(&id, envelope.envelope.address).await?;
+    let streamed = stream_body(body, api.limits.max_file_bytes, api.assets.upload_dir()).await?;
+    let who = api.auth.authorize(&envelope, streamed.keccak).await?;
+    let staged = StagedFile { file: streamed.file, hash: streamed.blake3, size: streamed.size };
+    Ok(Json(api.assets.add_file(who, &id, &dataset, &path, staged).await?))
 }
 
+#[instrument(skip_all, fields(session = %id))]
 async fn reference(
-    State(p): State<Arc<Provider>>,
+    State(api): State<Arc<Api>>,
     ApiPath(id): ApiPath<String>,
     SignedJson(who, req): SignedJson<ReferenceRequest>,
 ) -> ApiResult<Json<Vec<UploadedFile>>> {
     if !req.local_path.is_absolute() {
         return Err(ApiError::BadRequest("localPath must be an absolute path on the provider's machine".into()));
     }
-    Ok(Json(assets::reference_dir(&p, who, &id, &req.dataset, req.local_path).await?))
+    Ok(Json(api.assets.reference_dir(who, &id, &req.dataset, req.local_path).await?))
 }
 
+#[instrument(skip_all, fields(session = %id))]
 async fn publish(
-    State(p): State<Arc<Provider>>,
+    State(api): State<Arc<Api>>,
     ApiPath(id): ApiPath<String>,
-    SignedJson(who, req): SignedJson<crate::api::PublishRequest>,
+    SignedJson(who, req): SignedJson<PublishRequest>,
 ) -> ApiResult<(StatusCode, Json<Published>)> {
-    Ok((StatusCode::CREATED, Json(assets::publish(&p, who, &id, req).await?)))
+    Ok((StatusCode::CREATED, Json(api.assets.publish(who, &id, req).await?)))
 }

@@ -8,16 +8,16 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use tracing::instrument;
 
-use super::extract::{ApiPath, ApiQuery, Envelope, Signed, SignedJson, authorize, stream_body};
-use crate::agreement::service::{self, AlgorithmSource};
-use crate::api::{ExecRequest, InitializeRequest, JobView, ResultsView, UploadQuery, UploadResponse};
-use crate::error::{ApiError, ApiResult};
-use crate::jobs::{self, ResultBody};
-use crate::keeper::Agreement;
-use crate::provider::Provider;
+use super::extract::{ApiPath, ApiQuery, Envelope, Signed, SignedJson, stream_body};
+use super::{Api, ApiError, ApiResult};
+use crate::agreement::AlgorithmSource;
+use crate::jobs::ResultBody;
+use crate::protocol::agreement::Agreement;
+use crate::protocol::api::{ExecRequest, InitializeRequest, JobView, ResultsView, UploadQuery, UploadResponse};
 
-pub fn router() -> Router<Arc<Provider>> {
+pub fn router() -> Router<Arc<Api>> {
     Router::new()
         .route("/api/v1/services/compute/initialize", post(initialize))
         .route("/api/v1/services/compute/upload", post(upload))
@@ -28,21 +28,23 @@ pub fn router() -> Router<Arc<Provider>> {
         .route("/api/v1/services/compute/jobs/{id}/stop", post(stop))
 }
 
+#[instrument(skip_all)]
 async fn initialize(
-    State(p): State<Arc<Provider>>,
+    State(api): State<Arc<Api>>,
     SignedJson(who, req): SignedJson<InitializeRequest>,
 ) -> ApiResult<(StatusCode, Json<Agreement>)> {
-    Ok((StatusCode::CREATED, Json(service::initialize(&p, who, req).await?)))
+    Ok((StatusCode::CREATED, Json(api.agreements.initialize(who, req).await?)))
 }
 
+#[instrument(skip_all)]
 async fn upload(
-    State(p): State<Arc<Provider>>,
+    State(api): State<Arc<Api>>,
     envelope: Envelope,
     ApiQuery(q): ApiQuery<UploadQuery>,
     body: Body,
 ) -> ApiResult<Json<UploadResponse>> {
-    let streamed = stream_body(body, p.config.max_module_bytes, p.blobs.tmp_dir()).await?;
-    let who = authorize(&p, &envelope, streamed.keccak).await?;
+    let streamed = stream_body(body, api.limits.max_module_bytes, api.assets.upload_dir()).await?;
+    let who = api.auth.authorize(&envelope, streamed.keccak).await?;
     let source = match (q.algorithm_did, streamed.size) {
         (Some(did), 0) => AlgorithmSource::Published(did),
         (Some(_), _) => {
@@ -54,38 +56,42 @@ async fn upload(
             q.algorithm_name.unwrap_or_else(|| "algorithm".into()),
         ),
     };
-    Ok(Json(service::upload(&p, who, q.service_agreement_id, q.signed_checksum, source).await?))
+    Ok(Json(api.agreements.upload(who, q.service_agreement_id, q.signed_checksum, source).await?))
 }
 
+#[instrument(skip_all)]
 async fn exec(
-    State(p): State<Arc<Provider>>,
+    State(api): State<Arc<Api>>,
     SignedJson(who, req): SignedJson<ExecRequest>,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
-    Ok((StatusCode::ACCEPTED, Json(service::exec(&p, who, req).await?)))
+    Ok((StatusCode::ACCEPTED, Json(api.agreements.exec(who, req).await?)))
 }
 
+#[instrument(skip_all, fields(job_id = %id))]
 async fn job(
-    State(p): State<Arc<Provider>>,
+    State(api): State<Arc<Api>>,
     Signed(who): Signed,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<JobView>> {
-    Ok(Json(jobs::view(&p, &id, who).await?))
+    Ok(Json(api.jobs.view(&id, who).await?))
 }
 
+#[instrument(skip_all, fields(job_id = %id))]
 async fn results(
-    State(p): State<Arc<Provider>>,
+    State(api): State<Arc<Api>>,
     Signed(who): Signed,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<ResultsView>> {
-    Ok(Json(jobs::results(&p, &id, who).await?))
+    Ok(Json(api.jobs.results(&id, who).await?))
 }
 
+#[instrument(skip_all, fields(job_id = %id))]
 async fn download(
-    State(p): State<Arc<Provider>>,
+    State(api): State<Arc<Api>>,
     Signed(who): Signed,
     ApiPath((id, index)): ApiPath<(String, u32)>,
 ) -> ApiResult<Response> {
-    let (entry, body) = jobs::open_result(&p, &id, who, index).await?;
+    let (entry, body) = api.jobs.open_result(&id, who, index).await?;
     let body = match body {
         ResultBody::Bytes(bytes) => Body::from(bytes),
         ResultBody::File(file) => Body::from_stream(tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file))),
@@ -106,10 +112,11 @@ async fn download(
     Ok(response)
 }
 
+#[instrument(skip_all, fields(job_id = %id))]
 async fn stop(
-    State(p): State<Arc<Provider>>,
+    State(api): State<Arc<Api>>,
     ApiPath(id): ApiPath<String>,
     SignedJson(who, _): SignedJson<serde_json::Value>,
 ) -> ApiResult<Json<JobView>> {
-    Ok(Json(jobs::stop(&p, &id, who).await?))
+    Ok(Json(api.jobs.stop(&id, who).await?))
 }

@@ -2,8 +2,8 @@
 //!
 //! * [`Signed`]: a body-less signed request (GET, or POST with an empty body);
 //! * [`SignedJson`]: a signed request with a JSON body (at most 1 MiB);
-//! * [`Envelope`] + [`stream_body`] + [`authorize`]: signed requests whose body is streamed to
-//!   disk (files, modules), verified once the body's hash is known;
+//! * [`Envelope`] + [`stream_body`] + [`RequestAuth::authorize`]: signed requests whose body is
+//!   streamed to disk (files, modules), verified once the body's hash is known;
 //! * [`ApiPath`], [`ApiQuery`]: path and query parameters with 400s instead of axum's defaults.
 
 use std::sync::Arc;
@@ -16,9 +16,12 @@ use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use tokio::io::AsyncWriteExt;
 
-use crate::auth::{self, unix_now};
-use crate::error::{ApiError, ApiResult};
-use crate::provider::Provider;
+use alloy_sol_types::Eip712Domain;
+
+use super::Api;
+use super::error::{ApiError, ApiResult};
+use crate::protocol::signing::{self as auth, unix_now};
+use crate::store::nonces::Nonces;
 
 /// Largest JSON body accepted.
 const MAX_JSON: usize = 1 << 20;
@@ -31,10 +34,10 @@ pub struct Envelope {
     pub path: String,
 }
 
-impl FromRequestParts<Arc<Provider>> for Envelope {
+impl FromRequestParts<Arc<Api>> for Envelope {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &Arc<Provider>) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, _: &Arc<Api>) -> Result<Self, ApiError> {
         let envelope = auth::Envelope::from_headers(|name| parts.headers.get(name).and_then(|v| v.to_str().ok()))?;
         let uri = parts.extensions.get::<OriginalUri>().map_or(&parts.uri, |u| &u.0);
         let path = uri.path_and_query().map_or_else(|| uri.path().to_string(), |pq| pq.as_str().to_string());
@@ -42,33 +45,53 @@ impl FromRequestParts<Arc<Provider>> for Envelope {
     }
 }
 
-/// Verifies `envelope` against the body's keccak-256 and records its nonce: the request is then
-/// the signer's, and can never be accepted again.
-pub async fn authorize(p: &Provider, e: &Envelope, content_hash: B256) -> ApiResult<Address> {
-    let now = unix_now();
-    if e.envelope.expiry > now.saturating_add(p.config.max_request_ttl_secs) {
-        return Err(ApiError::Unauthorized(format!(
-            "the request expires too far in the future (at most {} s from now)",
-            p.config.max_request_ttl_secs
-        )));
+/// Request authentication: the provider's signing domain, the longest validity a request may
+/// claim, and the nonces already accepted.
+#[derive(Debug)]
+pub struct RequestAuth {
+    nonces: Nonces,
+    domain: Eip712Domain,
+    max_ttl_secs: u64,
+}
+
+impl RequestAuth {
+    pub fn new(nonces: Nonces, domain: Eip712Domain, max_ttl_secs: u64) -> Self {
+        Self { nonces, domain, max_ttl_secs }
     }
-    e.envelope.verify(&p.domain, &e.method, &e.path, content_hash, now)?;
-    if !p.db.accept_nonce(e.envelope.address, e.envelope.nonce).await? {
-        return Err(ApiError::Replay { address: e.envelope.address.to_string(), nonce: e.envelope.nonce });
+
+    /// The domain requests (and receipts) are signed under.
+    pub fn domain(&self) -> &Eip712Domain {
+        &self.domain
     }
-    Ok(e.envelope.address)
+
+    /// Verifies `envelope` against the body's keccak-256 and records its nonce: the request is
+    /// then the signer's, and can never be accepted again.
+    pub async fn authorize(&self, e: &Envelope, content_hash: B256) -> ApiResult<Address> {
+        let now = unix_now();
+        if e.envelope.expiry > now.saturating_add(self.max_ttl_secs) {
+            return Err(ApiError::Unauthorized(format!(
+                "the request expires too far in the future (at most {} s from now)",
+                self.max_ttl_secs
+            )));
+        }
+        e.envelope.verify(&self.domain, &e.method, &e.path, content_hash, now)?;
+        if !self.nonces.accept(e.envelope.address, e.envelope.nonce).await? {
+            return Err(ApiError::Replay { address: e.envelope.address.to_string(), nonce: e.envelope.nonce });
+        }
+        Ok(e.envelope.address)
+    }
 }
 
 /// A verified, body-less signed request.
 #[derive(Debug, Clone, Copy)]
 pub struct Signed(pub Address);
 
-impl FromRequestParts<Arc<Provider>> for Signed {
+impl FromRequestParts<Arc<Api>> for Signed {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, p: &Arc<Provider>) -> Result<Self, ApiError> {
-        let e = Envelope::from_request_parts(parts, p).await?;
-        Ok(Signed(authorize(p, &e, keccak256([])).await?))
+    async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, ApiError> {
+        let e = Envelope::from_request_parts(parts, api).await?;
+        Ok(Signed(api.auth.authorize(&e, keccak256([])).await?))
     }
 }
 
@@ -76,16 +99,16 @@ impl FromRequestParts<Arc<Provider>> for Signed {
 #[derive(Debug, Clone)]
 pub struct SignedJson<T>(pub Address, pub T);
 
-impl<T: DeserializeOwned + Send> FromRequest<Arc<Provider>> for SignedJson<T> {
+impl<T: DeserializeOwned + Send> FromRequest<Arc<Api>> for SignedJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, p: &Arc<Provider>) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, api: &Arc<Api>) -> Result<Self, ApiError> {
         let (mut parts, body) = req.into_parts();
-        let e = Envelope::from_request_parts(&mut parts, p).await?;
+        let e = Envelope::from_request_parts(&mut parts, api).await?;
         let bytes = axum::body::to_bytes(body, MAX_JSON)
             .await
             .map_err(|_| ApiError::TooLarge(format!("JSON bodies are limited to {MAX_JSON} bytes")))?;
-        let who = authorize(p, &e, keccak256(&bytes)).await?;
+        let who = api.auth.authorize(&e, keccak256(&bytes)).await?;
         let value =
             serde_json::from_slice(&bytes).map_err(|err| ApiError::BadRequest(format!("invalid JSON body: {err}")))?;
         Ok(SignedJson(who, value))

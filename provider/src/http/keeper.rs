@@ -11,15 +11,14 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use tracing::instrument;
 
 use super::extract::{ApiPath, ApiQuery, SignedJson};
-use crate::agreement::service;
-use crate::api::{BalanceView, CreditRequest, EventsView, RefundView};
-use crate::error::{ApiError, ApiResult};
-use crate::keeper::Agreement;
-use crate::provider::Provider;
+use super::{Api, ApiError, ApiResult};
+use crate::protocol::agreement::Agreement;
+use crate::protocol::api::{BalanceView, CreditRequest, EventsView, RefundView};
 
-pub fn router() -> Router<Arc<Provider>> {
+pub fn router() -> Router<Arc<Api>> {
     Router::new()
         .route("/api/v1/keeper/agreements/{id}", get(agreement))
         .route("/api/v1/keeper/agreements/{id}/lock-payment", post(lock_payment))
@@ -30,24 +29,26 @@ pub fn router() -> Router<Arc<Provider>> {
         .route("/api/v1/keeper/credit", post(credit))
 }
 
-async fn agreement(State(p): State<Arc<Provider>>, ApiPath(id): ApiPath<B256>) -> ApiResult<Json<Agreement>> {
-    Ok(Json(p.keeper.agreement(id).await?))
+async fn agreement(State(api): State<Arc<Api>>, ApiPath(id): ApiPath<B256>) -> ApiResult<Json<Agreement>> {
+    Ok(Json(api.keeper.agreement(id).await?))
 }
 
+#[instrument(skip_all, fields(agreement_id = %id))]
 async fn lock_payment(
-    State(p): State<Arc<Provider>>,
+    State(api): State<Arc<Api>>,
     ApiPath(id): ApiPath<B256>,
     SignedJson(who, _): SignedJson<serde_json::Value>,
 ) -> ApiResult<Json<Agreement>> {
-    Ok(Json(service::lock_payment(&p, who, id).await?))
+    Ok(Json(api.agreements.lock_payment(who, id).await?))
 }
 
+#[instrument(skip_all, fields(agreement_id = %id))]
 async fn refund(
-    State(p): State<Arc<Provider>>,
+    State(api): State<Arc<Api>>,
     ApiPath(id): ApiPath<B256>,
     SignedJson(who, _): SignedJson<serde_json::Value>,
 ) -> ApiResult<Json<RefundView>> {
-    Ok(Json(RefundView { refunded: service::refund(&p, who, id).await? }))
+    Ok(Json(RefundView { refunded: api.agreements.refund(who, id).await? }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,13 +66,13 @@ struct EventsQuery {
 /// The longest `waitMs` honoured.
 const MAX_EVENTS_WAIT: Duration = Duration::from_secs(30);
 
-async fn events(State(p): State<Arc<Provider>>, ApiQuery(q): ApiQuery<EventsQuery>) -> ApiResult<Json<EventsView>> {
+async fn events(State(api): State<Arc<Api>>, ApiQuery(q): ApiQuery<EventsQuery>) -> ApiResult<Json<EventsView>> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let deadline = tokio::time::Instant::now() + Duration::from_millis(q.wait_ms).min(MAX_EVENTS_WAIT);
     // Listening before reading, so an event committed after the read is still heard of.
-    let mut news = p.keeper.subscribe();
+    let mut news = api.keeper.subscribe();
     loop {
-        let events = p.keeper.events_after(q.after, q.agreement, limit).await?;
+        let events = api.keeper.events_after(q.after, q.agreement, limit).await?;
         if !events.is_empty() {
             return Ok(Json(EventsView { events }));
         }
@@ -87,28 +88,30 @@ async fn events(State(p): State<Arc<Provider>>, ApiQuery(q): ApiQuery<EventsQuer
     }
 }
 
-async fn balance(State(p): State<Arc<Provider>>, ApiPath(address): ApiPath<Address>) -> ApiResult<Json<BalanceView>> {
-    Ok(Json(BalanceView { address, balance: p.keeper.balance(address).await? }))
+async fn balance(State(api): State<Arc<Api>>, ApiPath(address): ApiPath<Address>) -> ApiResult<Json<BalanceView>> {
+    Ok(Json(BalanceView { address, balance: api.keeper.balance(address).await? }))
 }
 
+#[instrument(skip_all)]
 async fn faucet(
-    State(p): State<Arc<Provider>>,
+    State(api): State<Arc<Api>>,
     SignedJson(who, _): SignedJson<serde_json::Value>,
 ) -> ApiResult<Json<BalanceView>> {
-    if !p.config.dev_faucet {
+    let Some(amount) = api.faucet else {
         return Err(ApiError::Forbidden("this provider has no faucet (it is for development: --dev-faucet)".into()));
-    }
-    Ok(Json(BalanceView { address: who, balance: p.keeper.credit(who, p.config.faucet_amount).await? }))
+    };
+    Ok(Json(BalanceView { address: who, balance: api.keeper.credit(who, amount).await? }))
 }
 
+#[instrument(skip_all)]
 async fn credit(
-    State(p): State<Arc<Provider>>,
+    State(api): State<Arc<Api>>,
     SignedJson(who, req): SignedJson<CreditRequest>,
 ) -> ApiResult<Json<BalanceView>> {
-    if !p.is_operator(who) {
+    if !api.operators.contains(who) {
         return Err(ApiError::Forbidden(format!("{who} is not an operator of this provider")));
     }
-    let balance = p.keeper.credit(req.address, req.amount).await?;
+    let balance = api.keeper.credit(req.address, req.amount).await?;
     tracing::info!(operator = %who, account = %req.address, amount = %req.amount, "credited");
     Ok(Json(BalanceView { address: req.address, balance }))
 }

@@ -1,12 +1,15 @@
 //! The HTTP API under `/api/v1` (documented in `openapi.json`, served at
 //! `/api/v1/openapi.json`): one module per resource, each with its `router()`.
 //!
-//! Every consumer and publisher request is signed (see [`crate::auth`]); [`extract`] verifies
-//! signatures and nonces and turns every bad input into an [`ApiError`](crate::error::ApiError)
-//! with its JSON body, so a client never sees a framework's default error.
+//! Every consumer and publisher request is signed (see [`crate::protocol::signing`]);
+//! [`extract`] verifies signatures and nonces and turns every bad input into an [`ApiError`]
+//! with its JSON body, so a client never sees a framework's default error. Handlers
+//! authenticate, parse, call one component, and map its errors ([`error`]); they hold no logic
+//! of their own.
 
 mod assets;
 mod compute;
+pub mod error;
 pub mod extract;
 mod keeper;
 mod meta;
@@ -16,13 +19,47 @@ mod tests;
 
 use std::sync::Arc;
 
+use alloy_primitives::U256;
 use axum::Router;
 
-use crate::error::ApiError;
-use crate::provider::Provider;
+pub use error::{ApiError, ApiResult};
+pub use extract::RequestAuth;
+
+use crate::agreement::Agreements;
+use crate::assets::Assets;
+use crate::config::Operators;
+use crate::jobs::Jobs;
+use crate::keeper::Keeper;
+use crate::protocol::api::ProviderView;
+
+/// Largest bodies accepted for files and modules.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimits {
+    pub max_file_bytes: u64,
+    pub max_module_bytes: u64,
+}
+
+/// What the handlers serve: the components they call, and request authentication.
+#[derive(Debug)]
+pub struct Api {
+    pub agreements: Arc<Agreements>,
+    pub assets: Arc<Assets>,
+    pub jobs: Arc<Jobs>,
+    pub keeper: Arc<dyn Keeper>,
+    pub auth: RequestAuth,
+    /// `GET /api/v1/provider`.
+    pub view: ProviderView,
+    pub limits: BodyLimits,
+    /// What the development faucet gives, when it is on.
+    pub faucet: Option<U256>,
+    pub operators: Operators,
+}
+
+/// The state every handler gets.
+pub type State = axum::extract::State<Arc<Api>>;
 
 /// The whole API.
-pub fn router(p: Arc<Provider>) -> Router {
+pub fn router(api: Arc<Api>) -> Router {
     Router::new()
         .merge(meta::router())
         .merge(assets::router())
@@ -31,14 +68,14 @@ pub fn router(p: Arc<Provider>) -> Router {
         .fallback(|| async {
             ApiError::NotFound("no such endpoint (the API is under /api/v1; see /api/v1/openapi.json)".into())
         })
-        .with_state(p)
+        .with_state(api)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.
 pub async fn serve(
-    p: Arc<Provider>,
+    api: Arc<Api>,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(p)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(api)).with_graceful_shutdown(shutdown).await
 }

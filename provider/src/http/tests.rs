@@ -9,8 +9,8 @@ use axum::http::{Request, StatusCode};
 use tower::ServiceExt;
 
 use super::router;
-use crate::auth::{Envelope, unix_now};
 use crate::config::ProviderConfig;
+use crate::protocol::signing::{Envelope, unix_now};
 use crate::provider::Provider;
 
 async fn provider() -> (tempfile::TempDir, Arc<Provider>) {
@@ -21,14 +21,14 @@ async fn provider() -> (tempfile::TempDir, Arc<Provider>) {
 }
 
 async fn call(p: &Arc<Provider>, req: Request<Body>) -> (StatusCode, serde_json::Value) {
-    let resp = router(p.clone()).oneshot(req).await.unwrap();
+    let resp = router(p.api()).oneshot(req).await.unwrap();
     let status = resp.status();
     let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
     (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
 }
 
 fn signed(p: &Provider, key: &PrivateKeySigner, method: &str, path: &str, body: &[u8], nonce: u64) -> Request<Body> {
-    let env = Envelope::sign(key, &p.domain, method, path, body, nonce, unix_now() + 60);
+    let env = Envelope::sign(key, p.domain(), method, path, body, nonce, unix_now() + 60);
     let mut req = Request::builder().method(method).uri(path).header("content-type", "application/json");
     for (k, v) in env.headers() {
         req = req.header(k, v);
@@ -66,7 +66,7 @@ async fn signatures_are_required_checked_and_never_replayable() {
     let (status, body) = call(&p, signed(&p, &key, "POST", "/api/v1/uploads", b"{}", 1)).await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("replay")));
     // A body that is not the one signed.
-    let env = Envelope::sign(&key, &p.domain, "POST", "/api/v1/uploads", b"{}", 2, unix_now() + 60);
+    let env = Envelope::sign(&key, p.domain(), "POST", "/api/v1/uploads", b"{}", 2, unix_now() + 60);
     let mut tampered = Request::post("/api/v1/uploads");
     for (k, v) in env.headers() {
         tampered = tampered.header(k, v);
@@ -74,8 +74,8 @@ async fn signatures_are_required_checked_and_never_replayable() {
     let (status, _) = call(&p, tampered.body(Body::from("{\"x\":1}")).unwrap()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // Expired, and valid for too long.
-    let old = Envelope::sign(&key, &p.domain, "POST", "/api/v1/uploads", b"{}", 3, unix_now() - 1);
-    let far = Envelope::sign(&key, &p.domain, "POST", "/api/v1/uploads", b"{}", 4, unix_now() + 100_000);
+    let old = Envelope::sign(&key, p.domain(), "POST", "/api/v1/uploads", b"{}", 3, unix_now() - 1);
+    let far = Envelope::sign(&key, p.domain(), "POST", "/api/v1/uploads", b"{}", 4, unix_now() + 100_000);
     for env in [old, far] {
         let mut req = Request::post("/api/v1/uploads");
         for (k, v) in env.headers() {

@@ -12,84 +12,15 @@
 pub mod embedded;
 
 use std::fmt;
-use std::str::FromStr;
 
 use alloy_primitives::{Address, B256, U256};
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
-use crate::agreement::template::Controllers;
-use crate::ddo::Did;
-
-/// The events of the agreement lifecycle (OEP-12).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum EventName {
-    ExecuteAgreement,
-    FulfillUpload,
-    PaymentLocked,
-    ComputeGranted,
-    PaymentReleased,
-    PaymentRefund,
-    OutputPublished,
-}
-
-impl EventName {
-    pub const ALL: [EventName; 7] = [
-        EventName::ExecuteAgreement,
-        EventName::FulfillUpload,
-        EventName::PaymentLocked,
-        EventName::ComputeGranted,
-        EventName::PaymentReleased,
-        EventName::PaymentRefund,
-        EventName::OutputPublished,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventName::ExecuteAgreement => "ExecuteAgreement",
-            EventName::FulfillUpload => "FulfillUpload",
-            EventName::PaymentLocked => "PaymentLocked",
-            EventName::ComputeGranted => "ComputeGranted",
-            EventName::PaymentReleased => "PaymentReleased",
-            EventName::PaymentRefund => "PaymentRefund",
-            EventName::OutputPublished => "OutputPublished",
-        }
-    }
-}
-
-impl fmt::Display for EventName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for EventName {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL.into_iter().find(|e| e.as_str() == s).ok_or_else(|| format!("unknown event `{s}`"))
-    }
-}
-
-/// That an event was appended (see [`Keeper::subscribe`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EventNote {
-    pub id: u64,
-    pub agreement: B256,
-}
-
-/// One event of the log.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct KeeperEvent {
-    /// Position in the log: strictly increasing.
-    pub id: u64,
-    pub agreement_id: B256,
-    pub name: EventName,
-    /// The event's fields (e.g. `receiptHash`, `providerAmount` for `PaymentReleased`).
-    pub data: serde_json::Value,
-    pub timestamp: u64,
-}
+use crate::protocol::agreement::{Agreement, AgreementState, Payout};
+use crate::protocol::ddo::Did;
+use crate::protocol::events::{EventNote, KeeperEvent};
+use crate::protocol::template::{ConditionName, Controllers};
+use crate::store::DbError;
 
 /// What a new agreement is made of.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,85 +38,12 @@ pub struct NewAgreement {
 /// One condition of a new agreement.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConditionInit {
-    pub name: String,
+    pub name: ConditionName,
     pub key: B256,
     pub values_hash: B256,
     /// Seconds after creation; 0 for no deadline.
     pub timeout: u64,
-    pub dependencies: Vec<String>,
-}
-
-/// Where a condition stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ConditionStatus {
-    Unfulfilled,
-    Fulfilled,
-}
-
-/// A condition of an agreement, as the keeper holds it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Condition {
-    pub name: String,
-    pub key: B256,
-    pub values_hash: B256,
-    pub timeout: u64,
-    /// Unix seconds; absent when the condition has no deadline.
-    pub deadline: Option<u64>,
-    pub dependencies: Vec<String>,
-    pub status: ConditionStatus,
-    pub fulfilled_at: Option<u64>,
-}
-
-/// Where an agreement stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AgreementState {
-    Active,
-    Released,
-    Refunded,
-}
-
-/// An agreement, as the keeper holds it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Agreement {
-    pub id: B256,
-    pub did: Did,
-    pub template_id: B256,
-    pub consumer: Address,
-    pub provider: Address,
-    pub price_per_fuel: U256,
-    pub max_fuel: u64,
-    /// Tokens held in escrow now.
-    pub escrow: U256,
-    pub state: AgreementState,
-    pub conditions: Vec<Condition>,
-    pub algorithm_hash: Option<B256>,
-    pub receipt_hash: Option<B256>,
-    pub output_did: Option<Did>,
-    pub provider_paid: Option<U256>,
-    pub consumer_refunded: Option<U256>,
-    pub created_at: u64,
-}
-
-impl Agreement {
-    pub fn condition(&self, name: &str) -> Option<&Condition> {
-        self.conditions.iter().find(|c| c.name == name)
-    }
-
-    pub fn is_fulfilled(&self, name: &str) -> bool {
-        self.condition(name).is_some_and(|c| c.status == ConditionStatus::Fulfilled)
-    }
-}
-
-/// How a release split the escrow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Payout {
-    pub provider_amount: U256,
-    pub consumer_refund: U256,
+    pub dependencies: Vec<ConditionName>,
 }
 
 /// Why the keeper refused.
@@ -197,11 +55,13 @@ pub enum KeeperError {
     #[error("agreement {0} exists already")]
     AlreadyExists(B256),
     #[error("condition `{condition}` is fulfilled already")]
-    AlreadyFulfilled { condition: String },
+    AlreadyFulfilled { condition: ConditionName },
+    #[error("the outputs of agreement {0} are published already")]
+    OutputAlreadyPublished(B256),
     #[error("condition `{condition}` cannot be fulfilled before `{missing}`")]
-    DependencyUnfulfilled { condition: String, missing: String },
+    DependencyUnfulfilled { condition: ConditionName, missing: ConditionName },
     #[error("condition `{condition}` timed out at {deadline}")]
-    TimedOut { condition: String, deadline: u64 },
+    TimedOut { condition: ConditionName, deadline: u64 },
     #[error("only the agreement's {role} may do this")]
     NotParty { role: &'static str },
     #[error("insufficient balance: {needed} needed, {available} available")]
@@ -214,13 +74,15 @@ pub enum KeeperError {
     Invalid(String),
     #[error("this keeper does not support {0}")]
     Unsupported(&'static str),
-    #[error("keeper storage: {0}")]
-    Storage(String),
+    #[error("the keeper's storage failed")]
+    Storage(#[from] DbError),
+    #[error("the keeper's storage holds a value it cannot read: {0}")]
+    Corrupt(String),
 }
 
-impl From<crate::store::DbError> for KeeperError {
-    fn from(e: crate::store::DbError) -> Self {
-        KeeperError::Storage(e.to_string())
+impl From<sqlx::Error> for KeeperError {
+    fn from(e: sqlx::Error) -> Self {
+        KeeperError::Storage(DbError(e))
     }
 }
 

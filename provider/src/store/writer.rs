@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use sqlx::SqliteConnection;
+use sqlx::{Any, AnyConnection, Transaction};
 use tokio::sync::{OwnedMutexGuard, watch};
 
 use super::DbError;
@@ -26,7 +26,7 @@ use super::DbError;
 const MAX_BATCH: usize = 64;
 /// ...or once it is this old, whoever is waiting. A writer whose batch is still open this long
 /// after its turn ends it itself (whoever was to continue it went away, or is slow).
-const MAX_BATCH_AGE: Duration = Duration::from_millis(5);
+pub(super) const MAX_BATCH_AGE: Duration = Duration::from_millis(5);
 
 /// The writing connection and the batch in progress.
 #[derive(Debug)]
@@ -34,11 +34,13 @@ pub(super) struct Writer {
     conn: Arc<tokio::sync::Mutex<Conn>>,
     /// Writers waiting for the connection.
     pub(super) queued: AtomicUsize,
+    /// [`MAX_BATCH_AGE`], except in tests that need batches to stay open.
+    max_age: Duration,
 }
 
 #[derive(Debug)]
 struct Conn {
-    conn: SqliteConnection,
+    conn: AnyConnection,
     /// The batch of the open transaction, if one is open.
     open: Option<Batch>,
     /// The last batch number handed out.
@@ -83,10 +85,11 @@ async fn uncancellable<T: Send + 'static>(
 }
 
 impl Writer {
-    pub(super) fn new(conn: SqliteConnection) -> Arc<Self> {
+    pub(super) fn new(conn: AnyConnection, max_age: Duration) -> Arc<Self> {
         Arc::new(Self {
             conn: Arc::new(tokio::sync::Mutex::new(Conn { conn, open: None, last: 0, abandoned: false })),
             queued: AtomicUsize::new(0),
+            max_age,
         })
     }
 
@@ -115,7 +118,7 @@ impl Writer {
                 }
                 conn.abandoned = true; // until released
             }
-            Ok(WriteTx { conn: Some(conn), writer: this, savepoint })
+            Ok(WriteTx { inner: Inner::Batch { conn: Some(conn), writer: this, savepoint } })
         })
         .await
     }
@@ -160,7 +163,7 @@ impl Writer {
         let Some(batch) = conn.open.as_mut() else { return Ok(()) };
         batch.changes += 1;
         let (id, outcome) = (batch.id, batch.outcome.subscribe());
-        let full = batch.changes >= MAX_BATCH || batch.started.elapsed() >= MAX_BATCH_AGE;
+        let full = batch.changes >= MAX_BATCH || batch.started.elapsed() >= self.max_age;
         if full || self.queued.load(Ordering::SeqCst) == 0 {
             return if self.finish(&mut conn, true).await { Ok(()) } else { Err(commit_failed()) };
         }
@@ -173,7 +176,7 @@ impl Writer {
     /// Waits for batch `id` to be finished; finishes it itself when nobody has for a while.
     async fn wait(&self, id: u64, mut outcome: watch::Receiver<Option<bool>>) -> Result<(), DbError> {
         loop {
-            let seen = tokio::time::timeout(MAX_BATCH_AGE, outcome.wait_for(Option::is_some))
+            let seen = tokio::time::timeout(self.max_age, outcome.wait_for(Option::is_some))
                 .await
                 .map(|r| r.map(|committed| *committed == Some(true)));
             match seen {
@@ -192,43 +195,71 @@ impl Writer {
     }
 }
 
-/// One writer's turn: a savepoint in the current batch. Deref to the connection to run
+/// One writer's turn. On SQLite, a savepoint in the current batch of the one writing
+/// connection; on PostgreSQL, a transaction of the pool. Deref to the connection to run
 /// statements (`query.execute(&mut *tx)`), then [`commit`](Self::commit).
 #[derive(Debug)]
 pub struct WriteTx {
-    conn: Option<OwnedMutexGuard<Conn>>,
-    writer: Arc<Writer>,
-    savepoint: bool,
+    inner: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Batch { conn: Option<OwnedMutexGuard<Conn>>, writer: Arc<Writer>, savepoint: bool },
+    Pooled(Option<Transaction<'static, Any>>),
 }
 
 impl WriteTx {
-    /// Keeps this writer's changes and returns once they are on disk.
+    /// A PostgreSQL transaction (rolled back if dropped without commit).
+    pub(super) fn pooled(tx: Transaction<'static, Any>) -> Self {
+        Self { inner: Inner::Pooled(Some(tx)) }
+    }
+
+    /// Keeps this writer's changes and returns once they are durable.
     pub async fn commit(mut self) -> Result<(), DbError> {
-        let Some(conn) = self.conn.take() else { return Ok(()) };
-        uncancellable(self.writer.clone().end_turn(conn, self.savepoint)).await
+        match &mut self.inner {
+            Inner::Batch { conn, writer, savepoint } => {
+                let Some(conn) = conn.take() else { return Ok(()) };
+                uncancellable(writer.clone().end_turn(conn, *savepoint)).await
+            }
+            Inner::Pooled(tx) => match tx.take() {
+                Some(tx) => Ok(tx.commit().await?),
+                None => Ok(()),
+            },
+        }
     }
 }
 
 impl std::ops::Deref for WriteTx {
-    type Target = SqliteConnection;
+    type Target = AnyConnection;
 
-    fn deref(&self) -> &SqliteConnection {
-        self.conn.as_ref().map(|c| &c.conn).expect("a WriteTx is used only before commit")
+    fn deref(&self) -> &AnyConnection {
+        match &self.inner {
+            Inner::Batch { conn, .. } => conn.as_ref().map(|c| &c.conn),
+            Inner::Pooled(tx) => tx.as_deref(),
+        }
+        .expect("a WriteTx is used only before commit")
     }
 }
 
 impl std::ops::DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
-        self.conn.as_mut().map(|c| &mut c.conn).expect("a WriteTx is used only before commit")
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match &mut self.inner {
+            Inner::Batch { conn, .. } => conn.as_mut().map(|c| &mut c.conn),
+            Inner::Pooled(tx) => tx.as_deref_mut(),
+        }
+        .expect("a WriteTx is used only before commit")
     }
 }
 
 impl Drop for WriteTx {
     fn drop(&mut self) {
+        // A pooled transaction rolls itself back when dropped.
+        let Inner::Batch { conn, writer, savepoint } = &mut self.inner else { return };
         // Dropped without commit (an error, a refusal): undo this writer's changes. If nobody
         // else is coming, the batch must still be committed for the writers before us.
-        let Some(mut conn) = self.conn.take() else { return };
-        let (writer, savepoint) = (self.writer.clone(), self.savepoint);
+        let Some(mut conn) = conn.take() else { return };
+        let (writer, savepoint) = (writer.clone(), *savepoint);
         let cleanup = async move {
             let ok = if savepoint {
                 conn.abandoned = false;
@@ -262,7 +293,7 @@ async fn rollback_savepoint(conn: &mut Conn) -> Result<(), DbError> {
 
 /// Whether the connection is inside a transaction. (`BEGIN` fails inside one; outside, the
 /// transaction it opens is rolled back at once.) Only asked after a failed statement.
-async fn in_transaction(conn: &mut SqliteConnection) -> bool {
+async fn in_transaction(conn: &mut AnyConnection) -> bool {
     match exec(conn, "BEGIN").await {
         Err(_) => true,
         Ok(()) => {
@@ -275,7 +306,7 @@ async fn in_transaction(conn: &mut SqliteConnection) -> bool {
 /// Runs a statement of the writer's own (`BEGIN`, `SAVEPOINT`...). Boxed: an unboxed future
 /// here trips rustc's check that callers' futures are `Send` ("`Executor` is not general
 /// enough", rust-lang/rust#102211).
-fn exec<'c>(conn: &'c mut SqliteConnection, sql: &'static str) -> BoxFuture<'c, Result<(), DbError>> {
+fn exec<'c>(conn: &'c mut AnyConnection, sql: &'static str) -> BoxFuture<'c, Result<(), DbError>> {
     Box::pin(async move {
         sqlx::Executor::execute(conn, sql).await?;
         Ok(())

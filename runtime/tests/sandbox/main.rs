@@ -6,6 +6,7 @@
 //!   hand-written modules, and with each of its checks left out;
 //! * `limits`: every limit is an outcome, and the host stays bounded;
 //! * `receipts`: receipts, verification and the examples end to end;
+//! * `python`: the Python environment: SDK, determinism, limits, examples, verification;
 //! * `stack`: the wasm-level stack limit.
 #![allow(clippy::unwrap_used, reason = "test helpers: a failed unwrap is a failed test")]
 
@@ -13,6 +14,7 @@ mod conformance;
 mod determinism;
 mod differential;
 mod limits;
+mod python;
 mod receipts;
 mod stack;
 mod util;

@@ -1,0 +1,212 @@
+//! The one error type of the HTTP API, with a documented status per variant, and how each
+//! domain's errors map to it: the only place where a domain error becomes a status. 5xx causes
+//! are logged with their whole chain, never returned.
+//!
+//! | variant | status | when |
+//! |---|---|---|
+//! | `BadRequest` | 400 | malformed input |
+//! | `Unauthorized` | 401 | missing, expired or wrong signature |
+//! | `PaymentRequired` | 402 | the balance does not cover the payment |
+//! | `Forbidden` | 403 | signed, but not allowed (not the consumer, not granted, not an operator) |
+//! | `NotFound` | 404 | unknown asset, agreement, job or result |
+//! | `Conflict` | 409 | state conflict: exists already, too early, too late |
+//! | `Replay` | 409 | a request nonce not greater than the last one |
+//! | `TooLarge` | 413 | a body over its limit |
+//! | `Unprocessable` | 422 | an invalid module, or one the asset's policy refuses |
+//! | `Internal` | 500 | anything else (logged; the response says only "internal error") |
+//! | `Unavailable` | 503 | the provider cannot serve now but will (storage busy, full or unreachable); with `Retry-After` |
+
+use crate::agreement::ServiceError;
+use crate::algorithms::AdmissionError;
+use crate::assets::AssetError;
+use crate::jobs::JobError;
+use crate::keeper::KeeperError;
+use crate::protocol::signing::AuthError;
+use crate::store::DbError;
+
+/// A failed request: its status, code and message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    PaymentRequired(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the request nonce {nonce} is not greater than the last one accepted from {address}: a replay")]
+    Replay { address: String, nonce: u64 },
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    /// A failure of the provider's own; the cause is logged, not sent.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A condition that should clear: try again after `retry_after_secs`. The cause is logged.
+    #[error("the provider cannot serve this now; try again in {retry_after_secs} s")]
+    Unavailable {
+        retry_after_secs: u64,
+        #[source]
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl ApiError {
+    /// The HTTP status of each variant.
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::BadRequest(_) => 400,
+            ApiError::Unauthorized(_) => 401,
+            ApiError::PaymentRequired(_) => 402,
+            ApiError::Forbidden(_) => 403,
+            ApiError::NotFound(_) => 404,
+            ApiError::Conflict(_) | ApiError::Replay { .. } => 409,
+            ApiError::TooLarge(_) => 413,
+            ApiError::Unprocessable(_) => 422,
+            ApiError::Internal(_) => 500,
+            ApiError::Unavailable { .. } => 503,
+        }
+    }
+
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized(_) => "bad_signature",
+            ApiError::PaymentRequired(_) => "insufficient_balance",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Replay { .. } => "replay",
+            ApiError::TooLarge(_) => "too_large",
+            ApiError::Unprocessable(_) => "unprocessable",
+            ApiError::Internal(_) => "internal",
+            ApiError::Unavailable { .. } => "unavailable",
+        }
+    }
+
+    /// A failure of the provider's own, with its cause.
+    pub fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ApiError::Internal(Box::new(e))
+    }
+
+    /// A storage failure: 503 when it should clear by itself (the database busy or
+    /// unreachable, the disk full), 500 otherwise.
+    pub fn storage(e: DbError) -> Self {
+        if e.is_transient() {
+            ApiError::Unavailable { retry_after_secs: 1, cause: Box::new(e) }
+        } else {
+            ApiError::internal(e)
+        }
+    }
+}
+
+/// Results of request handlers.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        ApiError::Unauthorized(e.to_string())
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        ApiError::storage(e)
+    }
+}
+
+impl From<std::io::Error> for ApiError {
+    fn from(e: std::io::Error) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl From<KeeperError> for ApiError {
+    fn from(e: KeeperError) -> Self {
+        let m = e.to_string();
+        match e {
+            KeeperError::NotFound(_) => ApiError::NotFound(m),
+            KeeperError::AlreadyExists(_)
+            | KeeperError::AlreadyFulfilled { .. }
+            | KeeperError::OutputAlreadyPublished(_)
+            | KeeperError::DependencyUnfulfilled { .. }
+            | KeeperError::TimedOut { .. }
+            | KeeperError::Closed { .. }
+            | KeeperError::NotRefundable(_) => ApiError::Conflict(m),
+            KeeperError::NotParty { .. } => ApiError::Forbidden(m),
+            KeeperError::InsufficientBalance { .. } => ApiError::PaymentRequired(m),
+            KeeperError::Invalid(_) | KeeperError::Unsupported(_) => ApiError::BadRequest(m),
+            KeeperError::Storage(db) => ApiError::storage(db),
+            KeeperError::Corrupt(_) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<AdmissionError> for ApiError {
+    fn from(e: AdmissionError) -> Self {
+        match e {
+            AdmissionError::TooLarge(_) => ApiError::TooLarge(e.to_string()),
+            AdmissionError::Refused(_) => ApiError::Unprocessable(e.to_string()),
+            AdmissionError::Runtime(_) | AdmissionError::Interrupted(_) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<AssetError> for ApiError {
+    fn from(e: AssetError) -> Self {
+        let m = e.to_string();
+        match e {
+            AssetError::Name(_) | AssetError::Invalid(_) => ApiError::BadRequest(m),
+            AssetError::NoSession(_) | AssetError::NotFound(_) => ApiError::NotFound(m),
+            AssetError::NotSessionOwner | AssetError::NotOperator(_) => ApiError::Forbidden(m),
+            AssetError::Exists(_) => ApiError::Conflict(m),
+            AssetError::FileTooLarge { .. } => ApiError::TooLarge(m),
+            AssetError::Module(e) => e.into(),
+            AssetError::Db(db) => ApiError::storage(db),
+            AssetError::Io(_) | AssetError::Corrupt(_) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<JobError> for ApiError {
+    fn from(e: JobError) -> Self {
+        let m = e.to_string();
+        match e {
+            JobError::NotFound(_) | JobError::NoResult { .. } => ApiError::NotFound(m),
+            JobError::NotConsumer { .. } => ApiError::Forbidden(m),
+            JobError::Ended { .. } | JobError::AgreementHasJob { .. } => ApiError::Conflict(m),
+            JobError::Keeper(e) => e.into(),
+            JobError::Asset(e) => e.into(),
+            JobError::Db(db) => ApiError::storage(db),
+            _ => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let m = e.to_string();
+        match e {
+            ServiceError::Forbidden(_) => ApiError::Forbidden(m),
+            ServiceError::BadSignature(_) | ServiceError::Signature(_) => ApiError::Unauthorized(m),
+            ServiceError::NoService { .. } => ApiError::NotFound(m),
+            ServiceError::Conflict(_) | ServiceError::Template(_) => ApiError::Conflict(m),
+            ServiceError::Refused(_) => ApiError::Unprocessable(m),
+            ServiceError::BadRequest(_) => ApiError::BadRequest(m),
+            ServiceError::Keeper(e) => e.into(),
+            ServiceError::Asset(e) => e.into(),
+            ServiceError::Admission(e) => e.into(),
+            ServiceError::Job(e) => e.into(),
+            ServiceError::Db(db) => ApiError::storage(db),
+            ServiceError::Io(_) => ApiError::internal(e),
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The live state of running jobs, in memory: each one's cancellation flag, the stage it is in
+//! and the latest progress its guest reported. Stages after the claim live here only: the
+//! database says a job is active (claimed), which is all a restart needs, so a job's stages
+//! cost no disk writes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tidepool_runtime::{GuestEvent, JobEvent, Stage};
+
+use crate::protocol::api::ProgressView;
+use crate::protocol::states::JobStatus;
+
+/// The jobs being run now, by id.
+#[derive(Debug, Default)]
+pub(super) struct LiveJobs {
+    jobs: Mutex<HashMap<String, Live>>,
+}
+
+#[derive(Debug)]
+struct Live {
+    cancel: Arc<AtomicBool>,
+    stage: Option<JobStatus>,
+    progress: Option<ProgressView>,
+}
+
+impl LiveJobs {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Live>> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `id` live (before it is claimed, so that a stop request that finds it claimed
+    /// always finds its flag); returns its cancellation flag.
+    pub fn insert(&self, id: &str) -> Arc<AtomicBool> {
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.lock().insert(id.to_string(), Live { cancel: cancel.clone(), stage: None, progress: None });
+        cancel
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    /// Asks a live job to stop; false if it is not live.
+    pub fn cancel(&self, id: &str) -> bool {
+        self.lock().get(id).map(|l| l.cancel.store(true, Ordering::Relaxed)).is_some()
+    }
+
+    /// A running job's stage and progress (taken before its row is read: a job that ends in
+    /// between then shows its final row, never an older stage than it had shown).
+    pub fn snapshot(&self, id: &str) -> (Option<JobStatus>, Option<ProgressView>) {
+        self.lock().get(id).map_or((None, None), |l| (l.stage, l.progress.clone()))
+    }
+
+    /// Records what the runtime reports of job `id`.
+    pub fn record(&self, id: &str, event: JobEvent) {
+        let mut jobs = self.lock();
+        let Some(live) = jobs.get_mut(id) else { return };
+        match event {
+            JobEvent::Stage(stage) => {
+                live.stage = Some(match stage {
+                    Stage::ConfiguringVolumes => JobStatus::ConfiguringVolumes,
+                    Stage::Provisioning => JobStatus::Provisioning,
+                    Stage::Running => JobStatus::Running,
+                    Stage::PublishingResults => JobStatus::PublishingResults,
+                })
+            }
+            JobEvent::Guest(GuestEvent::Progress { done, total, message }) => {
+                live.progress = Some(ProgressView { done, total, message })
+            }
+            JobEvent::Guest(GuestEvent::Metric { .. }) => {}
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Signatures: who sent a request, and who signed a piece of typed data.
+//!
+//! Every consumer request carries an envelope in four headers: the signer's address, a nonce, an
+//! expiry (Unix seconds) and an EIP-712 signature over [`Request`](super::eip712::Request):
+//! method, path (with query), keccak-256 of the body, nonce, expiry. The server recovers the
+//! signer from the signature and requires it to match the address header, the expiry to be in
+//! the future, and the nonce to be greater than the last one it accepted from that address
+//! (checked and recorded atomically), so a replayed or altered request is refused.
+//!
+//! Keys, hashing and signature recovery are alloy's (k256); nothing here is hand-written crypto.
+
+use alloy_primitives::{Address, B256, Signature, keccak256};
+use alloy_signer::SignerSync;
+use alloy_signer_local::PrivateKeySigner;
+use alloy_sol_types::{Eip712Domain, SolStruct};
+
+use super::eip712::Request;
+
+pub const HEADER_ADDRESS: &str = "x-tidepool-address";
+pub const HEADER_NONCE: &str = "x-tidepool-nonce";
+pub const HEADER_EXPIRY: &str = "x-tidepool-expiry";
+pub const HEADER_SIGNATURE: &str = "x-tidepool-signature";
+
+/// Why a signature was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    #[error("the request is not signed: header `{0}` is missing")]
+    Missing(&'static str),
+    #[error("header `{header}` is malformed: {reason}")]
+    Malformed { header: &'static str, reason: String },
+    #[error("the signature expired at {expiry} (now {now})")]
+    Expired { expiry: u64, now: u64 },
+    #[error("the signature was made by {recovered}, not by {claimed}")]
+    WrongSigner { claimed: Address, recovered: Address },
+    #[error("the signature is not a valid secp256k1 signature: {0}")]
+    Invalid(String),
+}
+
+/// A signed request's envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub address: Address,
+    pub nonce: u64,
+    pub expiry: u64,
+    pub signature: Signature,
+}
+
+impl Envelope {
+    /// Signs a request as `signer`.
+    pub fn sign(
+        signer: &PrivateKeySigner,
+        domain: &Eip712Domain,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        nonce: u64,
+        expiry: u64,
+    ) -> Self {
+        let request = request(method, path, keccak256(body), nonce, expiry);
+        Self { address: signer.address(), nonce, expiry, signature: sign_typed(signer, domain, &request) }
+    }
+
+    /// The envelope's headers, to attach to a request.
+    pub fn headers(&self) -> [(&'static str, String); 4] {
+        [
+            (HEADER_ADDRESS, self.address.to_string()),
+            (HEADER_NONCE, self.nonce.to_string()),
+            (HEADER_EXPIRY, self.expiry.to_string()),
+            (HEADER_SIGNATURE, self.signature.to_string()),
+        ]
+    }
+
+    /// Reads an envelope from request headers (`get` returns a header's value).
+    pub fn from_headers<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Result<Self, AuthError> {
+        let header = |name: &'static str| get(name).ok_or(AuthError::Missing(name));
+        let malformed = |header: &'static str, reason: String| AuthError::Malformed { header, reason };
+        let address = header(HEADER_ADDRESS)?.parse().map_err(|e| malformed(HEADER_ADDRESS, format!("{e}")))?;
+        let nonce = header(HEADER_NONCE)?.parse().map_err(|e| malformed(HEADER_NONCE, format!("{e}")))?;
+        let expiry = header(HEADER_EXPIRY)?.parse().map_err(|e| malformed(HEADER_EXPIRY, format!("{e}")))?;
+        let signature = header(HEADER_SIGNATURE)?.parse().map_err(|e| malformed(HEADER_SIGNATURE, format!("{e}")))?;
+        Ok(Self { address, nonce, expiry, signature })
+    }
+
+    /// Checks the expiry and that the signature over this request is the claimed address's.
+    /// The nonce is checked by the caller, against its records.
+    pub fn verify(
+        &self,
+        domain: &Eip712Domain,
+        method: &str,
+        path: &str,
+        content_hash: B256,
+        now: u64,
+    ) -> Result<(), AuthError> {
+        if self.expiry <= now {
+            return Err(AuthError::Expired { expiry: self.expiry, now });
+        }
+        let request = request(method, path, content_hash, self.nonce, self.expiry);
+        let recovered = recover_typed(domain, &request, &self.signature)?;
+        if recovered != self.address {
+            return Err(AuthError::WrongSigner { claimed: self.address, recovered });
+        }
+        Ok(())
+    }
+}
+
+fn request(method: &str, path: &str, content_hash: B256, nonce: u64, expiry: u64) -> Request {
+    Request { method: method.to_ascii_uppercase(), path: path.to_string(), contentHash: content_hash, nonce, expiry }
+}
+
+/// Signs typed data under `domain`.
+pub fn sign_typed<T: SolStruct>(signer: &PrivateKeySigner, domain: &Eip712Domain, value: &T) -> Signature {
+    // A local key signs any 32-byte hash: this cannot fail.
+    signer.sign_hash_sync(&value.eip712_signing_hash(domain)).expect("signing with a local key")
+}
+
+/// The address that signed `value` under `domain`.
+pub fn recover_typed<T: SolStruct>(
+    domain: &Eip712Domain,
+    value: &T,
+    signature: &Signature,
+) -> Result<Address, AuthError> {
+    signature
+        .recover_address_from_prehash(&value.eip712_signing_hash(domain))
+        .map_err(|e| AuthError::Invalid(e.to_string()))
+}
+
+/// Signs a receipt as the provider: EIP-712 typed data (`primaryType: Receipt`) under
+/// `domain`, added to the receipt's (unhashed) `signatures`.
+pub fn sign_receipt(signer: &PrivateKeySigner, domain: &Eip712Domain, receipt: &mut tidepool_runtime::Receipt) {
+    // A local key signs any 32-byte hash: this cannot fail.
+    let signature = signer.sign_hash_sync(&receipt.eip712_signing_hash(domain)).expect("signing with a local key");
+    receipt.signatures.push(tidepool_runtime::receipt::ReceiptSignature {
+        signer: signer.address().to_string(),
+        scheme: "eip712".into(),
+        signature: signature.to_string(),
+        domain: serde_json::to_value(domain).ok(),
+    });
+}
+
+/// Checks that `receipt` carries a valid EIP-712 signature by `provider` under `domain`, over
+/// exactly its hashed fields.
+pub fn verify_receipt_signature(
+    receipt: &tidepool_runtime::Receipt,
+    provider: Address,
+    domain: &Eip712Domain,
+) -> Result<(), AuthError> {
+    let sig = receipt
+        .signatures
+        .iter()
+        .find(|s| s.scheme == "eip712" && s.signer.parse::<Address>().ok() == Some(provider))
+        .ok_or(AuthError::Missing("receipt signature by the provider"))?;
+    let signature: Signature =
+        sig.signature.parse().map_err(|e| AuthError::Malformed { header: "signature", reason: format!("{e}") })?;
+    let recovered = signature
+        .recover_address_from_prehash(&receipt.eip712_signing_hash(domain))
+        .map_err(|e| AuthError::Invalid(e.to_string()))?;
+    if recovered != provider {
+        return Err(AuthError::WrongSigner { claimed: provider, recovered });
+    }
+    Ok(())
+}
+
+/// Now, in Unix seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::eip712::domain;
+
+    fn key(n: u8) -> PrivateKeySigner {
+        PrivateKeySigner::from_bytes(&B256::repeat_byte(n)).unwrap()
+    }
+
+    #[test]
+    fn a_signed_request_verifies_and_nothing_else_does() {
+        let (alice, d) = (key(1), domain(1337, Address::repeat_byte(9)));
+        let env = Envelope::sign(&alice, &d, "post", "/api/v1/x?y=1", b"{}", 7, 2_000);
+        let body = keccak256(b"{}");
+        env.verify(&d, "POST", "/api/v1/x?y=1", body, 1_000).unwrap();
+        // Round trip through headers.
+        let headers = env.headers();
+        let parsed =
+            Envelope::from_headers(|n| headers.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str())).unwrap();
+        assert_eq!(parsed, env);
+        // Anything changed breaks it.
+        let wrong = |r: Result<(), AuthError>| assert!(matches!(r, Err(AuthError::WrongSigner { .. })), "{r:?}");
+        wrong(env.verify(&d, "POST", "/api/v1/x?y=2", body, 1_000));
+        wrong(env.verify(&d, "GET", "/api/v1/x?y=1", body, 1_000));
+        wrong(env.verify(&d, "POST", "/api/v1/x?y=1", keccak256(b"{ }"), 1_000));
+        wrong(env.verify(&domain(1, Address::repeat_byte(9)), "POST", "/api/v1/x?y=1", body, 1_000));
+        wrong(Envelope { nonce: 8, ..env.clone() }.verify(&d, "POST", "/api/v1/x?y=1", body, 1_000));
+        wrong(Envelope { address: key(2).address(), ..env.clone() }.verify(&d, "POST", "/api/v1/x?y=1", body, 1_000));
+        assert!(matches!(env.verify(&d, "POST", "/api/v1/x?y=1", body, 2_000), Err(AuthError::Expired { .. })));
+    }
+
+    #[test]
+    fn receipts_are_signed_over_their_hashed_fields() {
+        let (provider, d) = (key(3), domain(1337, key(3).address()));
+        let mut receipt: tidepool_runtime::Receipt = serde_json::from_value(serde_json::json!({
+            "version": 1, "receipt_hash": B256::ZERO, "algorithm_hash": B256::ZERO, "algorithm_name": "a",
+            "args": [], "inputs": [], "outputs_root": B256::ZERO, "stdout_hash": B256::ZERO, "stdout_len": 0,
+            "stderr_hash": B256::ZERO, "stderr_len": 0, "outcome": {"kind": "exited", "code": 0},
+            "fuel_consumed": 5, "limits": tidepool_runtime::Limits::default(),
+            "runtime": {"tidepool_version": "0", "wasmtime_version": "0", "engine_config_hash": B256::ZERO},
+            "seed": B256::ZERO, "deterministic": true
+        }))
+        .unwrap();
+        receipt = receipt.seal();
+        sign_receipt(&provider, &d, &mut receipt);
+        verify_receipt_signature(&receipt, provider.address(), &d).unwrap();
+        assert!(verify_receipt_signature(&receipt, key(4).address(), &d).is_err(), "another provider");
+        assert!(verify_receipt_signature(&receipt, provider.address(), &domain(1, provider.address())).is_err());
+        let mut forged = receipt.clone();
+        forged.fuel_consumed = 1;
+        assert!(matches!(
+            verify_receipt_signature(&forged, provider.address(), &d),
+            Err(AuthError::WrongSigner { .. })
+        ));
+    }
+
+    #[test]
+    fn headers_are_required_and_parsed() {
+        assert_eq!(Envelope::from_headers(|_| None), Err(AuthError::Missing(HEADER_ADDRESS)));
+        let r = Envelope::from_headers(|n| Some(if n == HEADER_NONCE { "x" } else { "0x00" }));
+        assert!(matches!(r, Err(AuthError::Malformed { .. })), "{r:?}");
+    }
+}

@@ -1,0 +1,51 @@
+//! Request nonces: the last nonce accepted from each address (table `nonces`), so that a
+//! signed request is accepted at most once.
+
+use alloy_primitives::Address;
+
+use super::{Db, DbError, Text};
+
+/// The nonces of every address that has signed a request here.
+#[derive(Clone, Debug)]
+pub struct Nonces {
+    db: Db,
+}
+
+impl Nonces {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// Accepts `nonce` from `address` if it is greater than the last one accepted, atomically.
+    /// Returns false for a replayed or out-of-order nonce.
+    pub async fn accept(&self, address: Address, nonce: u64) -> Result<bool, DbError> {
+        let nonce = i64::try_from(nonce).unwrap_or(i64::MAX);
+        let query = sqlx::query(
+            "INSERT INTO nonces (address, nonce) VALUES ($1, $2) \
+             ON CONFLICT (address) DO UPDATE SET nonce = excluded.nonce WHERE nonces.nonce < excluded.nonce",
+        )
+        .bind(Text(address))
+        .bind(nonce);
+        Ok(self.db.execute(query).await?.rows_affected() == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn nonces_must_strictly_increase_per_address() {
+        let tmp = tempfile::tempdir().unwrap();
+        let nonces = Nonces::new(Db::open(&tmp.path().join("t.db")).await.unwrap());
+        let (a, b) = (Address::repeat_byte(1), Address::repeat_byte(2));
+        assert!(nonces.accept(a, 5).await.unwrap());
+        assert!(!nonces.accept(a, 5).await.unwrap(), "replay");
+        assert!(!nonces.accept(a, 4).await.unwrap(), "older");
+        assert!(nonces.accept(b, 1).await.unwrap(), "per address");
+        assert!(nonces.accept(a, 6).await.unwrap());
+        // Concurrent submissions of the same nonce: exactly one wins.
+        let results = futures_util::future::join_all((0..8).map(|_| nonces.accept(b, 9))).await;
+        assert_eq!(results.into_iter().filter(|r| *r.as_ref().unwrap()).count(), 1);
+    }
+}
