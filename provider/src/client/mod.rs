@@ -100,7 +100,7 @@ impl Client {
         let (first, rest) = bases.split_first().ok_or_else(|| ClientError::Protocol("no provider URL".into()))?;
         let mut client = Self::connect(first, signer.clone()).await?;
         for base in rest {
-            let other = Self::connect(base, signer.clone()).await?;
+            let mut other = Self::connect(base, signer.clone()).await?;
             if other.provider.address != client.provider.address || other.provider.chain_id != client.provider.chain_id
             {
                 return Err(ClientError::Protocol(format!("{base} is another provider than {first}")));
