@@ -30,7 +30,8 @@ const LEASE_SECS: &str = "2";
 struct Cluster {
     api: Vec<Daemon>,
     workers: Vec<Daemon>,
-    weed: SeaweedFs,
+    /// Held for its lifetime: dropping it stops the server.
+    _weed: SeaweedFs,
     pg: Postgres,
 }
 
@@ -54,7 +55,7 @@ impl Cluster {
         }
         let worker_args: Vec<&str> = shared.iter().copied().chain(["--max-concurrent-jobs", "1"]).collect();
         let workers = (0..workers).map(|_| Daemon::start_worker(binary(), &envs, &worker_args)).collect();
-        Self { api, workers, weed, pg }
+        Self { api, workers, _weed: weed, pg }
     }
 
     fn urls(&self) -> Vec<&str> {
