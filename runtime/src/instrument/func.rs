@@ -426,14 +426,14 @@ impl<'w, 'a> Walk<'w, 'a> {
             return Err(Error::Internal(format!("branch depth {depth} out of range")));
         };
         let (arity, to_function) = (target.label_arity(), target.kind == Kind::Func);
-        if !self.weakened(Weaken::NanMerges) || to_function {
+        if !self.weakened(if to_function { Weaken::NanReturns } else { Weaken::NanMerges }) {
             self.settle(arity + below_top, |i| i < arity)?;
         }
         Ok(to_function)
     }
 
     fn flush_fuel(&mut self) {
-        if self.ctx.options.fuel && !self.dead() {
+        if self.ctx.options.fuel && !self.dead() && !self.weakened(Weaken::FuelSync) {
             self.out.push(Instruction::LocalGet(self.fuel_local));
             self.out.push(Instruction::GlobalSet(self.ctx.fuel_global));
         }
@@ -491,11 +491,11 @@ impl<'w, 'a> Walk<'w, 'a> {
         if self.dead() {
             return;
         }
-        if self.ctx.options.fuel {
+        if self.ctx.options.fuel && !self.weakened(Weaken::FuelSync) {
             self.out.push(Instruction::GlobalGet(self.ctx.fuel_global));
             self.out.push(Instruction::LocalSet(self.fuel_local));
         }
-        if self.ctx.options.stack {
+        if self.ctx.options.stack && !self.weakened(Weaken::StackRestore) {
             self.out.push(Instruction::LocalGet(self.level_local));
             self.out.push(Instruction::GlobalSet(self.ctx.stack_global));
         }
@@ -503,7 +503,7 @@ impl<'w, 'a> Walk<'w, 'a> {
 
     /// Before a tail call: this frame's stack units are given back.
     fn release_frame(&mut self) {
-        if self.ctx.options.stack && !self.dead() {
+        if self.ctx.options.stack && !self.dead() && !self.weakened(Weaken::StackTailCall) {
             self.out.push(Instruction::LocalGet(self.level_local));
             self.out.push(Instruction::I64Const(self.frame_units as i64));
             self.out.push(Instruction::I64Add);
@@ -666,7 +666,7 @@ impl<'w, 'a> Walk<'w, 'a> {
             }
             End => {
                 let (results, kind) = self.frames.last().map_or((0, Kind::Func), |f| (f.results.len(), f.kind));
-                if !self.weakened(Weaken::NanMerges) || kind == Kind::Func {
+                if !self.weakened(if kind == Kind::Func { Weaken::NanReturns } else { Weaken::NanMerges }) {
                     self.settle_all(results)?;
                 }
                 if kind == Kind::Func {
@@ -706,7 +706,9 @@ impl<'w, 'a> Walk<'w, 'a> {
             }
             Return => {
                 let n = self.frames.first().map_or(0, |f| f.results.len());
-                self.settle_all(n)?;
+                if !self.weakened(Weaken::NanReturns) {
+                    self.settle_all(n)?;
+                }
                 self.flush_fuel();
                 self.emit_op(op)?;
                 self.set_dead();

@@ -63,7 +63,7 @@ impl Default for Options {
     }
 }
 
-/// One kind of inserted check left out (see `runtime/tests/sandbox/instrument.rs`).
+/// One kind of inserted check left out (see `runtime/tests/sandbox/differential.rs`).
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Weaken {
@@ -72,6 +72,8 @@ pub enum Weaken {
     NanEscapes,
     /// No materialization at branches, block ends and `select`.
     NanMerges,
+    /// No materialization of a function's results (its `end`, `return`, branches to it).
+    NanReturns,
     /// Locals hold pending values even where they merge with kept bits.
     NanLocals,
     /// No canonicalization of v128 float lanes.
@@ -80,8 +82,15 @@ pub enum Weaken {
     FuelCheck,
     /// No fuel charged at all.
     FuelCharge,
+    /// The fuel counter is not handed over at calls: not written back before a call or a
+    /// return, not read again after a call.
+    FuelSync,
     /// No stack check at function entry.
     StackCheck,
+    /// A caller does not write its stack level back after a call.
+    StackRestore,
+    /// A tail call does not give its frame's units back.
+    StackTailCall,
 }
 
 /// Why a module could not be rewritten; all become `InvalidModule`.

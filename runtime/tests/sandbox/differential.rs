@@ -293,8 +293,8 @@ fn generated_modules_give_the_eager_engines_bits() {
     assert!(failures.is_empty(), "{} of {tried} modules differ:\n{}", failures.len(), failures.join("\n"));
 }
 
-/// Hand-written cases, each aimed at one rule of the pass. Each exports `run`, whose result
-/// and memory are compared.
+/// Hand-written cases, each aimed at one rule of the pass. Every export is called (most cases
+/// export one, `run`); results, memory and globals are compared.
 pub const CASES: &[(&str, &str)] = &[
     (
         "a NaN-boxed f64 copied by load and store keeps its payload",
@@ -382,6 +382,13 @@ pub const CASES: &[(&str, &str)] = &[
               (f64x2.relaxed_madd (local.get 0) (local.get 0) (local.get 0)))))"#,
     ),
     (
+        "computed NaNs returned: at the function's end, by `return`, by a branch to the function",
+        r#"(module
+          (func (export "end") (param f64) (result f64) (f64.sub (local.get 0) (f64.const 1)))
+          (func (export "return") (param f64) (result f64) (return (f64.mul (local.get 0) (f64.const 2))))
+          (func (export "br") (param f64) (result f64) (br 0 (f64.div (local.get 0) (f64.const 3)))))"#,
+    ),
+    (
         "a global set from a computed NaN, and a NaN passed and returned",
         r#"(module (global (export "g") (mut f32) (f32.const 0))
           (func $twice (param f32) (result f32) (f32.add (local.get 0) (local.get 0)))
@@ -404,16 +411,29 @@ fn hand_written_cases_give_the_eager_engines_bits() {
     }
 }
 
-/// An endless loop and an endless recursion, as the fuel and stack rules see them.
+/// An endless loop, an endless loop of calls, an endless recursion and an endless chain of
+/// tail calls, as the fuel and stack rules see them. Each counts its innermost iterations at
+/// address 0.
 const ENDLESS_LOOP: &str = r#"(module (memory (export "m") 1)
   (func (export "run")
     (loop $l
       (i32.store (i32.const 0) (i32.add (i32.load (i32.const 0)) (i32.const 1)))
       (br $l))))"#;
+const ENDLESS_LOOP_OF_CALLS: &str = r#"(module (memory (export "m") 1)
+  (func $work (local $i i32)
+    (loop $l
+      (i32.store (i32.const 0) (i32.add (i32.load (i32.const 0)) (i32.const 1)))
+      (br_if $l (i32.lt_u (local.tee $i (i32.add (local.get $i) (i32.const 1))) (i32.const 100)))))
+  (func (export "run")
+    (loop $l (call $work) (br $l))))"#;
 const ENDLESS_RECURSION: &str = r#"(module (memory (export "m") 1)
   (func $f (export "run")
     (i32.store (i32.const 0) (i32.add (i32.load (i32.const 0)) (i32.const 1)))
     (call $f)))"#;
+const ENDLESS_TAIL_CALLS: &str = r#"(module (memory (export "m") 1)
+  (func $f (export "run")
+    (i32.store (i32.const 0) (i32.add (i32.load (i32.const 0)) (i32.const 1)))
+    (return_call $f)))"#;
 
 /// Runs `run` of the rewritten module with `fuel`; the trap, the counters and the memory.
 fn run_counted(wat: &str, options: &Options, fuel: i64) -> (String, i64, i64, Vec<u8>) {
@@ -439,17 +459,27 @@ fn run_counted(wat: &str, options: &Options, fuel: i64) -> (String, i64, i64, Ve
 
 /// What the fuel and stack checks must achieve; `Err` says what went wrong.
 fn fuel_and_stack_rules(options: &Options) -> Result<(), String> {
-    let a = run_counted(ENDLESS_LOOP, options, 1_000_000);
-    let b = run_counted(ENDLESS_LOOP, options, 1_000_000);
-    if a != b {
-        return Err(format!("two runs stopped at different points: {a:?} / {b:?}"));
-    }
-    if a.0 != "UnreachableCodeReached" || a.1 >= 0 {
-        return Err(format!("an endless loop did not run out of fuel: {a:?}"));
-    }
-    let iterations = u32::from_le_bytes(a.3[..4].try_into().unwrap_or_default());
-    if !(100_000..1_000_000).contains(&iterations) {
-        return Err(format!("{iterations} iterations for 1 000 000 units of fuel"));
+    // Endless loops, with and without calls (which hand the counters over, and return to the
+    // caller's stack level), and endless tail calls (which give their frame back) all end by
+    // fuel, at the same point every run, after as many iterations as their cost says.
+    for (what, wat) in [
+        ("an endless loop", ENDLESS_LOOP),
+        ("a loop of calls", ENDLESS_LOOP_OF_CALLS),
+        ("tail calls", ENDLESS_TAIL_CALLS),
+    ] {
+        let a = run_counted(wat, options, 1_000_000);
+        let b = run_counted(wat, options, 1_000_000);
+        if a != b {
+            return Err(format!("{what}: two runs stopped at different points: {a:?} / {b:?}"));
+        }
+        if a.0 != "UnreachableCodeReached" || a.1 >= 0 || a.2 < 0 {
+            return Err(format!("{what} did not run out of fuel (trap, fuel, stack, memory): {a:?}"));
+        }
+        let iterations = u32::from_le_bytes(a.3[..4].try_into().unwrap_or_default());
+        // An iteration costs 7 units (13 in the loop of calls, plus the calls).
+        if !(1_000_000 / 14..=1_000_000 / 7).contains(&iterations) {
+            return Err(format!("{what}: {iterations} iterations for 1 000 000 units of fuel"));
+        }
     }
     let r = run_counted(ENDLESS_RECURSION, options, 1 << 40);
     if r.0 != "UnreachableCodeReached" || r.2 >= 0 {
@@ -473,11 +503,15 @@ fn every_weakened_check_is_caught() {
     let kinds = [
         Weaken::NanEscapes,
         Weaken::NanMerges,
+        Weaken::NanReturns,
         Weaken::NanLocals,
         Weaken::V128,
         Weaken::FuelCheck,
         Weaken::FuelCharge,
+        Weaken::FuelSync,
         Weaken::StackCheck,
+        Weaken::StackRestore,
+        Weaken::StackTailCall,
     ];
     for weaken in kinds {
         let options = Options { weaken, ..Options::default() };
