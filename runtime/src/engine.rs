@@ -1,19 +1,20 @@
-//! The wasmtime engine: its deterministic configuration, the hash that identifies it in
-//! receipts, the compile cache, module admission (imports and exports) and the epoch ticker.
+//! The wasmtime engines: their configurations ([`settings`]), the hash that identifies each in
+//! receipts, the compile cache, module admission (the instrumentation pass, imports and
+//! exports) and the epoch ticker.
 //!
-//! # Determinism settings
+//! Two engines exist ([`Semantics`]): the v2 engine makes every receipt now, and the legacy
+//! engine re-executes version-1 receipts. In the v2 engine, determinism comes from the module
+//! itself, rewritten at admission ([`crate::instrument`]):
 //!
-//! * NaN bit patterns are canonicalized (`cranelift_nan_canonicalization`);
-//! * relaxed SIMD instructions take their deterministic semantics (`relaxed_simd_deterministic`);
-//! * threads, shared memory, multi-memory and memory64 are off;
-//! * code is generated for a fixed CPU feature set per architecture, not the host's: on x86-64,
-//!   x86-64-v2 (SSE4.2, POPCNT); on aarch64, the base ISA. Frame sizes therefore do not depend on
-//!   the machine, and neither does the depth at which `max_wasm_stack` stops a recursion;
-//! * fuel is metered; wall-clock time is bounded with epoch interruption, driven by one ticker
-//!   thread per engine.
+//! * NaN bit patterns are those of eager canonicalization, computed lazily by the module;
+//! * relaxed SIMD instructions take their deterministic semantics, and their NaN lanes are
+//!   canonicalized by the module (so they do not depend on the CPU having FMA);
+//! * fuel is counted by the module; the stack limit is counted in wasm terms by the module;
+//! * threads, shared memory, multi-memory, memory64, GC and exceptions are refused;
+//! * code is generated for the host's CPU features: nothing guest-visible depends on them.
 //!
-//! Everything above, plus the policy constants of the WASI layer (host-call prices, virtual
-//! clock, table bound), goes into [`EngineState::config_hash`], recorded in every receipt.
+//! The hashed description names the semantics, the pass and the WASI policy constants, never
+//! the host, so a receipt made on x86-64 verifies on aarch64 and the other way round.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -23,15 +24,22 @@ use std::time::Duration;
 
 use alloy_primitives::B256;
 use wasmtime::{
-    Config, Enabled, Engine, ExternType, InstanceAllocationStrategy, InstancePre, Linker, Module, OptLevel,
-    PoolingAllocationConfig, WasmFeatures,
+    Config, Enabled, Engine, ExternType, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    PoolingAllocationConfig,
 };
 
 use crate::error::{Error, Result};
 use crate::wasi::{self, StoreState};
 
-/// The wasmtime version this crate is built against (pinned in the workspace).
-pub const WASMTIME_VERSION: &str = "48.0.8";
+mod settings;
+
+pub(crate) use settings::EngineSpec;
+pub use settings::{CpuFeatures, Semantics, WASMTIME_VERSION};
+
+/// The configuration hash of an engine, without making it.
+pub(crate) fn settings_hash(spec: &EngineSpec) -> B256 {
+    settings::config_hash(spec)
+}
 
 /// How often the epoch ticker advances the engine's epoch.
 pub(crate) const TICK: Duration = Duration::from_millis(10);
@@ -47,16 +55,33 @@ pub struct RuntimeConfig {
     /// Fuel metering. Always on in production; benchmarks turn it off to measure its cost.
     /// Receipts from an engine without fuel say so in their engine configuration hash.
     pub fuel_metering: bool,
-    /// Canonical NaN bit patterns after every float operation, so that a NaN's payload
-    /// cannot differ between CPUs. Always on in production (receipts depend on it); benchmarks
-    /// turn it off to measure its cost, and receipts from such an engine say so.
+    /// Canonical NaN bit patterns, so that a NaN's payload cannot differ between CPUs. Always
+    /// on in production (receipts depend on it); benchmarks turn it off to measure its cost,
+    /// and receipts from such an engine say so.
     pub nan_canonicalization: bool,
+    /// Wall-clock timeouts through wasmtime's epoch interruption (a check at every loop top).
+    /// Off, a job is bounded by its fuel only and its `timeout_ms` is not enforced: for a
+    /// process whose supervisor ends overdue jobs itself. Not part of any receipt.
+    pub epoch_interruption: bool,
+    /// The CPU features code is generated for (never part of a v2 receipt's meaning).
+    pub cpu_features: CpuFeatures,
+    /// Name compiled guest functions in `/tmp/perf-PID.map` for `perf` (the binary sets it
+    /// from `TIDEPOOL_PERFMAP`; libraries never read the environment).
+    pub perf_map: bool,
     /// Most guest instances alive at once. Instances come from wasmtime's pooling allocator,
     /// with this many slots reserved up front (address space only: a slot costs memory when
     /// a guest touches it), which makes starting and ending a job several microseconds
     /// cheaper than mapping fresh memory each time. A job that finds every slot taken waits
     /// for one. `0` turns pooling off (memory mapped per instance, no bound).
     pub max_instances: usize,
+    /// Cranelift's own NaN canonicalization on top of the pass's (v2 engine). Only for the
+    /// differential tests: the results are the same either way.
+    #[doc(hidden)]
+    pub cranelift_nan_canonicalization: bool,
+    /// A native stack this many times smaller than the proven bound (v2 engine): only for the
+    /// tests that show the wasm-level limit is reached first.
+    #[doc(hidden)]
+    pub native_stack_divisor: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -67,10 +92,37 @@ impl Default for RuntimeConfig {
             memory_cache_entries: 64,
             fuel_metering: true,
             nan_canonicalization: true,
+            epoch_interruption: true,
+            cpu_features: CpuFeatures::Host,
+            perf_map: false,
             max_instances: (2 * cpus).max(4),
+            cranelift_nan_canonicalization: false,
+            native_stack_divisor: 1,
         }
     }
 }
+
+impl RuntimeConfig {
+    /// The engine this configuration makes for `semantics` and a stack limit.
+    pub(crate) fn spec(&self, semantics: Semantics, stack: u64) -> EngineSpec {
+        let legacy = semantics == Semantics::Legacy;
+        EngineSpec {
+            semantics,
+            stack,
+            fuel: self.fuel_metering,
+            nan: self.nan_canonicalization,
+            cranelift_nan: !legacy && self.cranelift_nan_canonicalization,
+            cpu: if legacy { CpuFeatures::Baseline } else { self.cpu_features },
+            epochs: legacy || self.epoch_interruption,
+            perf_map: self.perf_map,
+            native_stack_divisor: if legacy { 1 } else { self.native_stack_divisor },
+        }
+    }
+}
+
+/// Native stack kept for host functions above the deepest wasm frame and for the job's own
+/// frames below the first one.
+const HOST_STACK: usize = 1 << 20;
 
 /// Tables a module may define (pooled instances reserve this many table slots each).
 pub(crate) const MAX_TABLES: usize = 4;
@@ -164,12 +216,13 @@ pub(crate) struct Compiled {
     pub pre: InstancePre<StoreState>,
 }
 
-/// One engine (per `max_wasm_stack` value) with its linker and caches.
+/// One engine (per semantics and stack limit) with its linker and caches.
 pub(crate) struct EngineState {
     pub engine: Engine,
     linker: Linker<StoreState>,
+    pub spec: EngineSpec,
     pub config_hash: B256,
-    pub fuel_metering: bool,
+    cache_key: B256,
     cache: Mutex<ModuleCache>,
     cache_dir: Option<PathBuf>,
 }
@@ -203,82 +256,9 @@ impl ModuleCache {
     }
 }
 
-/// The canonical description of an engine configuration; its hash goes into receipts.
-fn describe(max_wasm_stack: u64, fuel: bool, nan_canonicalization: bool) -> String {
-    format!(
-        "tidepool-engine-v1\n\
-         wasmtime={WASMTIME_VERSION}\n\
-         arch={arch}\n\
-         isa={isa}\n\
-         opt=speed\n\
-         fuel={fuel}\n\
-         epoch_interruption=true\n\
-         nan_canonicalization={nan_canonicalization}\n\
-         relaxed_simd_deterministic=true\n\
-         threads=false\n\
-         multi_memory=false\n\
-         memory64=false\n\
-         max_wasm_stack={max_wasm_stack}\n\
-         max_table_elements={tables}\n\
-         host_call_fuel={hcf}\n\
-         fuel_per_byte={fpb}\n\
-         ns_per_fuel={npf}\n\
-         realtime_base_ns={rt}\n\
-         file_time_ns={ft}\n",
-        arch = std::env::consts::ARCH,
-        isa = isa_flags().join(","),
-        tables = wasi::MAX_TABLE_ELEMENTS,
-        hcf = wasi::HOST_CALL_FUEL,
-        fpb = wasi::FUEL_PER_BYTE,
-        npf = wasi::ctx::NS_PER_FUEL,
-        rt = wasi::ctx::REALTIME_BASE_NS,
-        ft = wasi::vfs::FILE_TIME_NS,
-    )
-}
-
-/// The CPU features code is generated for, whatever the host offers.
-fn isa_flags() -> &'static [&'static str] {
-    if cfg!(target_arch = "x86_64") { &["has_sse3", "has_ssse3", "has_sse41", "has_sse42", "has_popcnt"] } else { &[] }
-}
-
-fn host_triple() -> &'static str {
-    if cfg!(all(target_arch = "x86_64", target_os = "linux")) {
-        "x86_64-unknown-linux-gnu"
-    } else if cfg!(all(target_arch = "aarch64", target_os = "linux")) {
-        "aarch64-unknown-linux-gnu"
-    } else if cfg!(all(target_arch = "aarch64", target_os = "macos")) {
-        "aarch64-apple-darwin"
-    } else {
-        "x86_64-apple-darwin"
-    }
-}
-
 impl EngineState {
-    pub(crate) fn new(max_wasm_stack: u64, config: &RuntimeConfig) -> Result<Arc<Self>> {
-        let mut c = Config::new();
-        c.target(host_triple()).map_err(Error::engine)?;
-        for flag in isa_flags() {
-            // SAFETY: the flags name baseline x86-64-v2 features; wasmtime checks at engine
-            // creation that the host supports every enabled flag and refuses otherwise.
-            unsafe {
-                c.cranelift_flag_enable(flag);
-            }
-        }
-        c.cranelift_opt_level(OptLevel::Speed)
-            .consume_fuel(config.fuel_metering)
-            .epoch_interruption(true)
-            .cranelift_nan_canonicalization(config.nan_canonicalization)
-            .relaxed_simd_deterministic(true)
-            .wasm_features(WasmFeatures::THREADS | WasmFeatures::SHARED_EVERYTHING_THREADS, false)
-            .wasm_multi_memory(false)
-            .wasm_memory64(false)
-            .wasm_backtrace_max_frames(None)
-            .max_wasm_stack(usize::try_from(max_wasm_stack).map_err(Error::engine)?)
-            .parallel_compilation(true);
-        if std::env::var_os("TIDEPOOL_PERFMAP").is_some() {
-            // For profiling guests with `perf`: names compiled functions in /tmp/perf-PID.map.
-            c.profiler(wasmtime::ProfilingStrategy::PerfMap);
-        }
+    pub(crate) fn new(spec: EngineSpec, config: &RuntimeConfig) -> Result<Arc<Self>> {
+        let c = settings::config(&spec).map_err(Error::engine)?;
         let engine = match Self::pooled(&c, config.max_instances) {
             Some(engine) => engine,
             None => Engine::new(&c)
@@ -286,15 +266,15 @@ impl EngineState {
         };
         let mut linker = Linker::new(&engine);
         wasi::host::add_to_linker(&mut linker).map_err(Error::engine)?;
-        let config_hash = crate::tree::blake3_b256(
-            describe(max_wasm_stack, config.fuel_metering, config.nan_canonicalization).as_bytes(),
-        );
-        spawn_ticker(&engine);
+        if spec.epochs {
+            spawn_ticker(&engine);
+        }
         Ok(Arc::new(Self {
             engine,
             linker,
-            config_hash,
-            fuel_metering: config.fuel_metering,
+            config_hash: settings::config_hash(&spec),
+            cache_key: settings::cache_key(&spec),
+            spec,
             cache: Mutex::new(ModuleCache {
                 capacity: config.memory_cache_entries,
                 order: VecDeque::new(),
@@ -302,6 +282,22 @@ impl EngineState {
             }),
             cache_dir: config.cache_dir.clone(),
         }))
+    }
+
+    /// Whether the module counts its own fuel and stack (the v2 engine).
+    pub(crate) fn instrumented(&self) -> bool {
+        self.spec.semantics == Semantics::V2
+    }
+
+    /// Whether fuel is metered at all.
+    pub(crate) fn fuel_metering(&self) -> bool {
+        self.spec.fuel
+    }
+
+    /// The native stack a thread needs to run this engine's jobs: wasmtime's limit for wasm
+    /// frames, plus room for the host functions above them and the job's own frames below.
+    pub(crate) fn thread_stack(&self) -> usize {
+        usize::try_from(settings::native_stack(&self.spec)).unwrap_or(usize::MAX).saturating_add(HOST_STACK)
     }
 
     /// An engine whose instances come from a pool of `slots` (none when `slots` is 0, or when
@@ -351,11 +347,19 @@ impl EngineState {
             return Ok((hit, true));
         }
         check_header(bytes)?;
-        let disk = self.cache_dir.as_ref().map(|d| d.join(self.config_hash.to_string()).join(format!("{hash}.cwasm")));
+        let disk = self.cache_dir.as_ref().map(|d| d.join(self.cache_key.to_string()).join(format!("{hash}.cwasm")));
         let (module, from_disk) = match disk.as_deref().and_then(|p| self.load_cached(p)) {
             Some(m) => (m, true),
             None => {
-                let m = Module::from_binary(&self.engine, bytes)
+                let rewritten;
+                let code = if self.instrumented() {
+                    rewritten = crate::instrument::instrument(bytes, &settings::pass_options(&self.spec))
+                        .map_err(|e| Error::InvalidModule { reason: format!("{e}") })?;
+                    &rewritten[..]
+                } else {
+                    bytes
+                };
+                let m = Module::from_binary(&self.engine, code)
                     .map_err(|e| Error::InvalidModule { reason: format!("{e:#}") })?;
                 (m, false)
             }
@@ -379,7 +383,7 @@ impl EngineState {
             return None;
         }
         // SAFETY: the file was written by `store_cached` from `Module::serialize` of an engine
-        // with the same configuration hash (it is in the path), into the operator's cache
+        // with the same cache key (it is in the path), into the operator's cache
         // directory, which is trusted (see `RuntimeConfig::cache_dir`). wasmtime still checks
         // the artifact's header and compatibility with this engine.
         match unsafe { Module::deserialize_file(&self.engine, path) } {
@@ -524,11 +528,27 @@ mod tests {
 
     #[test]
     fn the_configuration_hash_covers_the_settings() {
-        let a = describe(512 * 1024, true, true);
-        assert_ne!(a, describe(256 * 1024, true, true));
-        assert_ne!(a, describe(512 * 1024, false, true));
-        assert_ne!(a, describe(512 * 1024, true, false));
-        assert!(a.contains("nan_canonicalization=true") && a.contains("wasmtime=48.0.8"));
+        let config = RuntimeConfig::default();
+        let hash = |c: &RuntimeConfig, semantics, stack| settings::config_hash(&c.spec(semantics, stack));
+        let a = hash(&config, Semantics::Legacy, 512 * 1024);
+        assert_ne!(a, hash(&config, Semantics::Legacy, 256 * 1024));
+        assert_ne!(a, hash(&RuntimeConfig { fuel_metering: false, ..config.clone() }, Semantics::Legacy, 512 * 1024));
+        assert_ne!(a, hash(&config, Semantics::V2, 512 * 1024));
+        let v2 = hash(&config, Semantics::V2, 1000);
+        assert_eq!(v2, hash(&config, Semantics::V2, 2000), "the stack limit is in the receipt's limits, not here");
+        assert_ne!(v2, hash(&RuntimeConfig { nan_canonicalization: false, ..config.clone() }, Semantics::V2, 1000));
+    }
+
+    /// `WASMTIME_VERSION` is recorded in receipts: it must be the version actually built.
+    #[test]
+    fn the_wasmtime_version_is_the_locked_one() {
+        let lock = include_str!("../../Cargo.lock");
+        let locked = lock
+            .split("[[package]]")
+            .find(|p| p.contains("\nname = \"wasmtime\"\n"))
+            .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = \"")))
+            .map(|v| v.trim_end_matches('"'));
+        assert_eq!(locked, Some(WASMTIME_VERSION));
     }
 
     #[test]
@@ -542,8 +562,8 @@ mod tests {
 
     #[test]
     fn the_cache_evicts_the_least_recently_used() {
-        let engine =
-            EngineState::new(512 * 1024, &RuntimeConfig { memory_cache_entries: 2, ..Default::default() }).unwrap();
+        let config = RuntimeConfig { memory_cache_entries: 2, ..Default::default() };
+        let engine = EngineState::new(config.spec(Semantics::V2, 10_000), &config).unwrap();
         let wat = |n: u32| {
             wat::parse_str(format!(
                 r#"(module (memory (export "memory") 1) (func (export "_start") i32.const {n} drop))"#

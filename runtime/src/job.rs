@@ -18,10 +18,15 @@ use tracing::instrument;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use crate::Runtime;
-use crate::engine::{Compiled, EngineState};
+use crate::engine::{Compiled, EngineState, Semantics};
 use crate::environment::Environment;
 use crate::error::{Error, Result};
 use crate::files::{FileKind, FileTree};
+use crate::instrument::{
+    START_EXPORT,
+    fuel::FUEL_GLOBAL,
+    stack::{STACK_GLOBAL, STACK_TRAP_MESSAGE},
+};
 use crate::limits::Limits;
 use crate::receipt::{
     EnvironmentInfo, InputRoot, Outcome, RECEIPT_VERSION, Receipt, ReceiptMeta, RuntimeInfo, derive_seed,
@@ -29,7 +34,7 @@ use crate::receipt::{
 use crate::tree::{self, EntryKind, Tree};
 use crate::wasi::ctx::{Capture, WasiCtx};
 use crate::wasi::vfs::{Mount, Scratch, Vfs};
-use crate::wasi::{GuestStop, Limiter, StoreState};
+use crate::wasi::{GuestStop, Limiter, Meter, StoreState};
 
 /// The guest path of the algorithm directory.
 pub const ALGORITHM_DIR: &str = "/algorithm";
@@ -387,40 +392,98 @@ fn mount_files(vfs: &Vfs, root: &crate::wasi::vfs::DirRef, files: &FileTree) {
 
 /// A store for one job: the WASI state, the memory limiter, and the fuel.
 fn new_store(engine: &EngineState, wasi: WasiCtx, limits: &Limits) -> Result<Store<StoreState>> {
-    let state = StoreState { wasi, limiter: Limiter::new(limits.memory_bytes), memory: None, fuel_limit: limits.fuel };
+    let meter = match (engine.fuel_metering(), engine.instrumented()) {
+        (false, _) => Meter::Off,
+        (true, false) => Meter::Wasmtime,
+        // Set once the instance exists (see `start`).
+        (true, true) => Meter::Off,
+    };
+    let state =
+        StoreState { wasi, limiter: Limiter::new(limits.memory_bytes), memory: None, fuel_limit: limits.fuel, meter };
     let mut store = Store::new(&engine.engine, state);
     store.limiter(|s| &mut s.limiter);
-    if engine.fuel_metering {
+    if matches!(meter, Meter::Wasmtime) {
         store.set_fuel(limits.fuel).map_err(Error::engine)?;
     }
     Ok(store)
 }
 
-/// Instantiates the module and runs `_start`.
-fn start(compiled: &Compiled, store: &mut Store<StoreState>) -> wasmtime::Result<()> {
+/// The counters of an instrumented module, read when the guest stopped.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counters {
+    fuel: Option<wasmtime::Global>,
+    stack: Option<wasmtime::Global>,
+}
+
+impl Counters {
+    fn read(g: Option<wasmtime::Global>, store: &mut Store<StoreState>) -> Option<i64> {
+        g.and_then(|g| g.get(&mut *store).i64())
+    }
+}
+
+/// Instantiates the module and runs `_start` (after the counters are set and the start
+/// function has run, for an instrumented module).
+fn start(
+    engine: &EngineState,
+    compiled: &Compiled,
+    store: &mut Store<StoreState>,
+    limits: &Limits,
+    counters: &mut Counters,
+) -> wasmtime::Result<()> {
     let instance = compiled.pre.instantiate(&mut *store)?;
     store.data_mut().memory = instance.get_memory(&mut *store, "memory");
+    if engine.instrumented() {
+        let clamp = |n: u64| wasmtime::Val::I64(i64::try_from(n).unwrap_or(i64::MAX));
+        counters.fuel = instance.get_global(&mut *store, FUEL_GLOBAL);
+        counters.stack = instance.get_global(&mut *store, STACK_GLOBAL);
+        if let Some(g) = counters.fuel {
+            g.set(&mut *store, clamp(limits.fuel))?;
+            if engine.fuel_metering() {
+                store.data_mut().meter = Meter::Module(g);
+            }
+        }
+        if let Some(g) = counters.stack {
+            g.set(&mut *store, clamp(limits.max_stack_height))?;
+        }
+        if let Some(f) = instance.get_func(&mut *store, START_EXPORT) {
+            f.typed::<(), ()>(&*store)?.call(&mut *store, ())?;
+        }
+    }
     instance.get_typed_func::<(), ()>(&mut *store, "_start")?.call(&mut *store, ())
 }
 
-fn classify(result: wasmtime::Result<()>, memory_denied: bool) -> Result<Outcome> {
-    let Err(e) = result else { return Ok(Outcome::Exited { code: 0 }) };
+/// What the counters said when the guest stopped: fuel left and stack units left.
+#[derive(Clone, Copy, Debug, Default)]
+struct Left {
+    fuel: Option<i64>,
+    stack: Option<i64>,
+}
+
+fn classify(result: wasmtime::Result<()>, memory_denied: bool, left: Left) -> Result<Outcome> {
+    let out_of_fuel = left.fuel.is_some_and(|f| f < 0);
+    let Err(e) = result else {
+        return Ok(if out_of_fuel { Outcome::OutOfFuel } else { Outcome::Exited { code: 0 } });
+    };
     if let Some(stop) = e.downcast_ref::<GuestStop>() {
         return match stop {
+            GuestStop::Cancelled => Ok(Outcome::Stopped),
+            // A module counter below zero, however the guest stopped: it ran out of fuel.
+            _ if out_of_fuel => Ok(Outcome::OutOfFuel),
             // Refused memory, then failed: a guest that handles the refusal (Python raises
             // `MemoryError`, C code checks `malloc`) and exits non-zero hit the memory limit
             // as surely as one that traps.
             GuestStop::Exit(code) if *code != 0 && memory_denied => Ok(Outcome::MemoryLimit),
             GuestStop::Exit(code) => Ok(Outcome::Exited { code: *code }),
             GuestStop::OutputQuota(_) => Ok(Outcome::OutputQuota),
-            GuestStop::Cancelled => Ok(Outcome::Stopped),
             GuestStop::HostFailure(reason) => Err(Error::Engine { reason: reason.clone() }),
         };
     }
     if let Some(trap) = e.downcast_ref::<Trap>() {
         return Ok(match trap {
-            Trap::OutOfFuel => Outcome::OutOfFuel,
             Trap::Interrupt => Outcome::Timeout,
+            Trap::OutOfFuel => Outcome::OutOfFuel,
+            _ if out_of_fuel => Outcome::OutOfFuel,
+            _ if left.stack.is_some_and(|s| s < 0) => Outcome::Trap { message: STACK_TRAP_MESSAGE.to_string() },
             _ if memory_denied => Outcome::MemoryLimit,
             other => Outcome::Trap { message: other.to_string() },
         });
@@ -432,15 +495,46 @@ fn classify(result: wasmtime::Result<()>, memory_denied: bool) -> Result<Outcome
     Err(Error::Engine { reason: format!("{e:#}") })
 }
 
+/// Fuel used: what the meter says is gone, at most the limit.
+fn fuel_used(meter: Meter, limit: u64, store: &mut Store<StoreState>, left: Left) -> u64 {
+    match meter {
+        Meter::Off => 0,
+        Meter::Wasmtime => limit - store.get_fuel().unwrap_or(0).min(limit),
+        Meter::Module(_) => match left.fuel {
+            Some(n) if n >= 0 => limit.saturating_sub(n as u64),
+            _ => limit,
+        },
+    }
+}
+
 impl Runtime {
     /// Runs a job to completion and returns its sealed receipt, logs and outputs.
     ///
     /// `Err` means the job could not run (bad module, inputs or limits; a host failure; or it
     /// was cancelled). Everything the guest did, including failing, is an [`Outcome`].
+    ///
+    /// The guest runs on this thread when it has the native stack the job's stack limit needs,
+    /// else on a thread made for it.
     #[instrument(skip_all, fields(algorithm = %spec.algorithm.name))]
     pub fn run(&self, spec: &JobSpec) -> Result<JobResult> {
+        self.run_with(spec, Semantics::V2)
+    }
+
+    /// Runs a job on the engine of `semantics`: the legacy one re-executes version-1 receipts
+    /// (and lets tests compare the two engines). Not part of the supported API.
+    #[doc(hidden)]
+    pub fn run_with(&self, spec: &JobSpec, semantics: Semantics) -> Result<JobResult> {
         let started = Instant::now();
         check_spec(spec)?;
+        let stack = match semantics {
+            Semantics::Legacy => spec.limits.max_wasm_stack,
+            Semantics::V2 => spec.limits.max_stack_height,
+        };
+        let engine = self.engine(semantics, stack)?;
+        crate::thread::with_stack(engine.thread_stack(), || self.execute(spec, &engine, started))
+    }
+
+    fn execute(&self, spec: &JobSpec, engine: &EngineState, started: Instant) -> Result<JobResult> {
         let stage = |s: Stage| {
             if let Some(sink) = &spec.events {
                 sink(JobEvent::Stage(s));
@@ -458,7 +552,6 @@ impl Runtime {
         let seed = spec.seed.unwrap_or_else(|| derive_seed(&environment, &algorithm_hash, &input_roots, &spec.args));
 
         stage(Stage::Provisioning);
-        let engine = self.engine(spec.limits.max_wasm_stack)?;
         let (compiled, compile_cached) = engine.compile(spec.algorithm.module_hash(), spec.algorithm.bytes())?;
 
         prepare_output(&spec.output_dir)?;
@@ -505,27 +598,34 @@ impl Runtime {
         // instance) is gone, on every path. The timeout counts from here: waiting for a free
         // slot is not the guest's time.
         let slot = self.slots.take(spec.cancel.as_deref());
-        let mut store = new_store(&engine, wasi, limits)?;
+        let mut store = new_store(engine, wasi, limits)?;
         let deadline = Instant::now() + limits.timeout();
         let cancel = spec.cancel.clone();
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
-                return Err(wasmtime::Error::new(GuestStop::Cancelled));
-            }
-            if Instant::now() >= deadline {
-                return Ok(UpdateDeadline::Interrupt);
-            }
-            Ok(UpdateDeadline::Continue(1))
-        });
+        if engine.spec.epochs {
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(move |_| {
+                if cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                    return Err(wasmtime::Error::new(GuestStop::Cancelled));
+                }
+                if Instant::now() >= deadline {
+                    return Ok(UpdateDeadline::Interrupt);
+                }
+                Ok(UpdateDeadline::Continue(1))
+            });
+        }
 
         stage(Stage::Running);
+        let mut counters = Counters::default();
         let result = match &slot {
-            Some(_) => start(&compiled, &mut store),
+            Some(_) => start(engine, &compiled, &mut store, limits, &mut counters),
             None => Err(wasmtime::Error::new(GuestStop::Cancelled)),
         };
-        let fuel_consumed = if engine.fuel_metering { limits.fuel - store.get_fuel().unwrap_or(0) } else { 0 };
-        let outcome = classify(result, store.data().limiter.memory_denied)?;
+        let left = Left {
+            fuel: Counters::read(counters.fuel, &mut store).filter(|_| engine.fuel_metering()),
+            stack: Counters::read(counters.stack, &mut store),
+        };
+        let fuel_consumed = fuel_used(store.data().meter, limits.fuel, &mut store, left);
+        let outcome = classify(result, store.data().limiter.memory_denied, left)?;
         tracing::debug!(%outcome, fuel_consumed, "guest finished");
 
         stage(Stage::PublishingResults);
@@ -542,13 +642,15 @@ impl Runtime {
         }
         drop((vfs, outputs_root));
 
+        let legacy = engine.spec.semantics == Semantics::Legacy;
         let (stdout, stdout_len) = stdout.finish();
         let (stderr, stderr_len) = stderr.finish();
         let wall_time = started.elapsed();
         let receipt = Receipt {
-            version: RECEIPT_VERSION,
+            // The legacy engine re-executes version-1 receipts, which had no environment.
+            version: if legacy { 1 } else { RECEIPT_VERSION },
             receipt_hash: B256::ZERO,
-            environment: Some(environment),
+            environment: (!legacy).then_some(environment),
             algorithm_hash,
             algorithm_name: spec.algorithm.name.clone(),
             args: spec.args.clone(),
@@ -582,7 +684,7 @@ impl Runtime {
     /// the guest's stdout. Not part of the supported API.
     #[doc(hidden)]
     pub fn bench_bare_run(&self, algorithm: &Algorithm, limits: &Limits) -> Result<Vec<u8>> {
-        let engine = self.engine(limits.max_wasm_stack)?;
+        let engine = self.engine(Semantics::V2, limits.max_stack_height)?;
         let (compiled, _) = engine.compile(algorithm.module_hash(), algorithm.bytes())?;
         let vfs = Vfs::read_only();
         let roots = [Mount::Algorithm, Mount::Inputs, Mount::Outputs].map(|m| vfs.new_root(m));
@@ -599,7 +701,8 @@ impl Runtime {
         let _slot = self.slots.take(None);
         let mut store = new_store(&engine, wasi, limits)?;
         store.set_epoch_deadline(u64::MAX / 2);
-        match classify(start(&compiled, &mut store), false)? {
+        let result = start(&engine, &compiled, &mut store, limits, &mut Counters::default());
+        match classify(result, false, Left::default())? {
             Outcome::Exited { code: 0 } => Ok(store.into_data().wasi.stdout.finish().0),
             other => Err(Error::Engine { reason: format!("the guest {other}") }),
         }

@@ -57,6 +57,8 @@ impl Limits {
     pub const DEFAULT_MAX_WASM_STACK: u64 = 512 * KIB;
     /// Stack height units (see [`max_stack_height`](Self::max_stack_height)).
     pub const DEFAULT_MAX_STACK_HEIGHT: u64 = 256 * 1024;
+    /// The most stack units a job may ask for (a native stack of about 64 MiB).
+    pub const MAX_STACK_HEIGHT: u64 = 1 << 22;
 
     /// Checks that the limits can be run under.
     pub fn validate(&self) -> Result<()> {
@@ -72,6 +74,9 @@ impl Limits {
         }
         if !(16 * KIB..=64 * MIB).contains(&self.max_wasm_stack) {
             return bad("max_wasm_stack must be between 16 KiB and 64 MiB");
+        }
+        if !(1024..=Self::MAX_STACK_HEIGHT).contains(&self.max_stack_height) {
+            return bad("max_stack_height must be between 1024 and 4194304 stack units");
         }
         if self.module_bytes == 0 {
             return bad("the module size limit must be at least 1 byte");

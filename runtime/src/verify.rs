@@ -8,7 +8,8 @@
 use std::path::PathBuf;
 
 use crate::Runtime;
-use crate::error::Result;
+use crate::engine::Semantics;
+use crate::error::{Error, Result};
 use crate::job::{Algorithm, InputSpec, JobSpec};
 use crate::receipt::{FieldDiff, RECEIPT_VERSION, Receipt};
 use crate::tree;
@@ -71,19 +72,44 @@ impl Runtime {
             });
         }
         if claimed.version > RECEIPT_VERSION || claimed.version == 0 {
-            return Err(crate::Error::InvalidJob {
+            return Err(Error::InvalidJob {
                 reason: format!(
                     "receipt version {} is not one this verifier knows (1 to {RECEIPT_VERSION}); a newer tidepool made it",
                     claimed.version
                 ),
             });
         }
+        // The receipt names its engine: version-1 receipts were made by the legacy engine, and
+        // are re-executed and compared in version 1.
+        let semantics = if claimed.version == 1 { Semantics::Legacy } else { Semantics::V2 };
         if claimed.version != RECEIPT_VERSION {
             notes.push(format!(
                 "receipt version {} (this runtime writes version {RECEIPT_VERSION}); the re-execution is compared in \
-                 version {}",
+                 version {}, on the engine that version names",
                 claimed.version, claimed.version
             ));
+        }
+        let stack = match semantics {
+            Semantics::Legacy => claimed.limits.max_wasm_stack,
+            Semantics::V2 => claimed.limits.max_stack_height,
+        };
+        let engine_hash = self.engine_hash(semantics, stack);
+        if engine_hash != claimed.runtime.engine_config_hash {
+            notes.push(match semantics {
+                Semantics::Legacy => format!(
+                    "the receipt names engine {}, which this verifier cannot make: version-1 receipts name the \
+                     architecture and the settings of the engine that made them (this {} verifier's legacy engine \
+                     is {engine_hash}); re-execute it with the tidepool release that made it, on the same \
+                     architecture",
+                    claimed.runtime.engine_config_hash,
+                    std::env::consts::ARCH,
+                ),
+                Semantics::V2 => format!(
+                    "the receipt names engine {}, not this verifier's {engine_hash} (another tidepool release or \
+                     non-production settings); re-execute it with the release and settings that made it",
+                    claimed.runtime.engine_config_hash,
+                ),
+            });
         }
         if claimed.runtime.tidepool_version != crate::VERSION {
             notes.push(format!(
@@ -108,7 +134,7 @@ impl Runtime {
             return Ok(VerifyReport { mismatches, output_mismatches: Vec::new(), notes, rerun: None });
         }
 
-        let scratch = tempfile::tempdir().map_err(crate::Error::io("creating a directory for the re-execution"))?;
+        let scratch = tempfile::tempdir().map_err(Error::io("creating a directory for the re-execution"))?;
         let spec = JobSpec {
             algorithm,
             inputs: req.inputs.clone(),
@@ -119,14 +145,7 @@ impl Runtime {
             events: None,
             cancel: None,
         };
-        let mut rerun = self.run(&spec)?;
-        if claimed.version == 1 {
-            // Version 1 had no environment: the algorithm was always the module, which is
-            // what the re-execution ran. Compare in the receipt's own format.
-            rerun.receipt.version = 1;
-            rerun.receipt.environment = None;
-            rerun.receipt = rerun.receipt.seal();
-        }
+        let rerun = self.run_with(&spec, semantics)?;
 
         // A receipt whose outcome depended on wall time (a timeout, a stop) can only be checked
         // for what defines the job; a rerun that timed out says nothing about the results.

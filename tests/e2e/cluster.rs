@@ -30,7 +30,7 @@ const LEASE_SECS: &str = "2";
 struct Cluster {
     api: Vec<Daemon>,
     workers: Vec<Daemon>,
-    /// Kept running while the nodes use it.
+    /// Held for its lifetime: dropping it stops the server.
     _weed: SeaweedFs,
     pg: Postgres,
 }

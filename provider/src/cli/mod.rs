@@ -65,9 +65,14 @@ pub enum Command {
     Chain(chain::ChainArgs),
 }
 
+/// Stack of the daemon's threads (see `dispatch`).
+const JOB_THREAD_STACK: usize = 8 << 20;
+
 /// Runs the parsed command; the exit code it asks for, or an error (exit code 2).
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    let rt = || tokio::runtime::Builder::new_multi_thread().enable_all().build();
+    // Jobs run on blocking threads; with this much stack a job at the default stack limit runs
+    // on the thread it was given instead of one the runtime would start for it.
+    let rt = || tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(JOB_THREAD_STACK).build();
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Verify(args) => verify::run(args),

@@ -93,9 +93,12 @@ pub struct LimitArgs {
     /// Largest module accepted.
     #[arg(long, value_parser = parse_size, value_name = "SIZE", default_value = "64MiB")]
     pub max_module_size: u64,
-    /// Native stack for wasm frames.
+    /// Native stack for wasm frames: the stack limit of version-1 receipts only.
     #[arg(long, value_parser = parse_size, value_name = "SIZE", default_value = "512KiB")]
     pub max_stack: u64,
+    /// The stack limit in wasm stack units (the same depth on every architecture).
+    #[arg(long, value_parser = parse_count, value_name = "N", default_value = "262144")]
+    pub max_stack_height: u64,
 }
 
 impl From<&LimitArgs> for Limits {
@@ -110,7 +113,7 @@ impl From<&LimitArgs> for Limits {
             stderr_bytes: a.stderr_cap,
             module_bytes: a.max_module_size,
             max_wasm_stack: a.max_stack,
-            max_stack_height: Limits::DEFAULT_MAX_STACK_HEIGHT,
+            max_stack_height: a.max_stack_height,
         }
     }
 }

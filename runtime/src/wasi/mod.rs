@@ -50,7 +50,7 @@ pub(crate) mod host;
 pub(crate) mod mem;
 pub(crate) mod vfs;
 
-use wasmtime::{Memory, ResourceLimiter};
+use wasmtime::{AsContextMut, Global, Memory, ResourceLimiter, Val};
 
 pub use host::{FUEL_PER_BYTE, HOST_CALL_FUEL};
 
@@ -76,6 +76,51 @@ pub(crate) struct StoreState {
     pub memory: Option<Memory>,
     /// The fuel the job started with (for the virtual clock).
     pub fuel_limit: u64,
+    /// Where fuel is counted.
+    pub meter: Meter,
+}
+
+/// Where a job's fuel is counted.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Meter {
+    /// Not at all (benchmarks only).
+    Off,
+    /// By wasmtime (the legacy engine).
+    Wasmtime,
+    /// By the module, in its exported counter (the v2 engine; see [`crate::instrument::fuel`]).
+    Module(Global),
+}
+
+impl Meter {
+    /// The fuel left, or `None` when fuel is not metered. A module counter below zero means
+    /// the guest already ran out (`Some(None)` is never returned: negative reads as `Err`).
+    pub(crate) fn left(self, mut store: impl AsContextMut<Data = StoreState>) -> Result<Option<u64>, i64> {
+        match self {
+            Meter::Off => Ok(None),
+            Meter::Wasmtime => Ok(store.as_context_mut().get_fuel().ok()),
+            Meter::Module(g) => match g.get(&mut store).i64() {
+                Some(n) if n >= 0 => Ok(Some(n as u64)),
+                Some(n) => Err(n),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// Sets the fuel left; `None` means below zero (out of fuel).
+    pub(crate) fn set(
+        self,
+        mut store: impl AsContextMut<Data = StoreState>,
+        left: Option<u64>,
+    ) -> wasmtime::Result<()> {
+        match self {
+            Meter::Off => Ok(()),
+            Meter::Wasmtime => store.as_context_mut().set_fuel(left.unwrap_or(0)),
+            Meter::Module(g) => {
+                let n = left.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+                g.set(&mut store, Val::I64(n))
+            }
+        }
+    }
 }
 
 /// Most table elements a guest may have (function tables of large programs stay far below).

@@ -182,3 +182,31 @@ fn a_known_manifest_is_trusted_instead_of_rescanning() {
     assert_eq!(with_manifest.receipt.receipt_hash, plain.result.receipt.receipt_hash);
     assert_eq!(with_manifest.receipt.inputs[0].root, manifest.root());
 }
+
+/// Version-1 receipts were made by the legacy engine (wasmtime's fuel, eager NaN
+/// canonicalization, a native stack limit): `verify` re-executes them on it, in version 1.
+#[test]
+fn version_1_receipts_verify_on_the_engine_that_made_them() {
+    let books = dataset(&[("dickens.txt", BOOK.as_bytes())]);
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = Opts::default().input("books", books.path()).spec(guest("wordfreq"), &tmp.path().join("out"));
+    let v1 = runtime().run_with(&spec, tidepool_runtime::Semantics::Legacy).unwrap().receipt;
+    let v2 = runtime().run(&spec_in(&spec, tmp.path(), "out2")).unwrap().receipt;
+    assert_eq!((v1.version, v1.environment.is_some()), (1, false));
+    assert_eq!(v2.version, 2);
+    assert_ne!(v1.runtime.engine_config_hash, v2.runtime.engine_config_hash, "two engines, two identities");
+    let report = verify(guest("wordfreq"), &v1, &[("books", books.path())], None);
+    assert!(report.verified(), "{:?}", report.mismatches);
+    assert_eq!(report.rerun.as_ref().map(|r| r.version), Some(1));
+    assert!(report.notes.iter().any(|n| n.contains("compared in version 1")), "{:?}", report.notes);
+    // A version-1 receipt from an engine this verifier cannot make says which one it needs.
+    let mut other = v1.clone();
+    other.runtime.engine_config_hash = alloy_primitives::B256::repeat_byte(7);
+    let report = verify(guest("wordfreq"), &other.seal(), &[("books", books.path())], None);
+    assert!(!report.verified());
+    assert!(report.notes.iter().any(|n| n.contains("same architecture")), "{:?}", report.notes);
+}
+
+fn spec_in(spec: &tidepool_runtime::JobSpec, dir: &std::path::Path, out: &str) -> tidepool_runtime::JobSpec {
+    tidepool_runtime::JobSpec { output_dir: dir.join(out), ..spec.clone() }
+}

@@ -6,13 +6,15 @@
 //!
 //! # Pricing host calls in fuel
 //!
-//! Host calls run outside the guest's instruction stream, so wasmtime charges no fuel for them.
+//! Host calls run outside the guest's instruction stream, so no fuel is counted for them.
 //! Unpriced, a guest could do unbounded I/O within a fuel budget, and the fuel figure in a
 //! receipt would say nothing about it. Every call therefore costs [`HOST_CALL_FUEL`], plus
 //! [`FUEL_PER_BYTE`] for each byte it moves between the guest and the outside (file contents,
 //! stdio, random bytes, names and paths), the same price wasmtime's default cost table puts on a
 //! byte of `memory.copy`. The charge is deterministic: it depends only on what the guest asked
-//! for and what the virtual filesystem held.
+//! for and what the virtual filesystem held. It comes off the same counter as the guest's own
+//! instructions: wasmtime's fuel (legacy engine) or the module's counter (v2 engine, see
+//! [`crate::instrument::fuel`]).
 
 mod fd;
 mod misc;
@@ -22,7 +24,7 @@ use wasmtime::{Caller, Linker, Memory, Trap};
 
 use super::mem::GuestMem;
 use super::vfs::Fault;
-use super::{GuestStop, StoreState};
+use super::{GuestStop, Meter, StoreState};
 
 /// The only import module a guest may use.
 pub(crate) const MODULE: &str = "wasi_snapshot_preview1";
@@ -37,7 +39,10 @@ fn dispatch(
     caller: &mut Caller<'_, StoreState>,
     f: impl FnOnce(&mut super::ctx::WasiCtx, &mut GuestMem<'_>) -> Result<(), Fault>,
 ) -> wasmtime::Result<i32> {
-    let fuel_left = caller.get_fuel().ok();
+    let meter = caller.data().meter;
+    // A module counter already below zero: the guest ran out before this call, which must not
+    // happen (nothing of it is done).
+    let fuel_left = meter.left(&mut *caller).map_err(|_| wasmtime::Error::from(Trap::OutOfFuel))?;
     let memory = guest_memory(caller)?;
     let (bytes, state) = memory.data_and_store_mut(&mut *caller);
     if let Some(left) = fuel_left {
@@ -46,7 +51,7 @@ fn dispatch(
     let mut mem = GuestMem::new(bytes);
     let result = f(&mut state.wasi, &mut mem);
     let moved = std::mem::take(&mut state.wasi.moved);
-    charge(caller, fuel_left, moved)?;
+    charge(caller, meter, fuel_left, moved)?;
     match result {
         Ok(()) => Ok(0),
         Err(Fault::Errno(e)) => Ok(i32::from(e)),
@@ -66,14 +71,21 @@ fn guest_memory(caller: &mut Caller<'_, StoreState>) -> wasmtime::Result<Memory>
     }
 }
 
-fn charge(caller: &mut Caller<'_, StoreState>, fuel_left: Option<u64>, moved: u64) -> wasmtime::Result<()> {
+/// Takes the call's price from the counter the guest's own instructions use (wasmtime's, or the
+/// module's for the v2 engine); out of fuel when it does not cover it.
+fn charge(
+    caller: &mut Caller<'_, StoreState>,
+    meter: Meter,
+    fuel_left: Option<u64>,
+    moved: u64,
+) -> wasmtime::Result<()> {
     let Some(left) = fuel_left else { return Ok(()) };
     let cost = HOST_CALL_FUEL.saturating_add(moved.saturating_mul(FUEL_PER_BYTE));
     if cost > left {
-        caller.set_fuel(0)?;
+        meter.set(&mut *caller, None)?;
         return Err(Trap::OutOfFuel.into());
     }
-    caller.set_fuel(left - cost)
+    meter.set(&mut *caller, Some(left - cost))
 }
 
 /// Registers one host function that returns an errno. Arguments are the wasm-level `i32`/`i64`

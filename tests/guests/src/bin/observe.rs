@@ -5,7 +5,9 @@
 //!   every `filestat` field, `/algorithm`, NaN bit patterns, relaxed SIMD results; also writes
 //!   a few output files;
 //! * `memory`: grows memory one page at a time until refused, prints how far it got, exits 0;
-//! * `stack`: recurses until the stack is exhausted, printing the depth every 1000 frames.
+//! * `stack`: recurses until the stack is exhausted, printing the depth every 1000 frames;
+//! * `fma`: `relaxed_madd` and `relaxed_nmadd` on lanes holding NaNs with payloads and signs
+//!   (their bits must not depend on the CPU having FMA).
 tidepool_test_guests::entry!();
 
 #[cfg(target_os = "wasi")]
@@ -20,6 +22,11 @@ mod guest {
             Some("memory") => memory(),
             Some("stack") => {
                 recurse(0);
+            }
+            Some("fma") => {
+                let mut r = String::new();
+                fma(&mut r);
+                print!("{r}");
             }
             _ => report(),
         }
@@ -112,6 +119,26 @@ mod guest {
         writeln!(r, "relaxed q15mulr {:08x?}", bits(i16x8_relaxed_q15mulr(q, q))).unwrap();
         let d = black_box(i8x16(-128, 127, -1, 1, 100, -100, 50, 25, -128, -128, -128, -128, 1, 2, 3, 4));
         writeln!(r, "relaxed dot {:08x?}", bits(i16x8_relaxed_dot_i8x16_i7x16(d, d))).unwrap();
+    }
+
+    #[target_feature(enable = "relaxed-simd")]
+    fn fma(r: &mut String) {
+        use core::arch::wasm32::*;
+        let bits32 = |v: v128| -> [u32; 4] { unsafe { std::mem::transmute(v) } };
+        let bits64 = |v: v128| -> [u64; 2] { unsafe { std::mem::transmute(v) } };
+        let nan = |bits: u32| f32::from_bits(bits);
+        // Lane 3: 0 × ∞ + NaN, where fused hardware returns the addend's NaN and a multiply
+        // then an add returns the product's default NaN.
+        let a = black_box(f32x4(nan(0x7fa0_0001), nan(0xffc0_1234), 2.0, 0.0));
+        let b = black_box(f32x4(1.0, 3.0, nan(0x7f90_0000), f32::INFINITY));
+        let c = black_box(f32x4(nan(0xff80_0001), 0.5, 1.0, nan(0x7fa0_1234)));
+        writeln!(r, "madd f32x4 {:08x?}", bits32(f32x4_relaxed_madd(a, b, c))).unwrap();
+        writeln!(r, "nmadd f32x4 {:08x?}", bits32(f32x4_relaxed_nmadd(a, b, c))).unwrap();
+        let d = black_box(f64x2(f64::from_bits(0x7ff4_0000_0000_0001), 0.0));
+        let e = black_box(f64x2(1.0, f64::INFINITY));
+        let g = black_box(f64x2(2.0, f64::from_bits(0xfff0_0000_dead_beef)));
+        writeln!(r, "madd f64x2 {:016x?}", bits64(f64x2_relaxed_madd(d, e, g))).unwrap();
+        writeln!(r, "nmadd f64x2 {:016x?}", bits64(f64x2_relaxed_nmadd(d, e, g))).unwrap();
     }
 
     fn relaxed_simd(r: &mut String) {
