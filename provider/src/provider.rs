@@ -13,7 +13,7 @@ use crate::agreement::{Agreements, Dispatcher};
 use crate::algorithms::Algorithms;
 use crate::assets::{Assets, AssetsConfig};
 use crate::config::{Operators, ProviderConfig};
-use crate::http::{Api, BodyLimits, RequestAuth};
+use crate::http::{Api, BodyLimits, Guard, RequestAuth, UploadGate, UploadLimits};
 use crate::jobs::{Jobs, JobsConfig, ReceiptSigner};
 use crate::keeper::Keeper;
 use crate::keeper::embedded::EmbeddedKeeper;
@@ -43,8 +43,14 @@ impl Provider {
         if created {
             tracing::info!(address = %signer.address(), path = %config.key_path().display(), "created the provider key");
         }
-        let db = Db::open(&data.join("tidepool.db")).await.context("opening the database")?;
+        let busy = std::time::Duration::from_millis(config.db_busy_timeout_ms);
+        let db = Db::open_with_busy_timeout(&data.join("tidepool.db"), busy).await.context("opening the database")?;
         let blobs = Blobs::open(data).context("opening the blob store")?;
+        // What a killed daemon left half written: nothing refers to it.
+        let cleared = blobs.clear_tmp().context("clearing the blob store's temporary files")?;
+        if cleared > 0 {
+            tracing::info!(files = cleared, "removed temporary files left by a previous run");
+        }
         let keeper: Arc<dyn Keeper> = Arc::new(EmbeddedKeeper::new(db.clone(), config.chain_id));
         Ok(Self::assemble(config, db, blobs, keeper, signer))
     }
@@ -127,6 +133,12 @@ impl Provider {
             limits: BodyLimits { max_file_bytes: config.max_file_bytes, max_module_bytes: config.max_module_bytes },
             faucet: config.dev_faucet.then_some(config.faucet_amount),
             operators,
+            guard: Guard::new(config.http.clone()),
+            uploads: UploadGate::new(UploadLimits {
+                max_concurrent: config.http.max_concurrent_uploads,
+                max_per_address: config.http.max_uploads_per_address,
+                bytes_per_address_per_hour: config.http.upload_bytes_per_address_per_hour,
+            }),
         });
         Arc::new(Self { config, signer, keeper, jobs, dispatcher, api })
     }

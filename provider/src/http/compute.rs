@@ -4,18 +4,18 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use tracing::instrument;
 
-use super::extract::{ApiPath, ApiQuery, Envelope, Signed, SignedJson, stream_body};
+use super::extract::{ApiPath, ApiQuery, Envelope, Signed, SignedJson};
 use super::{Api, ApiError, ApiResult};
 use crate::agreement::AlgorithmSource;
 use crate::jobs::ResultBody;
 use crate::protocol::agreement::Agreement;
-use crate::protocol::api::{ExecRequest, InitializeRequest, JobView, ResultsView, UploadQuery, UploadResponse};
+use crate::protocol::api::{Empty, ExecRequest, InitializeRequest, JobView, ResultsView, UploadQuery, UploadResponse};
 
 pub fn router() -> Router<Arc<Api>> {
     Router::new()
@@ -41,10 +41,12 @@ async fn upload(
     State(api): State<Arc<Api>>,
     envelope: Envelope,
     ApiQuery(q): ApiQuery<UploadQuery>,
+    headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<UploadResponse>> {
-    let streamed = stream_body(body, api.limits.max_module_bytes, api.assets.upload_dir()).await?;
-    let who = api.auth.authorize(&envelope, streamed.keccak).await?;
+    let authorized = super::upload::authorize(&api, &envelope, &headers, api.limits.max_module_bytes).await?;
+    let streamed = authorized.receive(&api, body).await?;
+    let who = streamed.who;
     let source = match (q.algorithm_did, streamed.size) {
         (Some(did), 0) => AlgorithmSource::Published(did),
         (Some(_), _) => {
@@ -116,7 +118,7 @@ async fn download(
 async fn stop(
     State(api): State<Arc<Api>>,
     ApiPath(id): ApiPath<String>,
-    SignedJson(who, _): SignedJson<serde_json::Value>,
+    SignedJson(who, Empty {}): SignedJson<Empty>,
 ) -> ApiResult<Json<JobView>> {
     Ok(Json(api.jobs.stop(&id, who).await?))
 }

@@ -30,6 +30,36 @@ impl Jobs {
         }
     }
 
+    /// Removes every job's scratch directory: at start, no job runs yet, so what is there was
+    /// left by a daemon that was killed (and the jobs it held run again from the start).
+    pub(super) async fn clear_scratch(&self) -> JobResult<()> {
+        let dir = self.config.jobs_dir.clone();
+        let removed = blocking(move || {
+            let mut removed = 0;
+            match std::fs::read_dir(&dir) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+                Err(e) => return Err(e),
+                Ok(entries) => {
+                    for entry in entries {
+                        let path = entry?.path();
+                        if path.is_dir() {
+                            std::fs::remove_dir_all(&path)?;
+                        } else {
+                            std::fs::remove_file(&path)?;
+                        }
+                        removed += 1;
+                    }
+                }
+            }
+            Ok(removed)
+        })
+        .await?;
+        if removed > 0 {
+            tracing::info!(entries = removed, "removed job scratch space left by a previous run");
+        }
+        Ok(())
+    }
+
     /// Runs one claimed job to the end and stores its results.
     #[instrument(skip_all, fields(job_id = %id))]
     pub(super) async fn execute(&self, id: &str, cancel: Arc<AtomicBool>) -> JobResult<()> {
@@ -50,8 +80,14 @@ impl Jobs {
         let service = ddo.compute_service("1").ok_or(JobError::NoComputeService(a.did))?;
         let limits = self.limits_of(&service.provider.environment);
         let inputs = self.assets.inputs(a.did).await?;
-        let upload = self.algorithms.upload_of(agreement_id).await?.ok_or(JobError::NoUpload(agreement_id))?;
-        let algorithm = Algorithm::new(upload.name, self.algorithms.module(upload.algorithm_hash).await?);
+        // The module is the one whose hash the keeper recorded, read from the blob store by
+        // that hash: never another upload for the same agreement.
+        let agreed = a.algorithm_hash.ok_or(JobError::NoUpload(agreement_id))?;
+        let upload = self.algorithms.upload_of(agreement_id, agreed).await?.ok_or(JobError::NoUpload(agreement_id))?;
+        let algorithm = Algorithm::new(upload.name, self.algorithms.module(agreed).await?);
+        if algorithm.hash() != agreed {
+            return Err(JobError::Corrupt(format!("the stored module {agreed} does not hash to its name")));
+        }
 
         if cancel.load(Ordering::Relaxed) {
             // Stopped between its claim and here: it never ran, and nothing is charged.

@@ -38,6 +38,11 @@ impl LiveJobs {
         cancel
     }
 
+    /// How many jobs are live.
+    pub fn count(&self) -> usize {
+        self.lock().len()
+    }
+
     pub fn remove(&self, id: &str) {
         self.lock().remove(id);
     }

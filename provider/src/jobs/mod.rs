@@ -15,6 +15,7 @@
 mod error;
 mod execute;
 mod live;
+mod metrics;
 mod results;
 mod scheduler;
 mod settle;
@@ -77,6 +78,7 @@ pub struct Jobs {
     runtime: Arc<Runtime>,
     receipts: ReceiptSigner,
     config: JobsConfig,
+    metrics: metrics::JobMetrics,
 }
 
 /// What a result download reads from.
@@ -109,6 +111,7 @@ impl Jobs {
             runtime,
             receipts,
             config,
+            metrics: Default::default(),
         }
     }
 

@@ -72,6 +72,8 @@ impl Jobs {
             outputs: &run.outputs,
         };
         self.store.finish(id, finished).await?;
+        self.metrics.duration.observe(run.wall_time.as_secs_f64());
+        self.metrics.fuel.observe(receipt.fuel_consumed as f64);
         tracing::info!(
             job_id = %id, outcome = %receipt.outcome, fuel = receipt.fuel_consumed, receipt = %receipt.receipt_hash,
             "job ended"

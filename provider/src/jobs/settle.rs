@@ -9,6 +9,7 @@ use tracing::instrument;
 use super::{JobError, JobResult, Jobs};
 use crate::keeper::KeeperError;
 use crate::protocol::agreement::AgreementState;
+use crate::protocol::states::JobStatus;
 use crate::protocol::states::PaymentState;
 
 impl Jobs {
@@ -37,8 +38,18 @@ impl Jobs {
         }
         let agreement_id = row.agreement_id.0;
         // A job that never produced a receipt pays nothing: the whole escrow goes back.
-        let receipt_hash = row.receipt_hash.map(|h| h.0);
-        let fuel = row.fuel_consumed.map_or(0, |f| f as u64);
+        let mut receipt_hash = row.receipt_hash.map(|h| h.0);
+        let mut fuel = row.fuel_consumed.map_or(0, |f| f as u64);
+        if receipt_hash.is_some() {
+            // A receipt is paid for only if it is of the module the keeper recorded.
+            let ran = self.stored_receipt(id).await?.algorithm_hash;
+            let agreed = self.keeper.agreement(agreement_id).await?.algorithm_hash;
+            if agreed != Some(ran) {
+                tracing::error!(%ran, ?agreed, "the job ran another module than the agreed one; refunding");
+                self.store.fail(id, JobStatus::Error, "the job ran another module than the agreement's").await?;
+                (receipt_hash, fuel) = (None, 0);
+            }
+        }
         match self.keeper.release_payment(agreement_id, receipt_hash.unwrap_or_default(), fuel).await {
             Ok(payout) => tracing::info!(
                 provider = %payout.provider_amount, refund = %payout.consumer_refund, "payment released"
@@ -59,13 +70,7 @@ impl Jobs {
         }
         let mut output = None;
         if receipt_hash.is_some() {
-            let receipt: Receipt = serde_json::from_str(
-                &self
-                    .store
-                    .receipt(id)
-                    .await?
-                    .ok_or_else(|| JobError::Corrupt(format!("job {id} lost its receipt")))?,
-            )?;
+            let receipt = self.stored_receipt(id).await?;
             let outputs = self.store.results(id).await?.outputs.map(|o| o.0);
             if let Some(outputs) = outputs {
                 let a = self.keeper.agreement(agreement_id).await?;
@@ -78,5 +83,12 @@ impl Jobs {
             }
         }
         self.store.set_payment(id, PaymentState::Released, output).await
+    }
+
+    /// A finished job's receipt.
+    async fn stored_receipt(&self, id: &str) -> JobResult<Receipt> {
+        let json =
+            self.store.receipt(id).await?.ok_or_else(|| JobError::Corrupt(format!("job {id} lost its receipt")))?;
+        Ok(serde_json::from_str(&json)?)
     }
 }

@@ -276,6 +276,20 @@ impl JobStore {
         Ok(rows.into_iter().map(|(id, attempts)| (id, attempts as u32)).collect())
     }
 
+    /// How many jobs are in each status, and how many queued ones are due at `now`.
+    pub async fn status_counts(&self, now: u64) -> JobResult<(Vec<(JobStatus, u64)>, u64)> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status ORDER BY status")
+            .fetch_all(self.db.pool())
+            .await?;
+        let counts = rows.into_iter().map(|(s, n)| Ok((status_of(s)?, n as u64))).collect::<JobResult<_>>()?;
+        let due: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status = ?1 AND not_before <= ?2")
+            .bind(JobStatus::Queued.code())
+            .bind(now as i64)
+            .fetch_one(self.db.pool())
+            .await?;
+        Ok((counts, due as u64))
+    }
+
     /// Ended jobs whose payment is not settled.
     pub async fn unsettled(&self) -> JobResult<Vec<String>> {
         Ok(sqlx::query_scalar(&unsettled_query()).fetch_all(self.db.pool()).await?)

@@ -48,6 +48,9 @@ impl DbError {
     }
 }
 
+/// How long a statement waits for a lock held by another connection, by default.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The provider's database.
 #[derive(Clone, Debug)]
 pub struct Db {
@@ -58,19 +61,25 @@ pub struct Db {
 impl Db {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<Self, DbError> {
-        Self::open_with(path, writer::MAX_BATCH_AGE).await
+        Self::open_with(path, writer::MAX_BATCH_AGE, DEFAULT_BUSY_TIMEOUT).await
+    }
+
+    /// [`open`](Self::open), waiting at most `busy` for a database another process holds
+    /// locked (after which the write fails with a transient error: a 503 to the client).
+    pub async fn open_with_busy_timeout(path: &Path, busy: Duration) -> Result<Self, DbError> {
+        Self::open_with(path, writer::MAX_BATCH_AGE, busy).await
     }
 
     /// [`open`](Self::open), with batches committed once `max_batch_age` old (tests that need
     /// a batch to stay open while they arrange writers around it, on a loaded machine).
-    async fn open_with(path: &Path, max_batch_age: Duration) -> Result<Self, DbError> {
+    async fn open_with(path: &Path, max_batch_age: Duration, busy: Duration) -> Result<Self, DbError> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(30));
+            .busy_timeout(busy);
         let writing = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
         sqlx::migrate!("./migrations").run(&writing).await.map_err(sqlx::Error::from)?;
         let writer = writer::Writer::new(writing.acquire().await?.detach(), max_batch_age);
@@ -196,7 +205,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         // The batch must stay open while the writers are arranged around it, however slow the
         // machine: a batch older than the age limit is committed by whoever ends a turn.
-        let db = Db::open_with(&tmp.path().join("t.db"), Duration::from_secs(60)).await.unwrap();
+        let db = Db::open_with(&tmp.path().join("t.db"), Duration::from_secs(60), DEFAULT_BUSY_TIMEOUT).await.unwrap();
         let insert =
             |n: i64| sqlx::query("INSERT INTO nonces (address, nonce) VALUES (?1, ?2)").bind(format!("a{n}")).bind(n);
         let queued = |n: usize| {
