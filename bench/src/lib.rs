@@ -16,4 +16,5 @@ pub mod figures {
     pub mod io;
     pub mod jobs;
     pub mod kernels;
+    pub mod python;
 }

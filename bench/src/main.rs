@@ -4,7 +4,7 @@
 //! judged figure misses its target. Run it through `scripts/bench.sh`, which builds the native
 //! programs it compares against.
 //!
-//! Figure groups (`--only`): `jobs`, `kernels`, `io`, `compile`, `http`, `memory`.
+//! Figure groups (`--only`): `jobs`, `kernels`, `io`, `compile`, `python`, `http`, `memory`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,10 +12,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use tidepool_bench::env::{Ctx, machine};
-use tidepool_bench::figures::{compile, http, io, jobs, kernels};
+use tidepool_bench::figures::{compile, http, io, jobs, kernels, python};
 use tidepool_bench::timing::{Row, table};
 
-const GROUPS: &[&str] = &["jobs", "kernels", "io", "compile", "http", "memory"];
+const GROUPS: &[&str] = &["jobs", "kernels", "io", "compile", "python", "http", "memory"];
 
 struct Args {
     quick: bool,
@@ -84,6 +84,11 @@ fn run() -> Result<bool> {
     }
     if wanted("compile") {
         rows.extend(compile::compile_cache(&ctx)?);
+    }
+    if wanted("python") {
+        let (files, size) = if args.quick { (1, 1 << 20) } else { (4, 2 << 20) };
+        let data = io::dataset(&ctx.disk.path().join("python"), files, size)?;
+        rows.extend(python::python(&ctx, &data)?);
     }
     if wanted("http") || wanted("memory") {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

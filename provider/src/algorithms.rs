@@ -98,7 +98,7 @@ impl Algorithms {
             .execute(
                 sqlx::query(
                     "INSERT INTO uploads (agreement_id, algorithm_hash, algorithm_did, name, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (agreement_id, algorithm_hash) DO UPDATE SET \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (agreement_id, algorithm_hash) DO UPDATE SET \
                      algorithm_did = excluded.algorithm_did, name = excluded.name",
                 )
                 .bind(Text(agreement))
@@ -114,7 +114,7 @@ impl Algorithms {
     /// The upload of module `hash` for `agreement` (the hash the keeper recorded), if any.
     pub async fn upload_of(&self, agreement: B256, hash: B256) -> Result<Option<Upload>, DbError> {
         let row: Option<UploadRow> = sqlx::query_as(
-            "SELECT algorithm_hash, algorithm_did, name FROM uploads WHERE agreement_id = ?1 AND algorithm_hash = ?2",
+            "SELECT algorithm_hash, algorithm_did, name FROM uploads WHERE agreement_id = $1 AND algorithm_hash = $2",
         )
         .bind(Text(agreement))
         .bind(Text(hash))

@@ -43,9 +43,27 @@ pub struct ProviderConfig {
     pub max_request_ttl_secs: u64,
     /// The most a published service may allow a job, and the default when publishing.
     pub job_limits: Limits,
-    /// How often a job is retried when the provider restarts in the middle of it (or its
-    /// worker process dies) before it is given up (quarantined when its worker kept dying).
+    /// How often a job is retried when the provider restarts (or, in a cluster, its worker
+    /// stops) in the middle of it, or its worker process dies, before it is given up
+    /// (quarantined when its worker process kept dying).
     pub max_job_attempts: u32,
+    /// Cluster mode: the database shared by every node (`postgres://USER@HOST:PORT/DB`).
+    /// Default: the SQLite file `<data_dir>/tidepool.db` (single-node mode).
+    pub database: Option<String>,
+    /// Cluster mode: the S3 bucket shared by every node (`http(s)://HOST:PORT/BUCKET`,
+    /// path-style); `<data_dir>/blobs` is then this node's cache. Default: `<data_dir>/blobs`.
+    pub blobs: Option<String>,
+    /// The bucket's region (it goes into request signatures).
+    pub blobs_region: String,
+    /// The bucket's access key id and secret (from the environment only, never the file).
+    #[serde(skip)]
+    pub blobs_credentials: Option<(String, String)>,
+    /// Whether `serve` runs jobs itself. Default: yes in single-node mode, no with a shared
+    /// database (workers run them).
+    pub run_jobs: Option<bool>,
+    /// Seconds a node's claim on a job lasts unless renewed (renewed every third of it); a job
+    /// whose node stopped renewing is run again elsewhere after this.
+    pub job_lease_secs: u64,
     /// The HTTP server's limits (the `[http]` table).
     pub http: HttpConfig,
     /// How jobs are isolated (the `[sandbox]` table).
@@ -168,6 +186,12 @@ impl Default for ProviderConfig {
             http: HttpConfig::default(),
             sandbox: SandboxConfig::default(),
             db_busy_timeout_ms: 5_000,
+            database: None,
+            blobs: None,
+            blobs_region: "us-east-1".into(),
+            blobs_credentials: None,
+            run_jobs: None,
+            job_lease_secs: 30,
         }
     }
 }
@@ -205,6 +229,11 @@ impl ProviderConfig {
     /// The base URL of the provider's API.
     pub fn base_url(&self) -> String {
         self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)).trim_end_matches('/').to_string()
+    }
+
+    /// Does this node run jobs (see [`run_jobs`](Self::run_jobs))?
+    pub fn runs_jobs(&self) -> bool {
+        self.run_jobs.unwrap_or(self.database.is_none())
     }
 
     pub fn key_path(&self) -> PathBuf {

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod provider;
 pub mod store;
+pub mod worker;
 
 /// An error and its sources, `: `-separated (what `{:#}` shows for `anyhow`): what logs show.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {

@@ -22,6 +22,49 @@ use crate::protocol::eip712;
 use crate::store::Db;
 use crate::store::blobs::Blobs;
 use crate::store::nonces::Nonces;
+use crate::store::s3::{S3, S3Config};
+
+/// Opens the database the configuration names (SQLite in the data directory by default).
+pub(crate) async fn open_db(config: &ProviderConfig) -> Result<Db> {
+    match &config.database {
+        Some(url) => Db::open_url(url).await.context("connecting to the database"),
+        None => {
+            let busy = std::time::Duration::from_millis(config.db_busy_timeout_ms);
+            Db::open_with_busy_timeout(&config.data_dir.join("tidepool.db"), busy).await.context("opening the database")
+        }
+    }
+}
+
+/// Opens the blob store the configuration names: the data directory's, or a bucket cached in it.
+pub(crate) async fn open_blobs(config: &ProviderConfig) -> Result<Blobs> {
+    let Some(url) = &config.blobs else {
+        return Blobs::open(&config.data_dir).context("opening the blob store");
+    };
+    let s3 = S3Config::from_url(url, &config.blobs_region, config.blobs_credentials.clone())
+        .map_err(anyhow::Error::msg)
+        .context("--blobs")?;
+    let s3 = S3::new(s3).context("the blob store's client")?;
+    // Convenient on a fresh test server; a production bucket exists already (and a key that may
+    // not create buckets is refused here harmlessly).
+    if let Err(e) = s3.create_bucket().await {
+        tracing::warn!(error = %e, "could not create the bucket (it may exist already)");
+    }
+    Blobs::open_remote(&config.data_dir, s3).context("opening the blob cache")
+}
+
+/// How jobs run on a node: its role names its leases.
+pub(crate) fn jobs_config(config: &ProviderConfig, db: &Db, job_limits: Limits, role: &str) -> JobsConfig {
+    JobsConfig {
+        jobs_dir: config.data_dir.join("jobs"),
+        max_concurrent_jobs: config.max_concurrent_jobs,
+        max_job_attempts: config.max_job_attempts,
+        job_limits,
+        run_jobs: role == "worker" || config.runs_jobs(),
+        cluster: db.is_shared(),
+        lease: std::time::Duration::from_secs(config.job_lease_secs.max(1)),
+        node: crate::jobs::node_name(role),
+    }
+}
 
 /// A provider: its components, built and connected.
 #[derive(Debug)]
@@ -43,9 +86,8 @@ impl Provider {
         if created {
             tracing::info!(address = %signer.address(), path = %config.key_path().display(), "created the provider key");
         }
-        let busy = std::time::Duration::from_millis(config.db_busy_timeout_ms);
-        let db = Db::open_with_busy_timeout(&data.join("tidepool.db"), busy).await.context("opening the database")?;
-        let blobs = Blobs::open(data).context("opening the blob store")?;
+        let db = open_db(&config).await?;
+        let blobs = open_blobs(&config).await?;
         // What a killed daemon left half written: nothing refers to it.
         let cleared = blobs.clear_tmp().context("clearing the blob store's temporary files")?;
         if cleared > 0 {
@@ -97,13 +139,8 @@ impl Provider {
             algorithms.clone(),
             blobs,
             runtime,
-            ReceiptSigner { signer: signer.clone(), domain: domain.clone() },
-            JobsConfig {
-                jobs_dir: config.data_dir.join("jobs"),
-                max_concurrent_jobs: config.max_concurrent_jobs,
-                max_job_attempts: config.max_job_attempts,
-                job_limits,
-            },
+            Some(ReceiptSigner { signer: signer.clone(), domain: domain.clone() }),
+            jobs_config(&config, &db, job_limits, "api"),
         ));
         let agreements = Arc::new(Agreements::new(
             keeper.clone(),

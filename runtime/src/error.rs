@@ -33,6 +33,15 @@ pub enum Error {
     #[error("invalid job: {reason}")]
     InvalidJob { reason: String },
 
+    #[error("invalid algorithm: {reason}")]
+    InvalidAlgorithm { reason: String },
+
+    #[error("unknown environment `{name}`: {}", offered_list(offered, dir.as_deref()))]
+    UnknownEnvironment { name: String, offered: Vec<String>, dir: Option<PathBuf> },
+
+    #[error("the environment `{name}` cannot be used: {reason}")]
+    EnvironmentUnavailable { name: String, reason: String },
+
     #[error("the execution engine failed: {reason}")]
     Engine { reason: String },
 
@@ -66,7 +75,18 @@ impl Error {
                 | Error::InvalidOutput { .. }
                 | Error::InvalidLimits { .. }
                 | Error::InvalidJob { .. }
+                | Error::InvalidAlgorithm { .. }
+                | Error::UnknownEnvironment { .. }
         )
+    }
+}
+
+fn offered_list(offered: &[String], dir: Option<&std::path::Path>) -> String {
+    let from = dir.map(|d| format!(" (from {})", d.display())).unwrap_or_default();
+    if offered.is_empty() {
+        format!("none is installed{from}; run scripts/setup.sh to install the Python environment")
+    } else {
+        format!("the environments offered are {}{from}", offered.join(", "))
     }
 }
 

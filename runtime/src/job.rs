@@ -1,5 +1,9 @@
 //! Running one job: stage the inputs, instantiate, run `_start` under the limits, classify the
 //! outcome, materialize the outputs, hash everything and seal the receipt.
+//!
+//! An algorithm is a module of its own, or files for an [`Environment`] (a Python script): then
+//! the environment's module runs, with its argv, variables and mounts, and the files are the
+//! `/algorithm` mount.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -15,7 +19,9 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 
 use crate::Runtime;
 use crate::engine::{Compiled, EngineState};
+use crate::environment::Environment;
 use crate::error::{Error, Result};
+use crate::files::{FileKind, FileTree};
 use crate::limits::Limits;
 use crate::receipt::{
     EnvironmentInfo, InputRoot, Outcome, RECEIPT_VERSION, Receipt, ReceiptMeta, RuntimeInfo, derive_seed,
@@ -34,21 +40,34 @@ pub const OUTPUTS_DIR: &str = "/data/outputs";
 /// Lines of stderr starting with this are structured guest events (see [`GuestEvent`]).
 pub const EVENT_PREFIX: &str = "@tidepool ";
 
-/// An algorithm: a WebAssembly module and the name it runs under (`argv[0]`, and
-/// `/algorithm/<name>.wasm`). Its BLAKE3 is computed once, when it is made, so running the
-/// same `Algorithm` (or clones of it) many times hashes the module once.
+/// An algorithm and the name it runs under: a WebAssembly module (run as `argv[0]`, readable at
+/// `/algorithm/<name>.wasm`), or files run by an [`Environment`] (mounted at `/algorithm`). Its
+/// hash is computed once, when it is made, so running the same `Algorithm` (or clones of it)
+/// many times hashes it once.
 #[derive(Clone, Debug)]
 pub struct Algorithm {
     pub name: String,
-    bytes: Arc<[u8]>,
+    program: Program,
     hash: B256,
+}
+
+/// What an algorithm is made of.
+#[derive(Clone, Debug)]
+enum Program {
+    Module(Arc<[u8]>),
+    Files { environment: Arc<Environment>, files: Arc<FileTree> },
 }
 
 impl Algorithm {
     /// A module under `name` (used as is: [`JobSpec`] checks that it is a valid entry name).
     pub fn new(name: impl Into<String>, bytes: impl Into<Arc<[u8]>>) -> Self {
         let bytes = bytes.into();
-        Self { name: name.into(), hash: tree::blake3_b256(&bytes), bytes }
+        Self { name: name.into(), hash: tree::blake3_b256(&bytes), program: Program::Module(bytes) }
+    }
+
+    /// Files run by `environment` (see [`Environment::algorithm`], which checks them).
+    pub(crate) fn in_environment(name: String, environment: Arc<Environment>, files: Arc<FileTree>) -> Self {
+        Self { name, hash: files.root(), program: Program::Files { environment, files } }
     }
 
     /// Reads a module from a file; its name is the file stem.
@@ -58,14 +77,59 @@ impl Algorithm {
         Ok(Self::new(sanitize_name(&name), bytes))
     }
 
-    /// The module bytes.
+    /// The module that runs: the algorithm itself, or its environment's module.
     pub fn bytes(&self) -> &Arc<[u8]> {
-        &self.bytes
+        match &self.program {
+            Program::Module(bytes) => bytes,
+            Program::Files { environment, .. } => environment.module(),
+        }
     }
 
-    /// BLAKE3 of the module bytes: the receipt's `algorithm_hash`.
+    /// The receipt's `algorithm_hash`: BLAKE3 of a module, or the tree root of an environment
+    /// algorithm's files.
     pub fn hash(&self) -> B256 {
         self.hash
+    }
+
+    /// BLAKE3 of [`bytes`](Self::bytes), the module that runs (what compiled code is cached by).
+    pub fn module_hash(&self) -> B256 {
+        match &self.program {
+            Program::Module(_) => self.hash,
+            Program::Files { environment, .. } => environment.info().module_hash,
+        }
+    }
+
+    /// The environment that runs the algorithm, if it is not a module itself.
+    pub fn environment(&self) -> Option<&Arc<Environment>> {
+        match &self.program {
+            Program::Module(_) => None,
+            Program::Files { environment, .. } => Some(environment),
+        }
+    }
+
+    /// An environment algorithm's files.
+    pub fn files(&self) -> Option<&Arc<FileTree>> {
+        match &self.program {
+            Program::Module(_) => None,
+            Program::Files { files, .. } => Some(files),
+        }
+    }
+
+    /// What counts against [`Limits::module_bytes`]: a module's size, or the total size of an
+    /// environment algorithm's files (the environment's own module is the provider's).
+    pub fn size(&self) -> u64 {
+        match &self.program {
+            Program::Module(bytes) => bytes.len() as u64,
+            Program::Files { files, .. } => files.bytes(),
+        }
+    }
+
+    /// The environment as receipts record it.
+    pub fn environment_info(&self) -> EnvironmentInfo {
+        match &self.program {
+            Program::Module(_) => EnvironmentInfo::module(&self.name),
+            Program::Files { environment, .. } => environment.info().clone(),
+        }
     }
 }
 
@@ -229,7 +293,7 @@ fn check_spec(spec: &JobSpec) -> Result<()> {
     if let Some(arg) = spec.args.iter().find(|a| a.contains('\0')) {
         return invalid(format!("argument {arg:?} contains a NUL byte"));
     }
-    let size = spec.algorithm.bytes().len() as u64;
+    let size = spec.algorithm.size();
     if size > spec.limits.module_bytes {
         return Err(Error::ModuleTooLarge { size, limit: spec.limits.module_bytes });
     }
@@ -302,6 +366,25 @@ fn mount_input(vfs: &Vfs, root: &crate::wasi::vfs::DirRef, staged: &Staged) {
     }
 }
 
+/// Adds an environment algorithm's files (or an environment's mount) under `root`.
+fn mount_files(vfs: &Vfs, root: &crate::wasi::vfs::DirRef, files: &FileTree) {
+    let mut dirs: HashMap<&str, crate::wasi::vfs::DirRef> = HashMap::new();
+    for (path, kind) in files.entries() {
+        let (parent, name) = match path.rsplit_once('/') {
+            Some((p, n)) => (dirs.get(p).cloned().unwrap_or_else(|| root.clone()), n),
+            None => (root.clone(), path),
+        };
+        match kind {
+            FileKind::Dir => {
+                let d = vfs.stage_dir(&parent, name);
+                dirs.insert(path, d);
+            }
+            FileKind::File(contents) => vfs.stage_memory_file(&parent, name, contents.clone()),
+            FileKind::Symlink(target) => vfs.stage_symlink(&parent, name, target),
+        }
+    }
+}
+
 /// A store for one job: the WASI state, the memory limiter, and the fuel.
 fn new_store(engine: &EngineState, wasi: WasiCtx, limits: &Limits) -> Result<Store<StoreState>> {
     let state = StoreState { wasi, limiter: Limiter::new(limits.memory_bytes), memory: None, fuel_limit: limits.fuel };
@@ -324,6 +407,10 @@ fn classify(result: wasmtime::Result<()>, memory_denied: bool) -> Result<Outcome
     let Err(e) = result else { return Ok(Outcome::Exited { code: 0 }) };
     if let Some(stop) = e.downcast_ref::<GuestStop>() {
         return match stop {
+            // Refused memory, then failed: a guest that handles the refusal (Python raises
+            // `MemoryError`, C code checks `malloc`) and exits non-zero hit the memory limit
+            // as surely as one that traps.
+            GuestStop::Exit(code) if *code != 0 && memory_denied => Ok(Outcome::MemoryLimit),
             GuestStop::Exit(code) => Ok(Outcome::Exited { code: *code }),
             GuestStop::OutputQuota(_) => Ok(Outcome::OutputQuota),
             GuestStop::Cancelled => Ok(Outcome::Stopped),
@@ -367,27 +454,39 @@ impl Runtime {
         let staged = inputs.into_iter().map(stage_input).collect::<Result<Vec<_>>>()?;
         let input_roots: Vec<InputRoot> =
             staged.iter().map(|s| InputRoot { name: s.name.clone(), root: s.tree.root() }).collect();
-        let environment = EnvironmentInfo::module(&spec.algorithm.name);
+        let environment = spec.algorithm.environment_info();
         let seed = spec.seed.unwrap_or_else(|| derive_seed(&environment, &algorithm_hash, &input_roots, &spec.args));
 
         stage(Stage::Provisioning);
         let engine = self.engine(spec.limits.max_wasm_stack)?;
-        let (compiled, compile_cached) = engine.compile(algorithm_hash, spec.algorithm.bytes())?;
+        let (compiled, compile_cached) = engine.compile(spec.algorithm.module_hash(), spec.algorithm.bytes())?;
 
         prepare_output(&spec.output_dir)?;
         let limits = &spec.limits;
         let vfs = Vfs::new(scratch_for(&spec.output_dir), limits.output_bytes, limits.output_files);
         let algorithm_root = vfs.new_root(Mount::Algorithm);
-        vfs.stage_memory_file(
-            &algorithm_root,
-            &format!("{}.wasm", spec.algorithm.name),
-            spec.algorithm.bytes().clone(),
-        );
+        match &spec.algorithm.program {
+            Program::Module(bytes) => {
+                vfs.stage_memory_file(&algorithm_root, &format!("{}.wasm", spec.algorithm.name), bytes.clone())
+            }
+            Program::Files { files, .. } => mount_files(&vfs, &algorithm_root, files),
+        }
         let inputs_root = vfs.new_root(Mount::Inputs);
         for s in &staged {
             mount_input(&vfs, &inputs_root, s);
         }
         let outputs_root = vfs.new_root(Mount::Outputs);
+        let mut preopens = vec![
+            (ALGORITHM_DIR.to_string(), algorithm_root, false),
+            (INPUTS_DIR.to_string(), inputs_root, false),
+            (OUTPUTS_DIR.to_string(), outputs_root.clone(), true),
+        ];
+        // An environment's own mounts come after the standard three (descriptors 6 and up).
+        for (path, files) in spec.algorithm.environment().map(|e| e.mounts()).unwrap_or_default() {
+            let root = vfs.new_root(Mount::Environment);
+            mount_files(&vfs, &root, files);
+            preopens.push((path.clone(), root, false));
+        }
 
         let mut args = environment.argv.clone();
         args.extend(spec.args.iter().cloned());
@@ -399,18 +498,8 @@ impl Runtime {
                 }
             }));
         }
-        let wasi = WasiCtx::new(
-            args,
-            vfs,
-            vec![
-                (ALGORITHM_DIR.to_string(), algorithm_root, false),
-                (INPUTS_DIR.to_string(), inputs_root, false),
-                (OUTPUTS_DIR.to_string(), outputs_root.clone(), true),
-            ],
-            seed.0,
-            Capture::new(limits.stdout_bytes),
-            stderr,
-        );
+        let mut wasi = WasiCtx::new(args, vfs, preopens, seed.0, Capture::new(limits.stdout_bytes), stderr);
+        wasi.env = environment.env.clone();
 
         // Taken before the store exists, so it is given back only after the store (and its
         // instance) is gone, on every path. The timeout counts from here: waiting for a free
@@ -494,7 +583,7 @@ impl Runtime {
     #[doc(hidden)]
     pub fn bench_bare_run(&self, algorithm: &Algorithm, limits: &Limits) -> Result<Vec<u8>> {
         let engine = self.engine(limits.max_wasm_stack)?;
-        let (compiled, _) = engine.compile(algorithm.hash(), algorithm.bytes())?;
+        let (compiled, _) = engine.compile(algorithm.module_hash(), algorithm.bytes())?;
         let vfs = Vfs::read_only();
         let roots = [Mount::Algorithm, Mount::Inputs, Mount::Outputs].map(|m| vfs.new_root(m));
         let preopens =

@@ -13,13 +13,17 @@
 //! ```
 //!
 //! * [`engine`]: wasmtime configuration, compile cache, module admission;
+//! * [`environment`]: pinned modules that run algorithms written for them (Python), and the
+//!   set a runtime offers; [`files`]: those algorithms' files, in memory and as an archive;
 //! * `wasi` (private): our own `wasi_snapshot_preview1` over a virtual filesystem;
 //! * [`job`]: staging, running, outcome, outputs; [`verify`]: re-execution;
 //! * [`receipt`]: the receipt schema and its EIP-712 hash; [`tree`]: canonical tree roots;
 //! * [`limits`]: limits, defaults and the SIZE/DURATION parsers.
 
 pub mod engine;
+pub mod environment;
 pub mod error;
+pub mod files;
 pub mod job;
 pub mod limits;
 pub mod receipt;
@@ -31,6 +35,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 pub use engine::RuntimeConfig;
+pub use environment::{Environment, EnvironmentDescription, Environments};
 pub use error::{Error, Result};
 pub use job::{Algorithm, EventSink, GuestEvent, InputSpec, JobEvent, JobResult, JobSpec, Stage};
 pub use limits::Limits;
@@ -75,12 +80,22 @@ impl Runtime {
     /// (size, format, imports, exports). The compiled module is cached, so a later run of it
     /// starts at once.
     pub fn check_module(&self, algorithm: &Algorithm, limits: &Limits) -> Result<()> {
-        let size = algorithm.bytes().len() as u64;
+        let size = algorithm.size();
         if size > limits.module_bytes {
             return Err(Error::ModuleTooLarge { size, limit: limits.module_bytes });
         }
-        self.engine(limits.max_wasm_stack)?.compile(algorithm.hash(), algorithm.bytes())?;
+        self.engine(limits.max_wasm_stack)?.compile(algorithm.module_hash(), algorithm.bytes())?;
         Ok(())
+    }
+
+    /// Compiles an environment's module for jobs under `limits` (its engine depends on
+    /// `max_wasm_stack`), or loads it from the compile cache, so that no job waits for it. A
+    /// provider calls this for each environment it offers when it starts (compiling CPython
+    /// takes seconds; loading it from the disk cache, milliseconds). Returns true when it was
+    /// already compiled (in memory or on disk).
+    pub fn prepare_environment(&self, environment: &Environment, limits: &Limits) -> Result<bool> {
+        let engine = self.engine(limits.max_wasm_stack)?;
+        Ok(engine.compile(environment.info().module_hash, environment.module())?.1)
     }
 
     /// The engine configuration hash receipts from this runtime carry, for a given stack limit.

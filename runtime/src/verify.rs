@@ -1,4 +1,9 @@
 //! Re-executing a receipt: the auditor's yes or precise no.
+//!
+//! The algorithm given must come with the environment that runs it (a module is its own). When
+//! that environment is not the one the receipt records (another module, argv, variables or
+//! mounts), the job cannot be re-executed as it ran: the differing `environment.*` fields are
+//! the answer, and nothing is run.
 
 use std::path::PathBuf;
 
@@ -12,6 +17,7 @@ use crate::tree;
 #[derive(Clone, Debug)]
 pub struct VerifyRequest {
     pub receipt: Receipt,
+    /// The algorithm, with its environment (see [`Environment::load_algorithm`](crate::Environment::load_algorithm)).
     pub algorithm: Algorithm,
     pub inputs: Vec<InputSpec>,
     /// Outputs someone claims the job produced, checked against the receipt and the rerun.
@@ -27,8 +33,9 @@ pub struct VerifyReport {
     pub output_mismatches: Vec<String>,
     /// Things worth knowing that do not make the verdict (e.g. a timeout receipt).
     pub notes: Vec<String>,
-    /// The receipt the re-execution produced.
-    pub rerun: Receipt,
+    /// The receipt the re-execution produced; `None` when the job was not re-executed because
+    /// the environment given is not the receipt's.
+    pub rerun: Option<Receipt>,
 }
 
 impl VerifyReport {
@@ -86,9 +93,22 @@ impl Runtime {
             ));
         }
 
-        let scratch = tempfile::tempdir().map_err(crate::Error::io("creating a directory for the re-execution"))?;
         let mut algorithm = req.algorithm.clone();
         algorithm.name = claimed.algorithm_name.clone();
+        let claimed_env = claimed.environment();
+        let given_env = algorithm.environment_info();
+        if claimed_env != given_env {
+            let as_receipt = |environment| Receipt { environment: Some(environment), ..claimed.clone() };
+            mismatches.extend(as_receipt(claimed_env.clone()).diff(&as_receipt(given_env.clone())));
+            notes.push(format!(
+                "the receipt's job ran in the environment `{}` (module {}); the one given is `{}` (module {}): the job \
+                 cannot be re-executed as it ran, so it was not",
+                claimed_env.name, claimed_env.module_hash, given_env.name, given_env.module_hash
+            ));
+            return Ok(VerifyReport { mismatches, output_mismatches: Vec::new(), notes, rerun: None });
+        }
+
+        let scratch = tempfile::tempdir().map_err(crate::Error::io("creating a directory for the re-execution"))?;
         let spec = JobSpec {
             algorithm,
             inputs: req.inputs.clone(),
@@ -142,6 +162,6 @@ impl Runtime {
                 Err(e) => output_mismatches.push(format!("cannot read the claimed outputs: {e}")),
             }
         }
-        Ok(VerifyReport { mismatches, output_mismatches, notes, rerun: rerun.receipt })
+        Ok(VerifyReport { mismatches, output_mismatches, notes, rerun: Some(rerun.receipt) })
     }
 }

@@ -52,4 +52,6 @@ fn main() {
     }
     let dir = guest_target.join("wasm32-wasip1").join("release");
     println!("cargo:rustc-env=TIDEPOOL_GUESTS_DIR={}", dir.display());
+    println!("cargo:rustc-env=TIDEPOOL_TARGET_DIR={}", target_root.display());
+    println!("cargo:rustc-env=TIDEPOOL_WORKSPACE_DIR={}", workspace.display());
 }

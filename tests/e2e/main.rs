@@ -2,15 +2,19 @@
 //!
 //! * `cli_run`: `tidepool run`, its flags, outputs, receipts and exit codes;
 //! * `cli_verify`: `tidepool verify`, honest and dishonest receipts;
+//! * `cli_python`: Python algorithms through `run` and `verify`, and their mistakes;
 //! * `provider_flow`: the daemon over loopback HTTP: the agreement flow for each example, several
 //!   datasets, deferred execution, refunds, concurrency;
 //! * `provider_errors`: every error class, replays, algorithm policies;
 //! * `provider_restart`: SIGKILL at any point, restart, nothing lost or duplicated;
-//! * `provider_cli`: the client commands and `tidepool demo`.
+//! * `provider_cli`: the client commands and `tidepool demo`;
+//! * `cluster`: API nodes and workers on real PostgreSQL and SeaweedFS, failures included.
 #![allow(clippy::unwrap_used, reason = "test helpers: a failed unwrap is a failed test")]
 
+mod cli_python;
 mod cli_run;
 mod cli_verify;
+mod cluster;
 mod daemon;
 mod provider_cli;
 mod provider_errors;

@@ -8,13 +8,16 @@ use std::process::{Command, Output};
 pub fn tidepool() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidepool"));
     cmd.env("TIDEPOOL_CACHE_DIR", cache_dir());
+    // Assembled on first use: a test binary may start with any test.
+    cmd.env("TIDEPOOL_ENVIRONMENTS_DIR", tidepool_test_artifacts::environments());
     cmd.env_remove("RUST_LOG");
     cmd
 }
 
-/// One compile cache for the whole test run; never the user's own.
+/// One compile cache for every test binary and run (the runtime tests' too); never the user's
+/// own.
 pub fn cache_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-cache")
+    tidepool_test_artifacts::compile_cache()
 }
 
 pub fn module(name: &str) -> PathBuf {

@@ -117,7 +117,7 @@ impl Dispatcher {
     }
 
     async fn cursor(&self) -> Result<u64, DispatchError> {
-        let c: Option<i64> = sqlx::query_scalar("SELECT last_event FROM handler_cursors WHERE handler = ?1")
+        let c: Option<i64> = sqlx::query_scalar("SELECT last_event FROM handler_cursors WHERE handler = $1")
             .bind(CURSOR)
             .fetch_optional(self.db.pool())
             .await?;
@@ -128,7 +128,7 @@ impl Dispatcher {
         self.db
             .execute(
                 sqlx::query(
-                    "INSERT INTO handler_cursors (handler, last_event) VALUES (?1, ?2) \
+                    "INSERT INTO handler_cursors (handler, last_event) VALUES ($1, $2) \
                      ON CONFLICT (handler) DO UPDATE SET last_event = excluded.last_event",
                 )
                 .bind(CURSOR)

@@ -92,7 +92,7 @@ impl Assets {
         let id = hex::encode(B256::random());
         self.db
             .execute(
-                sqlx::query("INSERT INTO upload_sessions (id, owner, created_at) VALUES (?1, ?2, ?3)")
+                sqlx::query("INSERT INTO upload_sessions (id, owner, created_at) VALUES ($1, $2, $3)")
                     .bind(&id)
                     .bind(Text(owner))
                     .bind(unix_now() as i64),
@@ -103,7 +103,7 @@ impl Assets {
 
     /// Checks that `session` exists and belongs to `owner`.
     pub async fn check_session(&self, session: &str, owner: Address) -> AssetResult<()> {
-        let stored: Option<Text<Address>> = sqlx::query_scalar("SELECT owner FROM upload_sessions WHERE id = ?1")
+        let stored: Option<Text<Address>> = sqlx::query_scalar("SELECT owner FROM upload_sessions WHERE id = $1")
             .bind(session)
             .fetch_optional(self.db.pool())
             .await?;
@@ -149,7 +149,7 @@ impl Assets {
         self.db
             .execute(
                 sqlx::query(
-                    "INSERT INTO upload_files (session_id, dataset, path, blob, size) VALUES (?1, ?2, ?3, ?4, ?5) \
+                    "INSERT INTO upload_files (session_id, dataset, path, blob, size) VALUES ($1, $2, $3, $4, $5) \
                      ON CONFLICT (session_id, dataset, path) DO UPDATE SET blob = excluded.blob, size = excluded.size",
                 )
                 .bind(session)
@@ -215,7 +215,7 @@ impl Assets {
         if let Some(ddo) = self.cache.ddo(did) {
             return Ok(ddo);
         }
-        let json: Option<String> = sqlx::query_scalar("SELECT ddo FROM assets WHERE did = ?1")
+        let json: Option<String> = sqlx::query_scalar("SELECT ddo FROM assets WHERE did = $1")
             .bind(Text(did))
             .fetch_optional(self.db.pool())
             .await?;
@@ -227,7 +227,7 @@ impl Assets {
     /// The DDOs of every asset, newest first (optionally of one kind).
     pub async fn list(&self, kind: Option<AssetKind>) -> AssetResult<Vec<Ddo>> {
         let rows: Vec<String> =
-            sqlx::query_scalar("SELECT ddo FROM assets WHERE (?1 IS NULL OR kind = ?1) ORDER BY created_at DESC, did")
+            sqlx::query_scalar("SELECT ddo FROM assets WHERE ($1 IS NULL OR kind = $1) ORDER BY created_at DESC, did")
                 .bind(kind.map(AssetKind::as_str))
                 .fetch_all(self.db.pool())
                 .await?;
@@ -243,8 +243,8 @@ impl Assets {
                 return Ok(inputs);
             }
         }
-        let rows: Vec<(String, sqlx::types::Json<Tree>)> =
-            sqlx::query_as("SELECT name, manifest FROM asset_datasets WHERE did = ?1 ORDER BY name")
+        let rows: Vec<(String, crate::store::JsonText<Tree>)> =
+            sqlx::query_as("SELECT name, manifest FROM asset_datasets WHERE did = $1 ORDER BY name")
                 .bind(Text(did))
                 .fetch_all(self.db.pool())
                 .await?;
@@ -262,26 +262,26 @@ impl Assets {
     /// built when a job first needs them: see [`inputs`](Self::inputs).)
     async fn store_asset(&self, ddo: &Ddo, owner: Address, manifests: &BTreeMap<String, Tree>) -> AssetResult<()> {
         let mut tx = self.db.write().await?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM assets WHERE did = ?1")
-            .bind(Text(ddo.id))
-            .fetch_optional(&mut *tx)
-            .await?;
-        if exists.is_some() {
+        // (Nothing is inserted when the asset exists, also when another node inserts it meanwhile.)
+        let inserted = sqlx::query(
+            "INSERT INTO assets (did, kind, owner, ddo, created_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (did) DO NOTHING",
+        )
+        .bind(Text(ddo.id))
+        .bind(ddo.metadata.kind.as_str())
+        .bind(Text(owner))
+        .bind(crate::store::JsonText(ddo))
+        .bind(ddo.created as i64)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
             return Err(AssetError::Exists(ddo.id));
         }
-        sqlx::query("INSERT INTO assets (did, kind, owner, ddo, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")
-            .bind(Text(ddo.id))
-            .bind(ddo.metadata.kind.as_str())
-            .bind(Text(owner))
-            .bind(sqlx::types::Json(ddo))
-            .bind(ddo.created as i64)
-            .execute(&mut *tx)
-            .await?;
         for (name, tree) in manifests {
-            sqlx::query("INSERT INTO asset_datasets (did, name, manifest) VALUES (?1, ?2, ?3)")
+            sqlx::query("INSERT INTO asset_datasets (did, name, manifest) VALUES ($1, $2, $3)")
                 .bind(Text(ddo.id))
                 .bind(name)
-                .bind(sqlx::types::Json(tree))
+                .bind(crate::store::JsonText(tree))
                 .execute(&mut *tx)
                 .await?;
         }

@@ -27,7 +27,7 @@ impl Assets {
         id_input.extend_from_slice(agreement.id.as_slice());
         id_input.extend_from_slice(receipt.receipt_hash.as_slice());
         let did = Did(keccak256(id_input));
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM assets WHERE did = ?1")
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM assets WHERE did = $1")
             .bind(Text(did))
             .fetch_optional(self.db.pool())
             .await?;

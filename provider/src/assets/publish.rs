@@ -36,7 +36,7 @@ impl Assets {
             return Err(AssetError::Invalid("the asset needs a name".into()));
         }
         let files: Vec<SessionFile> = sqlx::query_as(
-            "SELECT dataset, path, blob, size FROM upload_files WHERE session_id = ?1 ORDER BY dataset, path",
+            "SELECT dataset, path, blob, size FROM upload_files WHERE session_id = $1 ORDER BY dataset, path",
         )
         .bind(session)
         .fetch_all(self.db.pool())
@@ -101,7 +101,7 @@ impl Assets {
         }
         self.store_asset(&ddo, owner, &manifests).await?;
         let mut tx = self.db.write().await?;
-        for q in ["DELETE FROM upload_files WHERE session_id = ?1", "DELETE FROM upload_sessions WHERE id = ?1"] {
+        for q in ["DELETE FROM upload_files WHERE session_id = $1", "DELETE FROM upload_sessions WHERE id = $1"] {
             sqlx::query(q).bind(session).execute(&mut *tx).await?;
         }
         tx.commit().await?;

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 
 use super::args::parse_duration;
 use super::client_args::ClientArgs;
-use super::run::group;
+use super::run::{EnvironmentArgs, group, load_algorithm};
 use crate::client::flow::{AlgorithmChoice, ComputeOutcome, ComputeRequest, Step};
 use crate::protocol::ddo::Did;
 use crate::protocol::states::JobStatus;
@@ -25,9 +25,15 @@ pub struct ComputeArgs {
     /// The dataset asset to compute on.
     #[arg(long)]
     pub did: Did,
-    /// Your algorithm: a module built for wasm32-wasip1.
-    #[arg(long, value_name = "FILE", required_unless_present = "algorithm_did")]
+    /// Your algorithm: a module built for wasm32-wasip1, or a Python script or directory with
+    /// main.py (see --env).
+    #[arg(long, value_name = "FILE|DIR", required_unless_present = "algorithm_did")]
     pub algorithm: Option<PathBuf>,
+    /// The environment that runs --algorithm (default: chosen by the file, as for `tidepool run`).
+    #[arg(long = "env", value_name = "NAME", requires = "algorithm")]
+    pub environment: Option<String>,
+    #[command(flatten)]
+    pub environments: EnvironmentArgs,
     /// A published algorithm instead.
     #[arg(long, value_name = "DID", conflicts_with = "algorithm")]
     pub algorithm_did: Option<Did>,
@@ -52,16 +58,61 @@ fn parse_time(s: &str) -> Result<u64> {
     }
 }
 
+/// An algorithm for an environment, packed for the provider: the environment's name, the name
+/// it runs under, its files as a canonical file archive (`tidepool-files-v1`) and their tree
+/// root, which is the `algorithmHash` the consumer signs and the receipt's `algorithm_hash`.
+#[derive(Debug)]
+pub struct EnvironmentUpload {
+    pub environment: String,
+    pub name: String,
+    pub archive: Vec<u8>,
+    pub algorithm_hash: B256,
+}
+
+/// What `--algorithm` is, read and checked before anything is signed or sent.
+enum Prepared {
+    Module(AlgorithmChoice),
+    Environment(EnvironmentUpload),
+}
+
+fn prepare(args: &ComputeArgs, path: &std::path::Path) -> Result<Prepared> {
+    let algorithm = load_algorithm(
+        path,
+        args.environment.as_deref(),
+        &args.environments,
+        tidepool_runtime::Limits::DEFAULT_MODULE_BYTES,
+    )?;
+    Ok(match (algorithm.environment(), algorithm.files()) {
+        (Some(environment), Some(files)) => Prepared::Environment(EnvironmentUpload {
+            environment: environment.name().to_string(),
+            name: algorithm.name.clone(),
+            archive: files.to_archive(),
+            algorithm_hash: files.root(),
+        }),
+        _ => Prepared::Module(AlgorithmChoice::Module(algorithm.bytes().to_vec(), algorithm.name.clone())),
+    })
+}
+
 pub async fn run(args: ComputeArgs) -> Result<ExitCode> {
-    let client = args.client.connect().await?;
     let algorithm = match (&args.algorithm, args.algorithm_did) {
-        (Some(path), _) => AlgorithmChoice::Module(
-            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-            path.file_stem().and_then(|s| s.to_str()).unwrap_or("algorithm").to_string(),
-        ),
+        (Some(path), _) => match prepare(&args, path)? {
+            Prepared::Module(module) => module,
+            Prepared::Environment(upload) => bail!(
+                "{} is the algorithm `{}` for the `{}` environment ({} bytes packed, algorithm hash {}); this version of \
+                 `tidepool compute` cannot submit it yet: providers accept WebAssembly modules only. Try it locally \
+                 with `tidepool run {}`",
+                path.display(),
+                upload.name,
+                upload.environment,
+                upload.archive.len(),
+                upload.algorithm_hash,
+                path.display()
+            ),
+        },
         (None, Some(did)) => AlgorithmChoice::Published(did),
         (None, None) => bail!("give --algorithm FILE or --algorithm-did DID"),
     };
+    let client = args.client.connect().await?;
     let req = ComputeRequest {
         did: args.did,
         algorithm,

@@ -156,8 +156,8 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         })
     })
     .await??;
-    if report.verified() {
-        eprintln!("verified: re-executing gives the same receipt {}, and the outputs match", report.rerun.receipt_hash);
+    if let (true, Some(rerun)) = (report.verified(), &report.rerun) {
+        eprintln!("verified: re-executing gives the same receipt {}, and the outputs match", rerun.receipt_hash);
     } else {
         eprintln!("NOT verified: {:?} {:?}", report.mismatches, report.output_mismatches);
     }

@@ -11,6 +11,7 @@ mod run;
 mod serve;
 mod verify;
 mod wallet;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -35,8 +36,10 @@ pub enum Command {
     Run(run::RunArgs),
     /// Re-execute a receipt's job and check that it matches.
     Verify(verify::VerifyArgs),
-    /// Run the provider daemon.
+    /// Run the provider daemon (an API node, with --database and --blobs).
     Serve(serve::ServeArgs),
+    /// Run a worker node of a cluster: jobs from the shared database (--database, --blobs).
+    Worker(worker::WorkerArgs),
     /// The whole story on one machine: a provider, a dataset, a consumer, a receipt, an auditor.
     Demo(demo::DemoArgs),
     /// Create a key file and print its address.
@@ -67,6 +70,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => verify::run(args),
         Command::Keygen(args) => keygen::run(args),
         Command::Serve(args) => rt()?.block_on(serve::run(args)),
+        Command::Worker(args) => rt()?.block_on(worker::run(args)),
         Command::Demo(args) => rt()?.block_on(demo::run(args)),
         Command::Publish(args) => rt()?.block_on(publish::run(args)),
         Command::Compute(args) => rt()?.block_on(compute::run(args)),

@@ -9,20 +9,29 @@ use alloy_primitives::B256;
 use anyhow::Context;
 use tidepool_runtime::limits::format_bytes;
 use tidepool_runtime::tree::EntryKind;
-use tidepool_runtime::{Algorithm, JobResult, JobSpec, Limits, Runtime, RuntimeConfig};
+use tidepool_runtime::{Algorithm, Environments, JobResult, JobSpec, Limits, Runtime, RuntimeConfig};
 
 use super::args::{InputArg, parse_count, parse_duration, parse_seed, parse_size};
 use super::progress::Progress;
 
-/// `tidepool run ALGORITHM.wasm --output DIR [--input NAME=DIR]... [-- ARGS...]`
+/// `tidepool run ALGORITHM --output DIR [--input NAME=DIR]... [-- ARGS...]`
 #[derive(Debug, clap::Args)]
 #[command(after_help = "The algorithm sees its datasets under /data/inputs/NAME, writes to /data/outputs, \
                         and gets ARGS after the inputs and outputs directories.\n\
+                        A .py script or a directory with main.py runs in the Python environment \
+                        (python-3.12), installed by scripts/setup.sh.\n\
                         Exit status: 0 the algorithm exited 0; 1 it ran and failed (exit code, trap or \
                         a limit); 2 it could not run.")]
 pub struct RunArgs {
-    /// The algorithm: a WebAssembly module built for wasm32-wasip1.
+    /// The algorithm: a WebAssembly module built for wasm32-wasip1 (.wasm), a Python script
+    /// (.py, run as main.py), or a directory holding main.py.
     pub algorithm: PathBuf,
+    /// The environment that runs the algorithm (default: chosen by the file: .wasm runs as
+    /// itself, .py and directories with main.py in python-3.12).
+    #[arg(long = "env", value_name = "NAME")]
+    pub environment: Option<String>,
+    #[command(flatten)]
+    pub environments: EnvironmentArgs,
     /// A dataset, mounted read-only at /data/inputs/NAME (repeatable).
     #[arg(long = "input", value_name = "NAME=DIR")]
     pub inputs: Vec<InputArg>,
@@ -40,7 +49,8 @@ pub struct RunArgs {
     /// Seed of the algorithm's random numbers, 64 hex digits (default: derived from the job).
     #[arg(long, value_parser = parse_seed, value_name = "HEX")]
     pub seed: Option<B256>,
-    /// The name the algorithm runs under (argv[0]; default: the file's stem).
+    /// The name the algorithm runs under (a module's argv[0]; default: the file's stem, or the
+    /// directory's name).
     #[arg(long)]
     pub name: Option<String>,
     #[command(flatten)]
@@ -116,6 +126,56 @@ pub struct CacheArgs {
     pub no_cache: bool,
 }
 
+/// Where the environments (such as Python) are installed.
+#[derive(Debug, clap::Args)]
+pub struct EnvironmentArgs {
+    /// The environments directory [default: $XDG_DATA_HOME/tidepool/environments or
+    /// ~/.local/share/tidepool/environments, where scripts/setup.sh installs them].
+    #[arg(long = "environments", env = "TIDEPOOL_ENVIRONMENTS_DIR", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+impl EnvironmentArgs {
+    /// The directory: the flag, else `TIDEPOOL_ENVIRONMENTS_DIR`, else the default.
+    pub fn dir(&self) -> PathBuf {
+        self.dir.clone().unwrap_or_else(|| {
+            std::env::var_os("XDG_DATA_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+                .unwrap_or_else(|| PathBuf::from("."))
+                .join("tidepool/environments")
+        })
+    }
+
+    pub fn load(&self) -> anyhow::Result<Environments> {
+        let dir = self.dir();
+        Environments::load(&dir).with_context(|| format!("reading the environments in {}", dir.display()))
+    }
+}
+
+/// Reads the algorithm at `path`: a module, or files for `environment` (named, or chosen by the
+/// file: a `.py` script, a directory with `main.py`). `max_bytes` bounds its size.
+pub fn load_algorithm(
+    path: &std::path::Path,
+    environment: Option<&str>,
+    environments: &EnvironmentArgs,
+    max_bytes: u64,
+) -> anyhow::Result<Algorithm> {
+    let module = match environment {
+        Some(name) => name == tidepool_runtime::receipt::EnvironmentInfo::MODULE,
+        None => tidepool_runtime::environment::is_module(path),
+    };
+    if module {
+        return Ok(Algorithm::from_file(path)?);
+    }
+    let envs = environments.load()?;
+    let name = match environment {
+        Some(name) => name.to_string(),
+        None => envs.pick(path)?.context("a module was taken for an environment algorithm")?,
+    };
+    Ok(envs.get(&name)?.load_algorithm(path, max_bytes)?)
+}
+
 impl CacheArgs {
     pub fn runtime(&self) -> Runtime {
         let cache_dir = if self.no_cache {
@@ -133,7 +193,8 @@ impl CacheArgs {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let mut algorithm = Algorithm::from_file(&args.algorithm)?;
+    let mut algorithm =
+        load_algorithm(&args.algorithm, args.environment.as_deref(), &args.environments, args.limits.max_module_size)?;
     if let Some(name) = &args.name {
         algorithm.name = name.clone();
     }
@@ -196,6 +257,9 @@ fn print_summary(args: &RunArgs, result: &JobResult, metrics: &[(String, f64)]) 
     let mut s = String::new();
     let line = |s: &mut String, k: &str, v: String| s.push_str(&format!("{k:<9} {v}\n"));
     line(&mut s, "outcome", r.outcome.to_string());
+    if let Some(env) = r.environment.as_ref().filter(|e| e.name != tidepool_runtime::receipt::EnvironmentInfo::MODULE) {
+        line(&mut s, "env", format!("{} (module {})", env.name, env.module_hash));
+    }
     line(
         &mut s,
         "fuel",

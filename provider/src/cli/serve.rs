@@ -41,6 +41,59 @@ pub struct ServeArgs {
     /// Give tokens to anyone who asks (development only).
     #[arg(long, env = "TIDEPOOL_DEV_FAUCET")]
     pub dev_faucet: bool,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Run jobs on this node too [default: yes, unless --database names a shared database].
+    #[arg(long, env = "TIDEPOOL_RUN_JOBS", value_name = "BOOL")]
+    pub run_jobs: Option<bool>,
+}
+
+/// Cluster mode: what every node of a cluster shares.
+#[derive(Debug, clap::Args)]
+pub struct ClusterArgs {
+    /// The shared database, `postgres://USER@HOST:PORT/DB` [default: DATA_DIR/tidepool.db].
+    #[arg(long, env = "TIDEPOOL_DATABASE", value_name = "URL")]
+    pub database: Option<String>,
+    /// The shared blob bucket, `http(s)://HOST:PORT/BUCKET` [default: DATA_DIR/blobs].
+    #[arg(long, env = "TIDEPOOL_BLOBS", value_name = "URL")]
+    pub blobs: Option<String>,
+    /// The bucket's region [default: us-east-1].
+    #[arg(long, env = "TIDEPOOL_BLOBS_REGION", value_name = "REGION")]
+    pub blobs_region: Option<String>,
+    /// The bucket's access key id (with TIDEPOOL_S3_SECRET_ACCESS_KEY; anonymous without).
+    #[arg(long = "s3-access-key-id", env = "TIDEPOOL_S3_ACCESS_KEY_ID", hide_env_values = true, value_name = "ID")]
+    pub access_key_id: Option<String>,
+    /// The bucket's secret key (environment only).
+    #[arg(skip = std::env::var("TIDEPOOL_S3_SECRET_ACCESS_KEY").ok())]
+    pub secret_access_key: Option<String>,
+    /// Seconds a claim on a job lasts unless renewed [default: 30].
+    #[arg(long, env = "TIDEPOOL_JOB_LEASE_SECS", value_name = "SECONDS")]
+    pub job_lease_secs: Option<u64>,
+}
+
+impl ClusterArgs {
+    /// Applies these settings over `c`.
+    pub fn apply(&self, c: &mut ProviderConfig) -> Result<()> {
+        if let Some(v) = &self.database {
+            c.database = Some(v.clone());
+        }
+        if let Some(v) = &self.blobs {
+            c.blobs = Some(v.clone());
+        }
+        if let Some(v) = &self.blobs_region {
+            c.blobs_region = v.clone();
+        }
+        if let Some(v) = self.job_lease_secs {
+            anyhow::ensure!(v > 0, "--job-lease-secs must be at least 1");
+            c.job_lease_secs = v;
+        }
+        c.blobs_credentials = match (&self.access_key_id, &self.secret_access_key) {
+            (Some(id), Some(secret)) => Some((id.clone(), secret.clone())),
+            (None, None) => None,
+            _ => anyhow::bail!("set both TIDEPOOL_S3_ACCESS_KEY_ID and TIDEPOOL_S3_SECRET_ACCESS_KEY, or neither"),
+        };
+        Ok(())
+    }
 }
 
 impl ServeArgs {
@@ -74,6 +127,10 @@ impl ServeArgs {
         }
         c.operators.extend(self.operators.iter().copied());
         c.dev_faucet |= self.dev_faucet;
+        self.cluster.apply(&mut c)?;
+        if let Some(v) = self.run_jobs {
+            c.run_jobs = Some(v);
+        }
         Ok(c)
     }
 }
@@ -82,12 +139,17 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     let config = args.config()?;
     let (provider, listener) = start(config).await?;
     println!(
-        "tidepool provider {} listening on {} (data in {}, {} keeper, chain {})",
+        "tidepool provider {} listening on {} (data in {}, {} keeper, chain {}{})",
         provider.address(),
         provider.config().base_url(),
         provider.config().data_dir.display(),
         provider.keeper().kind(),
         provider.keeper().chain_id(),
+        if provider.config().database.is_some() {
+            if provider.config().runs_jobs() { ", cluster API node running jobs" } else { ", cluster API node" }
+        } else {
+            ""
+        },
     );
     crate::http::serve(provider.api(), listener, shutdown_signal()).await.context("serving HTTP")?;
     eprintln!("tidepool provider stopped");
@@ -106,7 +168,7 @@ pub async fn start(mut config: ProviderConfig) -> Result<(std::sync::Arc<Provide
     Ok((provider, listener))
 }
 
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -4,21 +4,24 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use tidepool_runtime::{Algorithm, Receipt, VerifyRequest};
+use tidepool_runtime::{Receipt, VerifyRequest};
 
 use super::args::InputArg;
-use super::run::CacheArgs;
+use super::run::{CacheArgs, EnvironmentArgs, load_algorithm};
 
-/// `tidepool verify RECEIPT.json --algorithm ALGORITHM.wasm [--input NAME=DIR]... [--outputs DIR]`
+/// `tidepool verify RECEIPT.json --algorithm ALGORITHM [--input NAME=DIR]... [--outputs DIR]`
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Exit status: 0 the receipt is confirmed; 1 it is not (the differing fields are \
                         listed); 2 it could not be checked.")]
 pub struct VerifyArgs {
     /// The receipt to check.
     pub receipt: PathBuf,
-    /// The algorithm the receipt claims was run.
-    #[arg(long, value_name = "FILE")]
+    /// The algorithm the receipt claims was run: its module, or its script or directory (run
+    /// in the environment the receipt names, which must be installed).
+    #[arg(long, value_name = "FILE|DIR")]
     pub algorithm: PathBuf,
+    #[command(flatten)]
+    pub environments: EnvironmentArgs,
     /// A dataset, as it was mounted in the job (repeatable).
     #[arg(long = "input", value_name = "NAME=DIR")]
     pub inputs: Vec<InputArg>,
@@ -36,7 +39,10 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.receipt).with_context(|| format!("reading {}", args.receipt.display()))?;
     let receipt: Receipt =
         serde_json::from_str(&text).with_context(|| format!("{} is not a Tidepool receipt", args.receipt.display()))?;
-    let algorithm = Algorithm::from_file(&args.algorithm)?;
+    let environment = receipt.environment();
+    let algorithm =
+        load_algorithm(&args.algorithm, Some(&environment.name), &args.environments, receipt.limits.module_bytes)
+            .with_context(|| format!("loading the algorithm for the receipt's environment `{}`", environment.name))?;
     let mut given: Vec<&str> = args.inputs.iter().map(|i| i.name.as_str()).collect();
     given.sort_unstable();
     let expected: Vec<&str> = receipt.inputs.iter().map(|i| i.name.as_str()).collect();

@@ -56,11 +56,14 @@ impl ClientError {
 
 pub type ClientResult<T> = Result<T, ClientError>;
 
-/// A client of one provider, signing as one key.
+/// A client of one provider, signing as one key. A provider may be reached at several URLs
+/// (the API nodes of a cluster): requests then take turns, and a request that cannot reach
+/// one node (refused, never sent) goes to the next.
 #[derive(Debug)]
 pub struct Client {
     http: reqwest::Client,
-    base: String,
+    bases: Vec<String>,
+    turn: std::sync::atomic::AtomicUsize,
     signer: PrivateKeySigner,
     provider: ProviderView,
     domain: Eip712Domain,
@@ -80,7 +83,52 @@ impl Client {
         let resp = http.get(&url).send().await.map_err(|e| ClientError::Connect { url: base.clone(), source: e })?;
         let provider: ProviderView = decode(resp).await?;
         let domain = eip712::domain(provider.chain_id, provider.address);
-        Ok(Self { http, base, signer, provider, domain, nonce: AtomicU64::new(0) })
+        Ok(Self {
+            http,
+            bases: vec![base],
+            turn: Default::default(),
+            signer,
+            provider,
+            domain,
+            nonce: AtomicU64::new(0),
+        })
+    }
+
+    /// Connects to a provider served by several API nodes (`bases`, at least one), which must
+    /// all be the same provider; requests take turns between them.
+    pub async fn connect_many(bases: &[&str], signer: PrivateKeySigner) -> ClientResult<Self> {
+        let (first, rest) = bases.split_first().ok_or_else(|| ClientError::Protocol("no provider URL".into()))?;
+        let mut client = Self::connect(first, signer.clone()).await?;
+        for base in rest {
+            let mut other = Self::connect(base, signer.clone()).await?;
+            if other.provider.address != client.provider.address || other.provider.chain_id != client.provider.chain_id
+            {
+                return Err(ClientError::Protocol(format!("{base} is another provider than {first}")));
+            }
+            client.bases.push(other.bases.remove(0));
+        }
+        Ok(client)
+    }
+
+    /// The URL of the next request's node.
+    fn base(&self) -> &str {
+        &self.bases[self.turn.fetch_add(1, Ordering::Relaxed) % self.bases.len()]
+    }
+
+    /// Sends what `make` builds (again, to the next node, while a node cannot be reached).
+    async fn send_with(&self, make: impl Fn() -> reqwest::RequestBuilder) -> ClientResult<reqwest::Response> {
+        let mut tries = self.bases.len();
+        loop {
+            tries -= 1;
+            match make().send().await {
+                Ok(response) => return Ok(response),
+                Err(e) if e.is_connect() && tries > 0 => continue,
+                Err(e) => {
+                    let url = e.url().map_or_else(String::new, |u| u.to_string());
+                    return Err(ClientError::Connect { url, source: e });
+                }
+            }
+        }
     }
 
     pub fn address(&self) -> Address {
@@ -132,7 +180,7 @@ impl Client {
             content_hash: Some(body_hash),
             signature: sign_typed(&self.signer, &self.domain, &request),
         };
-        let mut builder = self.http.request(method, format!("{}{path}", self.base));
+        let mut builder = self.http.request(method, format!("{}{path}", self.base()));
         for (name, value) in envelope.headers() {
             builder = builder.header(name, value);
         }
@@ -140,24 +188,29 @@ impl Client {
     }
 
     async fn send(&self, builder: reqwest::RequestBuilder) -> ClientResult<reqwest::Response> {
-        builder.send().await.map_err(|e| ClientError::Connect { url: self.base.clone(), source: e })
+        builder.send().await.map_err(|e| {
+            let url = e.url().map_or_else(String::new, |u| u.to_string());
+            ClientError::Connect { url, source: e }
+        })
     }
 
     async fn post_json<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> ClientResult<T> {
         let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let req = self
-            .signed(reqwest::Method::POST, path, keccak256(&bytes))
-            .header("content-type", "application/json")
-            .body(bytes);
-        decode(self.send(req).await?).await
+        let hash = keccak256(&bytes);
+        let req = || {
+            self.signed(reqwest::Method::POST, path, hash)
+                .header("content-type", "application/json")
+                .body(bytes.clone())
+        };
+        decode(self.send_with(req).await?).await
     }
 
     async fn get_signed<T: DeserializeOwned>(&self, path: &str) -> ClientResult<T> {
-        decode(self.send(self.signed(reqwest::Method::GET, path, keccak256([]))).await?).await
+        decode(self.send_with(|| self.signed(reqwest::Method::GET, path, keccak256([]))).await?).await
     }
 
     async fn get_public<T: DeserializeOwned>(&self, path: &str) -> ClientResult<T> {
-        decode(self.send(self.http.get(format!("{}{path}", self.base))).await?).await
+        decode(self.send_with(|| self.http.get(format!("{}{path}", self.base()))).await?).await
     }
 
     // ---- publishing -------------------------------------------------------------------------
@@ -311,11 +364,13 @@ impl Client {
         let path = format!(
             "/api/v1/services/compute/upload?serviceAgreementId={agreement}&signedChecksum={checksum}&algorithmName={name}"
         );
-        let req = self
-            .signed(reqwest::Method::POST, &path, keccak256(module))
-            .header("content-type", "application/wasm")
-            .body(module.to_vec());
-        decode(self.send(req).await?).await
+        let hash = keccak256(module);
+        let req = || {
+            self.signed(reqwest::Method::POST, &path, hash)
+                .header("content-type", "application/wasm")
+                .body(module.to_vec())
+        };
+        decode(self.send_with(req).await?).await
     }
 
     /// Names a published algorithm for an agreement (`hash`: its module's BLAKE3, from its DDO).
@@ -336,7 +391,7 @@ impl Client {
             query.service_agreement_id, query.signed_checksum, did
         );
         let path = format!("/api/v1/services/compute/upload?{qs}");
-        decode(self.send(self.signed(reqwest::Method::POST, &path, keccak256([]))).await?).await
+        decode(self.send_with(|| self.signed(reqwest::Method::POST, &path, keccak256([]))).await?).await
     }
 
     pub async fn lock_payment(&self, agreement: B256) -> ClientResult<Agreement> {

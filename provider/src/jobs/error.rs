@@ -29,6 +29,10 @@ pub enum JobError {
     NoUpload(B256),
     #[error("{0} has no Computing service")]
     NoComputeService(Did),
+    /// This run no longer holds its job's lease (it was reaped and may run elsewhere): what it
+    /// would have written was refused.
+    #[error("the run of job {0} lost its lease")]
+    LeaseLost(String),
     #[error("the job's task failed: {0}")]
     TaskFailed(String),
     #[error("a stored job cannot be read: {0}")]

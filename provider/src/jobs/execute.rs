@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tidepool_runtime::{Algorithm, JobSpec, Limits};
 use tracing::instrument;
 
-use super::{JobError, JobResult, Jobs};
+use super::{JobError, JobResult, Jobs, Lease};
 use crate::blocking::blocking;
 use crate::protocol::agreement::AgreementState;
 use crate::protocol::ddo::Environment;
@@ -62,18 +62,28 @@ impl Jobs {
 
     /// Runs one claimed job to the end and stores its results.
     #[instrument(skip_all, fields(job_id = %id))]
-    pub(super) async fn execute(&self, id: &str, cancel: Arc<AtomicBool>) -> JobResult<()> {
+    pub(super) async fn execute(&self, id: &str, cancel: Arc<AtomicBool>, lease: &Lease) -> JobResult<()> {
         let row = self.store.run_row(id).await?;
         let agreement_id = row.agreement_id.0;
         let a = self.keeper.agreement(agreement_id).await?;
         if a.deadline(ConditionName::ReleasePayment).is_some_and(|deadline| unix_now() >= deadline) {
             return self
-                .fail(id, JobStatus::DeadlineMissed, "the payment deadline passed before the job could start")
+                .fail(
+                    id,
+                    Some(lease),
+                    JobStatus::DeadlineMissed,
+                    "the payment deadline passed before the job could start",
+                )
                 .await;
         }
         if a.state != AgreementState::Active {
             return self
-                .fail(id, JobStatus::DeadlineMissed, "the agreement was refunded before the job could start")
+                .fail(
+                    id,
+                    Some(lease),
+                    JobStatus::DeadlineMissed,
+                    "the agreement was refunded before the job could start",
+                )
                 .await;
         }
         let ddo = self.assets.ddo(a.did).await?;
@@ -89,9 +99,9 @@ impl Jobs {
             return Err(JobError::Corrupt(format!("the stored module {agreed} does not hash to its name")));
         }
 
-        if cancel.load(Ordering::Relaxed) {
+        if cancel.load(Ordering::Relaxed) || row.stop_requested != 0 {
             // Stopped between its claim and here: it never ran, and nothing is charged.
-            return self.fail(id, JobStatus::Stopped, "stopped before it started").await;
+            return self.fail(id, Some(lease), JobStatus::Stopped, "stopped before it started").await;
         }
         let dir = self.config.jobs_dir.join(id);
         let fresh = dir.clone();
@@ -121,10 +131,10 @@ impl Jobs {
                     _ => JobStatus::Error,
                 };
                 let _ = blocking(move || std::fs::remove_dir_all(&dir)).await;
-                return self.fail(id, status, &e.to_string()).await;
+                return self.fail(id, Some(lease), status, &e.to_string()).await;
             }
         };
-        self.store_results(id, result, &dir).await?;
+        self.store_results(id, lease, result, &dir).await?;
         let _ = blocking(move || std::fs::remove_dir_all(&dir)).await;
         Ok(())
     }

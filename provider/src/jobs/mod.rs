@@ -9,6 +9,11 @@
 //! inputs give the same receipt), up to `max_job_attempts`; finished jobs whose payment was not
 //! settled are settled. Settling is idempotent on the keeper's side.
 //!
+//! In cluster mode (a shared PostgreSQL database) the same code runs on every node: workers
+//! claim jobs with a lease they renew, and commit results only while they hold it (see
+//! [`store`]); a reaper re-queues jobs whose worker stopped renewing; API nodes, which hold the
+//! provider's key, sign receipts and settle payments, once per job whoever ran it.
+//!
 //! [`Jobs`] owns the `jobs` table. It depends on the keeper, the assets and the algorithms,
 //! never on the agreement flow or the HTTP layer that call it.
 
@@ -34,6 +39,7 @@ use tracing::instrument;
 pub use error::{JobError, JobResult};
 
 use self::live::LiveJobs;
+pub use self::store::Lease;
 use self::store::{JobRow, JobStore};
 use crate::algorithms::Algorithms;
 use crate::assets::Assets;
@@ -56,6 +62,21 @@ pub struct JobsConfig {
     /// The provider's limits (module size, stack, stdio...): a service's limits override the
     /// ones it offers (fuel, memory, time, outputs).
     pub job_limits: Limits,
+    /// Whether this node runs jobs (false: an API node of a cluster with workers).
+    pub run_jobs: bool,
+    /// Cluster mode: the database is shared by several nodes (leases expire and are reaped,
+    /// rather than every active job being re-queued at start).
+    pub cluster: bool,
+    /// How long a claim holds a job without being renewed.
+    pub lease: std::time::Duration,
+    /// This node's name in the leases it takes (unique per process).
+    pub node: String,
+}
+
+/// A name for this process's leases: its role, process id and a random suffix (unique across
+/// machines and restarts).
+pub fn node_name(role: &str) -> String {
+    format!("{role}-{}-{}", std::process::id(), hex::encode(&B256::random()[..6]))
 }
 
 /// Signs receipts as the provider.
@@ -76,7 +97,9 @@ pub struct Jobs {
     algorithms: Arc<Algorithms>,
     blobs: Arc<Blobs>,
     runtime: Arc<Runtime>,
-    receipts: ReceiptSigner,
+    /// `None` on a worker, which never holds the provider's key: receipts are then signed at
+    /// settlement, by a node that does.
+    receipts: Option<ReceiptSigner>,
     config: JobsConfig,
     metrics: metrics::JobMetrics,
 }
@@ -97,7 +120,7 @@ impl Jobs {
         algorithms: Arc<Algorithms>,
         blobs: Arc<Blobs>,
         runtime: Arc<Runtime>,
-        receipts: ReceiptSigner,
+        receipts: Option<ReceiptSigner>,
         config: JobsConfig,
     ) -> Self {
         Self {
@@ -191,7 +214,9 @@ impl Jobs {
             // Never started: the whole escrow goes back to the consumer.
             self.settle(id).await?;
         } else {
-            // Claimed meanwhile: it is live from before its claim, so its flag is here now.
+            // Claimed meanwhile: it is live from before its claim, so its flag is here now if
+            // it runs on this node; whichever node runs it hears of the stop from its row.
+            self.store.request_stop(id).await?;
             self.live.cancel(id);
         }
         self.load(id).await

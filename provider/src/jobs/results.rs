@@ -6,8 +6,8 @@ use std::path::Path;
 use tidepool_runtime::tree::EntryKind;
 use tidepool_runtime::{JobResult as RunResult, Outcome};
 
-use super::store::Finished;
-use super::{JobResult, Jobs};
+use super::store::{Finished, now_ms};
+use super::{JobError, JobResult, Jobs, Lease};
 use crate::blocking::blocking;
 use crate::protocol::api::{ResultEntry, ResultKind};
 use crate::protocol::signing::sign_receipt;
@@ -15,10 +15,13 @@ use crate::protocol::states::JobStatus;
 
 impl Jobs {
     /// Stores a run's results: output files (from `dir/outputs`) and logs into the blob store,
-    /// then the signed receipt and the job's final status.
-    pub(super) async fn store_results(&self, id: &str, run: RunResult, dir: &Path) -> JobResult<()> {
+    /// then the receipt (signed, if this node holds the provider's key; else it is signed at
+    /// settlement) and the job's final status, if the run still holds `lease`.
+    pub(super) async fn store_results(&self, id: &str, lease: &Lease, run: RunResult, dir: &Path) -> JobResult<()> {
         let mut receipt = run.receipt;
-        sign_receipt(&self.receipts.signer, &self.receipts.domain, &mut receipt);
+        if let Some(receipts) = &self.receipts {
+            sign_receipt(&receipts.signer, &receipts.domain, &mut receipt);
+        }
         let (blobs, out_dir, outputs) = (self.blobs.clone(), dir.join("outputs"), run.outputs.clone());
         let (stdout, stderr) = (run.stdout, run.stderr);
         let mut results = blocking(move || {
@@ -71,7 +74,12 @@ impl Jobs {
             results: &results,
             outputs: &run.outputs,
         };
-        self.store.finish(id, finished).await?;
+        // In cluster mode the lease must also still be running: a worker that was paused past it
+        // may have been reaped without knowing.
+        let expires_after = self.config.cluster.then(now_ms);
+        if !self.store.finish(id, lease, expires_after, finished).await? {
+            return Err(JobError::LeaseLost(id.to_string()));
+        }
         self.metrics.duration.observe(run.wall_time.as_secs_f64());
         self.metrics.fuel.observe(receipt.fuel_consumed as f64);
         tracing::info!(

@@ -1,7 +1,13 @@
 //! Settlement: releasing an ended job's payment on the keeper (fuel used × price to the
 //! provider, the rest back to the consumer, committing the receipt hash), then publishing its
 //! outputs as an asset of the consumer. Idempotent: safe to run again after a crash, and run
-//! again until it succeeds.
+//! again until it succeeds, and safe to run on several nodes at once (the keeper releases a
+//! payment and records an output once).
+//!
+//! A receipt stored without the provider's signature (a worker, which never holds the key, ran
+//! the job) is signed here first, by a node that holds it; a node without the key leaves such
+//! a job to one that has it. Signing is deterministic, so whichever node signs, the receipt is
+//! the same.
 
 use tidepool_runtime::Receipt;
 use tracing::instrument;
@@ -46,9 +52,12 @@ impl Jobs {
             let agreed = self.keeper.agreement(agreement_id).await?.algorithm_hash;
             if agreed != Some(ran) {
                 tracing::error!(%ran, ?agreed, "the job ran another module than the agreed one; refunding");
-                self.store.fail(id, JobStatus::Error, "the job ran another module than the agreement's").await?;
+                self.store.fail(id, None, JobStatus::Error, "the job ran another module than the agreement's").await?;
                 (receipt_hash, fuel) = (None, 0);
             }
+        }
+        if receipt_hash.is_some() && !self.sign_stored_receipt(id).await? {
+            return Ok(()); // unsigned, and this node cannot sign it
         }
         match self.keeper.release_payment(agreement_id, receipt_hash.unwrap_or_default(), fuel).await {
             Ok(payout) => tracing::info!(
@@ -90,5 +99,20 @@ impl Jobs {
         let json =
             self.store.receipt(id).await?.ok_or_else(|| JobError::Corrupt(format!("job {id} lost its receipt")))?;
         Ok(serde_json::from_str(&json)?)
+    }
+
+    /// Makes sure the stored receipt of job `id` carries the provider's signature, adding it if
+    /// this node holds the key; false if it is unsigned and cannot be signed here.
+    async fn sign_stored_receipt(&self, id: &str) -> JobResult<bool> {
+        let stored =
+            self.store.receipt(id).await?.ok_or_else(|| JobError::Corrupt(format!("job {id} lost its receipt")))?;
+        let mut receipt: Receipt = serde_json::from_str(&stored)?;
+        if !receipt.signatures.is_empty() {
+            return Ok(true);
+        }
+        let Some(receipts) = &self.receipts else { return Ok(false) };
+        crate::protocol::signing::sign_receipt(&receipts.signer, &receipts.domain, &mut receipt);
+        self.store.set_receipt(id, &serde_json::to_string_pretty(&receipt)?).await?;
+        Ok(true)
     }
 }

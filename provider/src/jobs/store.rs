@@ -2,9 +2,17 @@
 //!
 //! Every state a job goes through that a restart needs is a row update; the stages of a
 //! running job live in memory only ([`super::live`]).
+//!
+//! **Leases.** Claiming a job records who runs it and until when (`lease_owner`,
+//! `lease_until`, in Unix milliseconds) and counts an attempt; the owner and the attempt number
+//! are the run's [`Lease`], its fencing token. A run renews its lease while it lasts, and
+//! everything it writes about the job (its results, its failure) is written only if the row
+//! still holds its lease: a worker that stopped (paused, cut off) past its lease and came back
+//! finds its job reaped and re-run by someone else, and its late writes change nothing. In
+//! cluster mode, workers claim with `FOR UPDATE SKIP LOCKED`, so they never wait for each
+//! other's claims, and [`JobStore::reap`] re-queues jobs whose lease ran out.
 
 use alloy_primitives::{Address, B256};
-use sqlx::types::Json;
 use tidepool_runtime::Outcome;
 use tidepool_runtime::tree::Tree;
 
@@ -13,7 +21,7 @@ use crate::protocol::api::ResultEntry;
 use crate::protocol::ddo::Did;
 use crate::protocol::signing::unix_now;
 use crate::protocol::states::{JobStatus, PaymentState};
-use crate::store::{Db, Text};
+use crate::store::{Db, JsonText as Json, Text};
 
 /// A job as the API shows it (every column but the stored receipt and results).
 #[derive(Debug, sqlx::FromRow)]
@@ -91,6 +99,28 @@ pub(super) struct ResultsRow {
 pub(super) struct RunRow {
     pub agreement_id: Text<B256>,
     pub args: Json<Vec<String>>,
+    /// The consumer asked for a stop (on any node).
+    pub stop_requested: i64,
+}
+
+/// A run's hold on its job: who claimed it, and which attempt this is (the fencing token).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub owner: String,
+    pub attempt: i64,
+}
+
+/// Unix milliseconds now.
+pub(super) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// `IN (...)` of the active statuses' codes.
+fn active_codes() -> String {
+    let codes: Vec<String> = JobStatus::ACTIVE.iter().map(|s| s.code().to_string()).collect();
+    format!("({})", codes.join(","))
 }
 
 /// What a finished run stores.
@@ -116,6 +146,11 @@ impl JobStore {
         Self { db }
     }
 
+    /// The database (for listening to other nodes).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// Inserts a queued job for `agreement`; the id of the existing job if it has one.
     pub async fn insert(
         &self,
@@ -128,34 +163,44 @@ impl JobStore {
     ) -> JobResult<Result<(), String>> {
         let now = unix_now() as i64;
         let mut tx = self.db.write().await?;
-        let existing: Option<String> = sqlx::query_scalar("SELECT id FROM jobs WHERE agreement_id = ?1")
+        let existing: Option<String> = sqlx::query_scalar("SELECT id FROM jobs WHERE agreement_id = $1")
             .bind(Text(agreement))
             .fetch_optional(&mut *tx)
             .await?;
         if let Some(existing) = existing {
             return Ok(Err(existing));
         }
-        sqlx::query(
+        // (Another node may insert the agreement's job meanwhile: then this inserts nothing.)
+        let inserted = sqlx::query(
             "INSERT INTO jobs (id, agreement_id, did, consumer, status, args, not_before, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (agreement_id) DO NOTHING",
         )
         .bind(id)
         .bind(Text(agreement))
         .bind(Text(did))
         .bind(Text(consumer))
-        .bind(JobStatus::Queued.code())
+        .bind(i64::from(JobStatus::Queued.code()))
         .bind(Json(args))
         .bind(i64::try_from(not_before).unwrap_or(i64::MAX))
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        if inserted.rows_affected() == 0 {
+            drop(tx);
+            let existing: String = sqlx::query_scalar("SELECT id FROM jobs WHERE agreement_id = $1")
+                .bind(Text(agreement))
+                .fetch_one(self.db.pool())
+                .await?;
+            return Ok(Err(existing));
+        }
         tx.commit().await?;
+        self.db.notify("tidepool_jobs").await;
         Ok(Ok(()))
     }
 
     /// A job's row, as the API shows it.
     pub async fn get(&self, id: &str) -> JobResult<JobRow> {
-        sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))
+        sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
             .bind(id)
             .fetch_optional(self.db.pool())
             .await?
@@ -164,7 +209,7 @@ impl JobStore {
 
     /// A finished job's results.
     pub async fn results(&self, id: &str) -> JobResult<ResultsRow> {
-        sqlx::query_as("SELECT consumer, results, outputs FROM jobs WHERE id = ?1")
+        sqlx::query_as("SELECT consumer, results, outputs FROM jobs WHERE id = $1")
             .bind(id)
             .fetch_optional(self.db.pool())
             .await?
@@ -173,12 +218,12 @@ impl JobStore {
 
     /// A finished job's signed receipt, as stored (JSON).
     pub async fn receipt(&self, id: &str) -> JobResult<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT receipt FROM jobs WHERE id = ?1").bind(id).fetch_one(self.db.pool()).await?)
+        Ok(sqlx::query_scalar("SELECT receipt FROM jobs WHERE id = $1").bind(id).fetch_one(self.db.pool()).await?)
     }
 
     /// What running a claimed job needs.
     pub async fn run_row(&self, id: &str) -> JobResult<RunRow> {
-        Ok(sqlx::query_as("SELECT agreement_id, args FROM jobs WHERE id = ?1")
+        Ok(sqlx::query_as("SELECT agreement_id, args, stop_requested FROM jobs WHERE id = $1")
             .bind(id)
             .fetch_one(self.db.pool())
             .await?)
@@ -186,7 +231,7 @@ impl JobStore {
 
     /// What settling a job needs.
     pub async fn settle_row(&self, id: &str) -> JobResult<SettleRow> {
-        Ok(sqlx::query_as("SELECT agreement_id, status, payment, receipt_hash, fuel_consumed FROM jobs WHERE id = ?1")
+        Ok(sqlx::query_as("SELECT agreement_id, status, payment, receipt_hash, fuel_consumed FROM jobs WHERE id = $1")
             .bind(id)
             .fetch_one(self.db.pool())
             .await?)
@@ -196,8 +241,8 @@ impl JobStore {
     pub async fn set_status(&self, id: &str, status: JobStatus) -> JobResult<()> {
         self.db
             .execute(
-                sqlx::query("UPDATE jobs SET status = ?1, updated_at = ?2 WHERE id = ?3")
-                    .bind(status.code())
+                sqlx::query("UPDATE jobs SET status = $1, updated_at = $2 WHERE id = $3")
+                    .bind(i64::from(status.code()))
                     .bind(unix_now() as i64)
                     .bind(id),
             )
@@ -205,17 +250,34 @@ impl JobStore {
         Ok(())
     }
 
-    /// Ends a job in `status` with an error message.
-    pub async fn fail(&self, id: &str, status: JobStatus, error: &str) -> JobResult<()> {
-        self.db
+    /// Ends a job in `status` with an error message: if `lease` is given, only while the row
+    /// holds it. False if the lease was lost (nothing was written).
+    pub async fn fail(&self, id: &str, lease: Option<&Lease>, status: JobStatus, error: &str) -> JobResult<bool> {
+        let (owner, attempt) = lease.map_or((None, 0), |l| (Some(l.owner.as_str()), l.attempt));
+        let done = self
+            .db
             .execute(
-                sqlx::query("UPDATE jobs SET status = ?1, error = ?2, updated_at = ?3 WHERE id = ?4")
-                    .bind(status.code())
-                    .bind(error)
-                    .bind(unix_now() as i64)
-                    .bind(id),
+                sqlx::query(
+                    "UPDATE jobs SET status = $1, error = $2, updated_at = $3, lease_until = NULL \
+                     WHERE id = $4 AND ($5 IS NULL OR (lease_owner = $5 AND attempts = $6))",
+                )
+                .bind(i64::from(status.code()))
+                .bind(error)
+                .bind(unix_now() as i64)
+                .bind(id)
+                .bind(owner)
+                .bind(attempt),
             )
             .await?;
+        if done.rows_affected() == 1 {
+            self.db.notify("tidepool_jobs").await;
+        }
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records that the consumer asked job `id` to stop, for whichever node runs it.
+    pub async fn request_stop(&self, id: &str) -> JobResult<()> {
+        self.db.execute(sqlx::query("UPDATE jobs SET stop_requested = 1 WHERE id = $1").bind(id)).await?;
         Ok(())
     }
 
@@ -225,41 +287,108 @@ impl JobStore {
             .db
             .execute(
                 sqlx::query(
-                    "UPDATE jobs SET status = ?1, error = 'stopped before it started', updated_at = ?2 \
-                     WHERE id = ?3 AND status = ?4",
+                    "UPDATE jobs SET status = $1, error = 'stopped before it started', updated_at = $2 \
+                     WHERE id = $3 AND status = $4",
                 )
-                .bind(JobStatus::Stopped.code())
+                .bind(i64::from(JobStatus::Stopped.code()))
                 .bind(unix_now() as i64)
                 .bind(id)
-                .bind(JobStatus::Queued.code()),
+                .bind(i64::from(JobStatus::Queued.code())),
             )
             .await?;
         Ok(stopped.rows_affected() == 1)
     }
 
-    /// Claims a queued job for running (one more attempt); false if it is no longer queued.
-    pub async fn claim(&self, id: &str) -> JobResult<bool> {
-        let claimed = self
-            .db
-            .execute(
-                sqlx::query(
-                    "UPDATE jobs SET status = ?1, attempts = attempts + 1, updated_at = ?2 WHERE id = ?3 AND status = ?4",
-                )
-                .bind(JobStatus::ConfiguringVolumes.code())
-                .bind(unix_now() as i64)
-                .bind(id)
-                .bind(JobStatus::Queued.code()),
-            )
-            .await?;
-        Ok(claimed.rows_affected() == 1)
+    /// Claims a queued job for running (one more attempt), leased to `owner` until `until` (ms);
+    /// `None` if it is no longer queued.
+    pub async fn claim(&self, id: &str, owner: &str, until: i64) -> JobResult<Option<Lease>> {
+        let mut tx = self.db.write().await?;
+        let attempt: Option<i64> = sqlx::query_scalar(
+            "UPDATE jobs SET status = $1, attempts = attempts + 1, lease_owner = $2, lease_until = $3, \
+             updated_at = $4 WHERE id = $5 AND status = $6 RETURNING attempts",
+        )
+        .bind(i64::from(JobStatus::ConfiguringVolumes.code()))
+        .bind(owner)
+        .bind(until)
+        .bind(unix_now() as i64)
+        .bind(id)
+        .bind(i64::from(JobStatus::Queued.code()))
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(attempt.map(|attempt| Lease { owner: owner.to_string(), attempt }))
+    }
+
+    /// Cluster mode: claims up to `limit` queued jobs due at `now` (oldest first) in one
+    /// statement, skipping jobs other workers are claiming this instant.
+    pub async fn claim_due(&self, now: u64, owner: &str, until: i64, limit: usize) -> JobResult<Vec<(String, Lease)>> {
+        let claimed: Vec<(String, i64)> = sqlx::query_as(
+            "UPDATE jobs SET status = $1, attempts = attempts + 1, lease_owner = $2, lease_until = $3, \
+             updated_at = $4 WHERE id IN (SELECT id FROM jobs WHERE status = $5 AND not_before <= $4 \
+             ORDER BY not_before, created_at LIMIT $6 FOR UPDATE SKIP LOCKED) RETURNING id, attempts",
+        )
+        .bind(i64::from(JobStatus::ConfiguringVolumes.code()))
+        .bind(owner)
+        .bind(until)
+        .bind(now as i64)
+        .bind(i64::from(JobStatus::Queued.code()))
+        .bind(limit as i64)
+        .fetch_all(self.db.pool())
+        .await?;
+        Ok(claimed.into_iter().map(|(id, attempt)| (id, Lease { owner: owner.to_string(), attempt })).collect())
+    }
+
+    /// Extends a run's lease to `until` (ms). `None` if the run lost it (reaped, re-run
+    /// elsewhere, ended); else whether a stop was asked for.
+    pub async fn renew(&self, id: &str, lease: &Lease, until: i64) -> JobResult<Option<bool>> {
+        let mut tx = self.db.write().await?;
+        let stop: Option<i64> = sqlx::query_scalar(&format!(
+            "UPDATE jobs SET lease_until = $1 WHERE id = $2 AND lease_owner = $3 AND attempts = $4 \
+             AND status IN {} RETURNING stop_requested",
+            active_codes()
+        ))
+        .bind(until)
+        .bind(id)
+        .bind(&lease.owner)
+        .bind(lease.attempt)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(stop.map(|s| s != 0))
+    }
+
+    /// Cluster mode: puts active jobs whose lease ran out before `now_ms` back in the queue, or
+    /// fails them once they had `max_attempts`; returns them with their new status.
+    pub async fn reap(&self, now_ms: i64, max_attempts: u32) -> JobResult<Vec<(String, i64)>> {
+        let mut tx = self.db.write().await?;
+        let reaped: Vec<(String, i64)> = sqlx::query_as(&format!(
+            "UPDATE jobs SET status = CASE WHEN attempts >= $1 THEN $2 ELSE $3 END, \
+             error = CASE WHEN attempts >= $1 THEN $4 ELSE error END, \
+             lease_owner = NULL, lease_until = NULL, updated_at = $5 \
+             WHERE status IN {} AND lease_until < $6 RETURNING id, status",
+            active_codes()
+        ))
+        .bind(i64::from(max_attempts))
+        .bind(i64::from(JobStatus::Error.code()))
+        .bind(i64::from(JobStatus::Queued.code()))
+        .bind(format!("its worker stopped renewing its lease {max_attempts} times; giving up"))
+        .bind(unix_now() as i64)
+        .bind(now_ms)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if !reaped.is_empty() {
+            self.db.notify("tidepool_jobs").await;
+        }
+        Ok(reaped)
     }
 
     /// Up to `limit` queued jobs due at `now`, oldest first.
     pub async fn due(&self, now: u64, limit: usize) -> JobResult<Vec<String>> {
         Ok(sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE status = ?1 AND not_before <= ?2 ORDER BY not_before, created_at LIMIT ?3",
+            "SELECT id FROM jobs WHERE status = $1 AND not_before <= $2 ORDER BY not_before, created_at LIMIT $3",
         )
-        .bind(JobStatus::Queued.code())
+        .bind(i64::from(JobStatus::Queued.code()))
         .bind(now as i64)
         .bind(limit as i64)
         .fetch_all(self.db.pool())
@@ -268,9 +397,8 @@ impl JobStore {
 
     /// Jobs a worker held when the provider stopped: `(id, attempts)`.
     pub async fn active(&self) -> JobResult<Vec<(String, u32)>> {
-        let codes: Vec<String> = JobStatus::ACTIVE.iter().map(|s| s.code().to_string()).collect();
         let rows: Vec<(String, i64)> =
-            sqlx::query_as(&format!("SELECT id, attempts FROM jobs WHERE status IN ({})", codes.join(",")))
+            sqlx::query_as(&format!("SELECT id, attempts FROM jobs WHERE status IN {}", active_codes()))
                 .fetch_all(self.db.pool())
                 .await?;
         Ok(rows.into_iter().map(|(id, attempts)| (id, attempts as u32)).collect())
@@ -282,8 +410,8 @@ impl JobStore {
             .fetch_all(self.db.pool())
             .await?;
         let counts = rows.into_iter().map(|(s, n)| Ok((status_of(s)?, n as u64))).collect::<JobResult<_>>()?;
-        let due: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status = ?1 AND not_before <= ?2")
-            .bind(JobStatus::Queued.code())
+        let due: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status = $1 AND not_before <= $2")
+            .bind(i64::from(JobStatus::Queued.code()))
             .bind(now as i64)
             .fetch_one(self.db.pool())
             .await?;
@@ -295,15 +423,24 @@ impl JobStore {
         Ok(sqlx::query_scalar(&unsettled_query()).fetch_all(self.db.pool()).await?)
     }
 
-    /// Stores what a run produced.
-    pub async fn finish(&self, id: &str, done: Finished<'_>) -> JobResult<()> {
-        self.db
+    /// Stores what a run produced, if the row still holds the run's lease (and, when
+    /// `expires_after` is given, the lease lasts past it); false if not (nothing is written).
+    pub async fn finish(
+        &self,
+        id: &str,
+        lease: &Lease,
+        expires_after: Option<i64>,
+        done: Finished<'_>,
+    ) -> JobResult<bool> {
+        let finished = self
+            .db
             .execute(
                 sqlx::query(
-                    "UPDATE jobs SET status = ?1, receipt = ?2, receipt_hash = ?3, fuel_consumed = ?4, outcome = ?5, \
-                     results = ?6, outputs = ?7, error = NULL, updated_at = ?8 WHERE id = ?9",
+                    "UPDATE jobs SET status = $1, receipt = $2, receipt_hash = $3, fuel_consumed = $4, outcome = $5, \
+                     results = $6, outputs = $7, error = NULL, updated_at = $8, lease_until = NULL WHERE id = $9 \
+                     AND lease_owner = $10 AND attempts = $11 AND lease_until >= $12",
                 )
-                .bind(done.status.code())
+                .bind(i64::from(done.status.code()))
                 .bind(done.receipt_json)
                 .bind(Text(done.receipt_hash))
                 .bind(i64::try_from(done.fuel_consumed).unwrap_or(i64::MAX))
@@ -311,9 +448,21 @@ impl JobStore {
                 .bind(Json(done.results))
                 .bind(Json(done.outputs))
                 .bind(unix_now() as i64)
-                .bind(id),
+                .bind(id)
+                .bind(&lease.owner)
+                .bind(lease.attempt)
+                .bind(expires_after.unwrap_or(i64::MIN)),
             )
             .await?;
+        if finished.rows_affected() == 1 {
+            self.db.notify("tidepool_jobs").await;
+        }
+        Ok(finished.rows_affected() == 1)
+    }
+
+    /// Replaces a finished job's stored receipt (with the provider's signature added).
+    pub async fn set_receipt(&self, id: &str, receipt_json: &str) -> JobResult<()> {
+        self.db.execute(sqlx::query("UPDATE jobs SET receipt = $1 WHERE id = $2").bind(receipt_json).bind(id)).await?;
         Ok(())
     }
 
@@ -322,8 +471,8 @@ impl JobStore {
         self.db
             .execute(
                 sqlx::query(
-                    "UPDATE jobs SET payment = ?1, output_did = COALESCE(?2, output_did), updated_at = ?3 \
-                     WHERE id = ?4",
+                    "UPDATE jobs SET payment = $1, output_did = COALESCE($2, output_did), updated_at = $3 \
+                     WHERE id = $4",
                 )
                 .bind(payment.as_str())
                 .bind(output.map(Text))

@@ -2,6 +2,14 @@
 //! outputs, logs) is stored once under `<data>/blobs/`, named by the BLAKE3 of its contents,
 //! and made read-only. Blobs are only ever opened through a capability handle on that
 //! directory, by a name computed from a hash: never from a path a request supplied.
+//!
+//! In cluster mode the blobs live in an S3 bucket ([`super::s3`], key `blobs/ab/abcdef...`),
+//! written once, and `<data>/blobs/` is this node's cache of them: a blob is fetched the first
+//! time this node needs it (checked against its hash), then read, linked into dataset views
+//! and served from the cache like a local one. So a worker fetches a dataset once, whatever
+//! number of jobs read it. Every blob this node stores is in the bucket before the call that
+//! stores it returns. The methods block (they run on the blocking pool, as every caller does
+//! through [`crate::blocking`]); remote calls are driven from there on the runtime's handle.
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -17,6 +25,16 @@ use cap_std::fs::Dir;
 pub struct Blobs {
     dir: Dir,
     tmp: PathBuf,
+    remote: Option<Remote>,
+}
+
+/// The bucket of a cluster, and how to reach it from blocking code.
+#[derive(Debug)]
+struct Remote {
+    s3: super::s3::S3,
+    rt: tokio::runtime::Handle,
+    /// Blobs fetched from the bucket into the cache (for tests and metrics).
+    fetched: std::sync::atomic::AtomicU64,
 }
 
 /// `ab/abcdef…`: two levels, so no directory grows past 256 subdirectories' worth of files.
@@ -32,7 +50,62 @@ impl Blobs {
         let tmp = data_dir.join("tmp");
         std::fs::create_dir_all(&root)?;
         std::fs::create_dir_all(&tmp)?;
-        Ok(Self { dir: Dir::open_ambient_dir(&root, ambient_authority())?, tmp })
+        Ok(Self { dir: Dir::open_ambient_dir(&root, ambient_authority())?, tmp, remote: None })
+    }
+
+    /// Opens a cluster's store: the bucket `s3`, cached under `data_dir` (created). Must be
+    /// called on the runtime.
+    pub fn open_remote(data_dir: &Path, s3: super::s3::S3) -> io::Result<Self> {
+        let mut blobs = Self::open(data_dir)?;
+        let rt = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
+        blobs.remote = Some(Remote { s3, rt, fetched: Default::default() });
+        Ok(blobs)
+    }
+
+    /// How many blobs this node fetched from the bucket.
+    pub fn remote_fetches(&self) -> u64 {
+        self.remote.as_ref().map_or(0, |r| r.fetched.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The bucket's key of a blob.
+    fn key(hash: &B256) -> String {
+        format!("blobs/{}", name(hash))
+    }
+
+    /// Cluster mode: makes sure the cached blob `hash` is in the bucket too.
+    fn upload(&self, hash: &B256) -> io::Result<()> {
+        let Some(remote) = &self.remote else { return Ok(()) };
+        let path = self.cached_path(hash)?;
+        remote.rt.block_on(remote.s3.put_file_once(&Self::key(hash), &path))?;
+        Ok(())
+    }
+
+    /// The cached file of a blob (for uploading it).
+    fn cached_path(&self, hash: &B256) -> io::Result<PathBuf> {
+        // `Dir` gives no path; the store's root is `<data>/blobs`, beside `tmp`.
+        let root = self.tmp.parent().ok_or_else(|| io::Error::other("the blob store has no root"))?.join("blobs");
+        Ok(root.join(name(hash)))
+    }
+
+    /// Makes sure blob `hash` is in the cache, fetching it from the bucket if this node never
+    /// had it (and checking that its contents hash to its name). `NotFound` if it exists
+    /// nowhere.
+    fn ensure_local(&self, hash: &B256) -> io::Result<()> {
+        let Some(remote) = &self.remote else { return Ok(()) };
+        if self.dir.is_file(name(hash)) {
+            return Ok(());
+        }
+        let tmp = tempfile::NamedTempFile::new_in(&self.tmp)?.into_temp_path();
+        if !remote.rt.block_on(remote.s3.get_to_file(&Self::key(hash), &tmp))? {
+            return Err(io::Error::new(io::ErrorKind::NotFound, format!("blob {hash} is not in the bucket")));
+        }
+        let (_, actual) = tidepool_runtime::tree::hash_reader(std::fs::File::open(&tmp)?)?;
+        if actual != *hash {
+            return Err(io::Error::other(format!("the bucket's blob {hash} holds other contents ({actual})")));
+        }
+        self.adopt_local(&tmp.keep().map_err(|e| e.error)?, hash)?;
+        remote.fetched.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// Removes every file left in the temporary directory (by a daemon killed while it wrote
@@ -57,7 +130,7 @@ impl Blobs {
     }
 
     pub fn contains(&self, hash: &B256) -> bool {
-        self.dir.is_file(name(hash))
+        self.dir.is_file(name(hash)) || self.ensure_local(hash).is_ok()
     }
 
     /// Stores what `reader` yields, up to `limit` bytes; returns its hash and size, or
@@ -82,6 +155,12 @@ impl Blobs {
     /// Moves the file at `path` (whose BLAKE3 the caller computed as `hash`) into the store.
     /// If the blob exists already, the file is removed instead.
     pub fn adopt(&self, path: &Path, hash: &B256) -> io::Result<()> {
+        self.adopt_local(path, hash)?;
+        self.upload(hash)
+    }
+
+    /// [`adopt`](Self::adopt) into this node's directory only.
+    fn adopt_local(&self, path: &Path, hash: &B256) -> io::Result<()> {
         let target = name(hash);
         if self.dir.is_file(&target) {
             return std::fs::remove_file(path);
@@ -99,7 +178,7 @@ impl Blobs {
                 io::copy(&mut src, &mut dst)?;
                 std::fs::remove_file(path)?;
                 let kept = dst.into_temp_path().keep().map_err(|e| e.error)?;
-                self.adopt(&kept, hash)
+                self.adopt_local(&kept, hash)
             }
             Err(e) => Err(e),
         }
@@ -107,10 +186,12 @@ impl Blobs {
 
     /// Opens a blob for reading.
     pub fn open_blob(&self, hash: &B256) -> io::Result<std::fs::File> {
+        self.ensure_local(hash)?;
         Ok(self.dir.open(name(hash))?.into_std())
     }
 
     pub fn read(&self, hash: &B256) -> io::Result<Vec<u8>> {
+        self.ensure_local(hash)?;
         self.dir.read(name(hash))
     }
 
@@ -119,6 +200,7 @@ impl Blobs {
         if let Some((parent, _)) = relative.rsplit_once('/') {
             dest.create_dir_all(parent)?;
         }
+        self.ensure_local(hash)?;
         self.dir.hard_link(name(hash), dest, relative)
     }
 }

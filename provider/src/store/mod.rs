@@ -1,18 +1,25 @@
-//! Persistence: one SQLite database (through sqlx, schema in `provider/migrations/`) and a
-//! content-addressed blob store on disk.
+//! Persistence: the provider's database (through sqlx) and a content-addressed blob store.
 //!
-//! The database runs in WAL mode with `synchronous=FULL`: a committed transaction survives a
-//! power cut. Every state change is one transaction, begun `IMMEDIATE` so two writers never
-//! deadlock on upgrading a read lock.
+//! The database is one of two engines behind the same [`Db`]: components write their SQL
+//! once, with `$1`-style parameters both engines accept, through sqlx's `Any` driver, and ask
+//! [`Db::engine`] for the few statements that differ (row locks, notifications).
 //!
-//! SQLite admits one writer at a time, and a connection that finds the database locked sleeps
-//! and retries (its busy handler backs off by milliseconds). So every write goes through one
-//! dedicated connection ([`Db::write`]): writers queue for it in the process, in order, and
-//! concurrent writers share disk flushes (group commit, see [`writer`]). Reads use a pool of
-//! their own and never wait for writers (WAL).
+//! * **SQLite** (single-node mode, the default; schema in `provider/migrations/`): one file in
+//!   WAL mode with `synchronous=FULL`, so a committed transaction survives a power cut. SQLite
+//!   admits one writer at a time, and a connection that finds the database locked sleeps and
+//!   retries; so every write goes through one dedicated connection ([`Db::write`]), where
+//!   writers queue in the process, in order, and share disk flushes (group commit, see
+//!   [`writer`]). Each write is one transaction begun `IMMEDIATE`. Reads use a pool of their own
+//!   and never wait for writers (WAL).
+//! * **PostgreSQL** (cluster mode, `--database postgres://...`; schema in
+//!   `provider/migrations-postgres/`): several API nodes and workers share it. A write is one
+//!   transaction of the pool (read committed); the components lock the rows they read in order
+//!   to change them (`FOR UPDATE`, see [`Db::for_update`]), so two nodes never act on the same
+//!   row at once. [`Db::notify`] and [`Db::listen`] carry wake-ups between nodes.
 
 pub mod blobs;
 pub mod nonces;
+pub mod s3;
 pub mod text;
 pub mod writer;
 
@@ -21,10 +28,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyQueryResult};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{Any, AnyPool, ConnectOptions, Connection, Executor};
 
-pub use text::{StoredText, Text};
+pub use text::{JsonText, StoredText, Text};
 
 /// A failure of the database (the cause is its source).
 #[derive(Debug, thiserror::Error)]
@@ -32,20 +40,43 @@ pub use text::{StoredText, Text};
 pub struct DbError(#[from] pub sqlx::Error);
 
 impl DbError {
-    /// Should this clear by itself (busy, locked, full, unreachable), so that the request can
-    /// be retried later, rather than being a fault?
+    /// Should this clear by itself (busy, locked, full, unreachable, restarting), so that the
+    /// request can be retried later, rather than being a fault?
     pub fn is_transient(&self) -> bool {
         match &self.0 {
             sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
             sqlx::Error::Database(e) => {
+                if let Some(pg) = e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                    // PostgreSQL: connection exceptions (08), insufficient resources (53),
+                    // operator intervention (57: shutting down, starting up), serialization
+                    // failures and deadlocks (40001, 40P01).
+                    let code = pg.code();
+                    return ["08", "53", "57"].iter().any(|class| code.starts_with(class))
+                        || code == "40001"
+                        || code == "40P01";
+                }
                 // SQLite: BUSY (5), LOCKED (6), FULL (13), READONLY (8), IOERR (10), and their
                 // extended codes (the primary code is the low byte).
                 let code = e.code().and_then(|c| c.parse::<i64>().ok()).map(|c| c & 0xff);
                 matches!(code, Some(5 | 6 | 8 | 10 | 13))
             }
+            // The connection went away in the middle of a statement (a restarting server).
+            sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
             _ => false,
         }
     }
+
+    /// Did a statement break a uniqueness constraint (a row that exists already)?
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(&self.0, sqlx::Error::Database(e) if e.is_unique_violation())
+    }
+}
+
+/// Which engine a [`Db`] runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
 }
 
 /// How long a statement waits for a lock held by another connection, by default.
@@ -54,12 +85,35 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The provider's database.
 #[derive(Clone, Debug)]
 pub struct Db {
-    pool: SqlitePool,
-    writer: Arc<writer::Writer>,
+    pool: AnyPool,
+    /// SQLite's one writing connection (group commit); PostgreSQL writes through the pool.
+    writer: Option<Arc<writer::Writer>>,
+    engine: Engine,
+    /// PostgreSQL's URL, for listeners.
+    url: Option<String>,
+}
+
+/// How long a PostgreSQL request waits for a connection before it is answered "unavailable"
+/// (a restarting server should give clients a quick 503, not a hanging request).
+const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Connections each node keeps to PostgreSQL at most.
+const PG_CONNECTIONS: u32 = 16;
+
+/// Percent-encodes a file path for a `sqlite://` URL.
+fn sqlite_url(path: &Path) -> String {
+    let mut url = String::from("sqlite://");
+    for b in path.as_os_str().as_encoded_bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'.' | b'_' | b'-' => url.push(*b as char),
+            _ => url.push_str(&format!("%{b:02X}")),
+        }
+    }
+    url.push_str("?mode=rwc");
+    url
 }
 
 impl Db {
-    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    /// Opens (creating if needed) the SQLite database at `path` and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<Self, DbError> {
         Self::open_with(path, writer::MAX_BATCH_AGE, DEFAULT_BUSY_TIMEOUT).await
     }
@@ -70,9 +124,21 @@ impl Db {
         Self::open_with(path, writer::MAX_BATCH_AGE, busy).await
     }
 
+    /// Opens the database a `--database` setting names: a `postgres://` (or `postgresql://`)
+    /// URL, or else the path of a SQLite file.
+    pub async fn open_url(database: &str) -> Result<Self, DbError> {
+        if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+            Self::connect_postgres(database).await
+        } else {
+            Self::open(Path::new(database.strip_prefix("sqlite://").unwrap_or(database))).await
+        }
+    }
+
     /// [`open`](Self::open), with batches committed once `max_batch_age` old (tests that need
     /// a batch to stay open while they arrange writers around it, on a loaded machine).
     async fn open_with(path: &Path, max_batch_age: Duration, busy: Duration) -> Result<Self, DbError> {
+        sqlx::any::install_default_drivers();
+        // The schema, through SQLite's own driver (its migrations are SQLite's).
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -80,37 +146,149 @@ impl Db {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(busy);
-        let writing = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
-        sqlx::migrate!("./migrations").run(&writing).await.map_err(sqlx::Error::from)?;
+        let mut conn = options.connect().await?;
+        sqlx::migrate!("./migrations").run(&mut conn).await.map_err(sqlx::Error::from)?;
+        conn.close().await?;
+        // Every connection of the `Any` pools gets the same settings.
+        let any: AnyConnectOptions = sqlite_url(path).parse()?;
+        let pragmas = format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+             PRAGMA busy_timeout = {};",
+            busy.as_millis()
+        );
+        let pool_options = || {
+            let pragmas = pragmas.clone();
+            AnyPoolOptions::new().after_connect(move |conn, _| {
+                let pragmas = pragmas.clone();
+                Box::pin(async move {
+                    conn.execute(pragmas.as_str()).await?;
+                    Ok(())
+                })
+            })
+        };
+        let writing = pool_options().max_connections(1).connect_with(any.clone()).await?;
         let writer = writer::Writer::new(writing.acquire().await?.detach(), max_batch_age);
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
-        Ok(Self { pool, writer })
+        let pool = pool_options().max_connections(8).connect_with(any).await?;
+        Ok(Self { pool, writer: Some(writer), engine: Engine::Sqlite, url: None })
+    }
+
+    /// Connects to PostgreSQL at `url` and brings its schema up to date (several nodes may do
+    /// so at once: migrations take an advisory lock).
+    async fn connect_postgres(url: &str) -> Result<Self, DbError> {
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        sqlx::migrate!("./migrations-postgres").run(&mut conn).await.map_err(sqlx::Error::from)?;
+        conn.close().await?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(PG_CONNECTIONS)
+            .acquire_timeout(PG_ACQUIRE_TIMEOUT)
+            .connect(url)
+            .await?;
+        Ok(Self { pool, writer: None, engine: Engine::Postgres, url: Some(url.to_string()) })
+    }
+
+    /// The engine this database runs on.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// Is this database shared by several nodes (PostgreSQL)?
+    pub fn is_shared(&self) -> bool {
+        self.engine == Engine::Postgres
+    }
+
+    /// What a `SELECT` that reads a row in order to change it ends with: `FOR UPDATE` on
+    /// PostgreSQL, where other nodes write at the same time; nothing on SQLite, whose writes
+    /// are serialized already.
+    pub fn for_update(&self) -> &'static str {
+        match self.engine {
+            Engine::Sqlite => "",
+            Engine::Postgres => " FOR UPDATE",
+        }
     }
 
     /// The pool, for reads.
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
-    /// A write transaction: statements run on the writing connection (`&mut *tx`), and
-    /// [`commit`](writer::WriteTx::commit) returns once they are on disk. Hold it briefly, and
-    /// never ask for a second one while holding one: there is one writing connection.
+    /// A write transaction: statements run on its connection (`&mut *tx`), and
+    /// [`commit`](writer::WriteTx::commit) returns once they are durable. Hold it briefly, and
+    /// never ask for a second one while holding one (SQLite has one writing connection).
     pub async fn write(&self) -> Result<writer::WriteTx, DbError> {
-        self.writer.begin(true).await
+        match &self.writer {
+            Some(writer) => writer.begin(true).await,
+            None => Ok(writer::WriteTx::pooled(self.pool.begin().await?)),
+        }
     }
 
     /// Runs one changing statement in its own write transaction. (Boxed for the same reason
     /// as [`writer`]'s own statements.)
     pub fn execute<'a>(
         &'a self,
-        query: sqlx::query::Query<'a, Sqlite, sqlx::sqlite::SqliteArguments<'a>>,
-    ) -> BoxFuture<'a, Result<sqlx::sqlite::SqliteQueryResult, DbError>> {
+        query: sqlx::query::Query<'a, Any, sqlx::any::AnyArguments<'a>>,
+    ) -> BoxFuture<'a, Result<AnyQueryResult, DbError>> {
         Box::pin(async move {
-            let mut tx = self.writer.begin(false).await?;
-            let done = query.execute(&mut *tx).await?;
-            tx.commit().await?;
-            Ok(done)
+            match &self.writer {
+                Some(writer) => {
+                    let mut tx = writer.begin(false).await?;
+                    let done = query.execute(&mut *tx).await?;
+                    tx.commit().await?;
+                    Ok(done)
+                }
+                None => Ok(query.execute(&self.pool).await?),
+            }
         })
+    }
+
+    /// Tells every node listening on `channel` (PostgreSQL `NOTIFY`; nothing on SQLite, whose
+    /// one node hears its own news in memory). Best effort: listeners also poll.
+    pub async fn notify(&self, channel: &str) {
+        if self.engine != Engine::Postgres {
+            return;
+        }
+        // (Counted: the `Any` driver reads every row, and has no type for `pg_notify`'s `void`.)
+        let sent =
+            sqlx::query("SELECT COUNT(*) FROM (SELECT pg_notify($1, '')) AS n").bind(channel).execute(&self.pool).await;
+        if let Err(e) = sent {
+            tracing::debug!(channel, error = %e, "a notification was not sent; listeners poll");
+        }
+    }
+
+    /// Calls `wake` whenever another node notifies `channel`, for as long as the process runs
+    /// (PostgreSQL only: `None` on SQLite). Notifications are best effort (a listener that
+    /// reconnects misses those sent meanwhile): whoever waits for them also polls.
+    pub fn listen(
+        &self,
+        channel: &'static str,
+        wake: impl Fn() + Send + 'static,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let url = self.url.clone()?;
+        Some(tokio::spawn(async move {
+            loop {
+                let listener = async {
+                    let mut l = sqlx::postgres::PgListener::connect(&url).await?;
+                    l.listen(channel).await?;
+                    Ok::<_, sqlx::Error>(l)
+                };
+                match listener.await {
+                    Ok(mut l) => loop {
+                        match l.try_recv().await {
+                            Ok(Some(_)) => wake(),
+                            // The connection was lost (and is re-established on the next call):
+                            // news may have been missed.
+                            Ok(None) => wake(),
+                            Err(e) => {
+                                tracing::debug!(channel, error = %e, "listening failed; reconnecting");
+                                break;
+                            }
+                        }
+                    },
+                    Err(e) => tracing::debug!(channel, error = %e, "cannot listen; retrying"),
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }))
     }
 }
 
@@ -137,7 +315,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let db = Db::open(&tmp.path().join("t.db")).await.unwrap();
         let insert =
-            |n: i64| sqlx::query("INSERT INTO nonces (address, nonce) VALUES (?1, ?2)").bind(format!("a{n}")).bind(n);
+            |n: i64| sqlx::query("INSERT INTO nonces (address, nonce) VALUES ($1, $2)").bind(format!("a{n}")).bind(n);
         let writers = (0..64).map(|n| {
             let db = db.clone();
             tokio::spawn(async move {
@@ -173,7 +351,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let db = Db::open(&tmp.path().join("t.db")).await.unwrap();
         let insert =
-            |n: i64| sqlx::query("INSERT INTO nonces (address, nonce) VALUES (?1, ?2)").bind(format!("a{n}")).bind(n);
+            |n: i64| sqlx::query("INSERT INTO nonces (address, nonce) VALUES ($1, $2)").bind(format!("a{n}")).bind(n);
         let mut first = db.write().await.unwrap();
         insert(1).execute(&mut *first).await.unwrap();
         // A second writer queues for the connection, then its caller goes away (an HTTP
@@ -207,11 +385,11 @@ mod tests {
         // machine: a batch older than the age limit is committed by whoever ends a turn.
         let db = Db::open_with(&tmp.path().join("t.db"), Duration::from_secs(60), DEFAULT_BUSY_TIMEOUT).await.unwrap();
         let insert =
-            |n: i64| sqlx::query("INSERT INTO nonces (address, nonce) VALUES (?1, ?2)").bind(format!("a{n}")).bind(n);
+            |n: i64| sqlx::query("INSERT INTO nonces (address, nonce) VALUES ($1, $2)").bind(format!("a{n}")).bind(n);
         let queued = |n: usize| {
             let db = db.clone();
             async move {
-                while db.writer.queued.load(std::sync::atomic::Ordering::SeqCst) < n {
+                while db.writer.as_ref().expect("SQLite").queued.load(std::sync::atomic::Ordering::SeqCst) < n {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
@@ -224,7 +402,7 @@ mod tests {
         let second = tokio::spawn({
             let db = db.clone();
             async move {
-                let mut tx = db.writer.begin(false).await.unwrap();
+                let mut tx = db.writer.as_ref().expect("SQLite").begin(false).await.unwrap();
                 sqlx::query("ROLLBACK").execute(&mut *tx).await.unwrap();
                 drop(tx); // as after a failed statement
             }
@@ -255,5 +433,81 @@ mod tests {
         let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(db.pool()).await.unwrap();
         let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(db.pool()).await.unwrap();
         assert_eq!((mode.as_str(), sync), ("wal", 2));
+    }
+}
+
+/// Both engines' schemas, on a real SQLite file and a real PostgreSQL.
+#[cfg(test)]
+mod engines {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// Every table's columns, as `table.column` (the migrations' own table left out).
+    async fn columns(db: &Db, sql: &str) -> BTreeSet<String> {
+        let rows: Vec<(String, String)> = sqlx::query_as(sql).fetch_all(db.pool()).await.unwrap();
+        rows.into_iter().filter(|(t, _)| t != "_sqlx_migrations").map(|(t, c)| format!("{t}.{c}")).collect()
+    }
+
+    #[tokio::test]
+    async fn both_schemas_hold_the_same_tables_and_columns() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sqlite = Db::open(&tmp.path().join("t.db")).await.unwrap();
+        let pg = tidepool_test_artifacts::cluster::Postgres::start();
+        let postgres = Db::open_url(&pg.url).await.unwrap();
+        assert_eq!(postgres.engine(), Engine::Postgres);
+        let lite = columns(
+            &sqlite,
+            "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p \
+             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'",
+        )
+        .await;
+        let post = columns(
+            &postgres,
+            "SELECT table_name::text, column_name::text FROM information_schema.columns WHERE table_schema = 'public'",
+        )
+        .await;
+        assert!(lite.contains("jobs.lease_owner") && lite.len() > 60, "{lite:?}");
+        let only_lite: Vec<_> = lite.difference(&post).collect();
+        let only_post: Vec<_> = post.difference(&lite).collect();
+        assert!(
+            only_lite.is_empty() && only_post.is_empty(),
+            "SQLite only: {only_lite:?}; PostgreSQL only: {only_post:?}"
+        );
+        // A second node migrating the same database finds it up to date.
+        Db::open_url(&pg.url).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn nonces_are_atomic_across_nodes() {
+        let pg = tidepool_test_artifacts::cluster::Postgres::start();
+        let nodes = [Db::open_url(&pg.url).await.unwrap(), Db::open_url(&pg.url).await.unwrap()];
+        let address = alloy_primitives::Address::repeat_byte(7);
+        let clients: Vec<nonces::Nonces> = (0..8).map(|i| nonces::Nonces::new(nodes[i % 2].clone())).collect();
+        for nonce in 1..=5u64 {
+            let tries = clients.iter().map(|n| n.accept(address, nonce));
+            let accepted = futures_util::future::join_all(tries).await;
+            let won = accepted.iter().filter(|r| *r.as_ref().unwrap()).count();
+            assert_eq!(won, 1, "nonce {nonce} accepted {won} times");
+        }
+    }
+
+    #[tokio::test]
+    async fn postgres_errors_of_a_stopped_server_are_transient() {
+        let pg = tidepool_test_artifacts::cluster::Postgres::start();
+        let db = Db::open_url(&pg.url).await.unwrap();
+        pg.stop();
+        let err = sqlx::query("SELECT 1").execute(db.pool()).await.map_err(DbError).unwrap_err();
+        assert!(err.is_transient(), "{:?}", err.0);
+        pg.start_again();
+        let mut back = false;
+        for _ in 0..100 {
+            if sqlx::query("SELECT 1").execute(db.pool()).await.is_ok() {
+                back = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(back, "the pool reconnects once the server is back");
     }
 }

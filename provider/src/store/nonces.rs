@@ -22,7 +22,7 @@ impl Nonces {
     pub async fn accept(&self, address: Address, nonce: u64) -> Result<bool, DbError> {
         let Ok(nonce) = i64::try_from(nonce) else { return Ok(false) };
         let query = sqlx::query(
-            "INSERT INTO nonces (address, nonce) VALUES (?1, ?2) \
+            "INSERT INTO nonces (address, nonce) VALUES ($1, $2) \
              ON CONFLICT (address) DO UPDATE SET nonce = excluded.nonce WHERE nonces.nonce < excluded.nonce",
         )
         .bind(Text(address))

@@ -97,6 +97,42 @@ where
     }
 }
 
+/// A value stored as JSON text. (sqlx's own `Json` is PostgreSQL's `jsonb` there, and not a
+/// type of the `Any` driver: the schema keeps JSON in `TEXT` columns on both engines.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JsonText<T>(pub T);
+
+impl<T, DB: Database> Type<DB> for JsonText<T>
+where
+    String: Type<DB>,
+{
+    fn type_info() -> DB::TypeInfo {
+        <String as Type<DB>>::type_info()
+    }
+
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <String as Type<DB>>::compatible(ty)
+    }
+}
+
+impl<'r, T: serde::de::DeserializeOwned, DB: Database> Decode<'r, DB> for JsonText<T>
+where
+    &'r str: Decode<'r, DB>,
+{
+    fn decode(value: DB::ValueRef<'r>) -> Result<Self, BoxDynError> {
+        Ok(JsonText(serde_json::from_str(<&str as Decode<DB>>::decode(value)?)?))
+    }
+}
+
+impl<'q, T: serde::Serialize, DB: Database> Encode<'q, DB> for JsonText<T>
+where
+    String: Encode<'q, DB>,
+{
+    fn encode_by_ref(&self, buf: &mut <DB as Database>::ArgumentBuffer<'q>) -> Result<IsNull, BoxDynError> {
+        serde_json::to_string(&self.0)?.encode_by_ref(buf)
+    }
+}
+
 /// Binds an optional value as text (NULL when absent).
 pub fn opt<T: StoredText>(value: Option<T>) -> Option<Text<T>> {
     value.map(Text)

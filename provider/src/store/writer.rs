@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use sqlx::SqliteConnection;
+use sqlx::{Any, AnyConnection, Transaction};
 use tokio::sync::{OwnedMutexGuard, watch};
 
 use super::DbError;
@@ -40,7 +40,7 @@ pub(super) struct Writer {
 
 #[derive(Debug)]
 struct Conn {
-    conn: SqliteConnection,
+    conn: AnyConnection,
     /// The batch of the open transaction, if one is open.
     open: Option<Batch>,
     /// The last batch number handed out.
@@ -85,7 +85,7 @@ async fn uncancellable<T: Send + 'static>(
 }
 
 impl Writer {
-    pub(super) fn new(conn: SqliteConnection, max_age: Duration) -> Arc<Self> {
+    pub(super) fn new(conn: AnyConnection, max_age: Duration) -> Arc<Self> {
         Arc::new(Self {
             conn: Arc::new(tokio::sync::Mutex::new(Conn { conn, open: None, last: 0, abandoned: false })),
             queued: AtomicUsize::new(0),
@@ -118,7 +118,7 @@ impl Writer {
                 }
                 conn.abandoned = true; // until released
             }
-            Ok(WriteTx { conn: Some(conn), writer: this, savepoint })
+            Ok(WriteTx { inner: Inner::Batch { conn: Some(conn), writer: this, savepoint } })
         })
         .await
     }
@@ -195,43 +195,71 @@ impl Writer {
     }
 }
 
-/// One writer's turn: a savepoint in the current batch. Deref to the connection to run
+/// One writer's turn. On SQLite, a savepoint in the current batch of the one writing
+/// connection; on PostgreSQL, a transaction of the pool. Deref to the connection to run
 /// statements (`query.execute(&mut *tx)`), then [`commit`](Self::commit).
 #[derive(Debug)]
 pub struct WriteTx {
-    conn: Option<OwnedMutexGuard<Conn>>,
-    writer: Arc<Writer>,
-    savepoint: bool,
+    inner: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Batch { conn: Option<OwnedMutexGuard<Conn>>, writer: Arc<Writer>, savepoint: bool },
+    Pooled(Option<Transaction<'static, Any>>),
 }
 
 impl WriteTx {
-    /// Keeps this writer's changes and returns once they are on disk.
+    /// A PostgreSQL transaction (rolled back if dropped without commit).
+    pub(super) fn pooled(tx: Transaction<'static, Any>) -> Self {
+        Self { inner: Inner::Pooled(Some(tx)) }
+    }
+
+    /// Keeps this writer's changes and returns once they are durable.
     pub async fn commit(mut self) -> Result<(), DbError> {
-        let Some(conn) = self.conn.take() else { return Ok(()) };
-        uncancellable(self.writer.clone().end_turn(conn, self.savepoint)).await
+        match &mut self.inner {
+            Inner::Batch { conn, writer, savepoint } => {
+                let Some(conn) = conn.take() else { return Ok(()) };
+                uncancellable(writer.clone().end_turn(conn, *savepoint)).await
+            }
+            Inner::Pooled(tx) => match tx.take() {
+                Some(tx) => Ok(tx.commit().await?),
+                None => Ok(()),
+            },
+        }
     }
 }
 
 impl std::ops::Deref for WriteTx {
-    type Target = SqliteConnection;
+    type Target = AnyConnection;
 
-    fn deref(&self) -> &SqliteConnection {
-        self.conn.as_ref().map(|c| &c.conn).expect("a WriteTx is used only before commit")
+    fn deref(&self) -> &AnyConnection {
+        match &self.inner {
+            Inner::Batch { conn, .. } => conn.as_ref().map(|c| &c.conn),
+            Inner::Pooled(tx) => tx.as_deref(),
+        }
+        .expect("a WriteTx is used only before commit")
     }
 }
 
 impl std::ops::DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
-        self.conn.as_mut().map(|c| &mut c.conn).expect("a WriteTx is used only before commit")
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match &mut self.inner {
+            Inner::Batch { conn, .. } => conn.as_mut().map(|c| &mut c.conn),
+            Inner::Pooled(tx) => tx.as_deref_mut(),
+        }
+        .expect("a WriteTx is used only before commit")
     }
 }
 
 impl Drop for WriteTx {
     fn drop(&mut self) {
+        // A pooled transaction rolls itself back when dropped.
+        let Inner::Batch { conn, writer, savepoint } = &mut self.inner else { return };
         // Dropped without commit (an error, a refusal): undo this writer's changes. If nobody
         // else is coming, the batch must still be committed for the writers before us.
-        let Some(mut conn) = self.conn.take() else { return };
-        let (writer, savepoint) = (self.writer.clone(), self.savepoint);
+        let Some(mut conn) = conn.take() else { return };
+        let (writer, savepoint) = (writer.clone(), *savepoint);
         let cleanup = async move {
             let ok = if savepoint {
                 conn.abandoned = false;
@@ -265,7 +293,7 @@ async fn rollback_savepoint(conn: &mut Conn) -> Result<(), DbError> {
 
 /// Whether the connection is inside a transaction. (`BEGIN` fails inside one; outside, the
 /// transaction it opens is rolled back at once.) Only asked after a failed statement.
-async fn in_transaction(conn: &mut SqliteConnection) -> bool {
+async fn in_transaction(conn: &mut AnyConnection) -> bool {
     match exec(conn, "BEGIN").await {
         Err(_) => true,
         Ok(()) => {
@@ -278,7 +306,7 @@ async fn in_transaction(conn: &mut SqliteConnection) -> bool {
 /// Runs a statement of the writer's own (`BEGIN`, `SAVEPOINT`...). Boxed: an unboxed future
 /// here trips rustc's check that callers' futures are `Send` ("`Executor` is not general
 /// enough", rust-lang/rust#102211).
-fn exec<'c>(conn: &'c mut SqliteConnection, sql: &'static str) -> BoxFuture<'c, Result<(), DbError>> {
+fn exec<'c>(conn: &'c mut AnyConnection, sql: &'static str) -> BoxFuture<'c, Result<(), DbError>> {
     Box::pin(async move {
         sqlx::Executor::execute(conn, sql).await?;
         Ok(())

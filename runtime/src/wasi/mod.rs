@@ -2,11 +2,15 @@
 //!
 //! # The guest's world
 //!
-//! * argv: `[<algorithm name>, "/data/inputs", "/data/outputs", extra args...]`;
-//! * environment: empty (never the host's);
+//! * argv: `[<algorithm name>, "/data/inputs", "/data/outputs", extra args...]`, or in an
+//!   environment its own argv (`["python", "/algorithm/main.py", "/data/inputs", ...]`) and then
+//!   the extra args;
+//! * environment: empty (never the host's), or an environment's fixed variables;
 //! * preopened directories, in this order from descriptor 3: `/algorithm` (read-only, holds
-//!   `<algorithm name>.wasm`), `/data/inputs` (read-only, one directory per dataset),
-//!   `/data/outputs` (read-write, empty at start);
+//!   `<algorithm name>.wasm`, or an environment algorithm's files), `/data/inputs` (read-only,
+//!   one directory per dataset), `/data/outputs` (read-write, empty at start), then an
+//!   environment's own read-only mounts (`/sdk`). A module that embeds files with wasi-vfs (the
+//!   Python environment's standard library) numbers its own preopens after these;
 //! * stdin empty; stdout and stderr captured, each kept up to its cap;
 //! * clocks virtual, randomness seeded from the job's seed, no sockets, no network.
 //!

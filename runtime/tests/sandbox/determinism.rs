@@ -11,7 +11,7 @@ use tidepool_runtime::{Outcome, Receipt, Runtime, RuntimeConfig};
 use crate::util::{Opts, guest, run, run_alg, runtime};
 
 /// The same dataset, created on the host in the given order, with the given mtime.
-fn host_dataset(parent: &Path, reversed: bool, mtime: SystemTime) -> std::path::PathBuf {
+pub(crate) fn host_dataset(parent: &Path, reversed: bool, mtime: SystemTime) -> std::path::PathBuf {
     let root = parent.join("data");
     let mut files = vec![("b.txt", "bee"), ("a.txt", "ay"), ("sub/c.txt", "sea"), ("sub/deeper/d.txt", "dee")];
     if reversed {

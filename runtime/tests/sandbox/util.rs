@@ -11,7 +11,7 @@ pub fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
         Runtime::new(RuntimeConfig {
-            cache_dir: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compile-cache")),
+            cache_dir: Some(tidepool_test_artifacts::compile_cache()),
             ..RuntimeConfig::default()
         })
     })

@@ -9,10 +9,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// A running `tidepool serve`.
+/// A running `tidepool serve` (or `tidepool worker`).
 #[derive(Debug)]
 pub struct Daemon {
     child: Option<Child>,
+    /// `serve` or `worker`.
+    command: &'static str,
     pub url: String,
     pub data: PathBuf,
     port: u16,
@@ -22,18 +24,26 @@ pub struct Daemon {
     _tmp: Option<tempfile::TempDir>,
 }
 
-/// A free loopback port (bound and released: the daemon binds it right after).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("binding a loopback port").port()
-}
+use crate::cluster::free_port;
 
 impl Daemon {
     /// Starts `binary serve` with a faucet on a fresh data directory in the system's temporary
     /// directory; `envs` are set for it, `args` are extra flags.
     pub fn start(binary: &Path, envs: &[(&str, &Path)], args: &[&str]) -> Self {
+        Self::start_as("serve", binary, envs, args)
+    }
+
+    /// Starts `binary worker` (a cluster's worker node: `args` name the database and the blob
+    /// store) on a fresh data directory.
+    pub fn start_worker(binary: &Path, envs: &[(&str, &Path)], args: &[&str]) -> Self {
+        Self::start_as("worker", binary, envs, args)
+    }
+
+    fn start_as(command: &'static str, binary: &Path, envs: &[(&str, &Path)], args: &[&str]) -> Self {
         let tmp = tempfile::tempdir().expect("creating a temporary directory");
         let mut d = Self {
             child: None,
+            command,
             url: String::new(),
             data: tmp.path().join("data"),
             port: free_port(),
@@ -54,9 +64,13 @@ impl Daemon {
             .open(self.data.join("daemon.log"))
             .expect("opening the daemon's log");
         let mut cmd = Command::new(&self.binary);
-        cmd.args(["serve", "--dev-faucet", "--data-dir"])
+        if self.command == "serve" {
+            cmd.args(["serve", "--dev-faucet", "--listen", &format!("127.0.0.1:{}", self.port)]);
+        } else {
+            cmd.arg(self.command);
+        }
+        cmd.arg("--data-dir")
             .arg(&self.data)
-            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args(&self.args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
@@ -73,7 +87,7 @@ impl Daemon {
         let line = rx
             .recv_timeout(Duration::from_secs(120))
             .unwrap_or_else(|_| panic!("the daemon did not start:\n{}", self.log()));
-        assert!(line.contains("listening on"), "unexpected first line: {line}");
+        assert!(line.contains("listening on") || line.contains("worker running"), "unexpected first line: {line}");
         self.url = format!("http://127.0.0.1:{}", self.port);
         self.child = Some(child);
     }
@@ -88,6 +102,24 @@ impl Daemon {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOP: the process stops where it is (as a paused VM or a long GC pause would),
+    /// until [`resume`](Self::resume).
+    pub fn suspend(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`suspend`](Self::suspend).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(pid) = self.pid() {
+            let status = Command::new("kill").arg(signal).arg(pid.to_string()).status();
+            assert!(status.is_ok_and(|s| s.success()), "kill {signal} {pid}");
         }
     }
 

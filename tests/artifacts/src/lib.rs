@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+pub mod cluster;
 pub mod daemon;
 
 /// The directory holding every built module.
@@ -29,4 +30,71 @@ pub fn dataset(files: &[(&str, &[u8])]) -> tempfile::TempDir {
         std::fs::write(p, contents).expect("writing a dataset file");
     }
     dir
+}
+
+/// The compile cache every test binary shares (under the target directory), so that a module
+/// is compiled once per target directory, not once per test binary or run: the Python
+/// environment's module takes a minute to compile in a debug build.
+pub fn compile_cache() -> PathBuf {
+    PathBuf::from(env!("TIDEPOOL_TARGET_DIR")).join("tmp").join("compile-cache")
+}
+
+/// Where `scripts/setup.sh` installed the environments (the rule `tidepool` follows by
+/// default): `$TIDEPOOL_ENVIRONMENTS_DIR`, else `$XDG_DATA_HOME/tidepool/environments`, else
+/// `~/.local/share/tidepool/environments`.
+pub fn installed_environments() -> PathBuf {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    var("TIDEPOOL_ENVIRONMENTS_DIR").unwrap_or_else(|| {
+        var("XDG_DATA_HOME")
+            .or_else(|| var("HOME").map(|h| h.join(".local/share")))
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join("tidepool/environments")
+    })
+}
+
+/// Where [`environments`] assembles the test environments (without assembling them).
+fn environments_dir() -> PathBuf {
+    PathBuf::from(env!("TIDEPOOL_TARGET_DIR")).join("test-environments")
+}
+
+/// The environments the tests run in: this checkout's definitions and Python SDK (so a test
+/// sees the SDK as it is in the working tree), with the modules `scripts/setup.sh` installed.
+/// Assembled under the target directory; panics naming the fix when a module is missing.
+pub fn environments() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let workspace = PathBuf::from(env!("TIDEPOOL_WORKSPACE_DIR"));
+        let dir = environments_dir();
+        let python = dir.join("python-3.12");
+        let module = installed_environments().join("python-3.12/python-3.12.0.wasm");
+        assert!(
+            module.is_file(),
+            "the Python environment's module {} is missing: run scripts/setup.sh",
+            module.display()
+        );
+        let files = [
+            (workspace.join("environments/python-3.12/environment.toml"), python.join("environment.toml")),
+            (workspace.join("guest-sdk/python/tidepool.py"), python.join("sdk/tidepool.py")),
+        ];
+        std::fs::create_dir_all(python.join("sdk")).expect("creating the test environments");
+        for (from, to) in files {
+            let contents = std::fs::read(&from).unwrap_or_else(|e| panic!("reading {}: {e}", from.display()));
+            if std::fs::read(&to).ok().as_deref() != Some(&contents[..]) {
+                // Written aside and renamed, so a test binary running at the same time never
+                // reads half a file.
+                let tmp = to.with_extension(format!("tmp{}", std::process::id()));
+                std::fs::write(&tmp, &contents).expect("writing the test environments");
+                std::fs::rename(&tmp, &to).expect("writing the test environments");
+            }
+        }
+        let link = python.join("python-3.12.0.wasm");
+        if std::fs::read_link(&link).ok().as_deref() != Some(module.as_path()) {
+            let tmp = link.with_extension(format!("tmp{}", std::process::id()));
+            let _ = std::fs::remove_file(&tmp);
+            std::os::unix::fs::symlink(&module, &tmp).expect("linking the Python module");
+            std::fs::rename(&tmp, &link).expect("linking the Python module");
+        }
+        dir
+    })
+    .clone()
 }

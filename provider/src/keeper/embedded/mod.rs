@@ -1,7 +1,15 @@
 //! The embedded keeper: agreements, conditions, a token ledger and the event log in the
-//! provider's SQLite database ([`rows`] owns the tables). Every operation is one `IMMEDIATE`
-//! transaction: the condition checks, the token moves, the state change and the event are
-//! committed together or not at all.
+//! provider's database ([`rows`] owns the tables). Every operation is one transaction: the
+//! condition checks, the token moves, the state change and the event are committed together or
+//! not at all.
+//!
+//! On SQLite a transaction is begun `IMMEDIATE` on the one writing connection, so steps never
+//! overlap. On PostgreSQL (cluster mode) several API nodes run steps at once: a step locks the
+//! agreement's row before reading it and the balances it moves before reading them (addresses
+//! in order), and takes the event log's lock last, so no two steps fulfil the same condition or
+//! spend the same tokens, and event ids are committed in order. A follower task on each node
+//! reads what other nodes appended (woken by `NOTIFY`, polling besides) and tells this node's
+//! subscribers, so long-polled events wake on every node.
 //!
 //! Its controllers are not contracts; their addresses are derived from their names
 //! (`keccak256("tidepool.embedded.<Controller>")[12..]`) so condition keys are still well defined.
@@ -29,6 +37,10 @@ use crate::protocol::template::{ConditionName, Controller, Controllers};
 use crate::store::Db;
 use crate::store::writer::WriteTx;
 
+/// How often the follower reads the log when no notification came (notifications are best
+/// effort).
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The keeper kept in the provider's own database.
 #[derive(Debug)]
 pub struct EmbeddedKeeper {
@@ -46,18 +58,41 @@ impl EmbeddedKeeper {
                 .map(|c| (*c, Address::from_slice(&keccak256(format!("tidepool.embedded.{}", c.name()))[12..])))
                 .collect(),
         );
-        Self { db, chain_id, controllers, notes: broadcast::Sender::new(4096) }
+        let notes = broadcast::Sender::new(4096);
+        if db.is_shared() {
+            tokio::spawn(follow(db.clone(), notes.downgrade()));
+        }
+        Self { db, chain_id, controllers, notes }
     }
 
-    /// Begins a step: a write transaction and the agreement as it stands in it.
+    /// Begins a step: a write transaction and the agreement as it stands in it (locked).
     async fn begin(&self, id: B256) -> KeeperResult<(WriteTx, Agreement)> {
         let mut tx = self.db.write().await?;
+        if self.db.is_shared() {
+            rows::lock_agreement(&mut tx, id).await?;
+        }
         let agreement = rows::load(&mut tx, id).await?;
         Ok((tx, agreement))
     }
 
+    /// Locks the balances a step is about to read and change (a no-op on SQLite).
+    async fn lock_balances(&self, tx: &mut WriteTx, who: &[Address]) -> KeeperResult<()> {
+        if self.db.is_shared() {
+            let mut who = who.to_vec();
+            who.sort();
+            who.dedup();
+            for w in who {
+                rows::lock_balance(tx, w).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Ends a step: appends `event`, commits, then tells subscribers.
     async fn commit(&self, mut tx: WriteTx, event: AgreementEvent, now: u64) -> KeeperResult<()> {
+        if self.db.is_shared() {
+            rows::serialize_events(&mut tx).await?;
+        }
         let note = rows::emit(&mut tx, event, now).await?;
         tx.commit().await?;
         // No subscriber is fine: the log has it.
@@ -106,7 +141,11 @@ impl Keeper for EmbeddedKeeper {
         if rows::exists(&mut tx, n.id).await? {
             return Err(KeeperError::AlreadyExists(n.id));
         }
-        rows::insert(&mut tx, &n, now).await?;
+        match rows::insert(&mut tx, &n, now).await {
+            // Created by another node meanwhile.
+            Err(KeeperError::Storage(e)) if e.is_unique_violation() => return Err(KeeperError::AlreadyExists(n.id)),
+            other => other?,
+        }
         let event = ExecuteAgreement { agreementId: n.id, did: n.did.0, consumer: n.consumer, provider: n.provider };
         self.commit(tx, AgreementEvent::ExecuteAgreement(event), now).await?;
         self.agreement(n.id).await
@@ -124,6 +163,7 @@ impl Keeper for EmbeddedKeeper {
             return Err(KeeperError::NotParty { role: "consumer" });
         }
         fulfill(&mut tx, &a, ConditionName::LockPayment, now).await?;
+        self.lock_balances(&mut tx, &[payer]).await?;
         let amount = a.price_per_fuel.saturating_mul(U256::from(a.max_fuel));
         let available = rows::balance(&mut tx, payer).await?;
         if available < amount {
@@ -156,6 +196,7 @@ impl Keeper for EmbeddedKeeper {
         let now = unix_now();
         let (mut tx, a) = self.begin(id).await?;
         fulfill(&mut tx, &a, ConditionName::ReleasePayment, now).await?;
+        self.lock_balances(&mut tx, &[a.provider, a.consumer]).await?;
         let provider_amount = a.price_per_fuel.saturating_mul(U256::from(fuel_consumed)).min(a.escrow);
         let consumer_refund = a.escrow - provider_amount;
         rows::add_balance(&mut tx, a.provider, provider_amount).await?;
@@ -204,6 +245,7 @@ impl Keeper for EmbeddedKeeper {
         }
         // refundPayment's only dependency is lockPayment; its own timeout is unset.
         fulfill(&mut tx, &a, ConditionName::RefundPayment, now).await?;
+        self.lock_balances(&mut tx, &[a.consumer]).await?;
         rows::add_balance(&mut tx, a.consumer, a.escrow).await?;
         let update = AgreementUpdate {
             escrow: Some(U256::ZERO),
@@ -247,9 +289,46 @@ impl Keeper for EmbeddedKeeper {
 
     async fn credit(&self, who: Address, amount: U256) -> KeeperResult<U256> {
         let mut tx = self.db.write().await?;
+        self.lock_balances(&mut tx, &[who]).await?;
         let new = rows::add_balance(&mut tx, who, amount).await?;
         tx.commit().await?;
         Ok(new)
+    }
+}
+
+/// Follows the log that other nodes append to (cluster mode): tells this node's subscribers of
+/// every event past the last one seen, when another node notifies a commit and every
+/// [`FOLLOW_EVERY`] besides; ends with the keeper.
+async fn follow(db: Db, notes: broadcast::WeakSender<EventNote>) {
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let listener = db.listen("tidepool_events", {
+        let wake = wake.clone();
+        move || wake.notify_one()
+    });
+    let mut last = None;
+    while let Some(notes) = notes.upgrade() {
+        let read = async {
+            let mut conn = db.pool().acquire().await?;
+            let after = match last {
+                Some(l) => l,
+                None => *last.insert(rows::last_event(&mut conn).await?),
+            };
+            rows::notes_after(&mut conn, after, 1000).await
+        };
+        match read.await {
+            Ok(news) => {
+                for note in news {
+                    last = Some(note.id);
+                    let _ = notes.send(note);
+                }
+            }
+            Err(e) => tracing::debug!(error = %crate::error_chain(&e), "following the event log"),
+        }
+        drop(notes);
+        let _ = tokio::time::timeout(FOLLOW_EVERY, wake.notified()).await;
+    }
+    if let Some(listener) = listener {
+        listener.abort();
     }
 }
 

@@ -3,15 +3,14 @@
 //! keeper touches these tables.
 
 use alloy_primitives::{Address, B256, U256};
-use sqlx::SqliteConnection;
-use sqlx::types::Json;
+use sqlx::AnyConnection;
 
 use super::super::{KeeperError, KeeperResult, NewAgreement};
 use crate::protocol::agreement::{Agreement, AgreementState, Condition, ConditionStatus};
 use crate::protocol::ddo::Did;
 use crate::protocol::events::{AgreementEvent, EventNote, KeeperEvent};
 use crate::protocol::template::ConditionName;
-use crate::store::Text;
+use crate::store::{JsonText as Json, Text};
 
 /// An agreement's row, joined with one of its conditions' (`c_*`, NULL for an agreement
 /// without conditions).
@@ -80,11 +79,11 @@ fn state_of(text: &str) -> KeeperResult<AgreementState> {
 
 /// Reads agreement `id` with its conditions, in one query (the agreement's columns repeat on
 /// each of its conditions' rows).
-pub(super) async fn load(conn: &mut SqliteConnection, id: B256) -> KeeperResult<Agreement> {
+pub(super) async fn load(conn: &mut AnyConnection, id: B256) -> KeeperResult<Agreement> {
     let rows: Vec<AgreementRow> = sqlx::query_as(
         "SELECT a.*, c.name AS c_name, c.key AS c_key, c.values_hash AS c_values_hash, c.timeout AS c_timeout, \
          c.dependencies AS c_dependencies, c.state AS c_state, c.fulfilled_at AS c_fulfilled_at \
-         FROM agreements a LEFT JOIN conditions c ON c.agreement_id = a.id WHERE a.id = ?1 ORDER BY c.position",
+         FROM agreements a LEFT JOIN conditions c ON c.agreement_id = a.id WHERE a.id = $1 ORDER BY c.position",
     )
     .bind(Text(id))
     .fetch_all(&mut *conn)
@@ -119,18 +118,18 @@ pub(super) async fn load(conn: &mut SqliteConnection, id: B256) -> KeeperResult<
 }
 
 /// Is there an agreement `id`?
-pub(super) async fn exists(conn: &mut SqliteConnection, id: B256) -> KeeperResult<bool> {
+pub(super) async fn exists(conn: &mut AnyConnection, id: B256) -> KeeperResult<bool> {
     let found: Option<i64> =
-        sqlx::query_scalar("SELECT 1 FROM agreements WHERE id = ?1").bind(Text(id)).fetch_optional(&mut *conn).await?;
+        sqlx::query_scalar("SELECT 1 FROM agreements WHERE id = $1").bind(Text(id)).fetch_optional(&mut *conn).await?;
     Ok(found.is_some())
 }
 
 /// Inserts a new agreement and its conditions, unfulfilled.
-pub(super) async fn insert(conn: &mut SqliteConnection, n: &NewAgreement, now: u64) -> KeeperResult<()> {
+pub(super) async fn insert(conn: &mut AnyConnection, n: &NewAgreement, now: u64) -> KeeperResult<()> {
     let max_fuel = i64::try_from(n.max_fuel).map_err(|_| KeeperError::Invalid("max fuel too large".into()))?;
     sqlx::query(
         "INSERT INTO agreements (id, did, template_id, consumer, provider, price_per_fuel, max_fuel, escrow, state, \
-         created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, '0', 'active', ?8)",
+         created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, '0', 'active', $8)",
     )
     .bind(Text(n.id))
     .bind(Text(n.did.0))
@@ -149,32 +148,44 @@ pub(super) async fn insert(conn: &mut SqliteConnection, n: &NewAgreement, now: u
     for c in &n.conditions {
         timeouts.push(i64::try_from(c.timeout).map_err(|_| KeeperError::Invalid("timeout too large".into()))?);
     }
-    // All conditions in one statement.
-    let mut insert = sqlx::QueryBuilder::new(
-        "INSERT INTO conditions (agreement_id, position, name, key, values_hash, timeout, dependencies, state) ",
+    // All conditions in one statement (placeholders written out: sqlx's query builder writes
+    // `?`, which PostgreSQL does not take).
+    const COLUMNS: usize = 8;
+    let rows: Vec<String> = (0..n.conditions.len())
+        .map(|r| {
+            let marks: Vec<String> = (1..=COLUMNS).map(|c| format!("${}", r * COLUMNS + c)).collect();
+            format!("({})", marks.join(", "))
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO conditions (agreement_id, position, name, key, values_hash, timeout, dependencies, state) \
+         VALUES {}",
+        rows.join(", ")
     );
-    insert.push_values(n.conditions.iter().zip(timeouts).enumerate(), |mut b, (i, (c, timeout))| {
-        b.push_bind(Text(n.id))
-            .push_bind(i as i64)
-            .push_bind(c.name.as_str())
-            .push_bind(Text(c.key))
-            .push_bind(Text(c.values_hash))
-            .push_bind(timeout)
-            .push_bind(Json(c.dependencies.clone()))
-            .push_bind("unfulfilled");
-    });
-    insert.build().execute(&mut *conn).await?;
+    let mut insert = sqlx::query(&sql);
+    for (i, (c, timeout)) in n.conditions.iter().zip(timeouts).enumerate() {
+        insert = insert
+            .bind(Text(n.id))
+            .bind(i as i64)
+            .bind(c.name.as_str())
+            .bind(Text(c.key))
+            .bind(Text(c.values_hash))
+            .bind(timeout)
+            .bind(Json(c.dependencies.clone()))
+            .bind("unfulfilled");
+    }
+    insert.execute(&mut *conn).await?;
     Ok(())
 }
 
 /// Marks condition `name` of agreement `id` fulfilled at `now`.
 pub(super) async fn set_fulfilled(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     id: B256,
     name: ConditionName,
     now: u64,
 ) -> KeeperResult<()> {
-    sqlx::query("UPDATE conditions SET state = 'fulfilled', fulfilled_at = ?1 WHERE agreement_id = ?2 AND name = ?3")
+    sqlx::query("UPDATE conditions SET state = 'fulfilled', fulfilled_at = $1 WHERE agreement_id = $2 AND name = $3")
         .bind(now as i64)
         .bind(Text(id))
         .bind(name.as_str())
@@ -196,12 +207,12 @@ pub(super) struct AgreementUpdate {
 }
 
 /// Applies `update` to agreement `id`.
-pub(super) async fn update(conn: &mut SqliteConnection, id: B256, update: AgreementUpdate) -> KeeperResult<()> {
+pub(super) async fn update(conn: &mut AnyConnection, id: B256, update: AgreementUpdate) -> KeeperResult<()> {
     sqlx::query(
-        "UPDATE agreements SET escrow = COALESCE(?1, escrow), state = COALESCE(?2, state), \
-         algorithm_hash = COALESCE(?3, algorithm_hash), receipt_hash = COALESCE(?4, receipt_hash), \
-         output_did = COALESCE(?5, output_did), provider_paid = COALESCE(?6, provider_paid), \
-         consumer_refunded = COALESCE(?7, consumer_refunded) WHERE id = ?8",
+        "UPDATE agreements SET escrow = COALESCE($1, escrow), state = COALESCE($2, state), \
+         algorithm_hash = COALESCE($3, algorithm_hash), receipt_hash = COALESCE($4, receipt_hash), \
+         output_did = COALESCE($5, output_did), provider_paid = COALESCE($6, provider_paid), \
+         consumer_refunded = COALESCE($7, consumer_refunded) WHERE id = $8",
     )
     .bind(update.escrow.map(Text))
     .bind(update.state.map(AgreementState::as_str))
@@ -217,20 +228,21 @@ pub(super) async fn update(conn: &mut SqliteConnection, id: B256, update: Agreem
 }
 
 /// Appends `event` to the log; returns its position.
-pub(super) async fn emit(conn: &mut SqliteConnection, event: AgreementEvent, now: u64) -> KeeperResult<EventNote> {
+pub(super) async fn emit(conn: &mut AnyConnection, event: AgreementEvent, now: u64) -> KeeperResult<EventNote> {
     let agreement = event.agreement_id();
     let name = event.name();
     // The event's fields, as its `data` on the wire.
     let stored = serde_json::to_value(&event).map_err(corrupt)?;
     let data = stored.get("data").cloned().unwrap_or_default();
-    let id = sqlx::query("INSERT INTO events (agreement_id, name, data, created_at) VALUES (?1, ?2, ?3, ?4)")
-        .bind(Text(agreement))
-        .bind(name.as_str())
-        .bind(Json(data))
-        .bind(now as i64)
-        .execute(&mut *conn)
-        .await?
-        .last_insert_rowid();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO events (agreement_id, name, data, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(Text(agreement))
+    .bind(name.as_str())
+    .bind(Json(data))
+    .bind(now as i64)
+    .fetch_one(&mut *conn)
+    .await?;
     Ok(EventNote { id: id as u64, agreement })
 }
 
@@ -259,35 +271,91 @@ impl EventRow {
     }
 }
 
-/// One agreement's events after `?1` (`?2`: the agreement), through `events_by_agreement`
-/// however long the log. (One statement with a `?2 IS NULL OR` filter would make SQLite walk
-/// every event after `?1`: from the start, for a new agreement.)
+/// One agreement's events after `$1` (`$2`: the agreement), through `events_by_agreement`
+/// however long the log. (One statement with a `$2 IS NULL OR` filter would make SQLite walk
+/// every event after `$1`: from the start, for a new agreement.)
 pub(super) const EVENTS_OF_AGREEMENT: &str = "SELECT id, agreement_id, name, data, created_at FROM events \
-     WHERE agreement_id = ?2 AND id > ?1 ORDER BY id LIMIT ?3";
-/// All events after `?1` (`?2` unused).
+     WHERE agreement_id = $2 AND id > $1 ORDER BY id LIMIT $3";
+/// All events after `$1`.
 pub(super) const EVENTS_AFTER: &str =
-    "SELECT id, agreement_id, name, data, created_at FROM events WHERE id > ?1 ORDER BY id LIMIT ?3";
+    "SELECT id, agreement_id, name, data, created_at FROM events WHERE id > $1 ORDER BY id LIMIT $2";
 
 /// Events after `after` (of one agreement, if given), oldest first.
 pub(super) async fn events_after(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     after: u64,
     agreement: Option<B256>,
     limit: u32,
 ) -> KeeperResult<Vec<KeeperEvent>> {
-    let sql = if agreement.is_some() { EVENTS_OF_AGREEMENT } else { EVENTS_AFTER };
-    let rows: Vec<EventRow> = sqlx::query_as(sql)
-        .bind(i64::try_from(after).unwrap_or(i64::MAX))
-        .bind(agreement.map(Text))
-        .bind(i64::from(limit))
-        .fetch_all(&mut *conn)
-        .await?;
+    let after = i64::try_from(after).unwrap_or(i64::MAX);
+    let rows: Vec<EventRow> = match agreement {
+        Some(agreement) => {
+            sqlx::query_as(EVENTS_OF_AGREEMENT)
+                .bind(after)
+                .bind(Text(agreement))
+                .bind(i64::from(limit))
+                .fetch_all(&mut *conn)
+                .await?
+        }
+        None => sqlx::query_as(EVENTS_AFTER).bind(after).bind(i64::from(limit)).fetch_all(&mut *conn).await?,
+    };
     rows.into_iter().map(EventRow::event).collect()
 }
 
+/// The ids and agreements of the events after `after`, oldest first (what other nodes' commits
+/// added: see `EmbeddedKeeper`'s follower).
+pub(super) async fn notes_after(conn: &mut AnyConnection, after: u64, limit: u32) -> KeeperResult<Vec<EventNote>> {
+    let rows: Vec<(i64, Text<B256>)> =
+        sqlx::query_as("SELECT id, agreement_id FROM events WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(i64::try_from(after).unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(rows.into_iter().map(|(id, agreement)| EventNote { id: id as u64, agreement: agreement.0 }).collect())
+}
+
+/// The newest event's id (0 for an empty log).
+pub(super) async fn last_event(conn: &mut AnyConnection) -> KeeperResult<u64> {
+    let last: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM events").fetch_one(&mut *conn).await?;
+    Ok(last.unwrap_or(0) as u64)
+}
+
+/// PostgreSQL: locks agreement `id`'s row until the transaction ends, so that two nodes never
+/// run a step of the same agreement at once (a condition fulfilled twice, an escrow spent
+/// twice). (SQLite's one writer serializes steps already.)
+pub(super) async fn lock_agreement(conn: &mut AnyConnection, id: B256) -> KeeperResult<()> {
+    sqlx::query("SELECT id FROM agreements WHERE id = $1 FOR UPDATE").bind(Text(id)).fetch_optional(&mut *conn).await?;
+    Ok(())
+}
+
+/// PostgreSQL: locks an account's balance row (creating it at 0) until the transaction ends.
+pub(super) async fn lock_balance(conn: &mut AnyConnection, who: Address) -> KeeperResult<()> {
+    sqlx::query("INSERT INTO balances (address, amount) VALUES ($1, '0') ON CONFLICT (address) DO NOTHING")
+        .bind(Text(who))
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("SELECT amount FROM balances WHERE address = $1 FOR UPDATE")
+        .bind(Text(who))
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// PostgreSQL: takes the event log's lock until the transaction ends, then announces the
+/// commit to other nodes. Event ids come from a sequence, handed out before commit: without
+/// the lock, a transaction could commit id 11 while id 10 is still uncommitted, and a reader
+/// that saw 11 would never look back for 10. With it, ids are committed in order.
+pub(super) async fn serialize_events(conn: &mut AnyConnection) -> KeeperResult<()> {
+    // (Counted: the `Any` driver reads every row, and has no type for these functions' `void`.)
+    sqlx::query("SELECT COUNT(*) FROM (SELECT pg_advisory_xact_lock(7243661), pg_notify('tidepool_events', '')) AS l")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// An account's balance (0 if it has none).
-pub(super) async fn balance(conn: &mut SqliteConnection, who: Address) -> KeeperResult<U256> {
-    let amount: Option<Text<U256>> = sqlx::query_scalar("SELECT amount FROM balances WHERE address = ?1")
+pub(super) async fn balance(conn: &mut AnyConnection, who: Address) -> KeeperResult<U256> {
+    let amount: Option<Text<U256>> = sqlx::query_scalar("SELECT amount FROM balances WHERE address = $1")
         .bind(Text(who))
         .fetch_optional(&mut *conn)
         .await?;
@@ -295,9 +363,9 @@ pub(super) async fn balance(conn: &mut SqliteConnection, who: Address) -> Keeper
 }
 
 /// Sets an account's balance.
-pub(super) async fn set_balance(conn: &mut SqliteConnection, who: Address, amount: U256) -> KeeperResult<()> {
+pub(super) async fn set_balance(conn: &mut AnyConnection, who: Address, amount: U256) -> KeeperResult<()> {
     sqlx::query(
-        "INSERT INTO balances (address, amount) VALUES (?1, ?2) \
+        "INSERT INTO balances (address, amount) VALUES ($1, $2) \
          ON CONFLICT (address) DO UPDATE SET amount = excluded.amount",
     )
     .bind(Text(who))
@@ -308,7 +376,7 @@ pub(super) async fn set_balance(conn: &mut SqliteConnection, who: Address, amoun
 }
 
 /// Adds `amount` to an account; returns the new balance.
-pub(super) async fn add_balance(conn: &mut SqliteConnection, who: Address, amount: U256) -> KeeperResult<U256> {
+pub(super) async fn add_balance(conn: &mut AnyConnection, who: Address, amount: U256) -> KeeperResult<U256> {
     let new = balance(conn, who).await?.checked_add(amount).ok_or(KeeperError::Invalid("balance overflow".into()))?;
     set_balance(conn, who, new).await?;
     Ok(new)

@@ -136,3 +136,71 @@ async fn insufficient_funds_change_nothing() {
     assert!(!a.is_fulfilled(ConditionName::LockPayment), "the transaction rolled back");
     assert_eq!(k.balance(consumer).await.unwrap(), U256::from(10));
 }
+
+/// Two "nodes" (keepers with their own connection pools) on one real PostgreSQL, racing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_on_postgresql_never_spend_twice_nor_fulfil_twice() {
+    let pg = tidepool_test_artifacts::cluster::Postgres::start();
+    let a_node = EmbeddedKeeper::new(Db::open_url(&pg.url).await.unwrap(), 1337);
+    let b_node = EmbeddedKeeper::new(Db::open_url(&pg.url).await.unwrap(), 1337);
+    let (provider, consumer) = (Address::repeat_byte(0xaa), Address::repeat_byte(0xcc));
+    // Enough for exactly one escrow (max_fuel 1000 × price 2), credited from both nodes at once.
+    let credits = futures_util::future::join_all((0..10).map(|i| {
+        if i % 2 == 0 { a_node.credit(consumer, U256::from(200)) } else { b_node.credit(consumer, U256::from(200)) }
+    }))
+    .await;
+    assert!(credits.iter().all(Result::is_ok), "{credits:?}");
+    assert_eq!(a_node.balance(consumer).await.unwrap(), U256::from(2_000), "no credit was lost");
+    let first = a_node.create_agreement(new_agreement(&a_node, 1, &[])).await.unwrap();
+    let second = b_node.create_agreement(new_agreement(&b_node, 2, &[])).await.unwrap();
+    // The same agreement created on both nodes at once: one of them.
+    let (x, y) = tokio::join!(
+        a_node.create_agreement(new_agreement(&a_node, 3, &[])),
+        b_node.create_agreement(new_agreement(&b_node, 3, &[]))
+    );
+    assert_eq!(x.is_ok() as u8 + y.is_ok() as u8, 1, "{x:?} {y:?}");
+    // Both escrows locked at once, each on another node: the balance covers one.
+    let (x, y) = tokio::join!(a_node.lock_payment(first.id, consumer), b_node.lock_payment(second.id, consumer));
+    assert_eq!(x.is_ok() as u8 + y.is_ok() as u8, 1, "{x:?} {y:?}");
+    assert!(matches!(x.err().or(y.err()), Some(KeeperError::InsufficientBalance { .. })));
+    assert_eq!(a_node.balance(consumer).await.unwrap(), U256::ZERO);
+    let locked = if a_node.agreement(first.id).await.unwrap().escrow > U256::ZERO { first.id } else { second.id };
+    a_node.fulfill_upload(locked, B256::repeat_byte(4)).await.unwrap();
+    // Granted and released from both nodes at once: each exactly once.
+    let (x, y) = tokio::join!(a_node.grant_compute(locked), b_node.grant_compute(locked));
+    assert_eq!(x.is_ok() as u8 + y.is_ok() as u8, 1, "{x:?} {y:?}");
+    let (x, y) = tokio::join!(
+        a_node.release_payment(locked, B256::repeat_byte(5), 300),
+        b_node.release_payment(locked, B256::repeat_byte(5), 300)
+    );
+    assert_eq!(x.is_ok() as u8 + y.is_ok() as u8, 1, "{x:?} {y:?}");
+    assert_eq!(b_node.balance(provider).await.unwrap(), U256::from(600), "paid once");
+    assert_eq!(b_node.balance(consumer).await.unwrap(), U256::from(1_400), "refunded once");
+    // Every event once, in commit order, and the other node heard of them.
+    let names: Vec<EventName> =
+        b_node.events_after(0, Some(locked), 100).await.unwrap().into_iter().map(|e| e.name()).collect();
+    assert_eq!(
+        names,
+        [
+            EventName::ExecuteAgreement,
+            EventName::PaymentLocked,
+            EventName::FulfillUpload,
+            EventName::ComputeGranted,
+            EventName::PaymentReleased
+        ]
+    );
+    let mut heard = a_node.subscribe();
+    b_node.publish_output(locked, Did(B256::repeat_byte(6))).await.unwrap();
+    let note = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            match heard.recv().await {
+                Ok(n) if n.agreement == locked => return n,
+                Ok(_) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .expect("node A hears of node B's event");
+    assert_eq!(a_node.events_after(note.id - 1, None, 1).await.unwrap()[0].name(), EventName::OutputPublished);
+}

@@ -69,6 +69,8 @@ pub(crate) enum Mount {
     Algorithm = 1,
     Inputs = 2,
     Outputs = 3,
+    /// An environment's own read-only mount (such as an SDK).
+    Environment = 4,
 }
 
 /// Why an operation stopped, beyond an error number for the guest.
