@@ -94,9 +94,13 @@ async fn download(
     ApiPath((id, index)): ApiPath<(String, u32)>,
 ) -> ApiResult<Response> {
     let (entry, body) = api.jobs.open_result(&id, who, index).await?;
-    let body = match body {
-        ResultBody::Bytes(bytes) => Body::from(bytes),
-        ResultBody::File(file) => Body::from_stream(tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file))),
+    // A file's length is its entry's; bytes (the receipt, signed after its entry was written
+    // in cluster mode) carry their own.
+    let (body, length) = match body {
+        ResultBody::Bytes(bytes) => (Body::from(bytes), None),
+        ResultBody::File(file) => {
+            (Body::from_stream(tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file))), Some(entry.size))
+        }
     };
     let disposition =
         format!("attachment; filename=\"{}\"", entry.name.rsplit('/').next().unwrap_or("result").replace('"', "_"));
@@ -105,7 +109,7 @@ async fn download(
         body,
     )
         .into_response();
-    if let Ok(v) = entry.size.to_string().parse() {
+    if let Some(v) = length.and_then(|n| n.to_string().parse().ok()) {
         response.headers_mut().insert(header::CONTENT_LENGTH, v);
     }
     if let Some(hash) = entry.hash.and_then(|h| h.to_string().parse().ok()) {
