@@ -147,8 +147,17 @@ pub struct SandboxConfig {
     /// Address space a worker process may map (bytes): the guest's memory limit and the
     /// pooling allocator's reservations fit well within it.
     pub worker_address_space_bytes: u64,
-    /// Seconds a worker gets past its job's timeout before it is killed (outcome `timeout`).
+    /// Seconds a worker gets past its job's timeout before it is killed (the job then ends
+    /// `algorithm failed`, error `timeout: ...`, and the consumer is refunded).
     pub kill_grace_secs: u64,
+}
+
+impl SandboxConfig {
+    /// Jobs on threads of the daemon: for a provider embedded in another program (tests),
+    /// whose executable is not `tidepool` and cannot be a job's worker.
+    pub fn in_process() -> Self {
+        Self { isolation: Isolation::InProcess, ..Self::default() }
+    }
 }
 
 impl Default for SandboxConfig {

@@ -12,9 +12,10 @@ use tidepool_runtime::{Limits, Runtime, RuntimeConfig};
 use crate::agreement::{Agreements, Dispatcher};
 use crate::algorithms::Algorithms;
 use crate::assets::{Assets, AssetsConfig};
+use crate::config::Isolation;
 use crate::config::{Operators, ProviderConfig};
 use crate::http::{Api, BodyLimits, Guard, RequestAuth, UploadGate, UploadLimits};
-use crate::jobs::{Jobs, JobsConfig, ReceiptSigner};
+use crate::jobs::{Jobs, JobsConfig, ReceiptSigner, WorkersConfig};
 use crate::keeper::Keeper;
 use crate::keeper::embedded::EmbeddedKeeper;
 use crate::protocol::api::ProviderView;
@@ -63,7 +64,23 @@ pub(crate) fn jobs_config(config: &ProviderConfig, db: &Db, job_limits: Limits, 
         cluster: db.is_shared(),
         lease: std::time::Duration::from_secs(config.job_lease_secs.max(1)),
         node: crate::jobs::node_name(role),
+        workers: match config.sandbox.isolation {
+            Isolation::InProcess => None,
+            Isolation::Process => Some(WorkersConfig {
+                command: worker_command(),
+                sandbox: config.sandbox.clone(),
+                cache_dir: Some(config.data_dir.join("compile-cache")),
+            }),
+        },
     }
+}
+
+/// How to start a job's worker process: this very program, `tidepool job-worker`, with only
+/// the logging filter of the environment.
+fn worker_command() -> tidepool_sandbox::WorkerCommand {
+    let program = std::env::current_exe().unwrap_or_else(|_| "tidepool".into());
+    let env = std::env::var_os("RUST_LOG").map(|v| ("RUST_LOG".into(), v)).into_iter().collect();
+    tidepool_sandbox::WorkerCommand { program, args: vec!["job-worker".into()], env }
 }
 
 /// A provider: its components, built and connected.

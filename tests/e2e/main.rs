@@ -8,7 +8,9 @@
 //! * `provider_errors`: every error class, replays, algorithm policies;
 //! * `provider_restart`: SIGKILL at any point, restart, nothing lost or duplicated;
 //! * `provider_cli`: the client commands and `tidepool demo`;
-//! * `cluster`: API nodes and workers on real PostgreSQL and SeaweedFS, failures included.
+//! * `cluster`: API nodes and workers on real PostgreSQL and SeaweedFS, failures included;
+//! * `sandbox`: jobs in confined worker processes: a worker killed mid-job, quarantine;
+//! * `packaging`: the systemd unit's hardening, rated by `systemd-analyze security`.
 #![allow(clippy::unwrap_used, reason = "test helpers: a failed unwrap is a failed test")]
 
 mod cli_python;
@@ -16,8 +18,10 @@ mod cli_run;
 mod cli_verify;
 mod cluster;
 mod daemon;
+mod packaging;
 mod provider_cli;
 mod provider_errors;
 mod provider_flow;
 mod provider_restart;
+mod sandbox;
 mod util;

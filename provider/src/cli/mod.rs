@@ -60,6 +60,9 @@ pub enum Command {
     Balance(wallet::BalanceArgs),
     /// Credit tokens to an account (the provider's operators, embedded keeper).
     Credit(wallet::CreditArgs),
+    /// A job's worker process, started by `tidepool serve` (internal).
+    #[command(hide = true)]
+    JobWorker,
 }
 
 /// Runs the parsed command; the exit code it asks for, or an error (exit code 2).
@@ -80,6 +83,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Faucet(args) => rt()?.block_on(wallet::faucet(args)),
         Command::Balance(args) => rt()?.block_on(wallet::balance(args)),
         Command::Credit(args) => rt()?.block_on(wallet::credit(args)),
+        // The worker starts no async runtime: it confines itself before any thread starts.
+        Command::JobWorker => Ok(ExitCode::from(u8::try_from(tidepool_sandbox::child::main()).unwrap_or(4))),
     }
 }
 

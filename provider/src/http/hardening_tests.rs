@@ -19,7 +19,12 @@ use crate::provider::Provider;
 
 async fn provider_with(config: impl FnOnce(&mut ProviderConfig)) -> (tempfile::TempDir, Arc<Provider>) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut c = ProviderConfig { data_dir: tmp.path().join("data"), dev_faucet: true, ..ProviderConfig::default() };
+    let mut c = ProviderConfig {
+        data_dir: tmp.path().join("data"),
+        dev_faucet: true,
+        sandbox: crate::config::SandboxConfig::in_process(),
+        ..ProviderConfig::default()
+    };
     config(&mut c);
     let p = Provider::open(c).await.unwrap();
     (tmp, p)
@@ -289,7 +294,11 @@ async fn crash_leftovers_in_tmp_and_jobs_are_removed_at_start() {
     }
     std::fs::write(data.join("tmp/.tmpXYZ123"), vec![1u8; 4096]).unwrap();
     std::fs::write(data.join("jobs/0123abcd/outputs/half.bin"), b"half").unwrap();
-    let config = ProviderConfig { data_dir: data.clone(), ..ProviderConfig::default() };
+    let config = ProviderConfig {
+        data_dir: data.clone(),
+        sandbox: crate::config::SandboxConfig::in_process(),
+        ..ProviderConfig::default()
+    };
     let p = Provider::open(config).await.unwrap();
     p.start().await.unwrap();
     assert_eq!(files_in(&data.join("tmp")), 0, "temporary files left by a killed daemon");

@@ -275,6 +275,29 @@ impl JobStore {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Puts a job whose worker process died back in the queue, while `lease` still holds it.
+    /// False if the lease was lost (nothing was written).
+    pub async fn requeue(&self, id: &str, lease: &Lease) -> JobResult<bool> {
+        let done = self
+            .db
+            .execute(
+                sqlx::query(
+                    "UPDATE jobs SET status = $1, updated_at = $2, lease_owner = NULL, lease_until = NULL \
+                     WHERE id = $3 AND lease_owner = $4 AND attempts = $5",
+                )
+                .bind(i64::from(JobStatus::Queued.code()))
+                .bind(unix_now() as i64)
+                .bind(id)
+                .bind(&lease.owner)
+                .bind(lease.attempt),
+            )
+            .await?;
+        if done.rows_affected() == 1 {
+            self.db.notify("tidepool_jobs").await;
+        }
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Records that the consumer asked job `id` to stop, for whichever node runs it.
     pub async fn request_stop(&self, id: &str) -> JobResult<()> {
         self.db.execute(sqlx::query("UPDATE jobs SET stop_requested = 1 WHERE id = $1").bind(id)).await?;
