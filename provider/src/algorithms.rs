@@ -1,7 +1,8 @@
 //! Algorithms: admitting modules and algorithms for the environments this provider offers
 //! (the runtime's checks, before anything is stored or promised), keeping them in the blob
-//! store, and remembering which algorithm was uploaded for which agreement (table `uploads`,
-//! owned here).
+//! store, and remembering which algorithms were uploaded for which agreement (table
+//! `uploads`, owned here). Only one of them is the agreement's: the one whose hash the keeper
+//! recorded; a job looks its upload up by that hash.
 
 use std::sync::Arc;
 
@@ -181,15 +182,16 @@ impl Algorithms {
         blocking(move || blobs.put_bytes(&bytes)).await
     }
 
-    /// Records that `upload` is the algorithm of `agreement`.
+    /// Records that `upload` was uploaded for `agreement` (before the keeper is asked to
+    /// record its hash: of several concurrent uploads, the keeper accepts one).
     pub async fn record_upload(&self, agreement: B256, upload: &Upload) -> Result<(), DbError> {
         self.db
             .execute(
                 sqlx::query(
                     "INSERT INTO uploads (agreement_id, algorithm_hash, algorithm_did, name, created_at, \
-                     environment, blob) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (agreement_id) DO UPDATE \
-                     SET algorithm_hash = excluded.algorithm_hash, algorithm_did = excluded.algorithm_did, \
-                     name = excluded.name, environment = excluded.environment, blob = excluded.blob",
+                     environment, blob) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (agreement_id, algorithm_hash) \
+                     DO UPDATE SET algorithm_did = excluded.algorithm_did, name = excluded.name, \
+                     environment = excluded.environment, blob = excluded.blob",
                 )
                 .bind(Text(agreement))
                 .bind(Text(upload.algorithm_hash))
@@ -204,12 +206,14 @@ impl Algorithms {
         Ok(())
     }
 
-    /// The algorithm uploaded for `agreement`, if any.
-    pub async fn upload_of(&self, agreement: B256) -> Result<Option<Upload>, DbError> {
+    /// The upload of algorithm `hash` for `agreement` (the hash the keeper recorded), if any.
+    pub async fn upload_of(&self, agreement: B256, hash: B256) -> Result<Option<Upload>, DbError> {
         let row: Option<UploadRow> = sqlx::query_as(
-            "SELECT algorithm_hash, blob, environment, algorithm_did, name FROM uploads WHERE agreement_id = $1",
+            "SELECT algorithm_hash, blob, environment, algorithm_did, name FROM uploads \
+             WHERE agreement_id = $1 AND algorithm_hash = $2",
         )
         .bind(Text(agreement))
+        .bind(Text(hash))
         .fetch_optional(self.db.pool())
         .await?;
         Ok(row.map(|r| Upload {

@@ -3,7 +3,7 @@
 //! then `TIDEPOOL_*` environment variables, then the TOML file given with `--config`, then the
 //! defaults below.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use alloy_primitives::{Address, U256};
@@ -44,7 +44,8 @@ pub struct ProviderConfig {
     /// The most a published service may allow a job, and the default when publishing.
     pub job_limits: Limits,
     /// How often a job is retried when the provider restarts (or, in a cluster, its worker
-    /// stops) in the middle of it.
+    /// stops) in the middle of it, or its worker process dies, before it is given up
+    /// (quarantined when its worker process kept dying).
     pub max_job_attempts: u32,
     /// The JSON-RPC URL of the chain the agreements live on. With `contracts`, the provider
     /// runs the EVM keeper; without both, the embedded keeper (the default).
@@ -75,6 +76,115 @@ pub struct ProviderConfig {
     /// Seconds a node's claim on a job lasts unless renewed (renewed every third of it); a job
     /// whose node stopped renewing is run again elsewhere after this.
     pub job_lease_secs: u64,
+    /// The HTTP server's limits (the `[http]` table).
+    pub http: HttpConfig,
+    /// How jobs are isolated (the `[sandbox]` table).
+    pub sandbox: SandboxConfig,
+    /// How long a write waits for a database locked by another process before it is answered
+    /// 503 (milliseconds).
+    pub db_busy_timeout_ms: u64,
+}
+
+/// The HTTP server's limits: what a stranger's connections and requests may cost. Every limit
+/// is a `[http]` key, a flag of `tidepool serve` and a `TIDEPOOL_*` variable (README,
+/// "Security").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// A request's line and headers must arrive within this (ms); an idle keep-alive
+    /// connection is closed after it too.
+    pub header_read_timeout_ms: u64,
+    /// A request body that sends nothing for this long is answered 408 (ms).
+    pub body_idle_timeout_ms: u64,
+    /// Open connections at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Requests being handled at once; more are answered 503 with `Retry-After`.
+    pub max_concurrent_requests: usize,
+    /// Longest path and query (414 beyond).
+    pub max_uri_bytes: usize,
+    /// Most bytes of request headers (431 beyond).
+    pub max_header_bytes: usize,
+    /// Most request headers (431 beyond).
+    pub max_headers: usize,
+    /// Largest JSON request body (413 beyond).
+    pub max_json_bytes: u64,
+    /// Requests per second one peer may make on average (0: no per-peer limit); 429 beyond.
+    pub rate_limit_per_sec: f64,
+    /// Requests one peer may make in a burst.
+    pub rate_limit_burst: u32,
+    /// Reverse proxies whose `X-Forwarded-For` is believed; from any other peer the header is
+    /// ignored and the connection's address is the peer.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Uploads (modules, dataset files) received at once; 503 beyond.
+    pub max_concurrent_uploads: usize,
+    /// Uploads received at once from one address; 429 beyond.
+    pub max_uploads_per_address: usize,
+    /// Bytes one address may upload per hour (0: no bound); 429 beyond.
+    pub upload_bytes_per_address_per_hour: u64,
+    /// Serve Prometheus metrics at `/metrics`.
+    pub metrics: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_ms: 10_000,
+            body_idle_timeout_ms: 30_000,
+            max_connections: 1024,
+            max_concurrent_requests: 256,
+            max_uri_bytes: 8 << 10,
+            max_header_bytes: 16 << 10,
+            max_headers: 64,
+            max_json_bytes: 1 << 20,
+            rate_limit_per_sec: 100.0,
+            rate_limit_burst: 1000,
+            trusted_proxies: Vec::new(),
+            max_concurrent_uploads: 8,
+            max_uploads_per_address: 2,
+            upload_bytes_per_address_per_hour: 32 << 30,
+            metrics: true,
+        }
+    }
+}
+
+/// How jobs are isolated from the daemon.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// `process`: each job in a worker process of its own with an OS sandbox (Landlock,
+    /// seccomp, no new privileges, rlimits); `in-process`: on a thread of the daemon.
+    pub isolation: Isolation,
+    /// Worker processes kept started and idle, ready for the next jobs.
+    pub prespawn: usize,
+    /// Address space a worker process may map (bytes): the guest's memory limit and the
+    /// pooling allocator's reservations fit well within it.
+    pub worker_address_space_bytes: u64,
+    /// Seconds a worker gets past its job's timeout before it is killed (the job then ends
+    /// `algorithm failed`, error `timeout: ...`, and the consumer is refunded).
+    pub kill_grace_secs: u64,
+}
+
+impl SandboxConfig {
+    /// Jobs on threads of the daemon: for a provider embedded in another program (tests),
+    /// whose executable is not `tidepool` and cannot be a job's worker.
+    pub fn in_process() -> Self {
+        Self { isolation: Isolation::InProcess, ..Self::default() }
+    }
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self { isolation: Isolation::Process, prespawn: 1, worker_address_space_bytes: 64 << 30, kill_grace_secs: 5 }
+    }
+}
+
+/// Where jobs run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    #[default]
+    Process,
+    InProcess,
 }
 
 impl Default for ProviderConfig {
@@ -99,6 +209,9 @@ impl Default for ProviderConfig {
             confirmations: 0,
             environments_dir: None,
             cache_dir: None,
+            http: HttpConfig::default(),
+            sandbox: SandboxConfig::default(),
+            db_busy_timeout_ms: 5_000,
             database: None,
             blobs: None,
             blobs_region: "us-east-1".into(),

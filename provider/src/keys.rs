@@ -1,4 +1,6 @@
-//! Private key files: one line of 64 hex digits, created with mode 0600.
+//! Private key files: one line of 64 hex digits, created with mode 0600. The provider refuses
+//! to start with a key file that others may read or write (see [`check_private`]); keys are
+//! never printed (`PrivateKeySigner`'s `Debug` shows only the address).
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -34,9 +36,26 @@ pub fn save(path: &Path, key: &PrivateKeySigner) -> Result<()> {
     Ok(())
 }
 
-/// Loads the key at `path`, creating a new one there first if `create` and it is missing.
+/// Refuses a key file that anyone but its owner may read or write (mode bits `0o077`).
+pub fn check_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "the key file {} has mode {:o}: others may read or change it; make it private with `chmod 600 {}`",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Loads the key at `path` (which must be private: [`check_private`]), creating a new one
+/// there first if `create` and it is missing.
 pub fn load_or_create(path: &Path, create: bool) -> Result<(PrivateKeySigner, bool)> {
     if path.exists() || !create {
+        check_private(path)?;
         return Ok((load(path)?, false));
     }
     let key = PrivateKeySigner::random();
@@ -60,5 +79,19 @@ mod tests {
         assert!(save(&path, &PrivateKeySigner::random()).is_err());
         std::fs::write(tmp.path().join("bad"), "xyz").unwrap();
         assert!(load(&tmp.path().join("bad")).is_err());
+        assert!(!format!("{key:?}").contains(&hex::encode(key.to_bytes())), "Debug shows the secret");
+    }
+
+    #[test]
+    fn a_key_file_others_can_read_is_refused_at_start() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("provider.key");
+        load_or_create(&path, true).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = load_or_create(&path, true).unwrap_err();
+        assert!(format!("{e:#}").contains("chmod 600"), "{e:#}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        load_or_create(&path, true).unwrap();
     }
 }

@@ -20,6 +20,7 @@ pub mod http;
 pub mod jobs;
 pub mod keeper;
 pub mod keys;
+pub mod metrics;
 pub mod protocol;
 pub mod provider;
 pub mod store;

@@ -12,9 +12,10 @@ use tidepool_runtime::{Environments, Limits, Runtime, RuntimeConfig};
 use crate::agreement::{Agreements, Dispatcher};
 use crate::algorithms::Algorithms;
 use crate::assets::{Assets, AssetsConfig};
+use crate::config::Isolation;
 use crate::config::{Operators, ProviderConfig};
-use crate::http::{Api, BodyLimits, RequestAuth};
-use crate::jobs::{Jobs, JobsConfig, ReceiptSigner};
+use crate::http::{Api, BodyLimits, Guard, RequestAuth, UploadGate, UploadLimits};
+use crate::jobs::{Jobs, JobsConfig, ReceiptSigner, WorkersConfig};
 use crate::keeper::Keeper;
 use crate::keeper::embedded::EmbeddedKeeper;
 use crate::keeper::evm::{EvmConfig, EvmKeeper};
@@ -29,7 +30,10 @@ use crate::store::s3::{S3, S3Config};
 pub(crate) async fn open_db(config: &ProviderConfig) -> Result<Db> {
     match &config.database {
         Some(url) => Db::open_url(url).await.context("connecting to the database"),
-        None => Db::open(&config.data_dir.join("tidepool.db")).await.context("opening the database"),
+        None => {
+            let busy = std::time::Duration::from_millis(config.db_busy_timeout_ms);
+            Db::open_with_busy_timeout(&config.data_dir.join("tidepool.db"), busy).await.context("opening the database")
+        }
     }
 }
 
@@ -80,7 +84,23 @@ pub(crate) fn jobs_config(config: &ProviderConfig, db: &Db, job_limits: Limits, 
         cluster: db.is_shared(),
         lease: std::time::Duration::from_secs(config.job_lease_secs.max(1)),
         node: crate::jobs::node_name(role),
+        workers: match config.sandbox.isolation {
+            Isolation::InProcess => None,
+            Isolation::Process => Some(WorkersConfig {
+                command: worker_command(),
+                sandbox: config.sandbox.clone(),
+                cache_dir: Some(config.data_dir.join("compile-cache")),
+            }),
+        },
     }
+}
+
+/// How to start a job's worker process: this very program, `tidepool job-worker`, with only
+/// the logging filter of the environment.
+fn worker_command() -> tidepool_sandbox::WorkerCommand {
+    let program = std::env::current_exe().unwrap_or_else(|_| "tidepool".into());
+    let env = std::env::var_os("RUST_LOG").map(|v| ("RUST_LOG".into(), v)).into_iter().collect();
+    tidepool_sandbox::WorkerCommand { program, args: vec!["job-worker".into()], env }
 }
 
 /// A provider: its components, built and connected.
@@ -106,6 +126,11 @@ impl Provider {
         }
         let db = open_db(&config).await?;
         let blobs = open_blobs(&config).await?;
+        // What a killed daemon left half written: nothing refers to it.
+        let cleared = blobs.clear_tmp().context("clearing the blob store's temporary files")?;
+        if cleared > 0 {
+            tracing::info!(files = cleared, "removed temporary files left by a previous run");
+        }
         let keeper: Arc<dyn Keeper> = match (&config.chain_rpc, &config.contracts) {
             (None, None) => Arc::new(EmbeddedKeeper::new(db.clone(), config.chain_id, signer.address())),
             (Some(_), Some(_)) if db.is_shared() => anyhow::bail!("{}", crate::worker::CHAIN_AND_CLUSTER),
@@ -200,6 +225,12 @@ impl Provider {
             limits: BodyLimits { max_file_bytes: config.max_file_bytes, max_module_bytes: config.max_module_bytes },
             faucet: config.dev_faucet.then_some(config.faucet_amount),
             operators,
+            guard: Guard::new(config.http.clone()),
+            uploads: UploadGate::new(UploadLimits {
+                max_concurrent: config.http.max_concurrent_uploads,
+                max_per_address: config.http.max_uploads_per_address,
+                bytes_per_address_per_hour: config.http.upload_bytes_per_address_per_hour,
+            }),
         });
         Arc::new(Self { config, signer, keeper, algorithms, jobs, dispatcher, api })
     }

@@ -295,6 +295,7 @@ async fn the_same_signed_request_to_both_api_nodes_succeeds_once() {
             address: signer.address(),
             nonce,
             expiry,
+            content_hash: Some(keccak256(&body)),
             signature: sign_typed(&signer, operator.domain(), &request),
         };
         let send = |base: &str| {

@@ -10,7 +10,9 @@
 //! * `provider_restart`: SIGKILL at any point, restart, nothing lost or duplicated;
 //! * `provider_cli`: the client commands and `tidepool demo`;
 //! * `keepers`: one scenario suite on both keepers (embedded, and contracts on anvil);
-//! * `cluster`: API nodes and workers on real PostgreSQL and SeaweedFS, failures included.
+//! * `cluster`: API nodes and workers on real PostgreSQL and SeaweedFS, failures included;
+//! * `sandbox`: jobs in confined worker processes: a worker killed mid-job, quarantine;
+//! * `packaging`: the systemd unit's hardening, rated by `systemd-analyze security`.
 #![allow(clippy::unwrap_used, reason = "test helpers: a failed unwrap is a failed test")]
 
 mod cli_python;
@@ -19,9 +21,11 @@ mod cli_verify;
 mod cluster;
 mod daemon;
 mod keepers;
+mod packaging;
 mod provider_cli;
 mod provider_errors;
 mod provider_flow;
 mod provider_python;
 mod provider_restart;
+mod sandbox;
 mod util;

@@ -138,7 +138,7 @@ async fn deferred_execution_waits_for_not_before() {
 }
 
 /// A provider configuration file setting the job limits.
-fn toml_job_limits(l: &tidepool_runtime::Limits) -> String {
+pub fn toml_job_limits(l: &tidepool_runtime::Limits) -> String {
     format!(
         "[job_limits]\nfuel = {}\nmemory_bytes = {}\ntimeout_ms = {}\noutput_bytes = {}\noutput_files = {}\n\
          stdout_bytes = {}\nstderr_bytes = {}\nmodule_bytes = {}\nmax_wasm_stack = {}\n",

@@ -58,6 +58,9 @@ pub enum ServiceError {
     Io(#[from] std::io::Error),
 }
 
+/// The latest `notBefore` accepted: 9999-12-31T23:59:59Z.
+pub const MAX_NOT_BEFORE: u64 = 253_402_300_799;
+
 /// Results of the flow's steps.
 pub type ServiceResult<T> = Result<T, ServiceError>;
 
@@ -231,6 +234,11 @@ impl Agreements {
             return Err(ServiceError::Forbidden(
                 "the request is signed by another address than consumerAddress".into(),
             ));
+        }
+        if let Some(t) = req.not_before.filter(|t| *t > MAX_NOT_BEFORE) {
+            return Err(ServiceError::BadRequest(format!(
+                "notBefore {t} is out of range (Unix seconds, at most {MAX_NOT_BEFORE}: the year 9999)"
+            )));
         }
         let a = self.consumer_agreement(req.service_agreement_id, signer).await?;
         if !a.is_fulfilled(ConditionName::GrantCompute) {

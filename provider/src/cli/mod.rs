@@ -38,7 +38,7 @@ pub enum Command {
     /// Re-execute a receipt's job and check that it matches.
     Verify(verify::VerifyArgs),
     /// Run the provider daemon (an API node, with --database and --blobs).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Run a worker node of a cluster: jobs from the shared database (--database, --blobs).
     Worker(worker::WorkerArgs),
     /// The whole story on one machine: a provider, a dataset, a consumer, a receipt, an auditor.
@@ -63,6 +63,9 @@ pub enum Command {
     Credit(wallet::CreditArgs),
     /// The agreement contracts on an EVM chain (deploy).
     Chain(chain::ChainArgs),
+    /// A job's worker process, started by `tidepool serve` (internal).
+    #[command(hide = true)]
+    JobWorker,
 }
 
 /// Stack of the daemon's threads (see `dispatch`).
@@ -77,7 +80,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Keygen(args) => keygen::run(args),
-        Command::Serve(args) => rt()?.block_on(serve::run(args)),
+        Command::Serve(args) => rt()?.block_on(serve::run(*args)),
         Command::Worker(args) => rt()?.block_on(worker::run(args)),
         Command::Demo(args) => rt()?.block_on(demo::run(args)),
         Command::Publish(args) => rt()?.block_on(publish::run(args)),
@@ -89,6 +92,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Balance(args) => rt()?.block_on(wallet::balance(args)),
         Command::Credit(args) => rt()?.block_on(wallet::credit(args)),
         Command::Chain(args) => rt()?.block_on(chain::run(args)),
+        // The worker starts no async runtime: it confines itself before any thread starts.
+        Command::JobWorker => Ok(ExitCode::from(u8::try_from(tidepool_sandbox::child::main()).unwrap_or(4))),
     }
 }
 

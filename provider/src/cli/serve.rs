@@ -1,13 +1,15 @@
 //! `tidepool serve`: the provider daemon.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use alloy_primitives::Address;
 use anyhow::{Context, Result};
 
-use crate::config::ProviderConfig;
+use super::args::{parse_duration, parse_size};
+use crate::config::{Isolation, ProviderConfig};
 use crate::provider::Provider;
 
 /// Settings; each overrides the `TIDEPOOL_*` environment variable of the same name, which
@@ -56,6 +58,12 @@ pub struct ServeArgs {
     /// Run jobs on this node too [default: yes, unless --database names a shared database].
     #[arg(long, env = "TIDEPOOL_RUN_JOBS", value_name = "BOOL")]
     pub run_jobs: Option<bool>,
+    /// Run each job in a worker process with an OS sandbox (`process`), or on a thread of
+    /// the daemon (`in-process`) [default: process].
+    #[arg(long, env = "TIDEPOOL_ISOLATION", value_name = "MODE", value_parser = parse_isolation)]
+    pub isolation: Option<Isolation>,
+    #[command(flatten)]
+    pub http: HttpArgs,
 }
 
 /// Where the agreement contracts are: the chain's JSON-RPC URL and the contracts file
@@ -132,6 +140,110 @@ impl ClusterArgs {
     }
 }
 
+/// The HTTP server's limits (README, "Security"); each overrides its `[http]` key.
+#[derive(Debug, Default, clap::Args)]
+pub struct HttpArgs {
+    /// Time to send a request's line and headers; idle keep-alive connections close after it
+    /// [default: 10s].
+    #[arg(long, env = "TIDEPOOL_HEADER_READ_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub header_read_timeout: Option<Duration>,
+    /// A request body silent this long is answered 408 [default: 30s].
+    #[arg(long, env = "TIDEPOOL_BODY_IDLE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub body_idle_timeout: Option<Duration>,
+    /// Open connections at once; more are closed at once [default: 1024].
+    #[arg(long, env = "TIDEPOOL_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Requests handled at once; more are answered 503 with Retry-After [default: 256].
+    #[arg(long, env = "TIDEPOOL_MAX_CONCURRENT_REQUESTS", value_name = "N")]
+    pub max_concurrent_requests: Option<usize>,
+    /// Longest path and query, 414 beyond [default: 8KiB].
+    #[arg(long, env = "TIDEPOOL_MAX_URI_BYTES", value_name = "SIZE", value_parser = parse_size)]
+    pub max_uri_bytes: Option<u64>,
+    /// Most header bytes, 431 beyond [default: 16KiB].
+    #[arg(long, env = "TIDEPOOL_MAX_HEADER_BYTES", value_name = "SIZE", value_parser = parse_size)]
+    pub max_header_bytes: Option<u64>,
+    /// Most headers, 431 beyond [default: 64].
+    #[arg(long, env = "TIDEPOOL_MAX_HEADERS", value_name = "N")]
+    pub max_headers: Option<usize>,
+    /// Largest JSON body, 413 beyond [default: 1MiB].
+    #[arg(long, env = "TIDEPOOL_MAX_JSON_BYTES", value_name = "SIZE", value_parser = parse_size)]
+    pub max_json_bytes: Option<u64>,
+    /// Requests per second per peer on average, 429 beyond; 0 turns the limit off [default: 100].
+    #[arg(long, env = "TIDEPOOL_RATE_LIMIT", value_name = "N")]
+    pub rate_limit: Option<f64>,
+    /// Requests per peer in a burst [default: 1000].
+    #[arg(long, env = "TIDEPOOL_RATE_BURST", value_name = "N")]
+    pub rate_burst: Option<u32>,
+    /// A reverse proxy whose X-Forwarded-For is believed (repeatable, or comma-separated).
+    #[arg(long = "trusted-proxy", env = "TIDEPOOL_TRUSTED_PROXIES", value_delimiter = ',', value_name = "IP")]
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Uploads received at once, 503 beyond [default: 8].
+    #[arg(long, env = "TIDEPOOL_MAX_CONCURRENT_UPLOADS", value_name = "N")]
+    pub max_concurrent_uploads: Option<usize>,
+    /// Uploads received at once from one address, 429 beyond [default: 2].
+    #[arg(long, env = "TIDEPOOL_MAX_UPLOADS_PER_ADDRESS", value_name = "N")]
+    pub max_uploads_per_address: Option<usize>,
+    /// Bytes one address may upload per hour, 429 beyond; 0: no bound [default: 32GiB].
+    #[arg(long, env = "TIDEPOOL_UPLOAD_QUOTA", value_name = "SIZE", value_parser = parse_size)]
+    pub upload_quota: Option<u64>,
+}
+
+fn parse_isolation(s: &str) -> Result<Isolation, String> {
+    match s {
+        "process" => Ok(Isolation::Process),
+        "in-process" => Ok(Isolation::InProcess),
+        other => Err(format!("`{other}` is not an isolation mode (process, in-process)")),
+    }
+}
+
+impl HttpArgs {
+    /// Puts the flags that were given over `c`.
+    fn apply(&self, c: &mut crate::config::HttpConfig) {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        if let Some(v) = self.header_read_timeout {
+            c.header_read_timeout_ms = ms(v);
+        }
+        if let Some(v) = self.body_idle_timeout {
+            c.body_idle_timeout_ms = ms(v);
+        }
+        if let Some(v) = self.max_connections {
+            c.max_connections = v;
+        }
+        if let Some(v) = self.max_concurrent_requests {
+            c.max_concurrent_requests = v;
+        }
+        if let Some(v) = self.max_uri_bytes {
+            c.max_uri_bytes = size(v);
+        }
+        if let Some(v) = self.max_header_bytes {
+            c.max_header_bytes = size(v);
+        }
+        if let Some(v) = self.max_headers {
+            c.max_headers = v;
+        }
+        if let Some(v) = self.max_json_bytes {
+            c.max_json_bytes = v;
+        }
+        if let Some(v) = self.rate_limit {
+            c.rate_limit_per_sec = v;
+        }
+        if let Some(v) = self.rate_burst {
+            c.rate_limit_burst = v;
+        }
+        c.trusted_proxies.extend(self.trusted_proxies.iter().copied());
+        if let Some(v) = self.max_concurrent_uploads {
+            c.max_concurrent_uploads = v;
+        }
+        if let Some(v) = self.max_uploads_per_address {
+            c.max_uploads_per_address = v;
+        }
+        if let Some(v) = self.upload_quota {
+            c.upload_bytes_per_address_per_hour = v;
+        }
+    }
+}
+
 impl ServeArgs {
     /// The configuration: flags and environment over the file over the defaults.
     pub fn config(&self) -> Result<ProviderConfig> {
@@ -180,6 +292,10 @@ impl ServeArgs {
         if let Some(v) = self.run_jobs {
             c.run_jobs = Some(v);
         }
+        if let Some(v) = self.isolation {
+            c.sandbox.isolation = v;
+        }
+        self.http.apply(&mut c.http);
         Ok(c)
     }
 }

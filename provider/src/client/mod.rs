@@ -225,6 +225,7 @@ impl Client {
             address: self.address(),
             nonce,
             expiry,
+            content_hash: Some(body_hash),
             signature: sign_typed(&self.signer, &self.domain, &request),
         };
         let mut builder = self.http.request(method, format!("{}{path}", self.base()));

@@ -4,16 +4,16 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use tracing::instrument;
 
-use super::extract::{ApiPath, ApiQuery, Envelope, SignedJson, stream_body};
+use super::extract::{ApiPath, ApiQuery, Envelope, SignedJson};
 use super::{Api, ApiError, ApiResult};
 use crate::assets::StagedFile;
-use crate::protocol::api::{PublishRequest, Published, ReferenceRequest, UploadSession, UploadedFile};
+use crate::protocol::api::{Empty, PublishRequest, Published, ReferenceRequest, UploadSession, UploadedFile};
 use crate::protocol::ddo::{AssetKind, Ddo, Did};
 
 pub fn router() -> Router<Arc<Api>> {
@@ -43,7 +43,7 @@ async fn resolve(State(api): State<Arc<Api>>, ApiPath(did): ApiPath<String>) -> 
 #[instrument(skip_all)]
 async fn create_session(
     State(api): State<Arc<Api>>,
-    SignedJson(who, _): SignedJson<serde_json::Value>,
+    SignedJson(who, Empty {}): SignedJson<Empty>,
 ) -> ApiResult<(StatusCode, Json<UploadSession>)> {
     Ok((StatusCode::CREATED, Json(api.assets.create_session(who).await?)))
 }
@@ -53,15 +53,17 @@ async fn upload_file(
     State(api): State<Arc<Api>>,
     envelope: Envelope,
     ApiPath((id, dataset, path)): ApiPath<(String, String, String)>,
+    headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<UploadedFile>> {
     crate::protocol::names::check_dataset_name(&dataset).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     crate::protocol::names::check_path(&path).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    // Cheap checks on the claimed signer before accepting a large body; the signature itself
-    // can only be checked once the body's hash is known.
-    api.assets.check_session(&id, envelope.envelope.address).await?;
-    let streamed = stream_body(body, api.limits.max_file_bytes, api.assets.upload_dir()).await?;
-    let who = api.auth.authorize(&envelope, streamed.keccak).await?;
+    // The signature over the body's claimed hash, and the session's owner, before a byte of
+    // the body is accepted.
+    let authorized = super::upload::authorize(&api, &envelope, &headers, api.limits.max_file_bytes).await?;
+    api.assets.check_session(&id, authorized.who).await?;
+    let streamed = authorized.receive(&api, body).await?;
+    let who = streamed.who;
     let staged = StagedFile { file: streamed.file, hash: streamed.blake3, size: streamed.size };
     Ok(Json(api.assets.add_file(who, &id, &dataset, &path, staged).await?))
 }

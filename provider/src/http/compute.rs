@@ -4,18 +4,18 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use tracing::instrument;
 
-use super::extract::{ApiPath, ApiQuery, Envelope, Signed, SignedJson, stream_body};
+use super::extract::{ApiPath, ApiQuery, Envelope, Signed, SignedJson};
 use super::{Api, ApiError, ApiResult};
 use crate::agreement::AlgorithmSource;
 use crate::jobs::ResultBody;
 use crate::protocol::agreement::Agreement;
-use crate::protocol::api::{ExecRequest, InitializeRequest, JobView, ResultsView, UploadQuery, UploadResponse};
+use crate::protocol::api::{Empty, ExecRequest, InitializeRequest, JobView, ResultsView, UploadQuery, UploadResponse};
 
 pub fn router() -> Router<Arc<Api>> {
     Router::new()
@@ -41,10 +41,12 @@ async fn upload(
     State(api): State<Arc<Api>>,
     envelope: Envelope,
     ApiQuery(q): ApiQuery<UploadQuery>,
+    headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<UploadResponse>> {
-    let streamed = stream_body(body, api.limits.max_module_bytes, api.assets.upload_dir()).await?;
-    let who = api.auth.authorize(&envelope, streamed.keccak).await?;
+    let authorized = super::upload::authorize(&api, &envelope, &headers, api.limits.max_module_bytes).await?;
+    let streamed = authorized.receive(&api, body).await?;
+    let who = streamed.who;
     if q.algorithm_did.is_some() && q.environment.is_some() {
         return Err(ApiError::BadRequest(
             "a published algorithm is a module: give `environment` only with uploaded files".into(),
@@ -107,9 +109,13 @@ async fn download(
     ApiPath((id, index)): ApiPath<(String, u32)>,
 ) -> ApiResult<Response> {
     let (entry, body) = api.jobs.open_result(&id, who, index).await?;
-    let body = match body {
-        ResultBody::Bytes(bytes) => Body::from(bytes),
-        ResultBody::File(file) => Body::from_stream(tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file))),
+    // A file's length is its entry's; bytes (the receipt, signed after its entry was written
+    // in cluster mode) carry their own.
+    let (body, length) = match body {
+        ResultBody::Bytes(bytes) => (Body::from(bytes), None),
+        ResultBody::File(file) => {
+            (Body::from_stream(tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file))), Some(entry.size))
+        }
     };
     let disposition =
         format!("attachment; filename=\"{}\"", entry.name.rsplit('/').next().unwrap_or("result").replace('"', "_"));
@@ -118,7 +124,7 @@ async fn download(
         body,
     )
         .into_response();
-    if let Ok(v) = entry.size.to_string().parse() {
+    if let Some(v) = length.and_then(|n| n.to_string().parse().ok()) {
         response.headers_mut().insert(header::CONTENT_LENGTH, v);
     }
     if let Some(hash) = entry.hash.and_then(|h| h.to_string().parse().ok()) {
@@ -131,7 +137,7 @@ async fn download(
 async fn stop(
     State(api): State<Arc<Api>>,
     ApiPath(id): ApiPath<String>,
-    SignedJson(who, _): SignedJson<serde_json::Value>,
+    SignedJson(who, Empty {}): SignedJson<Empty>,
 ) -> ApiResult<Json<JobView>> {
     Ok(Json(api.jobs.stop(&id, who).await?))
 }

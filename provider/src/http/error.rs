@@ -9,12 +9,17 @@
 //! | `PaymentRequired` | 402 | the balance does not cover the payment |
 //! | `Forbidden` | 403 | signed, but not allowed (not the consumer, not granted, not an operator) |
 //! | `NotFound` | 404 | unknown asset, agreement, job or result |
+//! | `MethodNotAllowed` | 405 | a known path, another method |
+//! | `Timeout` | 408 | the request body stalled longer than the body idle timeout |
 //! | `Conflict` | 409 | state conflict: exists already, too early, too late |
 //! | `Replay` | 409 | a request nonce not greater than the last one |
-//! | `TooLarge` | 413 | a body over its limit |
+//! | `TooLarge` | 413 | a body over its limit (refused from its `Content-Length` when it has one) |
+//! | `UriTooLong` | 414 | a path and query over the URI limit |
 //! | `Unprocessable` | 422 | an invalid module, or one the asset's policy refuses |
+//! | `TooManyRequests` | 429 | over the per-peer rate or the per-address upload quota; with `Retry-After` |
+//! | `HeadersTooLarge` | 431 | more header bytes or headers than allowed |
 //! | `Internal` | 500 | anything else (logged; the response says only "internal error") |
-//! | `Unavailable` | 503 | the provider cannot serve now but will (storage busy, full or unreachable); with `Retry-After` |
+//! | `Unavailable` | 503 | the provider cannot serve now but will (storage busy, full or unreachable; too many requests or uploads at once); with `Retry-After` |
 
 use crate::agreement::ServiceError;
 use crate::algorithms::AdmissionError;
@@ -46,6 +51,17 @@ pub enum ApiError {
     TooLarge(String),
     #[error("{0}")]
     Unprocessable(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
+    UriTooLong(String),
+    #[error("{0}")]
+    HeadersTooLarge(String),
+    /// Over a rate or quota: try again after `retry_after_secs`.
+    #[error("{message}")]
+    TooManyRequests { retry_after_secs: u64, message: String },
     /// A failure of the provider's own; the cause is logged, not sent.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -67,9 +83,14 @@ impl ApiError {
             ApiError::PaymentRequired(_) => 402,
             ApiError::Forbidden(_) => 403,
             ApiError::NotFound(_) => 404,
+            ApiError::MethodNotAllowed(_) => 405,
+            ApiError::Timeout(_) => 408,
             ApiError::Conflict(_) | ApiError::Replay { .. } => 409,
             ApiError::TooLarge(_) => 413,
+            ApiError::UriTooLong(_) => 414,
             ApiError::Unprocessable(_) => 422,
+            ApiError::TooManyRequests { .. } => 429,
+            ApiError::HeadersTooLarge(_) => 431,
             ApiError::Internal(_) => 500,
             ApiError::Unavailable { .. } => 503,
         }
@@ -83,10 +104,15 @@ impl ApiError {
             ApiError::PaymentRequired(_) => "insufficient_balance",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::Timeout(_) => "timeout",
             ApiError::Conflict(_) => "conflict",
             ApiError::Replay { .. } => "replay",
             ApiError::TooLarge(_) => "too_large",
+            ApiError::UriTooLong(_) => "uri_too_long",
             ApiError::Unprocessable(_) => "unprocessable",
+            ApiError::TooManyRequests { .. } => "too_many_requests",
+            ApiError::HeadersTooLarge(_) => "headers_too_large",
             ApiError::Internal(_) => "internal",
             ApiError::Unavailable { .. } => "unavailable",
         }
@@ -95,6 +121,21 @@ impl ApiError {
     /// A failure of the provider's own, with its cause.
     pub fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Self {
         ApiError::Internal(Box::new(e))
+    }
+
+    /// Seconds a client should wait before trying again, for the statuses that say so.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::Unavailable { retry_after_secs, .. } | ApiError::TooManyRequests { retry_after_secs, .. } => {
+                Some(*retry_after_secs)
+            }
+            _ => None,
+        }
+    }
+
+    /// The provider is overloaded (too many requests or uploads at once): 503, retry soon.
+    pub fn overloaded(what: &str) -> Self {
+        ApiError::Unavailable { retry_after_secs: 1, cause: format!("overloaded: {what}").into() }
     }
 
     /// A storage failure: 503 when it should clear by itself (the database busy or
@@ -113,7 +154,10 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
-        ApiError::Unauthorized(e.to_string())
+        match e {
+            AuthError::OutOfRange { .. } => ApiError::BadRequest(e.to_string()),
+            _ => ApiError::Unauthorized(e.to_string()),
+        }
     }
 }
 

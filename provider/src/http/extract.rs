@@ -2,29 +2,25 @@
 //!
 //! * [`Signed`]: a body-less signed request (GET, or POST with an empty body);
 //! * [`SignedJson`]: a signed request with a JSON body (at most 1 MiB);
-//! * [`Envelope`] + [`stream_body`] + [`RequestAuth::authorize`]: signed requests whose body is
-//!   streamed to disk (files, modules), verified once the body's hash is known;
+//! * [`Envelope`] + [`super::upload::receive`]: signed requests whose body is streamed to disk
+//!   (files, modules), verified before the body is read;
 //! * [`ApiPath`], [`ApiQuery`]: path and query parameters with 400s instead of axum's defaults.
 
 use std::sync::Arc;
 
-use alloy_primitives::{Address, B256, Keccak256, keccak256};
-use axum::body::Body;
+use alloy_primitives::{Address, B256, keccak256};
 use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Path, Query, Request};
 use axum::http::request::Parts;
-use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
-use tokio::io::AsyncWriteExt;
 
 use alloy_sol_types::Eip712Domain;
 
 use super::Api;
 use super::error::{ApiError, ApiResult};
+use super::guard::body_error;
+use super::upload::check_declared_length;
 use crate::protocol::signing::{self as auth, unix_now};
 use crate::store::nonces::Nonces;
-
-/// Largest JSON body accepted.
-const MAX_JSON: usize = 1 << 20;
 
 /// The envelope of a signed request, read from its headers (not verified yet).
 #[derive(Debug, Clone)]
@@ -105,44 +101,15 @@ impl<T: DeserializeOwned + Send> FromRequest<Arc<Api>> for SignedJson<T> {
     async fn from_request(req: Request, api: &Arc<Api>) -> Result<Self, ApiError> {
         let (mut parts, body) = req.into_parts();
         let e = Envelope::from_request_parts(&mut parts, api).await?;
-        let bytes = axum::body::to_bytes(body, MAX_JSON)
-            .await
-            .map_err(|_| ApiError::TooLarge(format!("JSON bodies are limited to {MAX_JSON} bytes")))?;
+        let limit = api.guard.config().max_json_bytes;
+        check_declared_length(&parts.headers, limit)?;
+        let bytes =
+            axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).await.map_err(body_error)?;
         let who = api.auth.authorize(&e, keccak256(&bytes)).await?;
         let value =
             serde_json::from_slice(&bytes).map_err(|err| ApiError::BadRequest(format!("invalid JSON body: {err}")))?;
         Ok(SignedJson(who, value))
     }
-}
-
-/// A body streamed to a temporary file.
-#[derive(Debug)]
-pub struct Streamed {
-    pub file: tempfile::TempPath,
-    pub size: u64,
-    pub keccak: B256,
-    pub blake3: B256,
-}
-
-/// Streams `body` into a temporary file in `dir`, hashing it; `TooLarge` past `limit` bytes.
-pub async fn stream_body(body: Body, limit: u64, dir: &std::path::Path) -> ApiResult<Streamed> {
-    let tmp = tempfile::NamedTempFile::new_in(dir)?.into_temp_path();
-    let mut file = tokio::fs::File::create(&tmp).await?;
-    let (mut keccak, mut blake) = (Keccak256::new(), blake3::Hasher::new());
-    let mut size = 0u64;
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading the request body: {e}")))?;
-        size += chunk.len() as u64;
-        if size > limit {
-            return Err(ApiError::TooLarge(format!("the body is over its {limit}-byte limit")));
-        }
-        keccak.update(&chunk);
-        blake.update(&chunk);
-        file.write_all(&chunk).await?;
-    }
-    file.sync_all().await?;
-    Ok(Streamed { file: tmp, size, keccak: keccak.finalize(), blake3: B256::from(*blake.finalize().as_bytes()) })
 }
 
 /// Path parameters, rejected with a 400 in our format.

@@ -16,7 +16,7 @@ use tracing::instrument;
 use super::extract::{ApiPath, ApiQuery, SignedJson};
 use super::{Api, ApiError, ApiResult};
 use crate::protocol::agreement::Agreement;
-use crate::protocol::api::{BalanceView, CreditRequest, EventsView, RefundView};
+use crate::protocol::api::{BalanceView, CreditRequest, Empty, EventsView, RefundView};
 
 pub fn router() -> Router<Arc<Api>> {
     Router::new()
@@ -37,7 +37,7 @@ async fn agreement(State(api): State<Arc<Api>>, ApiPath(id): ApiPath<B256>) -> A
 async fn lock_payment(
     State(api): State<Arc<Api>>,
     ApiPath(id): ApiPath<B256>,
-    SignedJson(who, _): SignedJson<serde_json::Value>,
+    SignedJson(who, Empty {}): SignedJson<Empty>,
 ) -> ApiResult<Json<Agreement>> {
     Ok(Json(api.agreements.lock_payment(who, id).await?))
 }
@@ -46,7 +46,7 @@ async fn lock_payment(
 async fn refund(
     State(api): State<Arc<Api>>,
     ApiPath(id): ApiPath<B256>,
-    SignedJson(who, _): SignedJson<serde_json::Value>,
+    SignedJson(who, Empty {}): SignedJson<Empty>,
 ) -> ApiResult<Json<RefundView>> {
     Ok(Json(RefundView { refunded: api.agreements.refund(who, id).await? }))
 }
@@ -95,7 +95,7 @@ async fn balance(State(api): State<Arc<Api>>, ApiPath(address): ApiPath<Address>
 #[instrument(skip_all)]
 async fn faucet(
     State(api): State<Arc<Api>>,
-    SignedJson(who, _): SignedJson<serde_json::Value>,
+    SignedJson(who, Empty {}): SignedJson<Empty>,
 ) -> ApiResult<Json<BalanceView>> {
     let Some(amount) = api.faucet else {
         return Err(ApiError::Forbidden("this provider has no faucet (it is for development: --dev-faucet)".into()));

@@ -11,11 +11,16 @@ mod assets;
 mod compute;
 pub mod error;
 pub mod extract;
+pub mod guard;
+#[cfg(test)]
+mod hardening_tests;
 mod keeper;
 mod meta;
 mod response;
+pub mod server;
 #[cfg(test)]
 mod tests;
+pub mod upload;
 
 use std::sync::Arc;
 
@@ -24,6 +29,8 @@ use axum::Router;
 
 pub use error::{ApiError, ApiResult};
 pub use extract::RequestAuth;
+pub use guard::Guard;
+pub use upload::{UploadGate, UploadLimits};
 
 use crate::agreement::Agreements;
 use crate::assets::Assets;
@@ -53,13 +60,18 @@ pub struct Api {
     /// What the development faucet gives, when it is on.
     pub faucet: Option<U256>,
     pub operators: Operators,
+    /// The request limits, and the HTTP metrics.
+    pub guard: Arc<Guard>,
+    /// Upload slots and per-address upload quotas.
+    pub uploads: Arc<UploadGate>,
 }
 
 /// The state every handler gets.
 pub type State = axum::extract::State<Arc<Api>>;
 
-/// The whole API.
+/// The whole API, behind the request [`guard`].
 pub fn router(api: Arc<Api>) -> Router {
+    let guard = api.guard.clone();
     Router::new()
         .merge(meta::router())
         .merge(assets::router())
@@ -68,14 +80,20 @@ pub fn router(api: Arc<Api>) -> Router {
         .fallback(|| async {
             ApiError::NotFound("no such endpoint (the API is under /api/v1; see /api/v1/openapi.json)".into())
         })
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            ApiError::MethodNotAllowed(format!("{method} is not allowed here (see /api/v1/openapi.json)"))
+        })
         .with_state(api)
+        .layer(axum::middleware::from_fn_with_state(guard, guard::guard))
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+/// Serves the API on `listener` until `shutdown` resolves, under the server's limits (see
+/// [`server`]).
 pub async fn serve(
     api: Arc<Api>,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(api)).with_graceful_shutdown(shutdown).await
+    let guard = api.guard.clone();
+    server::serve(router(api), guard, listener, shutdown).await
 }

@@ -20,10 +20,7 @@ impl IntoResponse for ApiError {
         } else {
             self.to_string()
         };
-        let retry_after = match &self {
-            ApiError::Unavailable { retry_after_secs, .. } => Some(*retry_after_secs),
-            _ => None,
-        };
+        let retry_after = self.retry_after();
         let body = ErrorBody { error: ErrorDetail { code: self.code().into(), message } };
         let mut response = (status, Json(body)).into_response();
         if let Some(secs) = retry_after {

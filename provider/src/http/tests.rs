@@ -15,7 +15,11 @@ use crate::provider::Provider;
 
 async fn provider() -> (tempfile::TempDir, Arc<Provider>) {
     let tmp = tempfile::tempdir().unwrap();
-    let config = ProviderConfig { data_dir: tmp.path().join("data"), ..ProviderConfig::default() };
+    let config = ProviderConfig {
+        data_dir: tmp.path().join("data"),
+        sandbox: crate::config::SandboxConfig::in_process(),
+        ..ProviderConfig::default()
+    };
     let p = Provider::open(config).await.unwrap();
     (tmp, p)
 }

@@ -23,6 +23,8 @@ struct Live {
     cancel: Arc<AtomicBool>,
     stage: Option<JobStatus>,
     progress: Option<ProgressView>,
+    /// Where stage changes go besides (cluster mode: to the shared database).
+    stages: Option<tokio::sync::mpsc::UnboundedSender<JobStatus>>,
 }
 
 impl LiveJobs {
@@ -34,8 +36,13 @@ impl LiveJobs {
     /// always finds its flag); returns its cancellation flag.
     pub fn insert(&self, id: &str) -> Arc<AtomicBool> {
         let cancel = Arc::new(AtomicBool::new(false));
-        self.lock().insert(id.to_string(), Live { cancel: cancel.clone(), stage: None, progress: None });
+        self.lock().insert(id.to_string(), Live { cancel: cancel.clone(), stage: None, progress: None, stages: None });
         cancel
+    }
+
+    /// How many jobs are live.
+    pub fn count(&self) -> usize {
+        self.lock().len()
     }
 
     pub fn remove(&self, id: &str) {
@@ -53,10 +60,17 @@ impl LiveJobs {
         self.lock().get(id).map_or((None, None), |l| (l.stage, l.progress.clone()))
     }
 
-    /// Records what the runtime reports of job `id`; returns the new stage when it changed.
-    pub fn record(&self, id: &str, event: JobEvent) -> Option<JobStatus> {
+    /// Sends job `id`'s stage changes to `stages` too.
+    pub fn follow_stages(&self, id: &str, stages: tokio::sync::mpsc::UnboundedSender<JobStatus>) {
+        if let Some(live) = self.lock().get_mut(id) {
+            live.stages = Some(stages);
+        }
+    }
+
+    /// Records what the runtime reports of job `id`.
+    pub fn record(&self, id: &str, event: JobEvent) {
         let mut jobs = self.lock();
-        let live = jobs.get_mut(id)?;
+        let Some(live) = jobs.get_mut(id) else { return };
         match event {
             JobEvent::Stage(stage) => {
                 let stage = match stage {
@@ -65,15 +79,17 @@ impl LiveJobs {
                     Stage::Running => JobStatus::Running,
                     Stage::PublishingResults => JobStatus::PublishingResults,
                 };
-                let changed = live.stage != Some(stage);
+                if live.stage != Some(stage)
+                    && let Some(stages) = &live.stages
+                {
+                    let _ = stages.send(stage);
+                }
                 live.stage = Some(stage);
-                return changed.then_some(stage);
             }
             JobEvent::Guest(GuestEvent::Progress { done, total, message }) => {
                 live.progress = Some(ProgressView { done, total, message })
             }
             JobEvent::Guest(GuestEvent::Metric { .. }) => {}
         }
-        None
     }
 }

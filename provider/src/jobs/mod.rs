@@ -19,7 +19,9 @@
 
 mod error;
 mod execute;
+mod isolated;
 mod live;
+mod metrics;
 mod results;
 mod scheduler;
 mod settle;
@@ -70,6 +72,19 @@ pub struct JobsConfig {
     pub lease: std::time::Duration,
     /// This node's name in the leases it takes (unique per process).
     pub node: String,
+    /// Run jobs in confined worker processes started this way (`None`: on threads of the
+    /// daemon).
+    pub workers: Option<WorkersConfig>,
+}
+
+/// How confined worker processes are started and bounded.
+#[derive(Clone, Debug)]
+pub struct WorkersConfig {
+    /// `tidepool job-worker`.
+    pub command: tidepool_sandbox::WorkerCommand,
+    pub sandbox: crate::config::SandboxConfig,
+    /// The compile cache, which workers may read.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// A name for this process's leases: its role, process id and a random suffix (unique across
@@ -95,11 +110,12 @@ pub struct Jobs {
     assets: Arc<Assets>,
     algorithms: Arc<Algorithms>,
     blobs: Arc<Blobs>,
-    runtime: Arc<Runtime>,
+    executor: execute::Executor,
     /// `None` on a worker, which never holds the provider's key: receipts are then signed at
     /// settlement, by a node that does.
     receipts: Option<ReceiptSigner>,
     config: JobsConfig,
+    metrics: metrics::JobMetrics,
 }
 
 /// What a result download reads from.
@@ -121,6 +137,17 @@ impl Jobs {
         receipts: Option<ReceiptSigner>,
         config: JobsConfig,
     ) -> Self {
+        let executor = match &config.workers {
+            None => execute::Executor::InProcess(runtime),
+            Some(w) => execute::Executor::Isolated(
+                Arc::new(isolated::Isolated {
+                    pool: tidepool_sandbox::Pool::new(w.command.clone(), w.sandbox.prespawn),
+                    sandbox: w.sandbox.clone(),
+                    cache_dir: w.cache_dir.clone(),
+                }),
+                runtime,
+            ),
+        };
         Self {
             store: JobStore::new(db),
             live: Arc::default(),
@@ -129,9 +156,10 @@ impl Jobs {
             assets,
             algorithms,
             blobs,
-            runtime,
+            executor,
             receipts,
             config,
+            metrics: Default::default(),
         }
     }
 

@@ -80,6 +80,8 @@ impl Jobs {
         if !self.store.finish(id, lease, expires_after, finished).await? {
             return Err(JobError::LeaseLost(id.to_string()));
         }
+        self.metrics.duration.observe(run.wall_time.as_secs_f64());
+        self.metrics.fuel.observe(receipt.fuel_consumed as f64);
         tracing::info!(
             job_id = %id, outcome = %receipt.outcome, fuel = receipt.fuel_consumed, receipt = %receipt.receipt_hash,
             "job ended"

@@ -44,6 +44,7 @@ impl Jobs {
     /// attempts), then settles what was left unsettled.
     #[instrument(skip_all)]
     async fn recover(&self) -> JobResult<()> {
+        self.clear_scratch().await?;
         for (id, attempts) in self.store.active().await? {
             if attempts >= self.config.max_job_attempts {
                 let error = format!("interrupted {attempts} times by provider restarts; giving up");

@@ -15,6 +15,7 @@ use tracing::instrument;
 use super::{JobError, JobResult, Jobs};
 use crate::keeper::KeeperError;
 use crate::protocol::agreement::AgreementState;
+use crate::protocol::states::JobStatus;
 use crate::protocol::states::PaymentState;
 
 impl Jobs {
@@ -43,18 +44,27 @@ impl Jobs {
         }
         let agreement_id = row.agreement_id.0;
         // A job that never produced a receipt pays nothing: the whole escrow goes back.
-        let receipt: Option<Receipt> = match row.receipt_hash {
-            Some(_) => {
-                if !self.sign_stored_receipt(id).await? {
-                    return Ok(()); // unsigned, and this node cannot sign it
-                }
-                let stored = self.store.receipt(id).await?;
-                Some(serde_json::from_str(
-                    &stored.ok_or_else(|| JobError::Corrupt(format!("job {id} lost its receipt")))?,
-                )?)
-            }
+        let mut receipt: Option<Receipt> = match row.receipt_hash {
+            Some(_) => Some(self.stored_receipt(id).await?),
             None => None,
         };
+        if let Some(ran) = receipt.as_ref().map(|r| r.algorithm_hash) {
+            // A receipt is paid for only if it is of the algorithm the keeper recorded.
+            let agreed = self.keeper.agreement(agreement_id).await?.algorithm_hash;
+            if agreed != Some(ran) {
+                tracing::error!(%ran, ?agreed, "the job ran another algorithm than the agreed one; refunding");
+                self.store
+                    .fail(id, None, JobStatus::Error, "the job ran another algorithm than the agreement's")
+                    .await?;
+                receipt = None;
+            }
+        }
+        if receipt.is_some() {
+            if !self.sign_stored_receipt(id).await? {
+                return Ok(()); // unsigned, and this node cannot sign it
+            }
+            receipt = Some(self.stored_receipt(id).await?);
+        }
         match self.keeper.release_payment(agreement_id, receipt.as_ref()).await {
             Ok(payout) => tracing::info!(
                 provider = %payout.provider_amount, refund = %payout.consumer_refund, "payment released"
@@ -89,6 +99,13 @@ impl Jobs {
             }
         }
         self.store.set_payment(id, PaymentState::Released, output).await
+    }
+
+    /// A finished job's receipt.
+    async fn stored_receipt(&self, id: &str) -> JobResult<Receipt> {
+        let json =
+            self.store.receipt(id).await?.ok_or_else(|| JobError::Corrupt(format!("job {id} lost its receipt")))?;
+        Ok(serde_json::from_str(&json)?)
     }
 
     /// Makes sure the stored receipt of job `id` carries the provider's signature, adding it if

@@ -274,6 +274,29 @@ impl JobStore {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Puts a job whose worker process died back in the queue, while `lease` still holds it.
+    /// False if the lease was lost (nothing was written).
+    pub async fn requeue(&self, id: &str, lease: &Lease) -> JobResult<bool> {
+        let done = self
+            .db
+            .execute(
+                sqlx::query(
+                    "UPDATE jobs SET status = $1, updated_at = $2, lease_owner = NULL, lease_until = NULL \
+                     WHERE id = $3 AND lease_owner = $4 AND attempts = $5",
+                )
+                .bind(i64::from(JobStatus::Queued.code()))
+                .bind(unix_now() as i64)
+                .bind(id)
+                .bind(&lease.owner)
+                .bind(lease.attempt),
+            )
+            .await?;
+        if done.rows_affected() == 1 {
+            self.db.notify("tidepool_jobs").await;
+        }
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Records that the consumer asked job `id` to stop, for whichever node runs it.
     pub async fn request_stop(&self, id: &str) -> JobResult<()> {
         self.db.execute(sqlx::query("UPDATE jobs SET stop_requested = 1 WHERE id = $1").bind(id)).await?;
@@ -421,6 +444,20 @@ impl JobStore {
                 .fetch_all(self.db.pool())
                 .await?;
         Ok(rows.into_iter().map(|(id, attempts)| (id, attempts as u32)).collect())
+    }
+
+    /// How many jobs are in each status, and how many queued ones are due at `now`.
+    pub async fn status_counts(&self, now: u64) -> JobResult<(Vec<(JobStatus, u64)>, u64)> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status ORDER BY status")
+            .fetch_all(self.db.pool())
+            .await?;
+        let counts = rows.into_iter().map(|(s, n)| Ok((status_of(s)?, n as u64))).collect::<JobResult<_>>()?;
+        let due: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status = $1 AND not_before <= $2")
+            .bind(i64::from(JobStatus::Queued.code()))
+            .bind(now as i64)
+            .fetch_one(self.db.pool())
+            .await?;
+        Ok((counts, due as u64))
     }
 
     /// Ended jobs whose payment is not settled.

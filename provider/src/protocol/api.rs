@@ -42,6 +42,33 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// The body of requests that carry no parameters: exactly `{}` (any other JSON is a 400).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Empty {}
+
+impl<'de> Deserialize<'de> for Empty {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Empty;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an empty JSON object `{}`")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Empty, A::Error> {
+                match map.next_key::<String>()? {
+                    None => Ok(Empty {}),
+                    Some(key) => {
+                        Err(serde::de::Error::custom(format!("unexpected field `{key}`: the body must be {{}}")))
+                    }
+                }
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
 // ---- publishing -----------------------------------------------------------------------------
 
 /// `POST /api/v1/uploads`: an upload session to add files to before publishing.
@@ -309,6 +336,14 @@ pub struct ProviderView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_bodies_are_exactly_an_empty_object() {
+        assert_eq!(serde_json::from_str::<Empty>("{}").unwrap(), Empty {});
+        for bad in ["[null,null]", "[]", "null", "{\"a\":1}", "1", "\"{}\""] {
+            assert!(serde_json::from_str::<Empty>(bad).is_err(), "{bad} accepted");
+        }
+    }
 
     #[test]
     fn signatures_travel_as_hex() {

@@ -1,11 +1,18 @@
 //! Signatures: who sent a request, and who signed a piece of typed data.
 //!
-//! Every consumer request carries an envelope in four headers: the signer's address, a nonce, an
-//! expiry (Unix seconds) and an EIP-712 signature over [`Request`](super::eip712::Request):
-//! method, path (with query), keccak-256 of the body, nonce, expiry. The server recovers the
-//! signer from the signature and requires it to match the address header, the expiry to be in
-//! the future, and the nonce to be greater than the last one it accepted from that address
-//! (checked and recorded atomically), so a replayed or altered request is refused.
+//! Every consumer request carries an envelope in five headers: the signer's address, a nonce, an
+//! expiry (Unix seconds), the keccak-256 of the body, and an EIP-712 signature over
+//! [`Request`](super::eip712::Request): method, path (with query), keccak-256 of the body,
+//! nonce, expiry. The server recovers the signer from the signature and requires it to match
+//! the address header, the expiry to be in the future, and the nonce to be greater than the last
+//! one it accepted from that address (checked and recorded atomically), so a replayed or altered
+//! request is refused. The body's hash travels in a header of its own so that the server can
+//! check the signature *before* it accepts a byte of a large body, then check that the body
+//! hashes to what was signed.
+//!
+//! Nonces and expiries are at most [`MAX_COUNTER`] (2^63 - 1, what a signed 64-bit column
+//! holds); signatures must be in the lower half of the curve order (EIP-2), so a signature
+//! cannot be malleated into a second valid one.
 //!
 //! Keys, hashing and signature recovery are alloy's (k256); nothing here is hand-written crypto.
 
@@ -20,6 +27,11 @@ pub const HEADER_ADDRESS: &str = "x-tidepool-address";
 pub const HEADER_NONCE: &str = "x-tidepool-nonce";
 pub const HEADER_EXPIRY: &str = "x-tidepool-expiry";
 pub const HEADER_SIGNATURE: &str = "x-tidepool-signature";
+/// The keccak-256 of the body, as signed (`contentHash`).
+pub const HEADER_CONTENT_HASH: &str = "x-tidepool-content-hash";
+
+/// The largest nonce and expiry accepted: 2^63 - 1.
+pub const MAX_COUNTER: u64 = i64::MAX as u64;
 
 /// Why a signature was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,6 +47,11 @@ pub enum AuthError {
     WrongSigner { claimed: Address, recovered: Address },
     #[error("the signature is not a valid secp256k1 signature: {0}")]
     Invalid(String),
+    /// A well-formed header whose value is out of the accepted range (a 400, not a 401).
+    #[error("header `{header}` is out of range: {reason}")]
+    OutOfRange { header: &'static str, reason: String },
+    #[error("the body does not hash to the signed content hash {signed} (it hashes to {actual})")]
+    BodyMismatch { signed: B256, actual: B256 },
 }
 
 /// A signed request's envelope.
@@ -43,6 +60,9 @@ pub struct Envelope {
     pub address: Address,
     pub nonce: u64,
     pub expiry: u64,
+    /// The keccak-256 of the body the sender signed, when the header is sent (clients always
+    /// send it; a streamed upload requires it).
+    pub content_hash: Option<B256>,
     pub signature: Signature,
 }
 
@@ -57,29 +77,63 @@ impl Envelope {
         nonce: u64,
         expiry: u64,
     ) -> Self {
-        let request = request(method, path, keccak256(body), nonce, expiry);
-        Self { address: signer.address(), nonce, expiry, signature: sign_typed(signer, domain, &request) }
+        Self::sign_hash(signer, domain, method, path, keccak256(body), nonce, expiry)
+    }
+
+    /// Signs a request whose body hashes (keccak-256) to `content_hash`.
+    pub fn sign_hash(
+        signer: &PrivateKeySigner,
+        domain: &Eip712Domain,
+        method: &str,
+        path: &str,
+        content_hash: B256,
+        nonce: u64,
+        expiry: u64,
+    ) -> Self {
+        let request = request(method, path, content_hash, nonce, expiry);
+        Self {
+            address: signer.address(),
+            nonce,
+            expiry,
+            content_hash: Some(content_hash),
+            signature: sign_typed(signer, domain, &request),
+        }
     }
 
     /// The envelope's headers, to attach to a request.
-    pub fn headers(&self) -> [(&'static str, String); 4] {
-        [
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = vec![
             (HEADER_ADDRESS, self.address.to_string()),
             (HEADER_NONCE, self.nonce.to_string()),
             (HEADER_EXPIRY, self.expiry.to_string()),
             (HEADER_SIGNATURE, self.signature.to_string()),
-        ]
+        ];
+        if let Some(hash) = self.content_hash {
+            headers.push((HEADER_CONTENT_HASH, hash.to_string()));
+        }
+        headers
     }
 
     /// Reads an envelope from request headers (`get` returns a header's value).
     pub fn from_headers<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Result<Self, AuthError> {
         let header = |name: &'static str| get(name).ok_or(AuthError::Missing(name));
         let malformed = |header: &'static str, reason: String| AuthError::Malformed { header, reason };
+        let counter = |name: &'static str| -> Result<u64, AuthError> {
+            let value: u64 = header(name)?.parse().map_err(|e| malformed(name, format!("{e}")))?;
+            if value > MAX_COUNTER {
+                return Err(AuthError::OutOfRange { header: name, reason: format!("{value} is over 2^63 - 1") });
+            }
+            Ok(value)
+        };
         let address = header(HEADER_ADDRESS)?.parse().map_err(|e| malformed(HEADER_ADDRESS, format!("{e}")))?;
-        let nonce = header(HEADER_NONCE)?.parse().map_err(|e| malformed(HEADER_NONCE, format!("{e}")))?;
-        let expiry = header(HEADER_EXPIRY)?.parse().map_err(|e| malformed(HEADER_EXPIRY, format!("{e}")))?;
+        let nonce = counter(HEADER_NONCE)?;
+        let expiry = counter(HEADER_EXPIRY)?;
         let signature = header(HEADER_SIGNATURE)?.parse().map_err(|e| malformed(HEADER_SIGNATURE, format!("{e}")))?;
-        Ok(Self { address, nonce, expiry, signature })
+        let content_hash = match get(HEADER_CONTENT_HASH) {
+            None => None,
+            Some(text) => Some(text.parse().map_err(|e| malformed(HEADER_CONTENT_HASH, format!("{e}")))?),
+        };
+        Ok(Self { address, nonce, expiry, content_hash, signature })
     }
 
     /// Checks the expiry and that the signature over this request is the claimed address's.
@@ -94,6 +148,9 @@ impl Envelope {
     ) -> Result<(), AuthError> {
         if self.expiry <= now {
             return Err(AuthError::Expired { expiry: self.expiry, now });
+        }
+        if let Some(signed) = self.content_hash.filter(|signed| *signed != content_hash) {
+            return Err(AuthError::BodyMismatch { signed, actual: content_hash });
         }
         let request = request(method, path, content_hash, self.nonce, self.expiry);
         let recovered = recover_typed(domain, &request, &self.signature)?;
@@ -114,15 +171,22 @@ pub fn sign_typed<T: SolStruct>(signer: &PrivateKeySigner, domain: &Eip712Domain
     signer.sign_hash_sync(&value.eip712_signing_hash(domain)).expect("signing with a local key")
 }
 
-/// The address that signed `value` under `domain`.
+/// The address that signed `value` under `domain`. A signature whose `s` is in the upper half
+/// of the curve order is refused (EIP-2): it is the malleated twin of a valid one.
 pub fn recover_typed<T: SolStruct>(
     domain: &Eip712Domain,
     value: &T,
     signature: &Signature,
 ) -> Result<Address, AuthError> {
-    signature
-        .recover_address_from_prehash(&value.eip712_signing_hash(domain))
-        .map_err(|e| AuthError::Invalid(e.to_string()))
+    recover_prehash(signature, &value.eip712_signing_hash(domain))
+}
+
+/// The address that signed `hash`, refusing high-`s` signatures.
+fn recover_prehash(signature: &Signature, hash: &B256) -> Result<Address, AuthError> {
+    if signature.normalize_s().is_some() {
+        return Err(AuthError::Invalid("s is in the upper half of the curve order (a malleated signature)".into()));
+    }
+    signature.recover_address_from_prehash(hash).map_err(|e| AuthError::Invalid(e.to_string()))
 }
 
 /// Signs a receipt as the provider: EIP-712 typed data (`primaryType: Receipt`) under
@@ -152,9 +216,7 @@ pub fn verify_receipt_signature(
         .ok_or(AuthError::Missing("receipt signature by the provider"))?;
     let signature: Signature =
         sig.signature.parse().map_err(|e| AuthError::Malformed { header: "signature", reason: format!("{e}") })?;
-    let recovered = signature
-        .recover_address_from_prehash(&receipt.eip712_signing_hash(domain))
-        .map_err(|e| AuthError::Invalid(e.to_string()))?;
+    let recovered = recover_prehash(&signature, &receipt.eip712_signing_hash(domain))?;
     if recovered != provider {
         return Err(AuthError::WrongSigner { claimed: provider, recovered });
     }
@@ -190,11 +252,51 @@ mod tests {
         let wrong = |r: Result<(), AuthError>| assert!(matches!(r, Err(AuthError::WrongSigner { .. })), "{r:?}");
         wrong(env.verify(&d, "POST", "/api/v1/x?y=2", body, 1_000));
         wrong(env.verify(&d, "GET", "/api/v1/x?y=1", body, 1_000));
-        wrong(env.verify(&d, "POST", "/api/v1/x?y=1", keccak256(b"{ }"), 1_000));
+        // Without the content hash header, another body is simply another signed message.
+        let bare = Envelope { content_hash: None, ..env.clone() };
+        wrong(bare.verify(&d, "POST", "/api/v1/x?y=1", keccak256(b"{ }"), 1_000));
         wrong(env.verify(&domain(1, Address::repeat_byte(9)), "POST", "/api/v1/x?y=1", body, 1_000));
         wrong(Envelope { nonce: 8, ..env.clone() }.verify(&d, "POST", "/api/v1/x?y=1", body, 1_000));
         wrong(Envelope { address: key(2).address(), ..env.clone() }.verify(&d, "POST", "/api/v1/x?y=1", body, 1_000));
         assert!(matches!(env.verify(&d, "POST", "/api/v1/x?y=1", body, 2_000), Err(AuthError::Expired { .. })));
+        // A body other than the one whose hash was sent.
+        let r = env.verify(&d, "POST", "/api/v1/x?y=1", keccak256(b"[]"), 1_000);
+        assert!(matches!(r, Err(AuthError::BodyMismatch { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn a_malleated_high_s_signature_is_refused() {
+        let (alice, d) = (key(1), domain(1337, Address::repeat_byte(9)));
+        let env = Envelope::sign(&alice, &d, "GET", "/api/v1/x", b"", 7, 2_000);
+        let s = env.signature.s();
+        let order = alloy_primitives::U256::from_be_bytes(alloy_primitives::hex!(
+            "fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141"
+        ));
+        // (r, n - s, !v) recovers the same key: the twin of a valid signature.
+        let twin = Signature::new(env.signature.r(), order - s, !env.signature.v());
+        assert_eq!(
+            twin.recover_address_from_prehash(
+                &request("GET", "/api/v1/x", keccak256(b""), 7, 2_000).eip712_signing_hash(&d)
+            )
+            .unwrap(),
+            alice.address(),
+            "the twin is a valid ECDSA signature"
+        );
+        let malleated = Envelope { signature: twin, ..env.clone() };
+        let r = malleated.verify(&d, "GET", "/api/v1/x", keccak256(b""), 1_000);
+        assert!(matches!(r, Err(AuthError::Invalid(_))), "{r:?}");
+        env.verify(&d, "GET", "/api/v1/x", keccak256(b""), 1_000).unwrap();
+    }
+
+    #[test]
+    fn nonces_and_expiries_over_2_pow_63_are_out_of_range() {
+        let (alice, d) = (key(1), domain(1337, Address::repeat_byte(9)));
+        for (nonce, expiry, header) in [(1u64 << 63, 10, HEADER_NONCE), (1, u64::MAX, HEADER_EXPIRY)] {
+            let env = Envelope::sign(&alice, &d, "GET", "/", b"", nonce, expiry);
+            let headers = env.headers();
+            let r = Envelope::from_headers(|n| headers.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str()));
+            assert!(matches!(r, Err(AuthError::OutOfRange { header: h, .. }) if h == header), "{r:?}");
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! | 80 | stopped on request |
 //! | 81 | not started: the payment deadline had passed |
 //! | 90 | error on the provider's side |
+//! | 91 | quarantined: its worker process died on every attempt (`max_job_attempts`) |
 
 use std::fmt;
 
@@ -40,6 +41,7 @@ pub enum JobStatus {
     Stopped,
     DeadlineMissed,
     Error,
+    Quarantined,
 }
 
 impl JobStatus {
@@ -53,7 +55,7 @@ impl JobStatus {
     }
 
     /// The statuses a job ends in.
-    pub const TERMINAL: [JobStatus; 8] = [
+    pub const TERMINAL: [JobStatus; 9] = [
         JobStatus::DataProvisioningFailed,
         JobStatus::AlgorithmProvisioningFailed,
         JobStatus::Finished,
@@ -62,6 +64,7 @@ impl JobStatus {
         JobStatus::Stopped,
         JobStatus::DeadlineMissed,
         JobStatus::Error,
+        JobStatus::Quarantined,
     ];
 
     pub fn code(self) -> u32 {
@@ -79,6 +82,7 @@ impl JobStatus {
             JobStatus::Stopped => 80,
             JobStatus::DeadlineMissed => 81,
             JobStatus::Error => 90,
+            JobStatus::Quarantined => 91,
         }
     }
 
@@ -97,6 +101,7 @@ impl JobStatus {
             JobStatus::Stopped => "stopped",
             JobStatus::DeadlineMissed => "not started: deadline passed",
             JobStatus::Error => "provider error",
+            JobStatus::Quarantined => "quarantined: its worker kept crashing",
         }
     }
 

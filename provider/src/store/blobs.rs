@@ -108,6 +108,22 @@ impl Blobs {
         Ok(())
     }
 
+    /// Removes every file left in the temporary directory (by a daemon killed while it wrote
+    /// them); call before anything writes there. Returns how many were removed.
+    pub fn clear_tmp(&self) -> io::Result<usize> {
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&self.tmp)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                std::fs::remove_dir_all(entry.path())?;
+            } else {
+                std::fs::remove_file(entry.path())?;
+            }
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     /// A temporary directory for files on their way into the store (same filesystem).
     pub fn tmp_dir(&self) -> &Path {
         &self.tmp

@@ -79,6 +79,9 @@ pub enum Engine {
     Postgres,
 }
 
+/// How long a statement waits for a lock held by another connection, by default.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The provider's database.
 #[derive(Clone, Debug)]
 pub struct Db {
@@ -112,7 +115,13 @@ fn sqlite_url(path: &Path) -> String {
 impl Db {
     /// Opens (creating if needed) the SQLite database at `path` and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<Self, DbError> {
-        Self::open_with(path, writer::MAX_BATCH_AGE).await
+        Self::open_with(path, writer::MAX_BATCH_AGE, DEFAULT_BUSY_TIMEOUT).await
+    }
+
+    /// [`open`](Self::open), waiting at most `busy` for a database another process holds
+    /// locked (after which the write fails with a transient error: a 503 to the client).
+    pub async fn open_with_busy_timeout(path: &Path, busy: Duration) -> Result<Self, DbError> {
+        Self::open_with(path, writer::MAX_BATCH_AGE, busy).await
     }
 
     /// Opens the database a `--database` setting names: a `postgres://` (or `postgresql://`)
@@ -127,7 +136,7 @@ impl Db {
 
     /// [`open`](Self::open), with batches committed once `max_batch_age` old (tests that need
     /// a batch to stay open while they arrange writers around it, on a loaded machine).
-    async fn open_with(path: &Path, max_batch_age: Duration) -> Result<Self, DbError> {
+    async fn open_with(path: &Path, max_batch_age: Duration, busy: Duration) -> Result<Self, DbError> {
         sqlx::any::install_default_drivers();
         // The schema, through SQLite's own driver (its migrations are SQLite's).
         let options = SqliteConnectOptions::new()
@@ -136,20 +145,23 @@ impl Db {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(30));
+            .busy_timeout(busy);
         let mut conn = options.connect().await?;
         sqlx::migrate!("./migrations").run(&mut conn).await.map_err(sqlx::Error::from)?;
         conn.close().await?;
         // Every connection of the `Any` pools gets the same settings.
         let any: AnyConnectOptions = sqlite_url(path).parse()?;
+        let pragmas = format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+             PRAGMA busy_timeout = {};",
+            busy.as_millis()
+        );
         let pool_options = || {
-            AnyPoolOptions::new().after_connect(|conn, _| {
+            let pragmas = pragmas.clone();
+            AnyPoolOptions::new().after_connect(move |conn, _| {
+                let pragmas = pragmas.clone();
                 Box::pin(async move {
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
-                         PRAGMA busy_timeout = 30000;",
-                    )
-                    .await?;
+                    conn.execute(pragmas.as_str()).await?;
                     Ok(())
                 })
             })
@@ -371,7 +383,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         // The batch must stay open while the writers are arranged around it, however slow the
         // machine: a batch older than the age limit is committed by whoever ends a turn.
-        let db = Db::open_with(&tmp.path().join("t.db"), Duration::from_secs(60)).await.unwrap();
+        let db = Db::open_with(&tmp.path().join("t.db"), Duration::from_secs(60), DEFAULT_BUSY_TIMEOUT).await.unwrap();
         let insert =
             |n: i64| sqlx::query("INSERT INTO nonces (address, nonce) VALUES ($1, $2)").bind(format!("a{n}")).bind(n);
         let queued = |n: usize| {

@@ -17,9 +17,10 @@ impl Nonces {
     }
 
     /// Accepts `nonce` from `address` if it is greater than the last one accepted, atomically.
-    /// Returns false for a replayed or out-of-order nonce.
+    /// Returns false for a replayed or out-of-order nonce, and for one over 2^63 - 1 (which
+    /// the edge refuses first; it is never stored, so it cannot lock an address out).
     pub async fn accept(&self, address: Address, nonce: u64) -> Result<bool, DbError> {
-        let nonce = i64::try_from(nonce).unwrap_or(i64::MAX);
+        let Ok(nonce) = i64::try_from(nonce) else { return Ok(false) };
         let query = sqlx::query(
             "INSERT INTO nonces (address, nonce) VALUES ($1, $2) \
              ON CONFLICT (address) DO UPDATE SET nonce = excluded.nonce WHERE nonces.nonce < excluded.nonce",
@@ -44,6 +45,8 @@ mod tests {
         assert!(!nonces.accept(a, 4).await.unwrap(), "older");
         assert!(nonces.accept(b, 1).await.unwrap(), "per address");
         assert!(nonces.accept(a, 6).await.unwrap());
+        assert!(!nonces.accept(a, 1 << 63).await.unwrap(), "out of range, and not stored");
+        assert!(nonces.accept(a, 7).await.unwrap(), "the address is not locked out");
         // Concurrent submissions of the same nonce: exactly one wins.
         let results = futures_util::future::join_all((0..8).map(|_| nonces.accept(b, 9))).await;
         assert_eq!(results.into_iter().filter(|r| *r.as_ref().unwrap()).count(), 1);

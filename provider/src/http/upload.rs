@@ -1,0 +1,232 @@
+//! Streamed uploads (modules, dataset files) that write nothing to disk for a stranger.
+//!
+//! A signed upload carries the keccak-256 of its body in `x-tidepool-content-hash`, and its
+//! signature covers that hash. So, before a byte of the body is read:
+//!
+//! 1. the declared `Content-Length` is checked against the limit (413 at once);
+//! 2. the signature over the *claimed* hash is verified and the nonce recorded (401, 409);
+//! 3. the caller gets an upload slot: at most `max_concurrent_uploads` at once (503 beyond),
+//!    at most `max_uploads_per_address` of them one address's, and at most
+//!    `upload_bytes_per_address_per_hour` bytes an hour from one address (429 beyond).
+//!
+//! Only then is the body streamed into a temporary file, bounded by the limit, and hashed; a
+//! body that stalls (the body idle timeout), grows past the limit or does not hash to what was
+//! signed is refused and its temporary file removed at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use alloy_primitives::{Address, B256, Keccak256};
+use axum::body::Body;
+use axum::http::HeaderMap;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::Api;
+use super::error::{ApiError, ApiResult};
+use super::extract::Envelope;
+use super::guard::body_error;
+use crate::protocol::signing::{AuthError, HEADER_CONTENT_HASH};
+
+/// Bounds on uploads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UploadLimits {
+    /// Uploads being received at once, from everyone.
+    pub max_concurrent: usize,
+    /// Uploads being received at once from one address.
+    pub max_per_address: usize,
+    /// Bytes one address may upload per hour (0: no bound).
+    pub bytes_per_address_per_hour: u64,
+}
+
+/// The upload slots and per-address quotas.
+#[derive(Debug)]
+pub struct UploadGate {
+    limits: UploadLimits,
+    slots: Arc<Semaphore>,
+    per_address: Mutex<HashMap<Address, Quota>>,
+}
+
+#[derive(Debug)]
+struct Quota {
+    active: usize,
+    window_start: Instant,
+    bytes: u64,
+}
+
+const WINDOW: Duration = Duration::from_secs(3600);
+
+/// An upload's slot, given back when dropped.
+#[derive(Debug)]
+pub struct UploadSlot {
+    gate: Arc<UploadGate>,
+    address: Address,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        let mut quotas = self.gate.lock();
+        if let Some(q) = quotas.get_mut(&self.address) {
+            q.active = q.active.saturating_sub(1);
+        }
+    }
+}
+
+impl UploadGate {
+    pub fn new(limits: UploadLimits) -> Arc<Self> {
+        Arc::new(Self {
+            limits,
+            slots: Arc::new(Semaphore::new(limits.max_concurrent.max(1))),
+            per_address: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Address, Quota>> {
+        self.per_address.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A slot for an upload by `address` of `declared` bytes (when known).
+    pub fn enter(self: &Arc<Self>, address: Address, declared: Option<u64>) -> ApiResult<UploadSlot> {
+        let slot = self.slots.clone().try_acquire_owned().map_err(|_| ApiError::overloaded("uploads"))?;
+        let mut quotas = self.lock();
+        // Forget addresses that have been quiet for a window, so the map stays small.
+        if quotas.len() > 10_000 {
+            quotas.retain(|_, q| q.active > 0 || q.window_start.elapsed() < WINDOW);
+        }
+        let q = quotas.entry(address).or_insert_with(|| Quota { active: 0, window_start: Instant::now(), bytes: 0 });
+        if q.window_start.elapsed() >= WINDOW {
+            q.window_start = Instant::now();
+            q.bytes = 0;
+        }
+        if q.active >= self.limits.max_per_address {
+            return Err(ApiError::TooManyRequests {
+                retry_after_secs: 1,
+                message: format!("{address} already has {} uploads in progress", q.active),
+            });
+        }
+        self.check_bytes(q, declared.unwrap_or(0))?;
+        q.active += 1;
+        Ok(UploadSlot { gate: self.clone(), address, _slot: slot })
+    }
+
+    /// Counts `n` more bytes against the uploader's hourly quota.
+    fn charge(&self, address: Address, n: u64) -> ApiResult<()> {
+        let mut quotas = self.lock();
+        let Some(q) = quotas.get_mut(&address) else { return Ok(()) };
+        self.check_bytes(q, n)?;
+        q.bytes = q.bytes.saturating_add(n);
+        Ok(())
+    }
+
+    fn check_bytes(&self, q: &Quota, more: u64) -> ApiResult<()> {
+        let budget = self.limits.bytes_per_address_per_hour;
+        if budget > 0 && q.bytes.saturating_add(more) > budget {
+            let wait = WINDOW.saturating_sub(q.window_start.elapsed()).as_secs().max(1);
+            return Err(ApiError::TooManyRequests {
+                retry_after_secs: wait,
+                message: format!("over the upload quota of {budget} bytes per hour for this address"),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The declared `Content-Length`, refused with a 413 when over `limit` (before any byte of the
+/// body is read).
+pub fn check_declared_length(headers: &HeaderMap, limit: u64) -> ApiResult<Option<u64>> {
+    let Some(value) = headers.get(axum::http::header::CONTENT_LENGTH) else { return Ok(None) };
+    let declared: u64 = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| ApiError::BadRequest("Content-Length is not a number".into()))?;
+    if declared > limit {
+        return Err(ApiError::TooLarge(format!("the body is {declared} bytes, over its {limit}-byte limit")));
+    }
+    Ok(Some(declared))
+}
+
+/// A body received into a temporary file, hashed, and checked against its signature.
+#[derive(Debug)]
+pub struct Received {
+    pub who: Address,
+    pub file: tempfile::TempPath,
+    pub size: u64,
+    pub blake3: B256,
+}
+
+/// An upload whose signature and quota are checked, and whose body is not read yet.
+#[derive(Debug)]
+pub struct Authorized {
+    /// The signer.
+    pub who: Address,
+    claimed: B256,
+    limit: u64,
+    _slot: UploadSlot,
+}
+
+/// Authenticates a streamed upload from its headers alone and gives it an upload slot (steps
+/// 1 to 3 of the module).
+pub async fn authorize(api: &Arc<Api>, envelope: &Envelope, headers: &HeaderMap, limit: u64) -> ApiResult<Authorized> {
+    let declared = check_declared_length(headers, limit)?;
+    let claimed = envelope.envelope.content_hash.ok_or(AuthError::Missing(HEADER_CONTENT_HASH))?;
+    let who = api.auth.authorize(envelope, claimed).await?;
+    let slot = api.uploads.enter(who, declared)?;
+    Ok(Authorized { who, claimed, limit, _slot: slot })
+}
+
+impl Authorized {
+    /// Receives the body into a temporary file (removed if anything fails), checking its size
+    /// and that it hashes to what was signed.
+    pub async fn receive(self, api: &Arc<Api>, body: Body) -> ApiResult<Received> {
+        let (who, limit) = (self.who, self.limit);
+        let tmp = tempfile::NamedTempFile::new_in(api.assets.upload_dir())?.into_temp_path();
+        let mut file = tokio::fs::File::create(&tmp).await?;
+        let (mut keccak, mut blake) = (Keccak256::new(), blake3::Hasher::new());
+        let mut size = 0u64;
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(body_error)?;
+            size += chunk.len() as u64;
+            if size > limit {
+                return Err(ApiError::TooLarge(format!("the body is over its {limit}-byte limit")));
+            }
+            api.uploads.charge(who, chunk.len() as u64)?;
+            keccak.update(&chunk);
+            blake.update(&chunk);
+            file.write_all(&chunk).await?;
+        }
+        let actual = keccak.finalize();
+        if actual != self.claimed {
+            return Err(AuthError::BodyMismatch { signed: self.claimed, actual }.into());
+        }
+        file.sync_all().await?;
+        Ok(Received { who, file: tmp, size, blake3: B256::from(*blake.finalize().as_bytes()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uploads_are_bounded_at_once_per_address_and_per_hour() {
+        let gate =
+            UploadGate::new(UploadLimits { max_concurrent: 3, max_per_address: 2, bytes_per_address_per_hour: 100 });
+        let (a, b) = (Address::repeat_byte(1), Address::repeat_byte(2));
+        let first = gate.enter(a, Some(10)).unwrap();
+        let _second = gate.enter(a, None).unwrap();
+        assert_eq!(gate.enter(a, None).unwrap_err().status(), 429, "a third from one address");
+        let _third = gate.enter(b, None).unwrap();
+        assert_eq!(gate.enter(Address::repeat_byte(3), None).unwrap_err().status(), 503, "no slot left");
+        drop(first);
+        let again = gate.enter(a, None).unwrap();
+        gate.charge(a, 60).unwrap();
+        assert_eq!(gate.charge(a, 60).unwrap_err().status(), 429, "over the hourly bytes");
+        drop(again);
+        assert_eq!(gate.enter(b, Some(101)).unwrap_err().status(), 429, "a declared length over the quota");
+    }
+}

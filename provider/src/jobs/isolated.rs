@@ -1,0 +1,166 @@
+//! Running a job in a confined worker process (`tidepool_sandbox`), and checking what the
+//! worker reports against the files it leaves: after the job starts, the worker runs
+//! untrusted code, so its word is a stranger's. The daemon re-hashes the outputs and logs it
+//! is about to keep and checks them, the module and the receipt's own hash against the
+//! receipt; a worker that lies fails its job, and can lie about nothing but its own job.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use tidepool_runtime::tree::{self, Tree};
+use tidepool_runtime::{GuestEvent, InputSpec, JobEvent, JobResult as RunResult, Limits, Stage};
+use tidepool_sandbox::{Ended, JobRequest, Policy, Pool, Report, WireInput, WireStage};
+
+use super::execute::Ran;
+use super::live::LiveJobs;
+use crate::config::SandboxConfig;
+use crate::protocol::states::JobStatus;
+
+/// What the isolated path needs besides the job.
+#[derive(Debug)]
+pub(super) struct Isolated {
+    pub pool: Arc<Pool>,
+    pub sandbox: SandboxConfig,
+    /// The compile cache, which workers read (never write).
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// One job, ready for a worker.
+pub(super) struct IsolatedJob {
+    pub id: String,
+    pub name: String,
+    pub module: Arc<[u8]>,
+    pub module_hash: alloy_primitives::B256,
+    pub inputs: Vec<InputSpec>,
+    /// The job's own directory (fresh, empty).
+    pub dir: PathBuf,
+    pub args: Vec<String>,
+    pub limits: Limits,
+    pub cancel: Arc<AtomicBool>,
+    pub live: Arc<LiveJobs>,
+}
+
+impl Isolated {
+    /// Runs `job` in a worker, on the calling (blocking) thread.
+    pub fn run(&self, job: IsolatedJob) -> Ran {
+        match self.try_run(job) {
+            Ok(ran) => ran,
+            Err(e) => Ran::NotRun { status: JobStatus::Error, error: format!("starting the job's worker failed: {e}") },
+        }
+    }
+
+    fn try_run(&self, job: IsolatedJob) -> std::io::Result<Ran> {
+        // A copy, not a hard link to the blob: the worker may write in its directory.
+        let module = job.dir.join("module.wasm");
+        std::fs::write(&module, &job.module)?;
+        let outputs = job.dir.join("outputs");
+        let mut read_only: Vec<PathBuf> = job.inputs.iter().map(|i| i.dir.clone()).collect();
+        read_only.extend(self.cache_dir.iter().filter(|d| d.is_dir()).cloned());
+        let timeout = Duration::from_millis(job.limits.timeout_ms);
+        let policy = Policy {
+            read_only,
+            read_write: vec![job.dir.clone()],
+            address_space_bytes: self.sandbox.worker_address_space_bytes,
+            file_size_bytes: job.limits.output_bytes.saturating_add(64 << 20),
+            cpu_seconds: timeout.as_secs().saturating_mul(2).saturating_add(60),
+            open_files: 4096,
+        };
+        let request = JobRequest {
+            name: job.name.clone(),
+            module,
+            inputs: job
+                .inputs
+                .iter()
+                .map(|i| WireInput {
+                    name: i.name.clone(),
+                    dir: i.dir.clone(),
+                    manifest: i.manifest.as_deref().cloned(),
+                })
+                .collect(),
+            output_dir: outputs.clone(),
+            logs_dir: job.dir.clone(),
+            args: job.args.clone(),
+            limits: job.limits.clone(),
+            cache_dir: self.cache_dir.clone(),
+            policy,
+        };
+        let started = Instant::now();
+        let running = self.pool.start(request)?;
+        tracing::debug!(job_id = %job.id, pid = running.pid(), "job handed to a worker");
+        let deadline = started + timeout + Duration::from_secs(self.sandbox.kill_grace_secs);
+        let (live, id) = (job.live.clone(), job.id.to_string());
+        let ended = running.wait(deadline, &job.cancel, |report| match report {
+            Report::Confined(c) => tracing::debug!(job_id = %id, landlock = %c.landlock, "worker confined"),
+            Report::Stage(s) => live.record(
+                &id,
+                JobEvent::Stage(match s {
+                    WireStage::ConfiguringVolumes => Stage::ConfiguringVolumes,
+                    WireStage::Provisioning => Stage::Provisioning,
+                    WireStage::Running => Stage::Running,
+                    WireStage::PublishingResults => Stage::PublishingResults,
+                }),
+            ),
+            Report::Progress { done, total, message } => {
+                live.record(&id, JobEvent::Guest(GuestEvent::Progress { done, total, message }))
+            }
+        });
+        Ok(match ended {
+            Ended::Done(done) => match checked(*done, &job, &outputs) {
+                Ok(result) => Ran::Finished(Box::new(result)),
+                Err(why) => {
+                    tracing::error!(job_id = %job.id, why, "a worker's result does not match its files");
+                    Ran::NotRun { status: JobStatus::Error, error: format!("the job's worker misreported: {why}") }
+                }
+            },
+            Ended::Failed { kind, message } => Ran::NotRun {
+                status: match kind {
+                    tidepool_sandbox::FailureKind::InvalidInput => JobStatus::DataProvisioningFailed,
+                    tidepool_sandbox::FailureKind::Client => JobStatus::AlgorithmProvisioningFailed,
+                    tidepool_sandbox::FailureKind::Host => JobStatus::Error,
+                },
+                error: message,
+            },
+            Ended::Killed => Ran::Killed { after: started.elapsed() },
+            Ended::Crashed { detail } => Ran::Crashed(detail),
+        })
+    }
+}
+
+/// Checks a worker's result against the module, the logs and outputs on disk, and the
+/// receipt's own hash; returns it as the runtime's result.
+fn checked(done: tidepool_sandbox::JobDone, job: &IsolatedJob, outputs: &Path) -> Result<RunResult, String> {
+    let receipt = done.receipt;
+    if receipt.algorithm_hash != job.module_hash {
+        return Err(format!("a receipt of module {}, not {}", receipt.algorithm_hash, job.module_hash));
+    }
+    if receipt.clone().seal().receipt_hash != receipt.receipt_hash {
+        return Err("a receipt whose hash is not its fields'".into());
+    }
+    let log = |name: &str, cap: u64, hash, len: u64| -> Result<Vec<u8>, String> {
+        let bytes = std::fs::read(job.dir.join(name)).map_err(|e| format!("{name}: {e}"))?;
+        if bytes.len() as u64 > cap || bytes.len() as u64 > len || tree::blake3_b256(&bytes) != hash {
+            return Err(format!("{name} is not the log the receipt hashes"));
+        }
+        Ok(bytes)
+    };
+    let stdout = log("stdout.log", receipt.limits.stdout_bytes, receipt.stdout_hash, receipt.stdout_len)?;
+    let stderr = log("stderr.log", receipt.limits.stderr_bytes, receipt.stderr_hash, receipt.stderr_len)?;
+    let on_disk = if outputs.exists() {
+        tree::scan(outputs).map_err(|e| format!("scanning the outputs: {e}"))?
+    } else {
+        Tree::default()
+    };
+    if on_disk != done.outputs || on_disk.root() != receipt.outputs_root {
+        return Err("outputs on disk that are not the ones the receipt hashes".into());
+    }
+    Ok(RunResult {
+        receipt,
+        stdout,
+        stderr,
+        outputs: on_disk,
+        wall_time: Duration::from_millis(done.wall_time_ms),
+        compile_cached: done.compile_cached,
+    })
+}

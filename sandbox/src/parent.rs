@@ -1,0 +1,231 @@
+//! The daemon's side: starting workers (a few kept started and idle, so a job does not wait
+//! for a process to start), giving each one job, following its events, asking it to stop,
+//! and killing it at the wall-clock limit or when it misbehaves.
+//!
+//! Workers start with an empty environment, their stdin and stdout piped to the daemon and
+//! their stderr inherited (their log), and no other descriptor (Rust opens every descriptor
+//! close-on-exec, and a worker closes whatever else it finds before it reads its job).
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::protocol::{FailureKind, FromWorker, JobDone, JobRequest, MAX_LINE, ToWorker};
+
+/// How to start a worker: a program and its arguments (`tidepool job-worker`).
+#[derive(Clone, Debug)]
+pub struct WorkerCommand {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    /// Environment variables the worker gets (it gets no others).
+    pub env: Vec<(OsString, OsString)>,
+}
+
+/// Started workers, a few kept idle.
+#[derive(Debug)]
+pub struct Pool {
+    command: WorkerCommand,
+    prespawn: usize,
+    idle: Mutex<Vec<Spawned>>,
+}
+
+#[derive(Debug)]
+struct Spawned {
+    child: Child,
+    stdin: ChildStdin,
+    /// Taken by the reader thread once the worker has a job.
+    stdout: Option<std::process::ChildStdout>,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How a worker's job ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// The job ran (its receipt says how it ended).
+    Done(Box<JobDone>),
+    /// The job could not run.
+    Failed { kind: FailureKind, message: String },
+    /// Still running at the deadline: killed.
+    Killed,
+    /// The worker died or broke the protocol without a result.
+    Crashed { detail: String },
+}
+
+/// What a running job reports.
+#[derive(Debug)]
+pub enum Report {
+    Confined(crate::Confined),
+    Stage(crate::protocol::WireStage),
+    Progress { done: u64, total: Option<u64>, message: Option<String> },
+}
+
+impl Pool {
+    pub fn new(command: WorkerCommand, prespawn: usize) -> Arc<Self> {
+        Arc::new(Self { command, prespawn, idle: Mutex::new(Vec::new()) })
+    }
+
+    fn spawn(&self) -> std::io::Result<Spawned> {
+        let mut child = Command::new(&self.command.program)
+            .args(&self.command.args)
+            .env_clear()
+            .envs(self.command.env.iter().map(|(k, v)| (k, v)))
+            .current_dir("/")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            return Err(std::io::Error::other("a worker's pipes are missing"));
+        };
+        Ok(Spawned { child, stdin, stdout: Some(stdout) })
+    }
+
+    /// Keeps `prespawn` workers started and idle (on a thread of its own: starting one takes
+    /// a few milliseconds).
+    pub fn refill(self: &Arc<Self>) {
+        let pool = self.clone();
+        std::thread::spawn(move || {
+            loop {
+                let idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner()).len();
+                if idle >= pool.prespawn {
+                    return;
+                }
+                match pool.spawn() {
+                    Ok(w) => pool.idle.lock().unwrap_or_else(|p| p.into_inner()).push(w),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "starting an idle worker failed");
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Gives `job` to a worker (an idle one if there is one) and returns it running.
+    pub fn start(self: &Arc<Self>, job: JobRequest) -> std::io::Result<Running> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        // An idle worker may have died meanwhile (killed by an operator, out of memory).
+        let mut worker = idle.and_then(|mut w| {
+            let alive = matches!(w.child.try_wait(), Ok(None));
+            (alive && send(&mut w.stdin, &ToWorker::Job(Box::new(job.clone()))).is_ok()).then_some(w)
+        });
+        if worker.is_none() {
+            let mut w = self.spawn()?;
+            send(&mut w.stdin, &ToWorker::Job(Box::new(job)))?;
+            worker = Some(w);
+        }
+        self.refill();
+        let w = worker.ok_or_else(|| std::io::Error::other("no worker"))?;
+        Ok(Running::new(w))
+    }
+}
+
+fn send(stdin: &mut ChildStdin, message: &ToWorker) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(message).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    stdin.write_all(&line)?;
+    stdin.flush()
+}
+
+/// A worker running a job.
+#[derive(Debug)]
+pub struct Running {
+    worker: Spawned,
+    messages: Receiver<Result<FromWorker, String>>,
+}
+
+impl Running {
+    fn new(mut worker: Spawned) -> Self {
+        let (tx, rx) = sync_channel(256);
+        let stdout = worker.stdout.take();
+        std::thread::spawn(move || {
+            let Some(stdout) = stdout else { return };
+            let mut reader = BufReader::new(stdout);
+            loop {
+                let mut line = Vec::new();
+                // Bounded: a worker cannot make the daemon buffer without end.
+                match (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) if n > MAX_LINE => {
+                        let _ = tx.send(Err(format!("a line of over {MAX_LINE} bytes")));
+                        return;
+                    }
+                    Ok(_) => {
+                        let parsed = serde_json::from_slice(&line).map_err(|e| format!("an unreadable message: {e}"));
+                        let stop = parsed.is_err();
+                        if tx.send(parsed).is_err() || stop {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Self { worker, messages: rx }
+    }
+
+    /// The worker's process id.
+    pub fn pid(&self) -> u32 {
+        self.worker.child.id()
+    }
+
+    /// Follows the job until it ends: reports go to `on_report`; `cancel` sends a stop
+    /// request (once); at `deadline` the worker is killed. Blocks: call it off the async
+    /// executor. When it returns, the worker has exited.
+    pub fn wait(mut self, deadline: Instant, cancel: &AtomicBool, mut on_report: impl FnMut(Report)) -> Ended {
+        let mut stop_sent = false;
+        let ended = loop {
+            if cancel.load(Ordering::Relaxed) && !stop_sent {
+                stop_sent = true;
+                let _ = send(&mut self.worker.stdin, &ToWorker::Stop);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break Ended::Killed;
+            }
+            match self.messages.recv_timeout((deadline - now).min(Duration::from_millis(50))) {
+                Ok(Ok(FromWorker::Confined(c))) => on_report(Report::Confined(c)),
+                Ok(Ok(FromWorker::Stage(s))) => on_report(Report::Stage(s)),
+                Ok(Ok(FromWorker::Progress { done, total, message })) => {
+                    on_report(Report::Progress { done, total, message })
+                }
+                Ok(Ok(FromWorker::Done(done))) => break Ended::Done(done),
+                Ok(Ok(FromWorker::Failed { kind, message })) => break Ended::Failed { kind, message },
+                Ok(Err(detail)) => break Ended::Crashed { detail },
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.worker.child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                    break Ended::Crashed { detail: format!("the worker exited without a result ({status})") };
+                }
+            }
+        };
+        match ended {
+            // A finished worker exits by itself; one that lingers is killed all the same, so
+            // that its files are no longer changing once the daemon reads them.
+            Ended::Done(_) | Ended::Failed { .. } => {
+                let until = Instant::now() + Duration::from_secs(5);
+                while matches!(self.worker.child.try_wait(), Ok(None)) && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                let _ = self.worker.child.kill();
+                let _ = self.worker.child.wait();
+            }
+            _ => {
+                let _ = self.worker.child.kill();
+                let _ = self.worker.child.wait();
+            }
+        }
+        ended
+    }
+}

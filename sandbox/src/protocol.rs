@@ -1,0 +1,105 @@
+//! What the daemon and a worker say to each other: one JSON object per line, the job and
+//! stop requests on the worker's stdin, its events and result on its stdout. The worker's
+//! stderr is its log.
+//!
+//! After the job starts, the worker runs untrusted code: the daemon reads what it says as a
+//! stranger's input (bounded lines, typed parsing, results checked against the files).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use tidepool_runtime::tree::Tree;
+use tidepool_runtime::{Limits, Receipt};
+
+use crate::confine::{Confined, Policy};
+
+/// The longest line the daemon reads from a worker.
+pub const MAX_LINE: usize = 64 << 20;
+
+/// One input dataset, as the worker mounts it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WireInput {
+    pub name: String,
+    pub dir: PathBuf,
+    pub manifest: Option<Tree>,
+}
+
+/// A job for a worker. Every path is inside the policy's paths.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobRequest {
+    /// The algorithm's name (`argv[0]`).
+    pub name: String,
+    /// The module file (in the job's directory).
+    pub module: PathBuf,
+    pub inputs: Vec<WireInput>,
+    /// Receives the outputs (in the job's directory).
+    pub output_dir: PathBuf,
+    /// Where the worker writes `stdout.log` and `stderr.log` (the kept part of each).
+    pub logs_dir: PathBuf,
+    pub args: Vec<String>,
+    pub limits: Limits,
+    /// The compile cache (read only).
+    pub cache_dir: Option<PathBuf>,
+    /// What the worker confines itself to before it reads anything of the job.
+    pub policy: Policy,
+}
+
+/// From the daemon to a worker.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToWorker {
+    Job(Box<JobRequest>),
+    /// Stop the job: it ends with outcome `stopped`.
+    Stop,
+}
+
+/// A job's stage (the runtime's [`tidepool_runtime::Stage`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireStage {
+    ConfiguringVolumes,
+    Provisioning,
+    Running,
+    PublishingResults,
+}
+
+/// Why a job could not run, in the runtime's terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// An input dataset cannot be mounted.
+    InvalidInput,
+    /// What was submitted (module, limits, arguments) cannot run.
+    Client,
+    /// The host failed.
+    Host,
+}
+
+/// From a worker to the daemon.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FromWorker {
+    /// Confined, about to run.
+    Confined(Confined),
+    Stage(WireStage),
+    Progress {
+        done: u64,
+        total: Option<u64>,
+        message: Option<String>,
+    },
+    /// The job ran: its receipt (unsigned) and outputs tree; the logs are files.
+    Done(Box<JobDone>),
+    Failed {
+        kind: FailureKind,
+        message: String,
+    },
+}
+
+/// A finished run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobDone {
+    pub receipt: Receipt,
+    pub outputs: Tree,
+    pub wall_time_ms: u64,
+    pub compile_cached: bool,
+}
