@@ -163,14 +163,17 @@ impl Client {
         &self.bases[self.turn.fetch_add(1, Ordering::Relaxed) % self.bases.len()]
     }
 
-    /// Sends what `make` builds (again, to the next node, while a node cannot be reached).
+    /// Sends what `make` builds (again, to the next node, while a node cannot be reached or
+    /// closed the connection without an answer: a node killed since its connection was pooled).
+    /// A request a dying node did apply is refused when sent again (each step of the flow is
+    /// once per agreement: a second one is a conflict), so a retry never applies one twice.
     async fn send_with(&self, make: impl Fn() -> reqwest::RequestBuilder) -> ClientResult<reqwest::Response> {
         let mut tries = self.bases.len();
         loop {
             tries -= 1;
             match make().send().await {
                 Ok(response) => return Ok(response),
-                Err(e) if e.is_connect() && tries > 0 => continue,
+                Err(e) if (e.is_connect() || closed_unanswered(&e)) && tries > 0 => continue,
                 Err(e) => {
                     let url = e.url().map_or_else(String::new, |u| u.to_string());
                     return Err(ClientError::Connect { url, source: e });
@@ -567,6 +570,18 @@ async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> ClientResult<T>
     let text = resp.text().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
     serde_json::from_str(&text)
         .map_err(|e| ClientError::Protocol(format!("{e}: {}", text.chars().take(200).collect::<String>())))
+}
+
+/// Did the node close the connection before answering (hyper's "incomplete message")?
+fn closed_unanswered(e: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_incomplete_message) {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 #[cfg(test)]
