@@ -159,8 +159,8 @@ pub async fn flows(ctx: &Ctx) -> Result<Vec<Row>> {
     ])
 }
 
-/// The agreement on a local chain: p50 of sequential flows and flows per second with eight
-/// consumers (anvil's funded keys 1 to 8; key 0 is the provider's), each flow sending the
+/// The agreement on a local chain: p50 of sequential flows and flows per second with three
+/// consumers (the funded development keys 1 to 3; key 0 is the provider's), each flow sending the
 /// provider's and the consumer's transactions (create, lock, upload, grant, release, publish).
 pub async fn chain_flows(ctx: &Ctx) -> Result<Vec<Row>> {
     use tidepool_chain::anvil::{Anvil, dev_key};
@@ -197,7 +197,7 @@ pub async fn chain_flows(ctx: &Ctx) -> Result<Vec<Row>> {
     }
     let (p50, p99) = (percentile(&mut latencies, 50.0), percentile(&mut latencies, 99.0));
 
-    let consumers = 8;
+    let consumers = tidepool_chain::anvil::DEV_KEYS.len() - 1;
     let seconds = if ctx.quick { 3.0 } else { 10.0 };
     progress(&format!("agreement flows on anvil with {consumers} concurrent consumers for {seconds} s"));
     let mut clients = Vec::new();
