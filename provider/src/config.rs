@@ -262,6 +262,14 @@ impl ProviderConfig {
         self.run_jobs.unwrap_or(self.database.is_none())
     }
 
+    /// The configuration in the TOML file `path`, or the defaults without one.
+    pub fn read(path: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let Some(path) = path else { return Ok(Self::default()) };
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::from_toml(&text).with_context(|| format!("{} is not a valid configuration", path.display()))
+    }
+
     /// The compiled-module cache: `cache_dir`, else `<data_dir>/compile-cache`.
     pub fn cache_path(&self) -> PathBuf {
         self.cache_dir.clone().unwrap_or_else(|| self.data_dir.join("compile-cache"))

@@ -75,6 +75,25 @@ async fn flow(c: &Client, did: Did, module: &(Vec<u8>, String), args: &[String],
     Ok(elapsed)
 }
 
+/// p50 and p99 of `n` flows run one after the other by `c`, after `warm_up` unmeasured ones.
+async fn sequential(
+    c: &Client,
+    p: &Provider,
+    module: &(Vec<u8>, String),
+    outs: &Path,
+    n: usize,
+    warm_up: usize,
+) -> Result<(Duration, Duration)> {
+    let mut latencies = Vec::new();
+    for i in 0..n + warm_up {
+        let t = flow(c, p.did, module, &[], &outs.join(format!("seq-{i}"))).await.map_err(|e| log(e, p))?;
+        if i >= warm_up {
+            latencies.push(t);
+        }
+    }
+    Ok((percentile(&mut latencies, 50.0), percentile(&mut latencies, 99.0)))
+}
+
 fn module(name: &str) -> Result<(Vec<u8>, String)> {
     Ok((std::fs::read(tidepool_test_artifacts::module(name))?, name.to_string()))
 }
@@ -89,14 +108,7 @@ pub async fn flows(ctx: &Ctx) -> Result<Vec<Row>> {
 
     progress(&format!("{n} sequential agreement flows over HTTP"));
     let c = consumer(&p.daemon.url).await?;
-    let mut latencies = Vec::new();
-    for i in 0..n + warm_up {
-        let t = flow(&c, p.did, &noop, &[], &outs.path().join(format!("seq-{i}"))).await.map_err(|e| log(e, &p))?;
-        if i >= warm_up {
-            latencies.push(t);
-        }
-    }
-    let (p50, p99) = (percentile(&mut latencies, 50.0), percentile(&mut latencies, 99.0));
+    let (p50, p99) = sequential(&c, &p, &noop, outs.path(), n, warm_up).await?;
 
     let consumers = 16;
     let seconds = if ctx.quick { 2.0 } else { 10.0 };
@@ -188,14 +200,7 @@ pub async fn chain_flows(ctx: &Ctx) -> Result<Vec<Row>> {
     let (n, warm_up) = (ctx.runs(50, 10), 3);
     progress(&format!("{n} sequential agreement flows with the agreement on anvil"));
     let c = wallet(1).await?;
-    let mut latencies = Vec::new();
-    for i in 0..n + warm_up {
-        let t = flow(&c, p.did, &noop, &[], &outs.path().join(format!("seq-{i}"))).await.map_err(|e| log(e, &p))?;
-        if i >= warm_up {
-            latencies.push(t);
-        }
-    }
-    let (p50, p99) = (percentile(&mut latencies, 50.0), percentile(&mut latencies, 99.0));
+    let (p50, p99) = sequential(&c, &p, &noop, outs.path(), n, warm_up).await?;
 
     let consumers = tidepool_chain::anvil::DEV_KEYS.len() - 1;
     let seconds = if ctx.quick { 3.0 } else { 10.0 };

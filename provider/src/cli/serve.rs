@@ -247,14 +247,7 @@ impl HttpArgs {
 impl ServeArgs {
     /// The configuration: flags and environment over the file over the defaults.
     pub fn config(&self) -> Result<ProviderConfig> {
-        let mut c = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-                ProviderConfig::from_toml(&text)
-                    .with_context(|| format!("{} is not a valid configuration", path.display()))?
-            }
-            None => ProviderConfig::default(),
-        };
+        let mut c = ProviderConfig::read(self.config.as_deref())?;
         if let Some(v) = &self.data_dir {
             c.data_dir = v.clone();
         }
