@@ -347,6 +347,7 @@ impl EngineState {
             return Ok((hit, true));
         }
         check_header(bytes)?;
+        check_functions(bytes)?;
         let disk = self.cache_dir.as_ref().map(|d| d.join(self.cache_key.to_string()).join(format!("{hash}.cwasm")));
         let (module, from_disk) = match disk.as_deref().and_then(|p| self.load_cached(p)) {
             Some(m) => (m, true),
@@ -404,6 +405,35 @@ fn store_cached(module: &Module, path: &Path) -> std::io::Result<()> {
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     std::io::Write::write_all(&mut tmp, &bytes)?;
     tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Most functions a module may define. Compiling costs time and memory per function, whatever
+/// its size: a module of a million empty functions is a few megabytes that would keep a core
+/// and gigabytes busy for minutes. (CPython for WASI defines about 10,000.)
+pub const MAX_FUNCTIONS: u32 = 100_000;
+
+/// Refuses a module that defines more than [`MAX_FUNCTIONS`] functions, from its function
+/// section's count, before anything is compiled or validated.
+fn check_functions(bytes: &[u8]) -> Result<()> {
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload {
+            Ok(wasmparser::Payload::FunctionSection(reader)) => {
+                if reader.count() > MAX_FUNCTIONS {
+                    return Err(Error::InvalidModule {
+                        reason: format!(
+                            "the module defines {} functions; at most {MAX_FUNCTIONS} are allowed",
+                            reader.count()
+                        ),
+                    });
+                }
+                return Ok(());
+            }
+            // The function section comes before the code: nothing after it matters here.
+            Ok(wasmparser::Payload::CodeSectionStart { .. }) | Err(_) => return Ok(()),
+            Ok(_) => {}
+        }
+    }
     Ok(())
 }
 

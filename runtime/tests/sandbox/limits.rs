@@ -174,6 +174,23 @@ fn modules_are_admitted_before_they_run() {
     assert!(matches!(err, Error::ModuleTooLarge { limit: 10, .. }), "{err}");
 }
 
+/// A module of a million empty functions (about 5 MB) is refused from its function count,
+/// before compiling, which would take minutes and gigabytes; the most allowed still runs.
+#[test]
+fn a_module_with_a_million_functions_is_refused_before_compiling() {
+    use tidepool_runtime::engine::MAX_FUNCTIONS;
+    let many = tidepool_test_artifacts::module_with_functions(1_000_000);
+    let err = refused(many, |_| {});
+    assert!(matches!(&err, Error::InvalidModule { reason } if reason.contains("1000000 functions")), "{err}");
+    let err = refused(tidepool_test_artifacts::module_with_functions(MAX_FUNCTIONS + 1), |_| {});
+    assert!(err.to_string().contains(&format!("at most {MAX_FUNCTIONS}")), "{err}");
+    // Well-formed all along: with few functions, the same module runs.
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = Opts::default()
+        .spec(Algorithm::new("m", tidepool_test_artifacts::module_with_functions(3)), &tmp.path().join("out"));
+    assert_eq!(runtime().run(&spec).unwrap().receipt.outcome, Outcome::Exited { code: 0 });
+}
+
 /// Table limits refuse a module before it runs, and the same way whether instances come from
 /// the pool or are mapped per job: otherwise two hosts with one engine configuration hash would
 /// treat it differently (one refusing it, the other running it into a failed receipt).

@@ -98,3 +98,45 @@ pub fn environments() -> PathBuf {
     })
     .clone()
 }
+
+/// A valid WASI command module (exports `_start` and `memory`) that defines `functions` empty
+/// functions: a few bytes each, so a million of them make a module of about 5 MB that would
+/// take minutes and gigabytes to compile.
+pub fn module_with_functions(functions: u32) -> Vec<u8> {
+    fn leb(mut n: u32, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    fn section(id: u8, body: &[u8], out: &mut Vec<u8>) {
+        out.push(id);
+        leb(body.len() as u32, out);
+        out.extend_from_slice(body);
+    }
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    section(1, &[1, 0x60, 0, 0], &mut module); // one type: [] -> []
+    let mut funcs = Vec::new();
+    leb(functions, &mut funcs);
+    funcs.resize(funcs.len() + functions as usize, 0); // each of type 0
+    section(3, &funcs, &mut module);
+    section(5, &[1, 0, 1], &mut module); // one memory of one page
+    let mut exports = vec![2, 6];
+    exports.extend_from_slice(b"_start");
+    exports.extend_from_slice(&[0, 0, 6]);
+    exports.extend_from_slice(b"memory");
+    exports.extend_from_slice(&[2, 0]);
+    section(7, &exports, &mut module);
+    let mut code = Vec::new();
+    leb(functions, &mut code);
+    for _ in 0..functions {
+        code.extend_from_slice(&[2, 0, 0x0b]); // size 2: no locals, `end`
+    }
+    section(10, &code, &mut module);
+    module
+}
