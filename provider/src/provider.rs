@@ -89,7 +89,9 @@ pub(crate) fn jobs_config(config: &ProviderConfig, db: &Db, job_limits: Limits, 
             Isolation::Process => Some(WorkersConfig {
                 command: worker_command(),
                 sandbox: config.sandbox.clone(),
-                cache_dir: Some(config.data_dir.join("compile-cache")),
+                // The node's own cache, which its runtime fills at admission: a worker that
+                // looked elsewhere would compile every module again (CPython: a minute).
+                cache_dir: Some(config.cache_path()),
             }),
         },
     }

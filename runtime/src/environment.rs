@@ -97,6 +97,8 @@ pub struct EnvironmentDescription {
 
 /// A loaded environment: its module, checked against the pin, and its mounts, hashed.
 pub struct Environment {
+    /// The directory its definition was read from.
+    dir: PathBuf,
     definition: Definition,
     module: Arc<[u8]>,
     mounts: Vec<(String, Arc<FileTree>)>,
@@ -151,11 +153,22 @@ impl Environment {
             env: definition.env.clone(),
             mounts: mounts.iter().map(|(path, files)| InputRoot { name: path.clone(), root: files.root() }).collect(),
         };
-        Ok(Self { definition, module, mounts, info })
+        Ok(Self { dir: dir.to_path_buf(), definition, module, mounts, info })
     }
 
     pub fn name(&self) -> &str {
         &self.definition.name
+    }
+
+    /// The directory holding its definition, module and mounts: what a process that runs its
+    /// jobs elsewhere (a confined worker) loads it from again, with [`load`](Self::load).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file its module is read from (which may be a link to a file elsewhere).
+    pub fn module_path(&self) -> PathBuf {
+        self.dir.join(&self.definition.module)
     }
 
     /// What receipts of jobs in this environment record.

@@ -8,7 +8,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tidepool_runtime::{Algorithm, GuestEvent, InputSpec, JobEvent, JobSpec, Runtime, RuntimeConfig, Stage};
+use tidepool_runtime::files::FileTree;
+use tidepool_runtime::{
+    Algorithm, Environment, GuestEvent, InputSpec, JobEvent, JobSpec, Runtime, RuntimeConfig, Stage,
+};
 
 use crate::confine::confine;
 use crate::protocol::{FailureKind, FromWorker, JobDone, JobRequest, ToWorker, WireStage};
@@ -79,7 +82,17 @@ fn run(job: &JobRequest, cancel: Arc<AtomicBool>, out: Arc<Mutex<std::io::Stdout
         .iter()
         .map(|i| InputSpec { manifest: i.manifest.clone().map(Arc::new), ..InputSpec::new(&i.name, &i.dir) })
         .collect();
-    let mut spec = JobSpec::new(Algorithm::new(job.name.clone(), bytes), inputs, &job.output_dir);
+    let algorithm = match &job.environment {
+        None => Algorithm::new(job.name.clone(), bytes),
+        Some(dir) => match environment_algorithm(dir, &job.name, &bytes) {
+            Ok(algorithm) => algorithm,
+            Err(e) => {
+                let kind = if e.is_client_error() { FailureKind::Client } else { FailureKind::Host };
+                return failed(kind, e.to_string());
+            }
+        },
+    };
+    let mut spec = JobSpec::new(algorithm, inputs, &job.output_dir);
     spec.args = job.args.clone();
     spec.limits = job.limits.clone();
     spec.cancel = Some(cancel);
@@ -121,6 +134,15 @@ fn run(job: &JobRequest, cancel: Arc<AtomicBool>, out: Arc<Mutex<std::io::Stdout
             failed(kind, e.to_string())
         }
     }
+}
+
+/// An environment algorithm: the environment loaded from `dir` (its module checked against its
+/// pin), running the files of `archive`.
+fn environment_algorithm(dir: &std::path::Path, name: &str, archive: &[u8]) -> tidepool_runtime::Result<Algorithm> {
+    let environment = Arc::new(Environment::load(dir)?);
+    let files = FileTree::from_archive(archive, archive.len() as u64)
+        .map_err(|e| tidepool_runtime::Error::InvalidAlgorithm { reason: format!("the algorithm's files: {e}") })?;
+    environment.algorithm(name, files)
 }
 
 fn send(out: &Mutex<std::io::Stdout>, message: &FromWorker) -> std::io::Result<()> {

@@ -29,8 +29,13 @@ pub struct WireInput {
 pub struct JobRequest {
     /// The algorithm's name (`argv[0]`).
     pub name: String,
-    /// The module file (in the job's directory).
+    /// The algorithm's file (in the job's directory): the module, or, with `environment`, the
+    /// algorithm's files as a `tidepool-files-v1` archive.
     pub module: PathBuf,
+    /// The directory of the environment that runs the algorithm (read only; its module is
+    /// checked against the definition's pin as it is loaded), if the algorithm is not a module.
+    #[serde(default)]
+    pub environment: Option<PathBuf>,
     pub inputs: Vec<WireInput>,
     /// Receives the outputs (in the job's directory).
     pub output_dir: PathBuf,

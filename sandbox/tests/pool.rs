@@ -16,6 +16,7 @@ fn job() -> JobRequest {
     JobRequest {
         name: "job".into(),
         module: "/nonexistent/module.wasm".into(),
+        environment: None,
         inputs: Vec::new(),
         output_dir: "/nonexistent/outputs".into(),
         logs_dir: "/nonexistent".into(),

@@ -29,9 +29,9 @@ use crate::protocol::template::ConditionName;
 pub(crate) enum Executor {
     /// On a blocking thread of the daemon, behind the runtime's sandbox only.
     InProcess(Arc<Runtime>),
-    /// In a worker process of its own, behind an OS sandbox as well. The worker runs
-    /// modules; an algorithm for an environment (Python) runs in process, on the runtime.
-    Isolated(Arc<Isolated>, Arc<Runtime>),
+    /// In a worker process of its own, behind an OS sandbox as well (modules and environment
+    /// algorithms alike: the worker loads the environment from its directory).
+    Isolated(Arc<Isolated>),
 }
 
 /// A job, ready to run.
@@ -63,16 +63,18 @@ impl Executor {
     pub(crate) async fn run(&self, id: &str, job: Prepared, live: Arc<LiveJobs>) -> JobResult<Ran> {
         match self {
             Executor::InProcess(runtime) => run_in_process(runtime, id, job, live).await,
-            Executor::Isolated(_, runtime) if job.algorithm.environment().is_some() => {
-                tracing::info!(job_id = %id, "an environment algorithm runs in the daemon's process, not a worker");
-                run_in_process(runtime, id, job, live).await
-            }
-            Executor::Isolated(isolated, _) => {
+            Executor::Isolated(isolated) => {
+                let algorithm = &job.algorithm;
+                let module = match algorithm.files() {
+                    Some(files) => files.to_archive().into(),
+                    None => algorithm.bytes().clone(),
+                };
                 let job = IsolatedJob {
                     id: id.to_string(),
-                    name: job.algorithm.name.clone(),
-                    module: job.algorithm.bytes().clone(),
-                    module_hash: job.algorithm.hash(),
+                    name: algorithm.name.clone(),
+                    module,
+                    module_hash: algorithm.hash(),
+                    environment: algorithm.environment().cloned(),
                     inputs: job.inputs,
                     dir: job.dir,
                     args: job.args,

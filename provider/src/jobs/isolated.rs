@@ -31,8 +31,12 @@ pub(super) struct Isolated {
 pub(super) struct IsolatedJob {
     pub id: String,
     pub name: String,
+    /// The module, or an environment algorithm's files as an archive.
     pub module: Arc<[u8]>,
+    /// The receipt's `algorithm_hash`: the module's BLAKE3, or the files' tree root.
     pub module_hash: alloy_primitives::B256,
+    /// The environment that runs the files, if the algorithm is not a module.
+    pub environment: Option<Arc<tidepool_runtime::Environment>>,
     pub inputs: Vec<InputSpec>,
     /// The job's own directory (fresh, empty).
     pub dir: PathBuf,
@@ -58,6 +62,12 @@ impl Isolated {
         let outputs = job.dir.join("outputs");
         let mut read_only: Vec<PathBuf> = job.inputs.iter().map(|i| i.dir.clone()).collect();
         read_only.extend(self.cache_dir.iter().filter(|d| d.is_dir()).cloned());
+        if let Some(environment) = &job.environment {
+            read_only.push(environment.dir().to_path_buf());
+            // Its module may be a link to a file installed elsewhere.
+            let module = std::fs::canonicalize(environment.module_path())?;
+            read_only.extend(module.parent().filter(|d| !d.starts_with(environment.dir())).map(Path::to_path_buf));
+        }
         let timeout = Duration::from_millis(job.limits.timeout_ms);
         let policy = Policy {
             read_only,
@@ -70,6 +80,7 @@ impl Isolated {
         let request = JobRequest {
             name: job.name.clone(),
             module,
+            environment: job.environment.as_ref().map(|e| e.dir().to_path_buf()),
             inputs: job
                 .inputs
                 .iter()
@@ -134,6 +145,10 @@ fn checked(done: tidepool_sandbox::JobDone, job: &IsolatedJob, outputs: &Path) -
     let receipt = done.receipt;
     if receipt.algorithm_hash != job.module_hash {
         return Err(format!("a receipt of module {}, not {}", receipt.algorithm_hash, job.module_hash));
+    }
+    let environment = job.environment.as_ref().map(|e| e.info());
+    if environment.is_some_and(|info| receipt.environment.as_ref() != Some(info)) {
+        return Err("a receipt of another environment".into());
     }
     if receipt.clone().seal().receipt_hash != receipt.receipt_hash {
         return Err("a receipt whose hash is not its fields'".into());

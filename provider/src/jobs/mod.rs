@@ -139,14 +139,11 @@ impl Jobs {
     ) -> Self {
         let executor = match &config.workers {
             None => execute::Executor::InProcess(runtime),
-            Some(w) => execute::Executor::Isolated(
-                Arc::new(isolated::Isolated {
-                    pool: tidepool_sandbox::Pool::new(w.command.clone(), w.sandbox.prespawn),
-                    sandbox: w.sandbox.clone(),
-                    cache_dir: w.cache_dir.clone(),
-                }),
-                runtime,
-            ),
+            Some(w) => execute::Executor::Isolated(Arc::new(isolated::Isolated {
+                pool: tidepool_sandbox::Pool::new(w.command.clone(), w.sandbox.prespawn),
+                sandbox: w.sandbox.clone(),
+                cache_dir: w.cache_dir.clone(),
+            })),
         };
         Self {
             store: JobStore::new(db),
