@@ -7,8 +7,9 @@
 use std::sync::Arc;
 
 use alloy_primitives::B256;
-use tidepool_runtime::files::FileTree;
-use tidepool_runtime::{Algorithm, Environments, Limits, Runtime};
+use tidepool_runtime::files::{FileKind, FileTree};
+use tidepool_runtime::tree::{EntryKind, Tree};
+use tidepool_runtime::{Algorithm, Environment, Environments, Limits, Runtime};
 
 use crate::blocking::blocking;
 use crate::protocol::ddo::Did;
@@ -120,15 +121,47 @@ impl Algorithms {
     /// An algorithm for the offered environment `environment`, from its files' archive
     /// (`tidepool-files-v1`), checked as the environment requires (its entry file present).
     pub fn from_archive(&self, environment: &str, name: &str, archive: &[u8]) -> Result<Algorithm, AdmissionError> {
-        let offered = self.environments.names();
-        if !offered.iter().any(|n| n == environment) {
-            let offered = if offered.is_empty() { "modules only".to_string() } else { offered.join(", ") };
-            return Err(AdmissionError::NoEnvironment { name: environment.to_string(), offered });
-        }
-        let environment = self.environments.get(environment).map_err(AdmissionError::Runtime)?;
+        let environment = self.offered(environment)?;
         let files = FileTree::from_archive(archive, self.limits.module_bytes)
             .map_err(|e| AdmissionError::BadFiles(e.to_string()))?;
         environment.algorithm(name, files).map_err(AdmissionError::Refused)
+    }
+
+    /// An algorithm for the offered environment `environment` made of the files `tree` names
+    /// (a published algorithm's dataset), read from the blob store. Its hash is the tree's
+    /// root.
+    pub async fn from_tree(&self, environment: &str, name: &str, tree: &Tree) -> Result<Algorithm, AdmissionError> {
+        let environment = self.offered(environment)?;
+        let mut entries = Vec::with_capacity(tree.entries.len());
+        let mut bytes = 0u64;
+        for entry in &tree.entries {
+            let kind = match &entry.kind {
+                EntryKind::Dir => FileKind::Dir,
+                EntryKind::File { hash, size } => {
+                    bytes = bytes.saturating_add(*size);
+                    if bytes > self.limits.module_bytes {
+                        let limit = self.limits.module_bytes;
+                        return Err(AdmissionError::BadFiles(format!("more than {limit} bytes of files")));
+                    }
+                    FileKind::File(self.module(*hash).await.map_err(AdmissionError::Interrupted)?.into())
+                }
+                EntryKind::Symlink { target } => FileKind::Symlink(target.clone()),
+            };
+            entries.push((entry.path.clone(), kind));
+        }
+        let files = FileTree::from_entries(entries, self.limits.module_bytes)
+            .map_err(|e| AdmissionError::BadFiles(e.to_string()))?;
+        environment.algorithm(name, files).map_err(AdmissionError::Refused)
+    }
+
+    /// The offered environment `name`.
+    fn offered(&self, name: &str) -> Result<Arc<Environment>, AdmissionError> {
+        let offered = self.environments.names();
+        if !offered.iter().any(|n| n == name) {
+            let offered = if offered.is_empty() { "modules only".to_string() } else { offered.join(", ") };
+            return Err(AdmissionError::NoEnvironment { name: name.to_string(), offered });
+        }
+        self.environments.get(name).map_err(AdmissionError::Runtime)
     }
 
     /// Keeps what runs `algorithm` in the blob store (a module, or the files' archive) and

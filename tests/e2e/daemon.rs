@@ -67,6 +67,7 @@ pub fn request(name: &str) -> PublishRequest {
         limits: ServiceLimits { max_fuel: Some(10_000_000_000), ..ServiceLimits::default() },
         trusted_algorithms: None,
         timeouts: Default::default(),
+        environment: None,
     }
 }
 

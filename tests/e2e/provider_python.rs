@@ -162,3 +162,78 @@ async fn uploads_for_an_environment_are_checked() {
     initialize_signed(&c, did, agreement, c.signer()).await.unwrap();
     expect(c.upload_files(agreement, &good).await, 422, "unprocessable", "(it offers: modules only)");
 }
+
+/// An algorithm published for an environment (`tidepool publish --algorithm DIR`): its DDO
+/// names the environment and its hash is the files' tree root; a consumer runs it by DID and
+/// the receipt names both. Publishing for an environment the provider does not offer, or
+/// naming an environment for a dataset, is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_published_python_algorithm_names_its_environment_and_runs_by_did() {
+    use tidepool_provider::client::flow::{AlgorithmChoice, ComputeRequest};
+    use tidepool_provider::protocol::ddo::AssetKind;
+
+    let d = daemon_with_python();
+    let books = dataset(&[("a.txt", b"one fish two fish red fish blue fish\n")]);
+    let did = publish(&d, &[("books", books.path())], request("fish")).await;
+    let work = tempfile::tempdir().unwrap();
+    let (url, key) = (d.url.clone(), work.path().join("author.key"));
+    let published = tokio::task::spawn_blocking(move || {
+        tp(&["keygen", "--out", s(&key)]).expect_code(0);
+        let envs = tidepool_test_artifacts::environments();
+        tp(&[
+            "publish",
+            "--provider",
+            &url,
+            "--key",
+            s(&key),
+            "--name",
+            "wordfreq-py",
+            "--algorithm",
+            s(&example("wordfreq")),
+            "--environments",
+            s(&envs),
+        ])
+    })
+    .await
+    .unwrap();
+    published.expect_code(0);
+    let algorithm: tidepool_provider::protocol::ddo::Did = published.stdout().trim().parse().unwrap();
+
+    let c = d.consumer().await;
+    let ddo = c.ddo(algorithm).await.unwrap();
+    assert_eq!(ddo.metadata.kind, AssetKind::Algorithm);
+    assert_eq!(ddo.metadata.environment.as_deref(), Some("python-3.12"));
+    let hash = python_wordfreq().algorithm_hash;
+    assert_eq!(ddo.metadata.algorithm_hash, Some(hash), "the files' tree root");
+
+    let out = work.path().join("results");
+    let req = ComputeRequest {
+        did,
+        algorithm: AlgorithmChoice::Published(algorithm),
+        args: vec!["--top".into(), "1".into()],
+        not_before: None,
+        output_dir: out.clone(),
+        wait: std::time::Duration::from_secs(300),
+    };
+    let outcome = c.compute(&req, |_| {}).await.unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    assert!(outcome.receipt.outcome.is_success(), "{}", outcome.receipt.outcome);
+    assert_eq!(outcome.receipt.algorithm_hash, hash);
+    assert_eq!(outcome.receipt.environment.as_ref().map(|e| e.name.as_str()), Some("python-3.12"));
+    assert_eq!(std::fs::read_to_string(out.join("outputs/wordfreq.csv")).unwrap(), "word,count\nfish,4\n");
+    // The job ran in a worker process (the default), on the code the daemon compiled into
+    // its cache at start: the worker, which may only read the cache, found it there.
+    let log = d.log();
+    assert!(!log.contains("could not write the compile cache"), "the worker compiled again:\n{log}");
+
+    // Refused: an environment not offered (422), an environment for a dataset (400).
+    let files = [("algorithm".to_string(), example("wordfreq"))];
+    let mut req = request("old python");
+    req.kind = AssetKind::Algorithm;
+    req.environment = Some("python-2.7".into());
+    expect(c.publish_dirs(&files, &req).await, 422, "unprocessable", "does not offer the environment `python-2.7`");
+    let operator = d.operator().await;
+    let mut req = request("books for python");
+    req.environment = Some("python-3.12".into());
+    let data = [("books".to_string(), books.path().to_path_buf())];
+    expect(operator.publish_dirs(&data, &req).await, 400, "bad_request", "only an algorithm names an environment");
+}

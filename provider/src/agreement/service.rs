@@ -197,7 +197,20 @@ impl Agreements {
                     _ => return Err(ServiceError::Refused(format!("{did} is not an algorithm"))),
                 };
                 let name = sanitize_name(&ddo.metadata.name);
-                (Algorithm::new(name, self.algorithms.module(hash).await?), Some(ddo))
+                let algorithm = match &ddo.metadata.environment {
+                    None => Algorithm::new(name, self.algorithms.module(hash).await?),
+                    Some(environment) => {
+                        let manifests = self.assets.manifests(did).await?;
+                        let [(_, tree)] = &manifests[..] else {
+                            return Err(ServiceError::Refused(format!("{did} is not an algorithm of one dataset")));
+                        };
+                        self.algorithms.from_tree(environment, &name, tree).await?
+                    }
+                };
+                if algorithm.hash() != hash {
+                    return Err(ServiceError::Refused(format!("{did}'s files do not hash to its algorithmHash")));
+                }
+                (algorithm, Some(ddo))
             }
         };
         let hash = algorithm.hash();

@@ -234,6 +234,16 @@ impl Assets {
         Ok(rows.iter().map(|j| serde_json::from_str(j)).collect::<Result<_, _>>()?)
     }
 
+    /// The manifests of an asset's datasets, by name.
+    pub async fn manifests(&self, did: Did) -> AssetResult<Vec<(String, Arc<Tree>)>> {
+        let rows: Vec<(String, crate::store::JsonText<Tree>)> =
+            sqlx::query_as("SELECT name, manifest FROM asset_datasets WHERE did = $1 ORDER BY name")
+                .bind(Text(did))
+                .fetch_all(self.db.pool())
+                .await?;
+        Ok(rows.into_iter().map(|(name, tree)| (name, Arc::new(tree.0))).collect())
+    }
+
     /// The datasets of an asset, ready to mount in a job (views with their manifests).
     pub async fn inputs(&self, did: Did) -> AssetResult<Vec<InputSpec>> {
         // (A view removed by hand is rebuilt below.)
@@ -243,14 +253,8 @@ impl Assets {
                 return Ok(inputs);
             }
         }
-        let rows: Vec<(String, crate::store::JsonText<Tree>)> =
-            sqlx::query_as("SELECT name, manifest FROM asset_datasets WHERE did = $1 ORDER BY name")
-                .bind(Text(did))
-                .fetch_all(self.db.pool())
-                .await?;
         let mut inputs = Vec::new();
-        for (name, tree) in rows {
-            let tree = Arc::new(tree.0);
+        for (name, tree) in self.manifests(did).await? {
             let dir = self.build_view(did, &name, tree.clone()).await?;
             inputs.push(InputSpec { manifest: Some(tree), ..InputSpec::new(name, dir) });
         }

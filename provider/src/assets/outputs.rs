@@ -43,6 +43,7 @@ impl Assets {
             kind: AssetKind::Output,
             datasets: vec![DatasetInfo { name: "outputs".into(), files, bytes, root: receipt.outputs_root }],
             algorithm_hash: Some(receipt.algorithm_hash),
+            environment: None,
             derived_from: Some(Derivation {
                 service_agreement_id: agreement.id,
                 receipt_hash: receipt.receipt_hash,

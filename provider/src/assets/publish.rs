@@ -52,12 +52,26 @@ impl Assets {
             datasets.iter().map(|(name, files)| (name.clone(), manifest(files))).collect();
         let mut algorithm_hash = None;
         match req.kind {
+            AssetKind::Dataset if req.environment.is_some() => {
+                return Err(AssetError::Invalid("only an algorithm names an environment".into()));
+            }
             AssetKind::Dataset => {
                 if !self.config.operators.contains(owner) {
                     return Err(AssetError::NotOperator(format!(
                         "{owner} is not an operator of this provider: only operators publish datasets"
                     )));
                 }
+            }
+            AssetKind::Algorithm if let Some(environment) = &req.environment => {
+                let [(_, tree)] = manifests.iter().collect::<Vec<_>>()[..] else {
+                    return Err(AssetError::Invalid(format!(
+                        "an algorithm for {environment} is published as one dataset holding its files"
+                    )));
+                };
+                let name = tidepool_runtime::job::sanitize_name(&req.name);
+                let algorithm = self.algorithms.from_tree(environment, &name, tree).await?;
+                algorithm_hash = Some(algorithm.hash());
+                self.algorithms.admit(algorithm).await?;
             }
             AssetKind::Algorithm => {
                 let files: Vec<&(String, B256, u64)> = datasets.values().flatten().collect();
@@ -86,6 +100,7 @@ impl Assets {
             kind: req.kind,
             datasets: dataset_infos(&manifests),
             algorithm_hash,
+            environment: req.environment.clone(),
             derived_from: None,
         };
         let service = match req.kind {

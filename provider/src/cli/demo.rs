@@ -156,6 +156,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
                 limits: ServiceLimits { max_fuel: Some(5_000_000_000), ..ServiceLimits::default() },
                 trusted_algorithms: None,
                 timeouts: Default::default(),
+                environment: None,
             },
         )
         .await?;

@@ -10,9 +10,12 @@ use anyhow::{Context, Result, bail};
 
 use super::args::{InputArg, parse_count, parse_duration, parse_size};
 use super::client_args::ClientArgs;
+use super::run::{EnvironmentArgs, load_algorithm};
 use crate::protocol::api::{PublishRequest, ServiceLimits};
 use crate::protocol::ddo::{AlgorithmPolicy, AssetKind};
 use crate::protocol::template::ConditionName;
+use tidepool_runtime::Limits;
+use tidepool_runtime::files::FileKind;
 
 #[derive(Debug, clap::Args)]
 pub struct PublishArgs {
@@ -26,9 +29,15 @@ pub struct PublishArgs {
     /// A dataset: mounted as /data/inputs/NAME in jobs (repeatable).
     #[arg(long = "dataset", value_name = "NAME=DIR")]
     pub datasets: Vec<InputArg>,
-    /// Publish an algorithm (one wasm module) instead of datasets.
-    #[arg(long, value_name = "FILE", conflicts_with = "datasets")]
+    /// Publish an algorithm instead of datasets: a module built for wasm32-wasip1, or a Python
+    /// script or directory with main.py (see --env).
+    #[arg(long, value_name = "FILE|DIR", conflicts_with = "datasets")]
     pub algorithm: Option<PathBuf>,
+    /// The environment that runs --algorithm (default: chosen by the file, as for `tidepool run`).
+    #[arg(long = "env", value_name = "NAME", requires = "algorithm")]
+    pub environment: Option<String>,
+    #[command(flatten)]
+    pub environments: EnvironmentArgs,
     /// The dataset directories are on the provider's machine: it copies them (operators only).
     #[arg(long)]
     pub reference: bool,
@@ -69,7 +78,7 @@ pub async fn run(args: PublishArgs) -> Result<ExitCode> {
         (false, _) => Some(AlgorithmPolicy::Hashes { hashes: args.trusted_hashes.clone() }),
         (true, false) => Some(AlgorithmPolicy::Publishers { publishers: args.trusted_publishers.clone() }),
     };
-    let req = PublishRequest {
+    let mut req = PublishRequest {
         name: args.name.clone(),
         description: args.description.clone(),
         author: String::new(),
@@ -85,11 +94,29 @@ pub async fn run(args: PublishArgs) -> Result<ExitCode> {
         },
         trusted_algorithms: trusted,
         timeouts,
+        environment: None,
     };
-    let published = if let Some(module) = &args.algorithm {
+    let published = if let Some(path) = &args.algorithm {
+        // Checked here, as `tidepool run` would, before anything is sent.
+        let algorithm =
+            load_algorithm(path, args.environment.as_deref(), &args.environments, Limits::DEFAULT_MODULE_BYTES)?;
         let session = client.create_session().await?;
-        let name = module.file_name().and_then(|n| n.to_str()).unwrap_or("algorithm.wasm");
-        client.upload_file(&session, "algorithm", name, module).await?;
+        match (algorithm.environment(), algorithm.files()) {
+            (Some(environment), Some(files)) => {
+                // The files, as one dataset; a single script is uploaded as the entry file.
+                for (relative, kind) in files.entries() {
+                    if let FileKind::File(_) = kind {
+                        let local = if path.is_dir() { path.join(relative) } else { path.clone() };
+                        client.upload_file(&session, "algorithm", relative, &local).await?;
+                    }
+                }
+                req.environment = Some(environment.name().to_string());
+            }
+            _ => {
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("algorithm.wasm");
+                client.upload_file(&session, "algorithm", name, path).await?;
+            }
+        }
         client.publish(&session, &req).await?
     } else if args.datasets.is_empty() {
         bail!("give at least one --dataset NAME=DIR (or --algorithm FILE)");

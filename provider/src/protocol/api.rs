@@ -131,6 +131,11 @@ pub struct PublishRequest {
     /// Condition timeouts in seconds, by condition name (defaults otherwise).
     #[serde(default)]
     pub timeouts: BTreeMap<ConditionName, u64>,
+    /// For an algorithm: the environment its files run in (one this provider offers, e.g.
+    /// `python-3.12`), the files being one dataset holding the environment's entry file
+    /// (`main.py`); none for an algorithm that is a module.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
 }
 
 /// A published asset.

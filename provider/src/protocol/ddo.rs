@@ -106,9 +106,13 @@ pub struct Metadata {
     pub kind: AssetKind,
     /// The asset's datasets (for an algorithm: its one module file, dataset `algorithm`).
     pub datasets: Vec<DatasetInfo>,
-    /// For an algorithm: the BLAKE3 of its module.
+    /// For an algorithm: the hash receipts record, the BLAKE3 of its module or, for an
+    /// algorithm in an environment, its files' tree root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub algorithm_hash: Option<B256>,
+    /// For an algorithm that is not a module: the environment it needs (`python-3.12`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
     /// For outputs: the agreement and receipt they came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub derived_from: Option<Derivation>,
