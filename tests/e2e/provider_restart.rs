@@ -124,3 +124,158 @@ async fn a_killed_daemon_loses_and_duplicates_nothing() {
         tokio::task::spawn_blocking(move || Runtime::new(RuntimeConfig::default()).run(&spec).unwrap()).await.unwrap();
     assert_eq!(local.receipt.receipt_hash, receipt_hash);
 }
+
+/// Jobs by status code, from the daemon's `/metrics`.
+async fn jobs_by_status(url: &str) -> Option<Vec<(u32, u64)>> {
+    let text = reqwest::get(format!("{url}/metrics")).await.ok()?.text().await.ok()?;
+    Some(
+        text.lines()
+            .filter(|l| l.starts_with("tidepool_jobs{"))
+            .filter_map(|l| {
+                let code = l.split("code=\"").nth(1)?.split('"').next()?.parse().ok()?;
+                let n = l.rsplit(' ').next()?.parse().ok()?;
+                Some((code, n))
+            })
+            .collect(),
+    )
+}
+
+/// A bounded loop of SIGKILLs at random moments, of the daemon or of one of its job workers,
+/// while four consumers run flows; then, after a last restart: every agreement is in a legal
+/// state, tokens are conserved, no job is left running, nothing was paid or published twice.
+/// (The seed is printed; `TIDEPOOL_KILL_SEED` replays a run.)
+#[tokio::test(flavor = "multi_thread")]
+async fn random_kills_of_the_daemon_and_its_workers_leave_every_agreement_legal() {
+    let seed: u64 = std::env::var("TIDEPOOL_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    });
+    eprintln!("random kills: TIDEPOOL_KILL_SEED={seed}");
+    let mut state = seed;
+    let mut random = move |n: u64| {
+        // xorshift64
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let mut d = Daemon::start(&["--max-concurrent-jobs", "2"]);
+    let data = dataset(&[("seed.txt", b"unused by mandelbrot")]);
+    let mut req = request("render farm");
+    req.limits = ServiceLimits { max_fuel: Some(40_000_000_000), ..ServiceLimits::default() };
+    let did = publish(&d, &[("seed", data.path())], req).await;
+    let consumers = 4;
+    let mut clients = Vec::new();
+    for _ in 0..consumers {
+        clients.push(std::sync::Arc::new(d.consumer().await));
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let runs: Vec<_> = clients
+        .iter()
+        .map(|c| {
+            let (c, stop) = (c.clone(), stop.clone());
+            tokio::spawn(async move {
+                let out = tempfile::tempdir().unwrap();
+                let (mut ok, mut failed) = (0, 0);
+                for i in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let args = ["--width", "400", "--height", "300", "--max-iter", "800"];
+                    let req = crate::provider_flow::compute(did, "mandelbrot", &args, &out.path().join(i.to_string()));
+                    match c.compute(&req, |_| {}).await {
+                        Ok(o) if o.receipt.outcome.is_success() => ok += 1,
+                        // A flow cut by a kill: the consumer moves on to a new agreement
+                        // (after a pause: the daemon may be down).
+                        _ => {
+                            failed += 1;
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+
+    let rounds = 8;
+    for _ in 0..rounds {
+        tokio::time::sleep(Duration::from_millis(300 + random(1500))).await;
+        let pid = d.pid().expect("the daemon runs");
+        let workers = crate::sandbox::workers(pid);
+        if random(2) == 0 || workers.is_empty() {
+            d.kill();
+            tokio::time::sleep(Duration::from_millis(random(500))).await;
+            d.restart();
+        } else {
+            let victim = workers[random(workers.len() as u64) as usize];
+            // SAFETY: a signal to a process this test's daemon started.
+            unsafe { libc::kill(victim, libc::SIGKILL) };
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    d.kill();
+    d.restart();
+    let (mut ok, mut failed) = (0, 0);
+    for run in runs {
+        let (o, f) = run.await.unwrap();
+        (ok, failed) = (ok + o, failed + f);
+    }
+    eprintln!("random kills: {ok} flows completed, {failed} cut");
+    assert!(ok > 0, "some flow completed between the kills\n{}", d.log());
+
+    // No job is left running: every job that was active ends.
+    let mut active = Vec::new();
+    for _ in 0..1200 {
+        active = jobs_by_status(&d.url).await.unwrap_or_default();
+        active.retain(|&(code, n)| n > 0 && [1, 10, 20, 40, 60].contains(&code));
+        if active.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(active.is_empty(), "jobs still active (code, count): {active:?}\n{}", d.log());
+    // Wait for settlement of finished jobs (the payment step follows the job).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let operator = d.operator().await;
+    // Every event, page by page.
+    let mut events = Vec::new();
+    loop {
+        let page = operator
+            .events(events.last().map_or(0, |e: &tidepool_provider::protocol::events::KeeperEvent| e.id), None)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        events.extend(page);
+    }
+    let mut agreements: Vec<B256> = events.iter().map(|e| e.agreement_id).collect();
+    agreements.sort();
+    agreements.dedup();
+    let mut escrowed = U256::ZERO;
+    for id in &agreements {
+        let a = operator.agreement(*id).await.unwrap();
+        let count = |n: EventName| events.iter().filter(|e| e.agreement_id == *id && e.name() == n).count();
+        assert!(count(EventName::PaymentReleased) <= 1, "{id}: paid twice");
+        assert!(count(EventName::OutputPublished) <= 1, "{id}: published twice");
+        match a.state {
+            AgreementState::Active => escrowed += a.escrow,
+            // Settled: the escrow is empty and says where it went (the sums are checked below).
+            AgreementState::Released => {
+                assert_eq!(a.escrow, U256::ZERO, "{id}: released, yet still escrowed");
+                assert!(a.provider_paid.is_some() && a.consumer_refunded.is_some(), "{id}: a release without a split");
+                assert_eq!(count(EventName::PaymentReleased), 1, "{id}: released without its event");
+            }
+            AgreementState::Refunded => {
+                assert_eq!(a.escrow, U256::ZERO, "{id}: refunded, yet still escrowed");
+                assert!(a.consumer_refunded.is_some(), "{id}: a refund of nothing");
+            }
+        }
+    }
+    let mut total = operator.balance(operator.address()).await.unwrap() + escrowed;
+    for c in &clients {
+        total += c.balance(c.address()).await.unwrap();
+    }
+    assert_eq!(total, faucet_amount() * U256::from(consumers), "tokens are conserved");
+}
