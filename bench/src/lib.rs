@@ -11,10 +11,12 @@ pub mod env;
 pub mod timing;
 
 pub mod figures {
+    pub mod cluster;
     pub mod compile;
     pub mod http;
     pub mod io;
     pub mod jobs;
     pub mod kernels;
+    pub mod load;
     pub mod python;
 }

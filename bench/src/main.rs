@@ -4,7 +4,7 @@
 //! judged figure misses its target. Run it through `scripts/bench.sh`, which builds the native
 //! programs it compares against.
 //!
-//! Figure groups (`--only`): `jobs`, `kernels`, `io`, `compile`, `python`, `http`, `chain`, `memory`.
+//! Figure groups (`--only`): `jobs`, `kernels`, `io`, `compile`, `python`, `http`, `load`, `cluster`, `chain`, `memory`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,10 +12,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use tidepool_bench::env::{Ctx, machine};
-use tidepool_bench::figures::{compile, http, io, jobs, kernels, python};
+use tidepool_bench::figures::{cluster, compile, http, io, jobs, kernels, load, python};
 use tidepool_bench::timing::{Row, table};
 
-const GROUPS: &[&str] = &["jobs", "kernels", "io", "compile", "python", "http", "chain", "memory"];
+const GROUPS: &[&str] = &["jobs", "kernels", "io", "compile", "python", "http", "load", "cluster", "chain", "memory"];
 
 struct Args {
     quick: bool,
@@ -90,10 +90,16 @@ fn run() -> Result<bool> {
         let data = io::dataset(&ctx.disk.path().join("python"), files, size)?;
         rows.extend(python::python(&ctx, &data)?);
     }
-    if wanted("http") || wanted("chain") || wanted("memory") {
+    if ["http", "load", "cluster", "chain", "memory"].iter().any(|g| wanted(g)) {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         if wanted("http") {
             rows.extend(rt.block_on(http::flows(&ctx))?);
+        }
+        if wanted("load") {
+            rows.push(rt.block_on(load::load(&ctx))?);
+        }
+        if wanted("cluster") {
+            rows.extend(rt.block_on(cluster::cluster(&ctx))?);
         }
         if wanted("chain") {
             rows.extend(rt.block_on(http::chain_flows(&ctx))?);

@@ -10,13 +10,13 @@ use alloy_primitives::{B256, U256, keccak256};
 use alloy_signer_local::PrivateKeySigner;
 use tidepool_provider::client::Client;
 use tidepool_provider::protocol::agreement::AgreementState;
-use tidepool_provider::protocol::api::{ExecRequest, ServiceLimits};
+use tidepool_provider::protocol::api::{ExecRequest, PublishRequest, ServiceLimits};
 use tidepool_provider::protocol::ddo::Did;
 use tidepool_provider::protocol::eip712;
 use tidepool_provider::protocol::events::EventName;
 use tidepool_provider::protocol::signing::{Envelope, sign_typed, unix_now};
 use tidepool_runtime::{Algorithm, InputSpec, JobSpec, Limits, Runtime, RuntimeConfig};
-use tidepool_test_artifacts::cluster::{Postgres, SeaweedFs};
+use tidepool_test_artifacts::cluster::Cluster;
 use tidepool_test_artifacts::daemon::Daemon;
 
 use crate::daemon::{faucet_amount, initialize_signed, request};
@@ -24,44 +24,34 @@ use crate::provider_flow::{compute, wait_for_end, wait_for_event};
 use crate::util::{cache_dir, dataset, module};
 
 /// Lease of the tests' workers: short, so that a lost worker is replaced quickly.
-const LEASE_SECS: &str = "2";
-
-/// PostgreSQL, SeaweedFS, API nodes sharing one key, and workers.
-struct Cluster {
-    api: Vec<Daemon>,
-    workers: Vec<Daemon>,
-    /// Held for its lifetime: dropping it stops the server.
-    _weed: SeaweedFs,
-    pg: Postgres,
-}
+const LEASE_SECS: u32 = 2;
 
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_tidepool"))
 }
 
-impl Cluster {
-    fn start(api_nodes: usize, workers: usize) -> Self {
-        let (pg, weed) = (Postgres::start(), SeaweedFs::start());
-        let cache = cache_dir();
-        let envs = [("TIDEPOOL_CACHE_DIR", cache.as_path())];
-        let blobs = weed.bucket("tidepool");
-        let shared = ["--database", &pg.url, "--blobs", &blobs, "--job-lease-secs", LEASE_SECS];
-        let mut api = vec![Daemon::start(binary(), &envs, &shared)];
-        let key = api[0].key_file();
-        let key = key.to_str().unwrap();
-        for _ in 1..api_nodes {
-            let args: Vec<&str> = shared.iter().copied().chain(["--key", key]).collect();
-            api.push(Daemon::start(binary(), &envs, &args));
-        }
-        let worker_args: Vec<&str> = shared.iter().copied().chain(["--max-concurrent-jobs", "1"]).collect();
-        let workers = (0..workers).map(|_| Daemon::start_worker(binary(), &envs, &worker_args)).collect();
-        Self { api, workers, _weed: weed, pg }
-    }
+/// The tests' cluster: PostgreSQL, SeaweedFS, `api_nodes` API nodes and `workers` workers
+/// running one job at a time, with a short lease.
+fn start(api_nodes: usize, workers: usize) -> Cluster {
+    let cache = cache_dir();
+    Cluster::start(
+        binary(),
+        &[("TIDEPOOL_CACHE_DIR", &cache)],
+        api_nodes,
+        workers,
+        LEASE_SECS,
+        &["--max-concurrent-jobs", "1"],
+    )
+}
 
-    fn urls(&self) -> Vec<&str> {
-        self.api.iter().map(|d| d.url.as_str()).collect()
-    }
+/// What the tests do with a cluster as its operator and its consumers.
+trait Parties {
+    async fn operator(&self) -> Client;
+    async fn consumer(&self) -> Client;
+    async fn publish(&self, datasets: &[(&str, &Path)], req: PublishRequest) -> Did;
+}
 
+impl Parties for Cluster {
     async fn operator(&self) -> Client {
         let key = tidepool_provider::keys::load(&self.api[0].key_file()).unwrap();
         Client::connect(&self.api[0].url, key).await.unwrap()
@@ -74,28 +64,10 @@ impl Cluster {
         c
     }
 
-    async fn publish(&self, datasets: &[(&str, &Path)], req: tidepool_provider::protocol::api::PublishRequest) -> Did {
+    async fn publish(&self, datasets: &[(&str, &Path)], req: PublishRequest) -> Did {
         let datasets: Vec<(String, std::path::PathBuf)> =
             datasets.iter().map(|(n, p)| (n.to_string(), p.to_path_buf())).collect();
         self.operator().await.publish_dirs(&datasets, &req).await.unwrap().did
-    }
-
-    /// Every node's log, for failures.
-    fn logs(&self) -> String {
-        let mut all = String::new();
-        for (role, nodes) in [("api", &self.api), ("worker", &self.workers)] {
-            for (i, d) in nodes.iter().enumerate() {
-                all.push_str(&format!("\n--- {role} {i} ---\n{}", d.log()));
-            }
-        }
-        all
-    }
-
-    /// The worker holding job `id`'s lease (its process id is in the lease's owner).
-    fn runner_of(&self, job: &str) -> Option<usize> {
-        let owner = self.pg.psql(&format!("SELECT lease_owner FROM jobs WHERE id = '{job}'"));
-        let pid = owner.split('-').nth(1)?.parse::<u32>().ok()?;
-        self.workers.iter().position(|w| w.pid() == Some(pid))
     }
 }
 
@@ -103,7 +75,7 @@ impl Cluster {
 const BIG: [&str; 6] = ["--width", "1000", "--height", "750", "--max-iter", "3000"];
 
 /// A service whose fuel covers [`BIG`].
-fn render_farm() -> tidepool_provider::protocol::api::PublishRequest {
+fn render_farm() -> PublishRequest {
     let mut req = request("render farm");
     req.limits = ServiceLimits { max_fuel: Some(40_000_000_000), ..ServiceLimits::default() };
     req
@@ -173,7 +145,7 @@ async fn local_receipt_hash(did: Did, c: &Client, data: &Path) -> B256 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_flow_runs_across_two_api_nodes_and_two_workers() {
-    let cluster = Cluster::start(2, 2);
+    let cluster = start(2, 2);
     let books = dataset(&[("dickens.txt", b"It was the best of times, it was the worst of times; the end.\n")]);
     let weather = dataset(&[("cities.csv", b"city,temp,rain\nOslo,3.5,1\nLima,19,\nCairo,24.5,0\n")]);
     let did =
@@ -218,7 +190,7 @@ async fn the_flow_runs_across_two_api_nodes_and_two_workers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_killed_mid_job_is_replaced_after_its_lease_and_the_receipt_is_the_same() {
-    let mut cluster = Cluster::start(1, 2);
+    let mut cluster = start(1, 2);
     let data = dataset(&[("seed.txt", b"unused by mandelbrot")]);
     let did = cluster.publish(&[("seed", data.path())], render_farm()).await;
     let c = cluster.consumer().await;
@@ -243,7 +215,7 @@ async fn a_worker_killed_mid_job_is_replaced_after_its_lease_and_the_receipt_is_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_paused_past_its_lease_commits_nothing_when_it_wakes() {
-    let cluster = Cluster::start(1, 2);
+    let cluster = start(1, 2);
     let data = dataset(&[("seed.txt", b"unused by mandelbrot")]);
     let did = cluster.publish(&[("seed", data.path())], render_farm()).await;
     let c = cluster.consumer().await;
@@ -280,7 +252,7 @@ async fn a_worker_paused_past_its_lease_commits_nothing_when_it_wakes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_same_signed_request_to_both_api_nodes_succeeds_once() {
-    let cluster = Cluster::start(2, 0);
+    let cluster = start(2, 0);
     let operator = cluster.operator().await;
     let signer = PrivateKeySigner::random();
     let http = reqwest::Client::new();
@@ -320,7 +292,7 @@ async fn the_same_signed_request_to_both_api_nodes_succeeds_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_api_node_killed_mid_flow_leaves_the_consumer_on_the_other() {
-    let mut cluster = Cluster::start(2, 1);
+    let mut cluster = start(2, 1);
     let books = dataset(&[("dickens.txt", b"It was the best of times, it was the worst of times.\n")]);
     let did = cluster.publish(&[("books", books.path())], request("books")).await;
     let c = cluster.consumer().await;
@@ -345,7 +317,7 @@ async fn an_api_node_killed_mid_flow_leaves_the_consumer_on_the_other() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgresql_restarted_under_load_answers_503_then_recovers_losing_nothing() {
-    let cluster = Cluster::start(1, 1);
+    let cluster = start(1, 1);
     let books = dataset(&[("dickens.txt", b"It was the best of times, it was the worst of times.\n")]);
     let did = cluster.publish(&[("books", books.path())], request("books")).await;
     // The load comes from a consumer of its own: one signer's requests sent concurrently can

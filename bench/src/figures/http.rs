@@ -33,6 +33,12 @@ async fn provider(ctx: &Ctx, args: &[&str], limits: ServiceLimits) -> Result<Pro
 
 /// Publishes the benchmark's dataset on `daemon`.
 async fn publish(ctx: &Ctx, daemon: Daemon, limits: ServiceLimits) -> Result<Provider> {
+    let did = publish_on(ctx, &daemon, limits).await?;
+    Ok(Provider { daemon, did })
+}
+
+/// Publishes the benchmark's dataset on `daemon` (as its operator); its DID.
+pub(crate) async fn publish_on(ctx: &Ctx, daemon: &Daemon, limits: ServiceLimits) -> Result<Did> {
     let key = tidepool_provider::keys::load(&daemon.key_file()).map_err(|e| anyhow!("{e}"))?;
     let operator = Client::connect(&daemon.url, key).await?;
     let data = tempfile::tempdir_in(ctx.fast.path())?;
@@ -47,9 +53,9 @@ async fn publish(ctx: &Ctx, daemon: Daemon, limits: ServiceLimits) -> Result<Pro
         limits,
         trusted_algorithms: None,
         timeouts: Default::default(),
+        environment: None,
     };
-    let did = operator.publish_dirs(&[("books".to_string(), data.path().to_path_buf())], &request).await?.did;
-    Ok(Provider { daemon, did })
+    Ok(operator.publish_dirs(&[("books".to_string(), data.path().to_path_buf())], &request).await?.did)
 }
 
 async fn consumer(url: &str) -> Result<Client> {
@@ -59,7 +65,13 @@ async fn consumer(url: &str) -> Result<Client> {
 }
 
 /// One whole flow: initialize, upload, lock, grant, exec, run, release, download, check.
-async fn flow(c: &Client, did: Did, module: &(Vec<u8>, String), args: &[String], out: &Path) -> Result<Duration> {
+pub(crate) async fn flow(
+    c: &Client,
+    did: Did,
+    module: &(Vec<u8>, String),
+    args: &[String],
+    out: &Path,
+) -> Result<Duration> {
     let req = ComputeRequest {
         did,
         algorithm: AlgorithmChoice::Module(module.0.clone(), module.1.clone()),
@@ -94,6 +106,54 @@ async fn sequential(
     Ok((percentile(&mut latencies, 50.0), percentile(&mut latencies, 99.0)))
 }
 
+/// How long each client of [`concurrent`] goes on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Until {
+    /// Until this many seconds have passed (the flow under way is finished).
+    Seconds(f64),
+    /// This many flows each.
+    Flows(usize),
+}
+
+/// `clients` each run flows of `module` with `args`, one after another, all clients at once;
+/// every flow's time. Outputs go under `out/TAG-K-I`.
+pub(crate) async fn concurrent(
+    clients: &[Arc<Client>],
+    did: Did,
+    (module, args): (&(Vec<u8>, String), &[String]),
+    until: Until,
+    out: &Path,
+    tag: &str,
+) -> Result<Vec<Duration>> {
+    let deadline = match until {
+        Until::Seconds(s) => Some(Instant::now() + Duration::from_secs_f64(s)),
+        Until::Flows(_) => None,
+    };
+    let tasks: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(k, c)| {
+            let (c, module, args, dir) = (c.clone(), module.clone(), args.to_vec(), out.join(format!("{tag}-{k}")));
+            tokio::spawn(async move {
+                let mut times = Vec::new();
+                while match (deadline, until) {
+                    (Some(deadline), _) => Instant::now() < deadline,
+                    (None, Until::Flows(n)) => times.len() < n,
+                    (None, Until::Seconds(_)) => false,
+                } {
+                    times.push(flow(&c, did, &module, &args, &dir.join(times.len().to_string())).await?);
+                }
+                Ok::<_, anyhow::Error>(times)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    Ok(all)
+}
+
 fn module(name: &str) -> Result<(Vec<u8>, String)> {
     Ok((std::fs::read(tidepool_test_artifacts::module(name))?, name.to_string()))
 }
@@ -110,6 +170,12 @@ pub async fn flows(ctx: &Ctx) -> Result<Vec<Row>> {
     let c = consumer(&p.daemon.url).await?;
     let (p50, p99) = sequential(&c, &p, &noop, outs.path(), n, warm_up).await?;
 
+    progress(&format!("{n} sequential flows with jobs on the daemon's threads (no worker process)"));
+    let threads = provider(ctx, &["--isolation", "in-process"], ServiceLimits::default()).await?;
+    let c_threads = consumer(&threads.daemon.url).await?;
+    let (threads_p50, _) = sequential(&c_threads, &threads, &noop, outs.path(), n, warm_up).await?;
+    drop(threads);
+
     let consumers = 16;
     let seconds = if ctx.quick { 2.0 } else { 10.0 };
     progress(&format!("agreement flows over HTTP with {consumers} concurrent consumers for {seconds} s"));
@@ -121,31 +187,13 @@ pub async fn flows(ctx: &Ctx) -> Result<Vec<Row>> {
     let mut rates = Vec::new();
     let mut loaded = Vec::new();
     for rep in 0..reps {
-        let deadline = Instant::now() + Duration::from_secs_f64(seconds);
         let start = Instant::now();
-        let tasks: Vec<_> = clients
-            .iter()
-            .enumerate()
-            .map(|(k, c)| {
-                let (c, did, noop, dir) = (c.clone(), p.did, noop.clone(), outs.path().to_path_buf());
-                tokio::spawn(async move {
-                    let mut times = Vec::new();
-                    for i in 0.. {
-                        if Instant::now() >= deadline {
-                            break;
-                        }
-                        times.push(flow(&c, did, &noop, &[], &dir.join(format!("par-{rep}-{k}-{i}"))).await?);
-                    }
-                    Ok::<_, anyhow::Error>(times)
-                })
-            })
-            .collect();
-        let mut done = 0usize;
-        for t in tasks {
-            let times = t.await?.map_err(|e| log(e, &p))?;
-            done += times.len();
-            loaded.extend(times);
-        }
+        let times =
+            concurrent(&clients, p.did, (&noop, &[]), Until::Seconds(seconds), outs.path(), &format!("par-{rep}"))
+                .await
+                .map_err(|e| log(e, &p))?;
+        let done = times.len();
+        loaded.extend(times);
         rates.push(done as f64 / start.elapsed().as_secs_f64());
     }
     let rate = median_f64(&mut rates);
@@ -160,6 +208,15 @@ pub async fn flows(ctx: &Ctx) -> Result<Vec<Row>> {
             p50.as_secs_f64() * 1e3,
             Target::AtMost(20.0, " ms p50"),
             &format!("{n} sequential flows after {warm_up} warm-up"),
+        ),
+        Row::ratio(
+            "per-job cost of the second sandbox: the same flow's p50 with each job in a confined worker process \
+             (Landlock, seccomp, rlimits; the default) against jobs on the daemon's threads",
+            format!("{} (+{:.2} ms per job)", millis(p50), (p50.as_secs_f64() - threads_p50.as_secs_f64()) * 1e3),
+            format!("{} in-process", millis(threads_p50)),
+            p50.as_secs_f64() / threads_p50.as_secs_f64(),
+            Target::Reported,
+            &format!("{n} sequential flows after {warm_up} warm-up, each way"),
         ),
         Row::absolute(
             &format!("full flows per second with {consumers} concurrent consumers (same daemon and client)"),
@@ -209,27 +266,11 @@ pub async fn chain_flows(ctx: &Ctx) -> Result<Vec<Row>> {
     for k in 1..=consumers {
         clients.push(Arc::new(wallet(k).await?));
     }
-    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let start = Instant::now();
-    let tasks: Vec<_> = clients
-        .iter()
-        .enumerate()
-        .map(|(k, c)| {
-            let (c, did, noop, dir) = (c.clone(), p.did, noop.clone(), outs.path().to_path_buf());
-            tokio::spawn(async move {
-                let mut done = 0usize;
-                while Instant::now() < deadline {
-                    flow(&c, did, &noop, &[], &dir.join(format!("par-{k}-{done}"))).await?;
-                    done += 1;
-                }
-                Ok::<_, anyhow::Error>(done)
-            })
-        })
-        .collect();
-    let mut done = 0usize;
-    for t in tasks {
-        done += t.await?.map_err(|e| log(e, &p))?;
-    }
+    let done = concurrent(&clients, p.did, (&noop, &[]), Until::Seconds(seconds), outs.path(), "par")
+        .await
+        .map_err(|e| log(e, &p))?
+        .len();
     let rate = done as f64 / start.elapsed().as_secs_f64();
     Ok(vec![
         Row::absolute(

@@ -238,3 +238,106 @@ fn http_put(endpoint: &str, path: &str, body: &[u8]) -> Option<u16> {
     let line = String::from_utf8_lossy(&answer);
     line.split_whitespace().nth(1)?.parse().ok()
 }
+
+/// A whole cluster on loopback: PostgreSQL, SeaweedFS, API nodes (`tidepool serve`) sharing
+/// one provider key, and workers (`tidepool worker`), each a real process.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The API nodes; the first created the provider key the others share.
+    pub api: Vec<crate::daemon::Daemon>,
+    /// The worker nodes.
+    pub workers: Vec<crate::daemon::Daemon>,
+    /// The database every node shares.
+    pub pg: Postgres,
+    /// Held for its lifetime: dropping it stops the server.
+    weed: SeaweedFs,
+    binary: PathBuf,
+    envs: Vec<(String, PathBuf)>,
+    lease_secs: String,
+    worker_args: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts PostgreSQL, SeaweedFS, `api_nodes` API nodes and `workers` workers of `binary`
+    /// (`tidepool`), with jobs leased for `lease_secs` seconds; `envs` are set for every node,
+    /// `worker_args` are extra flags of each worker.
+    pub fn start(
+        binary: &Path,
+        envs: &[(&str, &Path)],
+        api_nodes: usize,
+        workers: usize,
+        lease_secs: u32,
+        worker_args: &[&str],
+    ) -> Self {
+        let (pg, weed) = (Postgres::start(), SeaweedFs::start());
+        let mut cluster = Self {
+            api: Vec::new(),
+            workers: Vec::new(),
+            pg,
+            weed,
+            binary: binary.to_path_buf(),
+            envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_path_buf())).collect(),
+            lease_secs: lease_secs.to_string(),
+            worker_args: worker_args.iter().map(|a| a.to_string()).collect(),
+        };
+        for _ in 0..api_nodes {
+            cluster.add_api_node();
+        }
+        for _ in 0..workers {
+            cluster.add_worker();
+        }
+        cluster
+    }
+
+    fn shared_args(&self) -> Vec<String> {
+        let blobs = self.weed.bucket("tidepool");
+        ["--database", &self.pg.url, "--blobs", &blobs, "--job-lease-secs", &self.lease_secs].map(String::from).to_vec()
+    }
+
+    fn envs(&self) -> Vec<(&str, &Path)> {
+        self.envs.iter().map(|(k, v)| (k.as_str(), v.as_path())).collect()
+    }
+
+    /// Starts one more API node (with the first node's key, if there is one).
+    pub fn add_api_node(&mut self) {
+        let mut args = self.shared_args();
+        if let Some(first) = self.api.first() {
+            args.extend(["--key".to_string(), first.key_file().display().to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let node = crate::daemon::Daemon::start(&self.binary, &self.envs(), &args);
+        self.api.push(node);
+    }
+
+    /// Starts one more worker.
+    pub fn add_worker(&mut self) {
+        let args: Vec<String> = self.shared_args().into_iter().chain(self.worker_args.iter().cloned()).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let worker = crate::daemon::Daemon::start_worker(&self.binary, &self.envs(), &args);
+        self.workers.push(worker);
+    }
+
+    /// The API nodes' URLs.
+    pub fn urls(&self) -> Vec<&str> {
+        self.api.iter().map(|d| d.url.as_str()).collect()
+    }
+
+    /// Every node's log, for failures.
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        for (role, nodes) in [("api", &self.api), ("worker", &self.workers)] {
+            for (i, d) in nodes.iter().enumerate() {
+                all.push_str(&format!("\n--- {role} {i} ---\n{}", d.log()));
+            }
+        }
+        all
+    }
+
+    /// The index of the worker holding job `job`'s lease (its process id is in the lease's
+    /// owner), if a running worker holds it.
+    pub fn runner_of(&self, job: &str) -> Option<usize> {
+        let owner = self.pg.psql(&format!("SELECT lease_owner FROM jobs WHERE id = '{job}'"));
+        let pid = owner.split('-').nth(1)?.parse::<u32>().ok()?;
+        self.workers.iter().position(|w| w.pid() == Some(pid))
+    }
+}
