@@ -11,7 +11,9 @@
 //! * `provider_cli`: the client commands and `tidepool demo`;
 //! * `keepers`: one scenario suite on both keepers (embedded, and contracts on anvil);
 //! * `cluster`: API nodes and workers on real PostgreSQL and SeaweedFS, failures included;
-//! * `sandbox`: jobs in confined worker processes: a worker killed mid-job, quarantine;
+//! * `sandbox`: jobs in confined worker processes: a worker killed or stuck mid-job,
+//!   quarantine, huge modules refused while jobs run;
+//! * `hostile`: slow connections, endless chunked bodies, endless guests, over real TCP;
 //! * `packaging`: the systemd unit's hardening, rated by `systemd-analyze security`.
 #![allow(clippy::unwrap_used, reason = "test helpers: a failed unwrap is a failed test")]
 
@@ -20,6 +22,7 @@ mod cli_run;
 mod cli_verify;
 mod cluster;
 mod daemon;
+mod hostile;
 mod keepers;
 mod packaging;
 mod provider_cli;

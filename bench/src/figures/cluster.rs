@@ -23,15 +23,15 @@ use crate::timing::{Row, Target, median_f64, millis, percentile};
 /// The workers' lease (seconds): what the recovery figure is compared with.
 const LEASE_SECS: u32 = 3;
 
-/// A CPU-bound job: Mandelbrot at this size takes about half a second of one core.
-const CPU_BOUND: [&str; 6] = ["--width", "640", "--height", "480", "--max-iter", "1500"];
+/// A CPU-bound job: Mandelbrot at this size takes about a second and a half of one core.
+const CPU_BOUND: [&str; 6] = ["--width", "800", "--height", "600", "--max-iter", "2500"];
 
 /// A job long enough to be killed mid-run (several seconds of one core).
 const LONG: [&str; 6] = ["--width", "1000", "--height", "750", "--max-iter", "4000"];
 
 /// The service's limits: fuel for the long job.
 fn limits() -> ServiceLimits {
-    ServiceLimits { max_fuel: Some(100_000_000_000), ..ServiceLimits::default() }
+    ServiceLimits { max_fuel: Some(45_000_000_000), ..ServiceLimits::default() }
 }
 
 fn module(name: &str) -> Result<(Vec<u8>, String)> {
@@ -150,7 +150,7 @@ pub async fn cluster(ctx: &Ctx) -> Result<Vec<Row>> {
     let two_workers =
         batch(&clients, did, &mandelbrot, &CPU_BOUND, jobs, outs.path(), "w2").await.map_err(|e| log(e, &cluster))?;
     rows.push(Row::ratio(
-        "CPU-bound jobs per second with 2 workers (Mandelbrot 640×480, 1,500 iterations; one job at a time per \
+        "CPU-bound jobs per second with 2 workers (Mandelbrot 800×600, 2,500 iterations; one job at a time per \
          worker)",
         format!("{two_workers:.2} jobs/s"),
         format!("{one_worker:.2} jobs/s with 1 worker"),

@@ -1,0 +1,158 @@
+//! Hostile clients against a real `tidepool serve` over loopback TCP (issue 10): a thousand
+//! connections that send half a request and then nothing, a chunked body that would go on for
+//! gigabytes, and guests that never stop, each while an ordinary client is served.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use alloy_signer_local::PrivateKeySigner;
+use tidepool_provider::protocol::api::ServiceLimits;
+use tidepool_provider::protocol::signing::{Envelope, unix_now};
+
+use crate::daemon::{Daemon, publish, request};
+use crate::provider_flow::{initialize_and_exec, wait_for_end};
+use crate::util::dataset;
+
+fn host(d: &Daemon) -> String {
+    d.url.strip_prefix("http://").unwrap().to_string()
+}
+
+/// Whether the server closed `socket` (end of stream or reset), waiting up to the socket's
+/// read timeout.
+fn closed(socket: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 512];
+    loop {
+        match socket.read(&mut byte) {
+            Ok(0) => return true,
+            // An answer (408, say) before the close: read on.
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// A thousand connections that send half a request line and then nothing are all closed (by
+/// the header-read timeout, or at accept beyond the connection cap), and meanwhile an ordinary
+/// client gets its answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_slow_connections_are_closed_while_a_normal_client_is_served() {
+    let d = Daemon::start(&["--header-read-timeout", "2s", "--max-connections", "600"]);
+    let operator = d.operator().await;
+    let host = host(&d);
+    let sockets = tokio::task::spawn_blocking(move || {
+        (0..1000)
+            .map(|_| {
+                let mut s = TcpStream::connect(&host).expect("connecting");
+                let _ = s.write_all(b"GET /api/v1/health HT");
+                s
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    // Served meanwhile: the held connections take no request slot.
+    for _ in 0..20 {
+        operator.balance(operator.address()).await.unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    }
+    let open = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut open = sockets;
+        while !open.is_empty() && Instant::now() < deadline {
+            open.retain_mut(|s| {
+                s.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+                !closed(s)
+            });
+        }
+        open.len()
+    })
+    .await
+    .unwrap();
+    assert_eq!(open, 0, "slow connections the server never closed");
+    operator.balance(operator.address()).await.unwrap();
+}
+
+/// A chunked body that would go on for gigabytes is answered 413 once it passes the JSON
+/// limit (1 MiB): the server reads a bounded prefix, never the whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endless_chunked_body_is_refused_at_the_limit() {
+    let d = Daemon::start(&[]);
+    let key = PrivateKeySigner::random();
+    let operator = d.operator().await;
+    let path = "/api/v1/uploads";
+    let envelope = Envelope::sign(&key, operator.domain(), "POST", path, b"{}", unix_now() * 1000, unix_now() + 60);
+    let host = host(&d);
+    let (answer, sent) = tokio::task::spawn_blocking(move || {
+        let mut socket = TcpStream::connect(&host).unwrap();
+        let mut head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+        );
+        for (name, value) in envelope.headers() {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        socket.write_all(head.as_bytes()).unwrap();
+        let mut reader = socket.try_clone().unwrap();
+        let answer = std::thread::spawn(move || {
+            let mut answer = Vec::new();
+            let _ = reader.read_to_end(&mut answer);
+            String::from_utf8_lossy(&answer).into_owned()
+        });
+        // Up to 4 GiB, in 64 KiB chunks, until the server stops taking them.
+        let chunk = [b' '; 64 << 10];
+        let mut sent = 0u64;
+        while sent < 4 << 30 {
+            let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+            if socket.write_all(&framed).is_err() {
+                break;
+            }
+            sent += chunk.len() as u64;
+            if answer.is_finished() {
+                break;
+            }
+        }
+        (answer.join().unwrap(), sent)
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"too_large\""), "{answer}");
+    assert!(sent < 256 << 20, "the server took {sent} bytes before refusing");
+    // And keeps serving.
+    operator.balance(operator.address()).await.unwrap();
+}
+
+/// Guests that never stop (`loop {}`) hold every job slot; the API still answers every request
+/// meanwhile, and the guests end at their wall-clock limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn endless_guests_do_not_stop_the_api() {
+    let d = Daemon::start(&["--max-concurrent-jobs", "2"]);
+    let data = dataset(&[("x.txt", b"x")]);
+    let mut spin = request("spinning service");
+    // (The provider's fuel cap, 5·10^10, takes far longer than 6 s to burn.)
+    spin.limits = ServiceLimits { timeout_ms: Some(6_000), ..ServiceLimits::default() };
+    let did = publish(&d, &[("x", data.path())], spin).await;
+    let consumer = d.consumer().await;
+    let mut jobs = Vec::new();
+    for _ in 0..2 {
+        jobs.push(initialize_and_exec(&consumer, did, "misbehave", &["spin"], None).await.1);
+    }
+    let other = d.consumer().await;
+    let mut answered = 0;
+    while consumer.job(&jobs[0]).await.unwrap().status.code() <= 40 {
+        other.balance(other.address()).await.unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+        other.ddo(did).await.unwrap();
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(answered > 0);
+    for job in &jobs {
+        let view = wait_for_end(&consumer, job).await;
+        assert_eq!(view.status.code(), 71, "{view:?}");
+        let why = view.outcome.as_ref().map(ToString::to_string).or(view.error.clone()).unwrap_or_default();
+        assert!(why.contains("time"), "ended by its wall-clock limit: {view:?}");
+    }
+}
