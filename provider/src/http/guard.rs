@@ -51,7 +51,8 @@ pub mod reason {
     pub const REPLAY: &str = "replay";
     /// An upload over its address's slots or hourly bytes (429 from a handler).
     pub const UPLOAD_QUOTA: &str = "upload_quota";
-    /// The database could not answer in time (503 from a handler).
+    /// A 503 from a handler: mostly storage busy or unreachable (also an upload gate at
+    /// capacity, an unreachable keeper).
     pub const STORAGE_UNAVAILABLE: &str = "storage_unavailable";
 }
 
