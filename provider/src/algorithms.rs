@@ -30,11 +30,17 @@ pub enum AdmissionError {
     /// The runtime itself failed while checking.
     #[error("the runtime could not check the module")]
     Runtime(#[source] tidepool_runtime::Error),
+    /// The check's blocking task failed, or the stored module could not be read.
     #[error("the module check did not finish")]
     Interrupted(#[source] std::io::Error),
     /// An algorithm for an environment this provider does not offer.
     #[error("this provider does not offer the environment `{name}` (it offers: {offered})")]
-    NoEnvironment { name: String, offered: String },
+    NoEnvironment {
+        /// The environment asked for.
+        name: String,
+        /// The ones offered, comma-separated.
+        offered: String,
+    },
     /// A files archive that cannot be read.
     #[error("the algorithm's files cannot be read: {0}")]
     BadFiles(String),
@@ -79,6 +85,7 @@ pub struct Algorithms {
 }
 
 impl Algorithms {
+    /// Admission under `limits` with `runtime`, for the `environments` offered; modules kept in `blobs`, uploads recorded in `db`.
     pub fn new(
         db: Db,
         blobs: Arc<Blobs>,

@@ -182,8 +182,10 @@ impl Default for SandboxConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Isolation {
+    /// Each job in a confined worker process (`tidepool job-worker`).
     #[default]
     Process,
+    /// Each job on a blocking thread of the daemon, with the runtime's sandbox alone.
     InProcess,
 }
 
@@ -231,6 +233,7 @@ pub struct Operators {
 }
 
 impl Operators {
+    /// The provider and the configured operators.
     pub fn new(provider: Address, others: Vec<Address>) -> Self {
         Self { provider, others }
     }

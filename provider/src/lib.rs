@@ -9,6 +9,8 @@
 //!   owning its tables;
 //! * [`http`]: the API over those components; [`provider`]: the wiring.
 
+#![warn(missing_docs)]
+
 pub mod agreement;
 pub mod algorithms;
 pub mod assets;

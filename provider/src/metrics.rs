@@ -22,6 +22,7 @@ impl<K: Ord> Default for CounterVec<K> {
 }
 
 impl<K: Ord + Clone> CounterVec<K> {
+    /// Adds one to the counter of `key`.
     pub fn inc(&self, key: K) {
         *self.values.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_insert(0) += 1;
     }
@@ -47,10 +48,12 @@ struct HistogramState {
 }
 
 impl Histogram {
+    /// An empty histogram with these bucket upper bounds (ascending).
     pub fn new(bounds: &'static [f64]) -> Self {
         Self { bounds, state: Mutex::new(HistogramState { counts: vec![0; bounds.len()], ..Default::default() }) }
     }
 
+    /// Counts one value (in the histogram's unit).
     pub fn observe(&self, value: f64) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(i) = self.bounds.iter().position(|b| value <= *b) {

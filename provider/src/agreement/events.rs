@@ -27,9 +27,16 @@ use crate::store::{Db, DbError};
 pub enum DispatchError {
     /// The template maps an event of the provider's to a handler the provider does not run.
     #[error("the template maps {event} to `{handler}`, which the provider has no handler for")]
-    NoHandler { event: EventName, handler: Handler },
+    NoHandler {
+        /// The event.
+        event: EventName,
+        /// The handler the template names for it.
+        handler: Handler,
+    },
+    /// The keeper failed.
     #[error(transparent)]
     Keeper(#[from] KeeperError),
+    /// The dispatcher's cursor could not be read or stored.
     #[error("the dispatcher's cursor cannot be kept")]
     Db(#[from] DbError),
 }
@@ -72,6 +79,7 @@ impl Dispatcher {
     /// The handlers the provider runs.
     const RUNS: &[Handler] = &[Handler::GrantCompute];
 
+    /// The dispatcher of `provider`'s handlers on `keeper`'s events, its cursor kept in `db`. Starts nothing: see [`Dispatcher::start`].
     pub fn new(keeper: Arc<dyn Keeper>, db: Db, provider: Address) -> Self {
         Self { keeper, db, provider }
     }

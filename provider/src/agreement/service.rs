@@ -30,30 +30,45 @@ pub enum ServiceError {
     /// A signature over the agreement or the algorithm is not the consumer's.
     #[error("{0}")]
     BadSignature(String),
+    /// A signature does not parse or recover (401).
     #[error("a signature cannot be checked")]
     Signature(#[from] AuthError),
+    /// The asset has no Computing service with this id (404).
     #[error("{did} has no Computing service {id}")]
-    NoService { did: Did, id: String },
+    NoService {
+        /// The asset.
+        did: Did,
+        /// The service id asked for.
+        id: String,
+    },
     /// The request conflicts with the agreement's state or this provider.
     #[error("{0}")]
     Conflict(String),
+    /// The service's conditions are not this template's on this keeper (409).
     #[error("the service cannot be agreed on with this keeper: {0}")]
     Template(#[from] TemplateError),
     /// The algorithm or the request is refused by policy.
     #[error("{0}")]
     Refused(String),
+    /// Malformed input (400).
     #[error("{0}")]
     BadRequest(String),
+    /// The keeper refused or failed (its own statuses).
     #[error(transparent)]
     Keeper(#[from] KeeperError),
+    /// The assets component refused or failed (its own statuses).
     #[error(transparent)]
     Asset(#[from] AssetError),
+    /// The algorithm was not admitted (its own statuses).
     #[error(transparent)]
     Admission(#[from] AdmissionError),
+    /// The jobs component refused or failed (its own statuses).
     #[error(transparent)]
     Job(#[from] JobError),
+    /// The database failed while recording the upload (503 when transient, else 500).
     #[error("the uploaded algorithm cannot be recorded")]
     Db(#[from] crate::store::DbError),
+    /// Storing the algorithm failed (500).
     #[error("the algorithm cannot be stored")]
     Io(#[from] std::io::Error),
 }
@@ -73,10 +88,14 @@ pub enum AlgorithmSource {
     /// Files for an environment this provider offers, as a `tidepool-files-v1` archive, and
     /// the name the algorithm runs under.
     Files {
+        /// The environment's name.
         environment: String,
+        /// The files' archive.
         archive: Vec<u8>,
+        /// The name it runs under.
         name: String,
     },
+    /// A published algorithm asset.
     Published(Did),
 }
 
@@ -92,6 +111,7 @@ pub struct Agreements {
 }
 
 impl Agreements {
+    /// The provider's side of the flow for `provider`, over the components each step calls.
     pub fn new(
         keeper: Arc<dyn Keeper>,
         assets: Arc<Assets>,

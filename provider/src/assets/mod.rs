@@ -54,9 +54,11 @@ pub struct AssetsConfig {
 /// A file streamed to disk (in [`Assets::upload_dir`]) on its way into the blob store.
 #[derive(Debug)]
 pub struct StagedFile {
+    /// The temporary file (removed when dropped).
     pub file: tempfile::TempPath,
     /// BLAKE3 of its contents.
     pub hash: B256,
+    /// Its size in bytes.
     pub size: u64,
 }
 
@@ -72,6 +74,7 @@ pub struct Assets {
 }
 
 impl Assets {
+    /// The asset catalogue in `db` and `blobs`, registering assets with `keeper` and admitting published algorithms through `algorithms`.
     pub fn new(
         db: Db,
         blobs: Arc<Blobs>,

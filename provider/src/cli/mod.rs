@@ -18,8 +18,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub use args::{InputArg, parse_duration, parse_seed, parse_size};
-
 /// Compute-to-data in a deterministic WebAssembly sandbox.
 #[derive(Debug, Parser)]
 #[command(name = "tidepool", version, about, propagate_version = true)]
@@ -28,11 +26,11 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run an algorithm on local datasets and write its outputs and receipt.
     Run(run::RunArgs),
     /// Re-execute a receipt's job and check that it matches.

@@ -42,9 +42,13 @@ pub enum AlgorithmChoice {
 /// which is the `algorithmHash` the consumer signs and the receipt's `algorithm_hash`.
 #[derive(Debug, Clone)]
 pub struct FilesAlgorithm {
+    /// The environment's name (a plain name, e.g. `python`).
     pub environment: String,
+    /// The name the algorithm runs under.
     pub name: String,
+    /// The files as a canonical `tidepool-files-v1` archive.
     pub archive: Vec<u8>,
+    /// The files' tree root: the hash the consumer signs.
     pub algorithm_hash: B256,
 }
 
@@ -64,9 +68,13 @@ impl FilesAlgorithm {
 /// What to run, where, and how long to wait.
 #[derive(Debug, Clone)]
 pub struct ComputeRequest {
+    /// The dataset asset whose Computing service runs the job.
     pub did: Did,
+    /// The algorithm to run.
     pub algorithm: AlgorithmChoice,
+    /// Arguments for the algorithm, after its inputs and outputs directories.
     pub args: Vec<String>,
+    /// Do not start before this time (Unix seconds); `None`: as soon as possible.
     pub not_before: Option<u64>,
     /// Where the outputs (`outputs/`), logs (`logs/`) and `receipt.json` go. Must not exist or
     /// be empty.
@@ -78,25 +86,55 @@ pub struct ComputeRequest {
 /// Where the flow is, for progress displays.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
-    Initialized { agreement: B256 },
+    /// The agreement was created on the keeper.
+    Initialized {
+        /// The agreement's id.
+        agreement: B256,
+    },
+    /// A keeper event of the agreement arrived.
     Event(EventName),
-    AlgorithmUploaded { hash: B256 },
-    PaymentLocked { amount: U256 },
-    JobQueued { job: String },
+    /// The provider accepted the algorithm.
+    AlgorithmUploaded {
+        /// The algorithm's hash (its module's BLAKE3, or its files' tree root).
+        hash: B256,
+    },
+    /// The payment is locked in escrow.
+    PaymentLocked {
+        /// The amount locked, in token base units.
+        amount: U256,
+    },
+    /// The provider queued the job.
+    JobQueued {
+        /// The job's id.
+        job: String,
+    },
+    /// The job as last polled (while it runs).
     Job(Box<JobView>),
-    Downloading { files: usize },
+    /// The results are being downloaded.
+    Downloading {
+        /// How many result files.
+        files: usize,
+    },
 }
 
 /// What the flow produced.
 #[derive(Debug, Clone)]
 pub struct ComputeOutcome {
+    /// The agreement's id.
     pub agreement: B256,
+    /// The job as it ended.
     pub job: JobView,
+    /// The receipt, checked: signed by the provider, committed on the keeper, its outputs the
+    /// downloaded files.
     pub receipt: Receipt,
+    /// How the payment was split (from `PaymentReleased`).
     pub payout: Payout,
+    /// The DID of the asset the provider published from the outputs (always set: the flow
+    /// waits for `OutputPublished`).
     pub output_did: Option<Did>,
+    /// Where the results were downloaded (the request's `output_dir`).
     pub output_dir: PathBuf,
-    /// Output files, relative to `output_dir/outputs`.
+    /// Output files, relative to `output_dir/outputs`, with their sizes in bytes.
     pub files: Vec<(String, u64)>,
 }
 

@@ -33,42 +33,68 @@ use crate::store::DbError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ApiError {
+    /// 400: malformed input.
     #[error("{0}")]
     BadRequest(String),
+    /// 401: a missing, expired or wrong signature.
     #[error("{0}")]
     Unauthorized(String),
+    /// 402: the balance does not cover the payment.
     #[error("{0}")]
     PaymentRequired(String),
+    /// 403: signed, but not allowed (not the consumer, not granted, not an operator).
     #[error("{0}")]
     Forbidden(String),
+    /// 404: an unknown asset, agreement, job or result.
     #[error("{0}")]
     NotFound(String),
+    /// 409: a state conflict (exists already, too early, too late).
     #[error("{0}")]
     Conflict(String),
+    /// 409: a request nonce not greater than the last one accepted from its signer.
     #[error("the request nonce {nonce} is not greater than the last one accepted from {address}: a replay")]
-    Replay { address: String, nonce: u64 },
+    Replay {
+        /// The signer.
+        address: String,
+        /// The nonce refused.
+        nonce: u64,
+    },
+    /// 413: a body over its limit.
     #[error("{0}")]
     TooLarge(String),
+    /// 422: an invalid module, or one the asset's policy refuses.
     #[error("{0}")]
     Unprocessable(String),
+    /// 405: a known path, another method.
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// 408: the request body stalled longer than the body idle timeout.
     #[error("{0}")]
     Timeout(String),
+    /// 414: a path and query over the URI limit.
     #[error("{0}")]
     UriTooLong(String),
+    /// 431: more header bytes or headers than allowed.
     #[error("{0}")]
     HeadersTooLarge(String),
-    /// Over a rate or quota: try again after `retry_after_secs`.
+    /// 429: over a rate or quota: try again after `retry_after_secs`.
     #[error("{message}")]
-    TooManyRequests { retry_after_secs: u64, message: String },
-    /// A failure of the provider's own; the cause is logged, not sent.
+    TooManyRequests {
+        /// Seconds until a retry may succeed (the `Retry-After` header).
+        retry_after_secs: u64,
+        /// What was exceeded, for the client.
+        message: String,
+    },
+    /// 500: a failure of the provider's own; the cause is logged, not sent.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// A condition that should clear: try again after `retry_after_secs`. The cause is logged.
+    /// 503: a condition that should clear: try again after `retry_after_secs`. The cause is
+    /// logged.
     #[error("the provider cannot serve this now; try again in {retry_after_secs} s")]
     Unavailable {
+        /// Seconds until a retry may succeed (the `Retry-After` header).
         retry_after_secs: u64,
+        /// Why, for the log.
         #[source]
         cause: Box<dyn std::error::Error + Send + Sync>,
     },

@@ -25,8 +25,11 @@ use crate::store::nonces::Nonces;
 /// The envelope of a signed request, read from its headers (not verified yet).
 #[derive(Debug, Clone)]
 pub struct Envelope {
+    /// The signature's headers.
     pub envelope: auth::Envelope,
+    /// The request's method.
     pub method: String,
+    /// Its path and query, as the client sent them (what was signed).
     pub path: String,
 }
 
@@ -51,6 +54,7 @@ pub struct RequestAuth {
 }
 
 impl RequestAuth {
+    /// Checks requests signed under `domain`, valid for at most `max_ttl_secs` from now, against `nonces`.
     pub fn new(nonces: Nonces, domain: Eip712Domain, max_ttl_secs: u64) -> Self {
         Self { nonces, domain, max_ttl_secs }
     }

@@ -31,16 +31,28 @@ use crate::metrics::{self, CounterVec};
 /// Why requests were refused before their handler (the `reason` label of
 /// `tidepool_http_rejected_total`), or by it for a reason worth watching.
 pub mod reason {
+    /// A connection over the connection cap (closed at once).
     pub const CONNECTIONS: &str = "connection_cap";
+    /// No free request slot: load shed (503).
     pub const OVERLOADED: &str = "overloaded";
+    /// The peer is over its rate (429).
     pub const RATE_LIMITED: &str = "rate_limited";
+    /// The path and query are over the limit (414).
     pub const URI_TOO_LONG: &str = "uri_too_long";
+    /// Too many headers, or too many bytes of them (431).
     pub const HEADERS_TOO_LARGE: &str = "headers_too_large";
+    /// A body over its limit (413).
     pub const BODY_TOO_LARGE: &str = "body_too_large";
+    /// A body that idled too long (408).
     pub const BODY_TIMEOUT: &str = "body_timeout";
+    /// A request refused as unsigned or badly signed (401).
     pub const BAD_SIGNATURE: &str = "bad_signature";
+    /// A reused nonce (409). Not counted yet: the guard counts by status, and 409 is also a flow conflict.
     pub const REPLAY: &str = "replay";
+    /// An upload over its address's slots or hourly bytes (429 from a handler).
     pub const UPLOAD_QUOTA: &str = "upload_quota";
+    /// A 503 from a handler: mostly storage busy or unreachable (also an upload gate at
+    /// capacity, an unreachable keeper).
     pub const STORAGE_UNAVAILABLE: &str = "storage_unavailable";
 }
 
@@ -53,10 +65,12 @@ pub struct HttpMetrics {
 }
 
 impl HttpMetrics {
+    /// Counts one refusal for `reason` (one of [`reason`]'s).
     pub fn reject(&self, reason: &'static str) {
         self.rejected.inc(reason);
     }
 
+    /// Appends the metrics in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
         metrics::header(out, "tidepool_http_requests_total", "HTTP requests answered, by route and status", "counter");
         for ((route, method, status), n) in self.requests.snapshot() {
@@ -81,10 +95,12 @@ pub struct Guard {
     config: HttpConfig,
     slots: Arc<Semaphore>,
     rates: RateLimiter,
+    /// The requests answered and refused.
     pub metrics: HttpMetrics,
 }
 
 impl Guard {
+    /// The guard for `config`'s limits.
     pub fn new(config: HttpConfig) -> Arc<Self> {
         Arc::new(Self {
             slots: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),
@@ -94,6 +110,7 @@ impl Guard {
         })
     }
 
+    /// The limits it enforces.
     pub fn config(&self) -> &HttpConfig {
         &self.config
     }
@@ -206,6 +223,7 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
+    /// `rate` requests a second per peer, `burst` at once; a `rate` of 0 or less turns it off.
     pub fn new(rate: f64, burst: u32) -> Self {
         Self { rate, burst: f64::from(burst.max(1)), buckets: Mutex::new(HashMap::new()) }
     }

@@ -42,23 +42,32 @@ use crate::protocol::api::ProviderView;
 /// Largest bodies accepted for files and modules.
 #[derive(Clone, Copy, Debug)]
 pub struct BodyLimits {
+    /// The largest dataset file, in bytes.
     pub max_file_bytes: u64,
+    /// The largest algorithm upload (a module or a files archive), in bytes.
     pub max_module_bytes: u64,
 }
 
 /// What the handlers serve: the components they call, and request authentication.
 #[derive(Debug)]
 pub struct Api {
+    /// The provider's side of the agreement flow.
     pub agreements: Arc<Agreements>,
+    /// Uploads, publishing and the catalogue.
     pub assets: Arc<Assets>,
+    /// Jobs, their results and their stops.
     pub jobs: Arc<Jobs>,
+    /// The keeper, for its read-only views, balances and the faucet.
     pub keeper: Arc<dyn Keeper>,
+    /// Signature and nonce checks for signed requests.
     pub auth: RequestAuth,
     /// `GET /api/v1/provider`.
     pub view: ProviderView,
+    /// The largest bodies accepted.
     pub limits: BodyLimits,
     /// What the development faucet gives, when it is on.
     pub faucet: Option<U256>,
+    /// The addresses allowed the operator-only requests (credit, local references).
     pub operators: Operators,
     /// The request limits, and the HTTP metrics.
     pub guard: Arc<Guard>,

@@ -76,6 +76,7 @@ impl Drop for UploadSlot {
 }
 
 impl UploadGate {
+    /// A gate with `limits`.
     pub fn new(limits: UploadLimits) -> Arc<Self> {
         Arc::new(Self {
             limits,
@@ -152,9 +153,13 @@ pub fn check_declared_length(headers: &HeaderMap, limit: u64) -> ApiResult<Optio
 /// A body received into a temporary file, hashed, and checked against its signature.
 #[derive(Debug)]
 pub struct Received {
+    /// The signer.
     pub who: Address,
+    /// The body, in a temporary file (removed when dropped).
     pub file: tempfile::TempPath,
+    /// Its size in bytes.
     pub size: u64,
+    /// Its BLAKE3.
     pub blake3: B256,
 }
 

@@ -82,6 +82,7 @@ pub struct JobsConfig {
 pub struct WorkersConfig {
     /// `tidepool job-worker`.
     pub command: tidepool_sandbox::WorkerCommand,
+    /// How workers are confined and bounded, and how many are kept ready.
     pub sandbox: crate::config::SandboxConfig,
     /// The compile cache, which workers may read.
     pub cache_dir: Option<PathBuf>,
@@ -96,7 +97,9 @@ pub fn node_name(role: &str) -> String {
 /// Signs receipts as the provider.
 #[derive(Clone, Debug)]
 pub struct ReceiptSigner {
+    /// The provider's key.
     pub signer: PrivateKeySigner,
+    /// The domain receipts are signed under (the provider's).
     pub domain: Eip712Domain,
 }
 
@@ -121,11 +124,14 @@ pub struct Jobs {
 /// What a result download reads from.
 #[derive(Debug)]
 pub enum ResultBody {
+    /// An output or a log, open in the blob store.
     File(std::fs::File),
+    /// The signed receipt's JSON.
     Bytes(Vec<u8>),
 }
 
 impl Jobs {
+    /// The jobs component over `db`, calling the other components it runs jobs with. Starts nothing: see [`Jobs::start`].
     #[allow(clippy::too_many_arguments, reason = "each is a component the jobs depend on, wired once")]
     pub fn new(
         db: Db,

@@ -28,13 +28,21 @@ use crate::store::DbError;
 /// What a new agreement is made of.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewAgreement {
+    /// The agreement's id (chosen by the consumer).
     pub id: B256,
+    /// The dataset asset.
     pub did: Did,
+    /// The template its conditions are from.
     pub template_id: B256,
+    /// Who pays.
     pub consumer: Address,
+    /// Who computes and is paid.
     pub provider: Address,
+    /// Token base units per unit of fuel.
     pub price_per_fuel: U256,
+    /// Fuel the job may burn at most; the escrow is `price_per_fuel * max_fuel`.
     pub max_fuel: u64,
+    /// Its conditions, in the template's order.
     pub conditions: Vec<ConditionInit>,
     /// The consumer's EIP-712 signature over the `ServiceAgreement` (under
     /// [`Keeper::agreement_domain`]): a chain keeper has its contract check it again.
@@ -44,11 +52,15 @@ pub struct NewAgreement {
 /// One condition of a new agreement.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConditionInit {
+    /// The condition.
     pub name: ConditionName,
+    /// Its key: keccak256(templateId, controller, selector).
     pub key: B256,
+    /// The hash of its parameters' values.
     pub values_hash: B256,
     /// Seconds after creation; 0 for no deadline.
     pub timeout: u64,
+    /// The conditions that must be fulfilled first.
     pub dependencies: Vec<ConditionName>,
 }
 
@@ -56,28 +68,64 @@ pub struct ConditionInit {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeeperError {
+    /// No agreement has this id (404).
     #[error("no agreement {0}")]
     NotFound(B256),
+    /// An agreement with this id exists (409).
     #[error("agreement {0} exists already")]
     AlreadyExists(B256),
+    /// The condition is fulfilled already: the step was done (409).
     #[error("condition `{condition}` is fulfilled already")]
-    AlreadyFulfilled { condition: ConditionName },
+    AlreadyFulfilled {
+        /// The condition.
+        condition: ConditionName,
+    },
+    /// The agreement's outputs are published already (409).
     #[error("the outputs of agreement {0} are published already")]
     OutputAlreadyPublished(B256),
+    /// A dependency of the condition is not fulfilled yet (409).
     #[error("condition `{condition}` cannot be fulfilled before `{missing}`")]
-    DependencyUnfulfilled { condition: ConditionName, missing: ConditionName },
+    DependencyUnfulfilled {
+        /// The condition asked for.
+        condition: ConditionName,
+        /// The dependency not fulfilled yet.
+        missing: ConditionName,
+    },
+    /// The condition's deadline passed (409).
     #[error("condition `{condition}` timed out at {deadline}")]
-    TimedOut { condition: ConditionName, deadline: u64 },
+    TimedOut {
+        /// The condition.
+        condition: ConditionName,
+        /// Its deadline (Unix seconds).
+        deadline: u64,
+    },
+    /// The caller is not the party the step belongs to (403).
     #[error("only the agreement's {role} may do this")]
-    NotParty { role: &'static str },
+    NotParty {
+        /// Whose step it is (e.g. `consumer`).
+        role: &'static str,
+    },
+    /// The payer's balance is too low for the escrow (402).
     #[error("insufficient balance: {needed} needed, {available} available")]
-    InsufficientBalance { needed: U256, available: U256 },
+    InsufficientBalance {
+        /// The escrow asked for.
+        needed: U256,
+        /// The payer's balance.
+        available: U256,
+    },
+    /// The agreement was released or refunded already (409).
     #[error("the agreement is {state:?}")]
-    Closed { state: AgreementState },
+    Closed {
+        /// Where the agreement stands.
+        state: AgreementState,
+    },
+    /// A refund before any deadline the provider missed (409).
     #[error("no refund yet: {0}")]
     NotRefundable(String),
+    /// The agreement or a step's input is invalid (400).
     #[error("invalid agreement: {0}")]
     Invalid(String),
+    /// This keeper does not do this (e.g. a chain keeper's payments are the consumer's own transactions) (400).
     #[error("this keeper does not support {0}")]
     Unsupported(&'static str),
     /// The keeper (a contract) refused the receipt as not matching the agreement.
@@ -86,8 +134,10 @@ pub enum KeeperError {
     /// The keeper could not be reached or did not answer (a chain node): worth retrying.
     #[error("the keeper is unreachable")]
     Unreachable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The embedded keeper's database failed (503 when transient, else 500).
     #[error("the keeper's storage failed")]
     Storage(#[from] DbError),
+    /// A stored value does not parse (500).
     #[error("the keeper's storage holds a value it cannot read: {0}")]
     Corrupt(String),
 }
@@ -98,6 +148,7 @@ impl From<sqlx::Error> for KeeperError {
     }
 }
 
+/// What the keeper's calls return.
 pub type KeeperResult<T> = Result<T, KeeperError>;
 
 /// Agreements, conditions, payments and events.
@@ -105,6 +156,7 @@ pub type KeeperResult<T> = Result<T, KeeperError>;
 pub trait Keeper: Send + Sync + fmt::Debug {
     /// `embedded` or `evm`, as DDOs record it.
     fn kind(&self) -> &'static str;
+    /// The chain id of the EIP-712 domains (the embedded keeper's is configured).
     fn chain_id(&self) -> u64;
     /// The addresses of the condition controllers (they go into condition keys).
     fn controllers(&self) -> &Controllers;
@@ -120,6 +172,7 @@ pub trait Keeper: Send + Sync + fmt::Debug {
 
     /// Creates an agreement; emits `ExecuteAgreement`.
     async fn create_agreement(&self, agreement: NewAgreement) -> KeeperResult<Agreement>;
+    /// The agreement `id` as the keeper holds it.
     async fn agreement(&self, id: B256) -> KeeperResult<Agreement>;
     /// The consumer locks `max_fuel × price`; emits `PaymentLocked`. (On a chain, consumers
     /// lock from their own wallets: [`KeeperError::Unsupported`].)
@@ -153,6 +206,7 @@ pub trait Keeper: Send + Sync + fmt::Debug {
     /// should read the log again.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<EventNote>;
 
+    /// The token balance of `who`, in base units.
     async fn balance(&self, who: Address) -> KeeperResult<U256>;
     /// Adds tokens to an account (development faucet, operator credit).
     async fn credit(&self, who: Address, amount: U256) -> KeeperResult<U256>;

@@ -19,10 +19,12 @@ pub mod signature_hex {
     use alloy_primitives::Signature;
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Writes `sig` as 0x-hex.
     pub fn serialize<S: Serializer>(sig: &Signature, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(sig)
     }
 
+    /// Reads a 0x-hex signature; anything else is a deserialization error.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Signature, D::Error> {
         let text = String::deserialize(d)?;
         text.parse().map_err(|e| serde::de::Error::custom(format!("not a 65-byte hex signature: {e}")))
@@ -32,13 +34,16 @@ pub mod signature_hex {
 /// Every error response: `{"error": {"code": ..., "message": ...}}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
+    /// What went wrong.
     pub error: ErrorDetail,
 }
 
+/// The inside of an [`ErrorBody`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDetail {
     /// A stable, machine-readable code (`bad_signature`, `replay`, `not_found`...).
     pub code: String,
+    /// For people; for a 5xx, a generic text (the cause is only logged).
     pub message: String,
 }
 
@@ -75,6 +80,7 @@ impl<'de> Deserialize<'de> for Empty {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UploadSession {
+    /// The session's id, to name in the session's later requests.
     pub id: String,
 }
 
@@ -82,9 +88,13 @@ pub struct UploadSession {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UploadedFile {
+    /// The dataset the file belongs to.
     pub dataset: String,
+    /// Its path in the dataset (`/`-separated).
     pub path: String,
+    /// BLAKE3 of its content.
     pub hash: B256,
+    /// Its size in bytes.
     pub size: u64,
 }
 
@@ -93,7 +103,9 @@ pub struct UploadedFile {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReferenceRequest {
+    /// The dataset to copy into.
     pub dataset: String,
+    /// The directory, on the provider's disk.
     pub local_path: PathBuf,
 }
 
@@ -101,10 +113,15 @@ pub struct ReferenceRequest {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceLimits {
+    /// Fuel a job may burn at most (the provider charges per unit used).
     pub max_fuel: Option<u64>,
+    /// A job's linear memory at most, in bytes.
     pub memory_bytes: Option<u64>,
+    /// A job's wall-clock time at most, in milliseconds.
     pub timeout_ms: Option<u64>,
+    /// The outputs' total size at most, in bytes.
     pub output_bytes: Option<u64>,
+    /// How many output files (and directories) at most.
     pub output_files: Option<u64>,
 }
 
@@ -112,17 +129,23 @@ pub struct ServiceLimits {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PublishRequest {
+    /// The asset's name (its DDO's `metadata.main.name`).
     pub name: String,
+    /// A description for people.
     #[serde(default)]
     pub description: String,
+    /// Who made the asset.
     #[serde(default)]
     pub author: String,
+    /// Its license (free text, e.g. an SPDX id).
     #[serde(default)]
     pub license: String,
+    /// A dataset (with a Computing service) or an algorithm.
     pub kind: AssetKind,
     /// Token base units per unit of fuel (datasets; default 1).
     #[serde(default)]
     pub price_per_fuel: Option<U256>,
+    /// The limits the Computing service offers jobs (datasets; each at most the provider's).
     #[serde(default)]
     pub limits: ServiceLimits,
     /// Which algorithms may run on a dataset (default: any).
@@ -142,7 +165,9 @@ pub struct PublishRequest {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Published {
+    /// The asset's DID.
     pub did: Did,
+    /// Its DDO, as served by `GET /api/v1/assets/{did}`.
     pub ddo: Ddo,
 }
 
@@ -152,12 +177,16 @@ pub struct Published {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InitializeRequest {
+    /// The dataset asset.
     pub did: Did,
+    /// The agreement's id, chosen by the consumer.
     pub service_agreement_id: B256,
+    /// Which service of the DDO the agreement is for (its `index`).
     pub service_definition_id: String,
     /// The consumer's EIP-712 signature over the `ServiceAgreement` (65 bytes, 0x-hex).
     #[serde(with = "signature_hex")]
     pub signature: Signature,
+    /// The consumer, who signed.
     pub consumer_address: Address,
 }
 
@@ -166,10 +195,12 @@ pub struct InitializeRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UploadQuery {
+    /// The agreement the algorithm is for.
     pub service_agreement_id: B256,
     /// The consumer's EIP-712 signature over `Algorithm(serviceAgreementId, algorithmHash)`.
     #[serde(with = "signature_hex")]
     pub signed_checksum: Signature,
+    /// A published algorithm to run instead of a module in the body.
     #[serde(default)]
     pub algorithm_did: Option<Did>,
     /// The name the algorithm runs under (`argv[0]`; default `algorithm`).
@@ -183,10 +214,13 @@ pub struct UploadQuery {
     pub environment: Option<String>,
 }
 
+/// What the provider kept for the agreement's algorithm.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UploadResponse {
+    /// The algorithm's hash: its module's BLAKE3, or its files' tree root.
     pub algorithm_hash: B256,
+    /// The name it runs under (sanitized).
     pub algorithm_name: String,
 }
 
@@ -194,7 +228,9 @@ pub struct UploadResponse {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExecRequest {
+    /// The agreement whose job to run (its compute must be granted).
     pub service_agreement_id: B256,
+    /// The consumer (who must sign the request).
     pub consumer_address: Address,
     /// Do not start before this time (Unix seconds): deferred execution.
     #[serde(default)]
@@ -208,8 +244,11 @@ pub struct ExecRequest {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProgressView {
+    /// Units of work done.
     pub done: u64,
+    /// Units of work in all, when the algorithm knows.
     pub total: Option<u64>,
+    /// What it is doing, in its words.
     pub message: Option<String>,
 }
 
@@ -217,26 +256,40 @@ pub struct ProgressView {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobView {
+    /// The job's id.
     pub job_id: String,
+    /// The agreement it runs under.
     pub service_agreement_id: B256,
+    /// The dataset asset it runs on.
     pub did: Did,
     /// Ocean-style status code (see [`JobStatus`]).
     pub status: JobStatus,
+    /// The status in words ([`JobStatus::text`]: `queued`, `running`, `finished`...).
     pub status_text: String,
+    /// When it was queued (Unix seconds).
     pub created_at: u64,
+    /// When its row last changed (Unix seconds).
     pub updated_at: u64,
+    /// It does not start before this time (Unix seconds).
     pub not_before: u64,
+    /// How many runs were started (a run cut short is retried, up to a bound).
     pub attempts: u32,
+    /// The latest progress the running algorithm reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<ProgressView>,
+    /// How the run ended (once it did).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
+    /// Why the job failed, when it could not run to an outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The signed receipt's EIP-712 hash (once it ended).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt_hash: Option<B256>,
+    /// The asset published from its outputs (once settled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_did: Option<Did>,
+    /// Where its payment is.
     pub payment: PaymentState,
 }
 
@@ -244,8 +297,11 @@ pub struct JobView {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ResultKind {
+    /// A file the algorithm wrote under `/data/outputs`.
     Output,
+    /// Its standard output or error.
     Log,
+    /// The signed receipt (`receipt.json`).
     Receipt,
 }
 
@@ -253,21 +309,27 @@ pub enum ResultKind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResultEntry {
+    /// Its index, for `GET .../jobs/{id}/results/{index}`.
     pub index: u32,
+    /// What it is.
     pub kind: ResultKind,
     /// For outputs, the path under `/data/outputs`; for logs `stdout.log`/`stderr.log`; for
     /// the receipt `receipt.json`.
     pub name: String,
+    /// Its size in bytes.
     pub size: u64,
     /// BLAKE3 of the content (outputs and logs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<B256>,
 }
 
+/// `GET /api/v1/services/compute/jobs/{id}/results`: what an ended job produced.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResultsView {
+    /// The job's id.
     pub job_id: String,
+    /// Its outputs, its logs and its receipt, each downloadable by index.
     pub results: Vec<ResultEntry>,
     /// The whole outputs tree (directories and symlinks too), as the receipt hashes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -280,6 +342,7 @@ pub struct ResultsView {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventsView {
+    /// Events after the asked position, oldest first.
     pub events: Vec<KeeperEvent>,
 }
 
@@ -287,27 +350,27 @@ pub struct EventsView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreditRequest {
+    /// The account to credit.
     pub address: Address,
+    /// How much, in token base units.
     pub amount: U256,
 }
 
+/// An account's balance on the embedded keeper (after a credit or faucet: the new one).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BalanceView {
+    /// The account.
     pub address: Address,
+    /// Its balance, in token base units.
     pub balance: U256,
 }
 
-/// `POST /api/v1/keeper/refund`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AgreementRef {
-    pub service_agreement_id: B256,
-}
-
+/// `POST /api/v1/keeper/agreements/{id}/refund`: what went back to the consumer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RefundView {
+    /// The refunded amount, in token base units.
     pub refunded: U256,
 }
 
@@ -317,8 +380,11 @@ pub struct RefundView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProviderView {
+    /// The provider's address (its signing key): receipts are signed by it.
     pub address: Address,
+    /// The chain id of the EIP-712 domains.
     pub chain_id: u64,
+    /// Which keeper holds agreements: `embedded` or `evm`.
     pub keeper: String,
     /// The `verifyingContract` of the domain consumers sign agreements and algorithms under:
     /// the provider's address with the embedded keeper, the agreement store contract's on a
@@ -328,10 +394,15 @@ pub struct ProviderView {
     /// need the chain's RPC and the contracts' addresses); otherwise through this provider.
     #[serde(default)]
     pub consumer_pays_directly: bool,
+    /// The agreement template's id (see [`super::template`]).
     pub template_id: B256,
+    /// The provider's Tidepool version.
     pub tidepool_version: String,
+    /// The wasmtime version its runtime embeds.
     pub wasmtime_version: String,
+    /// Whether `POST /api/v1/keeper/faucet` hands out tokens (development only).
     pub dev_faucet: bool,
+    /// The largest module the provider admits, in bytes.
     pub max_module_bytes: u64,
     /// The environments algorithms may name besides modules.
     #[serde(default)]

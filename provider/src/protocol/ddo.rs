@@ -71,13 +71,18 @@ super::named::named_enum! {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Ddo {
+    /// The JSON-LD context (`https://w3id.org/did/v1`).
     #[serde(rename = "@context")]
     pub context: String,
+    /// The asset's DID.
     pub id: Did,
     /// Unix seconds.
     pub created: u64,
+    /// Its owner's key (one entry; see [`Ddo::owner`]).
     pub public_key: Vec<PublicKey>,
+    /// What the asset is and holds.
     pub metadata: Metadata,
+    /// What it offers: a Computing service (datasets) or downloads (outputs).
     pub service: Vec<Service>,
 }
 
@@ -85,9 +90,12 @@ pub struct Ddo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PublicKey {
+    /// `<did>#owner`.
     pub id: String,
+    /// The key's type (`EthereumECDSAKey`).
     #[serde(rename = "type")]
     pub kind: String,
+    /// The owner's address.
     pub owner: Address,
 }
 
@@ -95,13 +103,18 @@ pub struct PublicKey {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Metadata {
+    /// The asset's name.
     pub name: String,
+    /// A description for people.
     #[serde(default)]
     pub description: String,
+    /// Who made it.
     #[serde(default)]
     pub author: String,
+    /// Its license (free text).
     #[serde(default)]
     pub license: String,
+    /// What the asset is.
     #[serde(rename = "type")]
     pub kind: AssetKind,
     /// The asset's datasets (for an algorithm: its one module file, dataset `algorithm`).
@@ -122,8 +135,11 @@ pub struct Metadata {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DatasetInfo {
+    /// The dataset's name (a plain name).
     pub name: String,
+    /// How many files it holds.
     pub files: u64,
+    /// Their total size in bytes.
     pub bytes: u64,
     /// The dataset's tree root (`tidepool-tree-v1`), as receipts record it.
     pub root: B256,
@@ -133,8 +149,11 @@ pub struct DatasetInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Derivation {
+    /// The agreement whose job produced the outputs.
     pub service_agreement_id: B256,
+    /// The job's receipt hash (as committed on the keeper).
     pub receipt_hash: B256,
+    /// The dataset asset the job ran on.
     pub dataset: Did,
 }
 
@@ -152,7 +171,9 @@ pub enum Service {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessService {
+    /// The service's id within the DDO.
     pub service_definition_id: String,
+    /// Where the files are downloaded (the job's results URL).
     pub service_endpoint: String,
     /// The only address allowed to download.
     pub consumer: Address,
@@ -162,16 +183,25 @@ pub struct AccessService {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ComputeService {
+    /// The service's id within the DDO (what an agreement names).
     pub service_definition_id: String,
+    /// The agreement template it is sold under (see [`super::template`]).
     pub template_id: B256,
+    /// The URL agreements are proposed at (`.../initialize`).
     pub initialize_endpoint: String,
+    /// The URL algorithms are uploaded at (`.../upload`).
     pub upload_endpoint: String,
+    /// The URL jobs are asked for at (`.../exec`).
     pub service_endpoint: String,
+    /// Who computes, and in what environment.
     pub provider: ProviderInfo,
     /// Token base units per unit of fuel.
     pub price_per_fuel: U256,
+    /// Which algorithms may run on the data.
     pub trusted_algorithms: AlgorithmPolicy,
+    /// The agreement contract and who reacts to which of its events.
     pub service_agreement_contract: AgreementContract,
+    /// The template's conditions, with this asset's timeouts and known parameter values.
     pub conditions: Vec<ConditionSpec>,
 }
 
@@ -179,12 +209,16 @@ pub struct ComputeService {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProviderInfo {
+    /// The provider's kind (`tidepool`).
     #[serde(rename = "type")]
     pub kind: String,
+    /// The provider's address: it signs receipts and receives payments.
     pub address: Address,
+    /// The chain id of the EIP-712 domains agreements are signed under.
     pub chain_id: u64,
     /// `embedded` or `evm`.
     pub keeper: String,
+    /// The sandbox jobs run in.
     pub environment: Environment,
 }
 
@@ -192,13 +226,21 @@ pub struct ProviderInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Environment {
+    /// The engine (`wasmtime`).
     pub runtime: String,
+    /// Its version.
     pub runtime_version: String,
+    /// The provider's Tidepool version.
     pub tidepool_version: String,
+    /// Fuel a job may burn at most.
     pub max_fuel: u64,
+    /// A job's linear memory at most, in bytes.
     pub memory_bytes: u64,
+    /// A job's wall-clock time at most, in milliseconds.
     pub timeout_ms: u64,
+    /// The outputs' total size at most, in bytes.
     pub output_bytes: u64,
+    /// How many output files (and directories) at most.
     pub output_files: u64,
     /// The environments algorithms may name besides modules (Python...), pinned by their
     /// module's hash (what receipts record). Absent: modules only.
@@ -214,6 +256,7 @@ pub struct OfferedEnvironment {
     pub name: String,
     /// BLAKE3 of the environment's module.
     pub module_hash: B256,
+    /// What it is, for people (e.g. `CPython 3.12.0 for wasm32-wasip1, standard library only`).
     pub description: String,
 }
 
@@ -230,17 +273,26 @@ pub enum AlgorithmPolicy {
     /// Any module that passes admission.
     Any,
     /// Only modules with one of these BLAKE3 hashes.
-    Hashes { hashes: Vec<B256> },
+    Hashes {
+        /// The allowed modules' BLAKE3 hashes.
+        hashes: Vec<B256>,
+    },
     /// Only algorithms published (as assets) by one of these addresses.
-    Publishers { publishers: Vec<Address> },
+    Publishers {
+        /// The allowed publishers.
+        publishers: Vec<Address>,
+    },
 }
 
 /// The agreement contract and its event-action mapping.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AgreementContract {
+    /// The contract's name (`TidepoolComputeAgreement`).
     pub contract_name: String,
+    /// OEP-12's `fulfillmentOperator` (Tidepool writes 1 and reads it nowhere).
     pub fulfillment_operator: u32,
+    /// The agreement's events and their handlers.
     pub events: Vec<EventHandlerSpec>,
 }
 
@@ -248,9 +300,11 @@ pub struct AgreementContract {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EventHandlerSpec {
+    /// The event.
     pub name: EventName,
     /// `consumer` or `publisher`.
     pub actor_type: Actor,
+    /// The handler it runs.
     pub handler: HandlerRef,
 }
 
@@ -258,8 +312,11 @@ pub struct EventHandlerSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HandlerRef {
+    /// The handler's module (OEP-12's `moduleName`).
     pub module_name: String,
+    /// Its function.
     pub function_name: String,
+    /// Its version (`0.1`).
     pub version: String,
 }
 
@@ -275,17 +332,22 @@ impl HandlerRef {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConditionSpec {
+    /// The condition.
     pub name: ConditionName,
     /// keccak256(templateId, controller address, function selector).
     pub key: B256,
+    /// The controller that fulfils it.
     pub contract_address: Address,
+    /// The selector of the controller's fulfilling function.
     pub function_fingerprint: FixedBytes<4>,
     /// Seconds after the agreement's creation by which it must be fulfilled.
     pub timeout: u64,
+    /// The conditions that must be fulfilled first.
     pub dependencies: Vec<ConditionName>,
     /// The parameters whose values are hashed into the agreement; `value` is absent for the
     /// ones only known when a consumer signs (its address).
     pub parameters: Vec<Parameter>,
+    /// The events fulfilling it emits, and who reacts.
     pub events: Vec<EventHandlerSpec>,
 }
 
@@ -293,9 +355,12 @@ pub struct ConditionSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Parameter {
+    /// The parameter's name (as in the controller's function).
     pub name: String,
+    /// Its Solidity type (`bytes32`, `address`, `uint256`).
     #[serde(rename = "type")]
     pub kind: String,
+    /// Its value, when known at publishing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
 }

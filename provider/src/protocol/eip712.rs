@@ -19,10 +19,15 @@ alloy_sol_types::sol! {
     /// (of nothing for a body-less request); `nonce` must be greater than the signer's last one.
     #[derive(Debug)]
     struct Request {
+        /// The HTTP method, upper case.
         string method;
+        /// The path with its query, as sent.
         string path;
+        /// keccak-256 of the body.
         bytes32 contentHash;
+        /// Greater than the signer's last nonce at this provider.
         uint64 nonce;
+        /// When the signature expires (Unix seconds).
         uint64 expiry;
     }
 }

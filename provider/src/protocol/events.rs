@@ -22,7 +22,9 @@ pub use tidepool_chain::events::{
 pub struct KeeperEvent {
     /// Position in the log: strictly increasing.
     pub id: u64,
+    /// The agreement it is about.
     pub agreement_id: B256,
+    /// The event and its fields (flattened: `name` and the event's own fields).
     #[serde(flatten)]
     pub event: AgreementEvent,
     /// Unix seconds.
@@ -40,7 +42,9 @@ impl KeeperEvent {
 /// agreement, so that a waiter for one agreement need not look at others'.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EventNote {
+    /// The event's position in the log.
     pub id: u64,
+    /// Its agreement.
     pub agreement: B256,
 }
 

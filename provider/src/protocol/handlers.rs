@@ -14,7 +14,9 @@ super::named::named_enum! {
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
     #[serde(rename_all = "lowercase")]
     pub enum Actor("an actor") {
+        /// The consumer (its client).
         Consumer = "consumer",
+        /// The publisher: the provider that serves the asset.
         Publisher = "publisher",
     }
 }

@@ -16,10 +16,17 @@ const _: () = assert!(MAX_DATASET_NAME <= tidepool_runtime::job::MAX_NAME_BYTES)
 /// A name or path that breaks the rules, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
+    /// A dataset name with other characters than `A-Z a-z 0-9 . _ -`, or too long.
     #[error("invalid dataset name `{0}`: use A-Z a-z 0-9 . _ - (at most {MAX_DATASET_NAME})")]
     DatasetName(String),
+    /// A file path that is not a plain relative path within the limits.
     #[error("invalid file path `{path}`: {why}")]
-    Path { path: String, why: &'static str },
+    Path {
+        /// The path.
+        path: String,
+        /// Which rule it breaks.
+        why: &'static str,
+    },
 }
 
 /// Dataset names: what `/data/inputs/<name>` may be.

@@ -23,9 +23,13 @@ use alloy_sol_types::{Eip712Domain, SolStruct};
 
 use super::eip712::Request;
 
+/// The signer's address, as it claims (checked against the recovered one).
 pub const HEADER_ADDRESS: &str = "x-tidepool-address";
+/// The nonce: greater than the last one the server accepted from the address.
 pub const HEADER_NONCE: &str = "x-tidepool-nonce";
+/// When the signature expires (Unix seconds).
 pub const HEADER_EXPIRY: &str = "x-tidepool-expiry";
+/// The EIP-712 signature over the request (65 bytes, 0x-hex).
 pub const HEADER_SIGNATURE: &str = "x-tidepool-signature";
 /// The keccak-256 of the body, as signed (`contentHash`).
 pub const HEADER_CONTENT_HASH: &str = "x-tidepool-content-hash";
@@ -37,32 +41,67 @@ pub const MAX_COUNTER: u64 = i64::MAX as u64;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuthError {
+    /// A header (or, for a receipt, the provider's signature) is absent.
     #[error("the request is not signed: header `{0}` is missing")]
     Missing(&'static str),
+    /// A header does not parse (address, number, hash or signature).
     #[error("header `{header}` is malformed: {reason}")]
-    Malformed { header: &'static str, reason: String },
+    Malformed {
+        /// The header.
+        header: &'static str,
+        /// What is wrong with its value.
+        reason: String,
+    },
+    /// The expiry is not in the future.
     #[error("the signature expired at {expiry} (now {now})")]
-    Expired { expiry: u64, now: u64 },
+    Expired {
+        /// The signed expiry (Unix seconds).
+        expiry: u64,
+        /// The server's time (Unix seconds).
+        now: u64,
+    },
+    /// The signature recovers to another address than the claimed one.
     #[error("the signature was made by {recovered}, not by {claimed}")]
-    WrongSigner { claimed: Address, recovered: Address },
+    WrongSigner {
+        /// The address the request claims.
+        claimed: Address,
+        /// The address that signed.
+        recovered: Address,
+    },
+    /// The signature recovers to no address, or is a malleated (high-`s`) one.
     #[error("the signature is not a valid secp256k1 signature: {0}")]
     Invalid(String),
     /// A well-formed header whose value is out of the accepted range (a 400, not a 401).
     #[error("header `{header}` is out of range: {reason}")]
-    OutOfRange { header: &'static str, reason: String },
+    OutOfRange {
+        /// The header.
+        header: &'static str,
+        /// What is out of range.
+        reason: String,
+    },
+    /// The body is not the one signed (its keccak-256 differs from the content-hash header).
     #[error("the body does not hash to the signed content hash {signed} (it hashes to {actual})")]
-    BodyMismatch { signed: B256, actual: B256 },
+    BodyMismatch {
+        /// The signed content hash.
+        signed: B256,
+        /// The keccak-256 of the body received.
+        actual: B256,
+    },
 }
 
 /// A signed request's envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
+    /// The signer's address.
     pub address: Address,
+    /// The request's nonce (at most [`MAX_COUNTER`]).
     pub nonce: u64,
+    /// When the signature expires (Unix seconds, at most [`MAX_COUNTER`]).
     pub expiry: u64,
     /// The keccak-256 of the body the sender signed, when the header is sent (clients always
     /// send it; a streamed upload requires it).
     pub content_hash: Option<B256>,
+    /// The EIP-712 signature over the [`Request`].
     pub signature: Signature,
 }
 

@@ -28,19 +28,33 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(into = "u32", try_from = "u32")]
 pub enum JobStatus {
+    /// 1: waiting for a slot (or for its `notBefore`).
     Queued,
+    /// 10: claimed; its input datasets are being staged and hashed.
     ConfiguringVolumes,
+    /// 20: its module is being compiled (or taken from the cache) and admitted.
     Provisioning,
+    /// 30: its input datasets could not be staged.
     DataProvisioningFailed,
+    /// 31: its algorithm could not be loaded.
     AlgorithmProvisioningFailed,
+    /// 40: the algorithm runs.
     Running,
+    /// 60: its outputs are being moved into place and hashed, the receipt signed.
     PublishingResults,
+    /// 70: the algorithm exited 0.
     Finished,
+    /// 71: non-zero exit, trap, or a fuel, memory or time limit.
     AlgorithmFailed,
+    /// 72: the outputs exceeded their quota.
     QuotaExceeded,
+    /// 80: stopped on request.
     Stopped,
+    /// 81: not started, the payment deadline had passed.
     DeadlineMissed,
+    /// 90: an error on the provider's side.
     Error,
+    /// 91: its worker process died on every attempt.
     Quarantined,
 }
 
@@ -67,6 +81,7 @@ impl JobStatus {
         JobStatus::Quarantined,
     ];
 
+    /// The Ocean-style status code (see the module's table).
     pub fn code(self) -> u32 {
         match self {
             JobStatus::Queued => 1,
@@ -86,6 +101,7 @@ impl JobStatus {
         }
     }
 
+    /// The status in words, as `statusText` shows it.
     pub fn text(self) -> &'static str {
         match self {
             JobStatus::Queued => "queued",
@@ -110,6 +126,7 @@ impl JobStatus {
         [JobStatus::Queued].into_iter().chain(Self::ACTIVE).chain(Self::TERMINAL).find(|s| s.code() == code)
     }
 
+    /// Is this one of [`TERMINAL`](Self::TERMINAL)?
     pub fn is_terminal(self) -> bool {
         Self::TERMINAL.contains(&self)
     }

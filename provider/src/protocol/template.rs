@@ -41,6 +41,7 @@ pub use tidepool_chain::template::{Controller, TEMPLATE_NAME, template_id};
 pub struct Controllers(pub BTreeMap<Controller, Address>);
 
 impl Controllers {
+    /// The address of controller `c` (the zero address when this keeper has none).
     pub fn address(&self, c: Controller) -> Address {
         self.0.get(&c).copied().unwrap_or_default()
     }
@@ -51,10 +52,15 @@ super::named::named_enum! {
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase")]
     pub enum ConditionName("a condition of the compute template") {
+        /// The consumer locks the price of all the fuel in escrow.
         LockPayment = "lockPayment",
+        /// The provider accepts the consumer's algorithm (signed by the consumer).
         UploadAlgorithm = "uploadAlgorithm",
+        /// The provider grants compute, once the payment is locked and the algorithm uploaded.
         GrantCompute = "grantCompute",
+        /// The provider is paid for the fuel used and the rest goes back; the receipt's hash is committed.
         ReleasePayment = "releasePayment",
+        /// The consumer takes the escrow back after a missed deadline.
         RefundPayment = "refundPayment",
     }
 }
@@ -70,10 +76,13 @@ impl ConditionName {
 /// One condition of the template.
 #[derive(Debug)]
 pub struct ConditionDef {
+    /// The condition.
     pub name: ConditionName,
+    /// The controller that fulfils it.
     pub controller: Controller,
     /// The controller function that fulfills it; its selector goes into the key.
     pub function: &'static str,
+    /// The conditions that must be fulfilled first.
     pub dependencies: &'static [ConditionName],
     /// The event emitted when it is fulfilled.
     pub event: EventName,
@@ -137,10 +146,15 @@ pub fn default_timeout(condition: ConditionName) -> u64 {
 /// The values a consumer agrees to: what the conditions' parameters are set to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Terms {
+    /// The dataset asset.
     pub did: Did,
+    /// The provider (paid on release).
     pub provider: Address,
+    /// The consumer (who locks and may be refunded).
     pub consumer: Address,
+    /// Token base units per unit of fuel.
     pub price_per_fuel: U256,
+    /// Fuel the job may burn at most.
     pub max_fuel: u64,
 }
 
@@ -240,14 +254,29 @@ pub fn condition_specs(
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TemplateError {
+    /// The service names another template.
     #[error("the service uses template {found}, this provider knows only {expected}")]
-    UnknownTemplate { found: B256, expected: B256 },
+    UnknownTemplate {
+        /// The service's template id.
+        found: B256,
+        /// This provider's.
+        expected: B256,
+    },
+    /// A condition is listed twice.
     #[error("condition `{0}` appears more than once")]
     Duplicate(ConditionName),
+    /// A condition depends on one the service does not list.
     #[error("condition `{condition}` depends on `{missing}`, which is not a condition of the agreement")]
-    MissingDependency { condition: ConditionName, missing: ConditionName },
+    MissingDependency {
+        /// The condition.
+        condition: ConditionName,
+        /// The dependency it lacks.
+        missing: ConditionName,
+    },
+    /// The dependencies form a cycle.
     #[error("the conditions' dependencies form a cycle through `{0}`")]
     Cycle(ConditionName),
+    /// The conditions differ from the template's (number, names, keys, dependencies or values).
     #[error("the conditions do not match the template: {0}")]
     Mismatch(String),
 }

@@ -129,6 +129,7 @@ impl Blobs {
         &self.tmp
     }
 
+    /// Is blob `hash` here (in a cluster: here or, fetched now, in the bucket)?
     pub fn contains(&self, hash: &B256) -> bool {
         self.dir.is_file(name(hash)) || self.ensure_local(hash).is_ok()
     }
@@ -147,6 +148,7 @@ impl Blobs {
         Ok(Some((hash, size)))
     }
 
+    /// Stores `bytes`; returns their BLAKE3.
     pub fn put_bytes(&self, bytes: &[u8]) -> io::Result<B256> {
         let (hash, _) = self.put_reader(bytes, u64::MAX)?.expect("no limit");
         Ok(hash)
@@ -190,6 +192,7 @@ impl Blobs {
         Ok(self.dir.open(name(hash))?.into_std())
     }
 
+    /// A blob's content (fetched from the bucket first in a cluster, when not cached).
     pub fn read(&self, hash: &B256) -> io::Result<Vec<u8>> {
         self.ensure_local(hash)?;
         self.dir.read(name(hash))

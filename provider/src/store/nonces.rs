@@ -12,6 +12,7 @@ pub struct Nonces {
 }
 
 impl Nonces {
+    /// The nonces kept in `db` (table `nonces`).
     pub fn new(db: Db) -> Self {
         Self { db }
     }

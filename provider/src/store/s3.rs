@@ -19,7 +19,9 @@ use sha2::{Digest, Sha256};
 pub struct S3Config {
     /// `http(s)://host[:port]`, without a trailing slash.
     pub endpoint: String,
+    /// The bucket's name.
     pub bucket: String,
+    /// The region requests are signed for.
     pub region: String,
     /// Access key id and secret; `None`: anonymous requests.
     pub credentials: Option<(String, String)>,
@@ -69,6 +71,7 @@ async fn refused(what: &str, response: reqwest::Response) -> io::Error {
 }
 
 impl S3 {
+    /// A client of the bucket in `config` (nothing is sent yet).
     pub fn new(config: S3Config) -> io::Result<Self> {
         let http =
             reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(5)).build().map_err(other)?;
