@@ -265,6 +265,16 @@ impl ProviderConfig {
         self.run_jobs.unwrap_or(self.database.is_none())
     }
 
+    /// The same configuration with every path made absolute (against the current directory):
+    /// job workers run from `/`, and a relative data directory would name another place there.
+    pub fn with_absolute_paths(mut self) -> std::io::Result<Self> {
+        self.data_dir = std::path::absolute(&self.data_dir)?;
+        for path in [&mut self.key_file, &mut self.cache_dir, &mut self.environments_dir].into_iter().flatten() {
+            *path = std::path::absolute(&*path)?;
+        }
+        Ok(self)
+    }
+
     /// The configuration in the TOML file `path`, or the defaults without one.
     pub fn read(path: Option<&std::path::Path>) -> anyhow::Result<Self> {
         use anyhow::Context;
@@ -287,6 +297,26 @@ impl ProviderConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Job workers run from `/`: every path a node hands them must not depend on its own
+    /// current directory.
+    #[test]
+    fn relative_paths_become_absolute_against_the_current_directory() {
+        let c = ProviderConfig {
+            data_dir: "data".into(),
+            cache_dir: Some("cache".into()),
+            environments_dir: Some("/opt/environments".into()),
+            ..ProviderConfig::default()
+        }
+        .with_absolute_paths()
+        .unwrap();
+        let here = std::env::current_dir().unwrap();
+        assert_eq!(c.data_dir, here.join("data"));
+        assert_eq!(c.cache_dir, Some(here.join("cache")));
+        assert_eq!(c.environments_dir, Some(PathBuf::from("/opt/environments")));
+        assert_eq!(c.key_file, None);
+        assert_eq!(c.cache_path(), here.join("cache"));
+    }
 
     #[test]
     fn toml_overrides_defaults_and_rejects_typos() {

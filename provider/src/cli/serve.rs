@@ -289,7 +289,7 @@ impl ServeArgs {
             c.sandbox.isolation = v;
         }
         self.http.apply(&mut c.http);
-        Ok(c)
+        Ok(c.with_absolute_paths()?)
     }
 }
 

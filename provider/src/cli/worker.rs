@@ -52,7 +52,7 @@ impl WorkerArgs {
         if let Some(v) = &self.cache_dir {
             c.cache_dir = Some(v.clone());
         }
-        Ok(c)
+        Ok(c.with_absolute_paths()?)
     }
 }
 
