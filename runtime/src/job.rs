@@ -1,9 +1,13 @@
 //! Running one job: stage the inputs, instantiate, run `_start` under the limits, classify the
 //! outcome, materialize the outputs, hash everything and seal the receipt.
 //!
-//! An algorithm is a module of its own, or files for an [`Environment`] (a Python script): then
-//! the environment's module runs, with its argv, variables and mounts, and the files are the
-//! `/algorithm` mount.
+//! An algorithm is a module of its own, or files for an [`Environment`](crate::Environment) (a
+//! Python script): then the environment's module runs, with its argv, variables and mounts, and
+//! the files are the `/algorithm` mount.
+//!
+//! This file runs the steps in order; `spec` holds what defines a job (and checks it), `stage`
+//! builds the guest's filesystem, `guest` instantiates the module and reads how it stopped,
+//! `events` is what a job reports while it runs.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
