@@ -20,6 +20,7 @@ pub struct StockP1 {
 }
 
 impl StockP1 {
+    /// Compiles `wasm` on a default engine and links it against stock preview 1.
     pub fn new(wasm: &[u8]) -> Result<Self> {
         let engine = Engine::new(&Config::new())?;
         let module = Module::new(&engine, wasm)?;
@@ -109,6 +110,8 @@ mod adapted {
             Ok(Self { engine, component, linker })
         }
 
+        /// Instantiates the component and runs its command, with `inputs` (if any) preopened
+        /// read-only at `/data/inputs`. Returns what the guest wrote to stdout.
         pub fn run(&self, inputs: Option<&Path>) -> Result<Vec<u8>> {
             let (mut b, stdout) = builder(inputs)?;
             let mut store = Store::new(&self.engine, P2State { ctx: b.build(), table: ResourceTable::new() });

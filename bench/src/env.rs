@@ -19,6 +19,8 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// Makes the scratch directories (the fast one on `/dev/shm` when it can) and finds the
+    /// native programs next to the benchmark's binary.
     pub fn new(quick: bool) -> Result<Self> {
         let shm = Path::new("/dev/shm");
         let fast = match tempfile::Builder::new().prefix("tidepool-bench-").tempdir_in(shm) {

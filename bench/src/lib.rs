@@ -6,10 +6,13 @@
 //! * [`timing`]: medians, percentiles and the result table; [`env`]: scratch space, native
 //!   programs, the machine's description.
 
+#![warn(missing_docs)]
+
 pub mod baseline;
 pub mod env;
 pub mod timing;
 
+/// The measurements, one module per subject; each returns its rows of the table.
 pub mod figures {
     pub mod cluster;
     pub mod compile;

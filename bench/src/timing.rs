@@ -83,12 +83,19 @@ fn number(v: f64) -> String {
 /// One row of the result table.
 #[derive(Clone, Debug)]
 pub struct Row {
+    /// What was measured, in words.
     pub figure: String,
+    /// The measurement, with its unit.
     pub value: String,
+    /// The baseline's measurement, or `—` for a figure judged on its own.
     pub baseline: String,
+    /// Value against baseline (`1.23×`), or `—`.
     pub ratio: String,
+    /// The target, as shown (`≤ 1.3×`), or `reported` for a figure without one.
     pub target: String,
+    /// How the value was taken (`median of 21 runs`).
     pub runs: String,
+    /// Whether the target was met; `None` for a figure only reported.
     pub pass: Option<bool>,
 }
 
@@ -159,18 +166,22 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
+/// `d` in microseconds, one decimal (`12.3 µs`).
 pub fn micros(d: Duration) -> String {
     format!("{:.1} µs", d.as_secs_f64() * 1e6)
 }
 
+/// `d` in milliseconds, one decimal (`12.3 ms`).
 pub fn millis(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
+/// Throughput of `bytes` in `d`, in whole MiB per second.
 pub fn mib_per_s(bytes: u64, d: Duration) -> String {
     format!("{:.0} MiB/s", bytes as f64 / (1 << 20) as f64 / d.as_secs_f64())
 }
 
+/// `bytes` in whole MiB.
 pub fn mib(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / (1 << 20) as f64)
 }

@@ -60,6 +60,7 @@ impl Anvil {
         Self::spawn_binary(&default_binary()).await
     }
 
+    /// Starts the anvil at `binary` on a free loopback port and waits until it answers.
     pub async fn spawn_binary(binary: &Path) -> Result<Self> {
         if !binary.exists() {
             return Err(ChainError::Anvil(format!("{} not found; run scripts/setup.sh", binary.display())));

@@ -12,6 +12,10 @@
 //! HTTP request signatures use the same name and version with the provider's address; a
 //! signature for one is worthless for the other.)
 
+// `sol!` generates public modules, calls, events, errors and struct fields without doc
+// comments (their documentation is the Solidity source's), and lint attributes on a macro
+// invocation are ignored: hence the allow for this file. What is written here by hand is
+// documented all the same.
 #![allow(missing_docs, clippy::too_many_arguments)]
 
 use alloy::primitives::Address;
@@ -28,12 +32,19 @@ alloy::sol!("../contracts/artifacts/TidepoolErrors.sol");
 
 /// The creation bytecode of each deployable contract (`contracts/artifacts/*.bin`, hex).
 pub mod bytecode {
+    /// `AgreementStore`.
     pub const AGREEMENT_STORE: &str = include_str!("../../contracts/artifacts/AgreementStore.bin");
+    /// `DIDRegistry`.
     pub const DID_REGISTRY: &str = include_str!("../../contracts/artifacts/DIDRegistry.bin");
+    /// `TidepoolTestToken`, the ERC-20 of test deployments.
     pub const TEST_TOKEN: &str = include_str!("../../contracts/artifacts/TidepoolTestToken.bin");
+    /// `LockPaymentCondition`.
     pub const LOCK_PAYMENT_CONDITION: &str = include_str!("../../contracts/artifacts/LockPaymentCondition.bin");
+    /// `ComputeUploadCondition`.
     pub const COMPUTE_UPLOAD_CONDITION: &str = include_str!("../../contracts/artifacts/ComputeUploadCondition.bin");
+    /// `ComputeGrantCondition`.
     pub const COMPUTE_GRANT_CONDITION: &str = include_str!("../../contracts/artifacts/ComputeGrantCondition.bin");
+    /// `EscrowReward`.
     pub const ESCROW_REWARD: &str = include_str!("../../contracts/artifacts/EscrowReward.bin");
 }
 

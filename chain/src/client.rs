@@ -21,29 +21,34 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::network::EthereumWallet;
-use alloy::primitives::{Address, B256, Bytes, U256};
+use alloy::primitives::{Address, B256, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::TransactionRequest;
 use alloy::signers::Signer;
 use alloy::signers::local::PrivateKeySigner;
-use alloy::sol_types::{Eip712Domain, SolCall, SolStruct};
+use alloy::sol_types::{Eip712Domain, SolCall};
 
 use crate::bindings::{
-    self, AgreementStore, ComputeGrantCondition, ComputeUploadCondition, DIDRegistry, EscrowReward,
-    LockPaymentCondition, TidepoolTestToken, eip712,
+    self, AgreementStore, ComputeGrantCondition, ComputeUploadCondition, DIDRegistry, EscrowReward, TidepoolTestToken,
 };
 use crate::deploy::Contracts;
 use crate::error::{ChainError, Result};
-use crate::events::{AgreementEvent, decode_logs};
 pub use crate::sender::{RetryPolicy, TxOutcome, TxSender};
 use crate::template::{self, CONDITIONS, REFUND_PAYMENT, RELEASE_PAYMENT};
 use crate::transport::HttpTransport;
+
+mod agent;
+mod records;
+
+pub use agent::{Agent, Released};
+pub use records::{AgreementState, ConditionStatus, DidRecord, OnChainAgreement, OnChainCondition};
 
 /// How to talk to the node.
 #[derive(Clone, Debug)]
 pub struct ChainConfig {
     /// Each HTTP request's timeout.
     pub request_timeout: Duration,
+    /// How transient RPC errors are retried.
     pub retry: RetryPolicy,
     /// How long to wait for a transaction's receipt.
     pub receipt_timeout: Duration,
@@ -68,75 +73,6 @@ fn provider(rpc: &str, config: &ChainConfig) -> Result<DynProvider> {
         .map_err(|e| ChainError::Invalid(format!("HTTP client: {e}")))?;
     // No fillers: `TxSender` fills transactions itself, in an order that cannot leave nonce gaps.
     Ok(ProviderBuilder::new().disable_recommended_fillers().connect_client(transport.into_client()).erased())
-}
-
-/// The condition's status on chain.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConditionStatus {
-    Unfulfilled,
-    Fulfilled,
-}
-
-/// One condition of an agreement, as the store holds it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OnChainCondition {
-    /// The template's name for it (`lockPayment`...), when its key is the compute template's.
-    pub name: Option<&'static str>,
-    pub key: B256,
-    pub status: ConditionStatus,
-    pub control_contract: Address,
-    pub dependencies: Vec<B256>,
-    /// Seconds after creation; 0 for none.
-    pub timeout: u64,
-    pub deadline: Option<u64>,
-    pub fulfilled_at: Option<u64>,
-    pub values_hash: B256,
-}
-
-/// Where an agreement stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AgreementState {
-    Active,
-    Released,
-    Refunded,
-}
-
-/// An agreement with its conditions and what the escrow holds for it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OnChainAgreement {
-    pub id: B256,
-    pub state: AgreementState,
-    pub template_id: B256,
-    pub did: B256,
-    pub consumer: Address,
-    pub provider: Address,
-    /// Unix seconds (the block's timestamp).
-    pub created_at: u64,
-    pub conditions: Vec<OnChainCondition>,
-    /// Tokens in escrow now.
-    pub escrow: U256,
-    pub algorithm_hash: Option<B256>,
-    pub receipt_hash: Option<B256>,
-    pub output_did: Option<B256>,
-}
-
-impl OnChainAgreement {
-    pub fn condition(&self, name: &str) -> Option<&OnChainCondition> {
-        self.conditions.iter().find(|c| c.name == Some(name))
-    }
-
-    pub fn is_fulfilled(&self, name: &str) -> bool {
-        self.condition(name).is_some_and(|c| c.status == ConditionStatus::Fulfilled)
-    }
-}
-
-/// A DID's register.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DidRecord {
-    pub owner: Address,
-    pub checksum: B256,
-    pub url: String,
-    pub updated_at: u64,
 }
 
 fn nonzero(b: B256) -> Option<B256> {
@@ -197,6 +133,7 @@ impl Chain {
         Agent { chain: self.clone(), key, sender: Arc::new(sender) }
     }
 
+    /// Where the contracts are.
     pub fn contracts(&self) -> &Contracts {
         &self.contracts
     }
@@ -226,6 +163,7 @@ impl Chain {
         Ok(C::abi_decode_returns(&out)?)
     }
 
+    /// The node's chain id.
     pub async fn chain_id(&self) -> Result<u64> {
         self.retry("chain id", || async { Ok(self.provider.get_chain_id().await?) }).await
     }
@@ -237,6 +175,7 @@ impl Chain {
         found.map(|b| b.header.timestamp).ok_or_else(|| ChainError::Invalid(format!("no block {block}")))
     }
 
+    /// The latest block's number.
     pub async fn block_number(&self) -> Result<u64> {
         self.retry("block number", || async { Ok(self.provider.get_block_number().await?) }).await
     }
@@ -310,6 +249,7 @@ impl Chain {
         self.view(self.contracts.token, TidepoolTestToken::balanceOfCall(who)).await
     }
 
+    /// How many of `owner`'s tokens `spender` may still move (ERC-20 `allowance`).
     pub async fn allowance(&self, owner: Address, spender: Address) -> Result<U256> {
         self.view(self.contracts.token, TidepoolTestToken::allowanceCall { _0: owner, _1: spender }).await
     }
@@ -318,195 +258,5 @@ impl Chain {
     pub async fn did(&self, did: B256) -> Result<DidRecord> {
         let r = self.view(self.contracts.did_registry, DIDRegistry::getAttributeCall { did }).await?;
         Ok(DidRecord { owner: r.owner, checksum: r.checksum, url: r.url, updated_at: r.updatedAt })
-    }
-}
-
-/// A party (provider or consumer) acting with its own key. Cheap to clone; clones share one
-/// nonce sequence, so many transactions can be in flight at once.
-#[derive(Clone, Debug)]
-pub struct Agent {
-    chain: Chain,
-    key: PrivateKeySigner,
-    sender: Arc<TxSender>,
-}
-
-/// The split a release made.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Released {
-    pub receipt_hash: B256,
-    pub provider_amount: U256,
-    pub consumer_refund: U256,
-}
-
-impl Agent {
-    pub fn address(&self) -> Address {
-        self.sender.address()
-    }
-
-    pub fn chain(&self) -> &Chain {
-        &self.chain
-    }
-
-    async fn send<C: SolCall>(&self, to: Address, call: C) -> Result<TxOutcome> {
-        self.sender.call(to, call.abi_encode().into()).await
-    }
-
-    /// The one event of `outcome` (e.g. `PaymentReleased` of a release).
-    fn event_of(&self, outcome: &TxOutcome, pick: impl Fn(&AgreementEvent) -> bool) -> Option<AgreementEvent> {
-        decode_logs(&self.chain.contracts, &outcome.logs).into_iter().map(|e| e.event).find(pick)
-    }
-
-    async fn sign<T: SolStruct + Sync>(&self, value: &T) -> Result<Bytes> {
-        let hash = value.eip712_signing_hash(&self.chain.domain());
-        let signature = self.key.sign_hash(&hash).await.map_err(ChainError::Signing)?;
-        Ok(signature.as_bytes().into())
-    }
-
-    // --- the consumer --------------------------------------------------------------------
-
-    /// The consumer's signature of an agreement (see [`template::service_agreement`]).
-    pub async fn sign_service_agreement(&self, agreement: &eip712::ServiceAgreement) -> Result<Bytes> {
-        self.sign(agreement).await
-    }
-
-    /// The consumer's signature of the algorithm it uploads for an agreement.
-    pub async fn sign_algorithm(&self, agreement_id: B256, algorithm_hash: B256) -> Result<Bytes> {
-        self.sign(&eip712::Algorithm { serviceAgreementId: agreement_id, algorithmHash: algorithm_hash }).await
-    }
-
-    /// Locks `amount` (the agreement's `maxFuel × pricePerFuel`) from the consumer's wallet:
-    /// approves the escrow for it if the allowance is short, then `lockPayment`. Returns both
-    /// transactions (the approval is `None` when none was needed). One consumer's locks should
-    /// not run concurrently: they share its allowance.
-    pub async fn lock_payment(
-        &self,
-        agreement_id: B256,
-        provider: Address,
-        amount: U256,
-    ) -> Result<(Option<TxOutcome>, TxOutcome)> {
-        let c = &self.chain.contracts;
-        let approval = if self.chain.allowance(self.address(), c.escrow_reward).await? < amount {
-            Some(self.approve(c.escrow_reward, amount).await?)
-        } else {
-            None
-        };
-        let call = LockPaymentCondition::lockPaymentCall { agreementId: agreement_id, provider, amount };
-        Ok((approval, self.send(c.lock_payment_condition, call).await?))
-    }
-
-    /// Takes the escrow back after the provider missed a deadline. Returns the amount.
-    pub async fn refund_payment(&self, agreement_id: B256) -> Result<(TxOutcome, U256)> {
-        let call = EscrowReward::refundPaymentCall { agreementId: agreement_id };
-        let out = self.send(self.chain.contracts.escrow_reward, call).await?;
-        let amount = match self.event_of(&out, |e| matches!(e, AgreementEvent::PaymentRefund(_))) {
-            Some(AgreementEvent::PaymentRefund(refund)) => refund.amount,
-            _ => U256::ZERO,
-        };
-        Ok((out, amount))
-    }
-
-    // --- the provider --------------------------------------------------------------------
-
-    /// Creates the agreement the consumer signed, with the caller as its provider.
-    pub async fn initialize_agreement(
-        &self,
-        did: B256,
-        consumer: Address,
-        agreement: &eip712::ServiceAgreement,
-        signature: Bytes,
-    ) -> Result<TxOutcome> {
-        let call = AgreementStore::initializeAgreementCall {
-            agreementId: agreement.serviceAgreementId,
-            templateId: agreement.templateId,
-            did,
-            consumer,
-            conditionKeys: agreement.conditionKeys.clone(),
-            valuesHashList: agreement.valuesHashList.clone(),
-            timeouts: agreement.timeouts.clone(),
-            signature,
-        };
-        self.send(self.chain.contracts.agreement_store, call).await
-    }
-
-    /// Fulfills `uploadAlgorithm` with the consumer's signed algorithm hash.
-    pub async fn fulfill_upload(
-        &self,
-        agreement_id: B256,
-        algorithm_hash: B256,
-        signature: Bytes,
-    ) -> Result<TxOutcome> {
-        let call = ComputeUploadCondition::fulfillUploadCall {
-            agreementId: agreement_id,
-            algorithmHash: algorithm_hash,
-            signature,
-        };
-        self.send(self.chain.contracts.compute_upload_condition, call).await
-    }
-
-    /// Fulfills `grantCompute` for the agreement's consumer.
-    pub async fn grant_compute(&self, agreement_id: B256, consumer: Address) -> Result<TxOutcome> {
-        let call = ComputeGrantCondition::grantComputeCall { agreementId: agreement_id, consumer };
-        self.send(self.chain.contracts.compute_grant_condition, call).await
-    }
-
-    /// Releases the payment for the job's receipt: the contract checks the receipt against the
-    /// agreement, commits its hash and splits the escrow.
-    pub async fn release_payment(
-        &self,
-        agreement_id: B256,
-        price_per_fuel: U256,
-        max_fuel: u64,
-        receipt: EscrowReward::Receipt,
-    ) -> Result<(TxOutcome, Released)> {
-        let call = EscrowReward::releasePaymentCall {
-            agreementId: agreement_id,
-            pricePerFuel: price_per_fuel,
-            maxFuel: max_fuel,
-            receipt,
-        };
-        let out = self.send(self.chain.contracts.escrow_reward, call).await?;
-        match self.event_of(&out, |e| matches!(e, AgreementEvent::PaymentReleased(_))) {
-            Some(AgreementEvent::PaymentReleased(r)) => Ok((
-                out,
-                Released {
-                    receipt_hash: r.receiptHash,
-                    provider_amount: r.providerAmount,
-                    consumer_refund: r.consumerRefund,
-                },
-            )),
-            _ => Err(ChainError::Invalid(format!("release {} emitted no PaymentReleased", out.tx_hash))),
-        }
-    }
-
-    /// Registers the released agreement's outputs as an asset owned by its consumer.
-    pub async fn publish_output(&self, agreement_id: B256, output_did: B256, url: String) -> Result<TxOutcome> {
-        let call = EscrowReward::publishOutputCall { agreementId: agreement_id, outputDid: output_did, url };
-        self.send(self.chain.contracts.escrow_reward, call).await
-    }
-
-    /// Registers (or, as its owner, updates) a DID.
-    pub async fn register_attribute(&self, did: B256, checksum: B256, url: String) -> Result<TxOutcome> {
-        let call = DIDRegistry::registerAttributeCall { did, checksum, url };
-        self.send(self.chain.contracts.did_registry, call).await
-    }
-
-    // --- the token -----------------------------------------------------------------------
-
-    pub async fn approve(&self, spender: Address, amount: U256) -> Result<TxOutcome> {
-        self.send(self.chain.contracts.token, TidepoolTestToken::approveCall { spender, amount }).await
-    }
-
-    pub async fn transfer(&self, to: Address, amount: U256) -> Result<TxOutcome> {
-        self.send(self.chain.contracts.token, TidepoolTestToken::transferCall { to, amount }).await
-    }
-
-    /// Mints test tokens (the test token's deployer only).
-    pub async fn mint(&self, to: Address, amount: U256) -> Result<TxOutcome> {
-        self.send(self.chain.contracts.token, TidepoolTestToken::mintCall { to, amount }).await
-    }
-
-    /// Sends any call from this agent (for what has no typed function here).
-    pub async fn send_raw(&self, to: Address, input: Bytes) -> Result<TxOutcome> {
-        self.sender.call(to, input).await
     }
 }

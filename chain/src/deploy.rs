@@ -18,16 +18,23 @@ use crate::template::{self, Controller};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Contracts {
+    /// The chain's id (checked against the node's when connecting).
     pub chain_id: u64,
     /// The block the store was deployed in: event readers start there.
     pub deployed_at_block: u64,
+    /// `AgreementStore`: templates, agreements, their conditions.
     pub agreement_store: Address,
+    /// `DIDRegistry`: assets' owners, checksums and DDO URLs.
     pub did_registry: Address,
     /// The ERC-20 payments are made in.
     pub token: Address,
+    /// `LockPaymentCondition`: controls `lockPayment`.
     pub lock_payment_condition: Address,
+    /// `ComputeUploadCondition`: controls `uploadAlgorithm`.
     pub compute_upload_condition: Address,
+    /// `ComputeGrantCondition`: controls `grantCompute`.
     pub compute_grant_condition: Address,
+    /// `EscrowReward`: holds the escrow; controls `releasePayment` and `refundPayment`.
     pub escrow_reward: Address,
     /// The compute template registered in the store.
     pub template_id: B256,
@@ -57,6 +64,7 @@ impl Contracts {
         ]
     }
 
+    /// Reads a contracts file (`ChainError::ContractsFile` when it cannot be read or parsed).
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ChainError::ContractsFile { path: path.to_path_buf(), source })?;
@@ -66,6 +74,7 @@ impl Contracts {
         })
     }
 
+    /// Writes the contracts file (pretty JSON), replacing any at `path`.
     pub fn write(&self, path: &Path) -> Result<()> {
         let mut text = serde_json::to_string_pretty(self).map_err(|e| ChainError::Invalid(e.to_string()))?;
         text.push('\n');
@@ -76,6 +85,7 @@ impl Contracts {
 /// The gas each deployment step used.
 #[derive(Clone, Debug, Default)]
 pub struct DeployReport {
+    /// Each step's name (the contract deployed, or `registerTemplate`) and gas used, in order.
     pub steps: Vec<(&'static str, u64)>,
 }
 

@@ -8,6 +8,7 @@ use alloy::transports::{RpcError, TransportError, TransportErrorKind};
 
 use crate::bindings::TidepoolErrors::TidepoolErrorsErrors as Revert;
 
+/// `Result` with this crate's [`ChainError`].
 pub type Result<T, E = ChainError> = std::result::Result<T, E>;
 
 /// Why the escrow refused a receipt (`ReceiptMismatch.reason`, the contracts' `ReceiptCheck`).
@@ -43,86 +44,250 @@ impl From<u8> for ReceiptCheck {
 #[non_exhaustive]
 pub enum ChainError {
     // The contracts' custom errors (contracts/src/TidepoolErrors.sol), in its order.
+    /// An agreement, template or DID with this id exists already.
     #[error("{id} exists already")]
-    AlreadyExists { id: B256 },
+    AlreadyExists {
+        /// The id.
+        id: B256,
+    },
+    /// No agreement, template or DID with this id.
     #[error("{id} is not known to the contracts")]
-    NotFound { id: B256 },
+    NotFound {
+        /// The id.
+        id: B256,
+    },
+    /// Only the store's owner (its deployer) may do this.
     #[error("{caller} is not allowed to do this")]
-    Unauthorized { caller: Address },
+    Unauthorized {
+        /// Who tried.
+        caller: Address,
+    },
+    /// A template's definition is malformed.
     #[error("template condition {index} is malformed")]
-    InvalidTemplate { index: U256 },
+    InvalidTemplate {
+        /// The offending condition's index.
+        index: U256,
+    },
+    /// The agreement's lists do not have one entry per condition of its template.
     #[error("the template has {expected} conditions, the agreement lists {found}")]
-    LengthMismatch { expected: U256, found: U256 },
+    LengthMismatch {
+        /// Conditions in the template.
+        expected: U256,
+        /// Entries in the agreement's list.
+        found: U256,
+    },
+    /// A signed condition key is not the one the template defines at its position.
     #[error("condition key {index} is {found}, the template's is {expected}")]
-    ConditionKeyMismatch { index: U256, expected: B256, found: B256 },
+    ConditionKeyMismatch {
+        /// The position.
+        index: U256,
+        /// The template's key there.
+        expected: B256,
+        /// The signed key.
+        found: B256,
+    },
+    /// A timeout does not fit in 64 bits.
     #[error("timeout {index} is too large")]
-    InvalidTimeout { index: U256 },
+    InvalidTimeout {
+        /// The condition's index.
+        index: U256,
+    },
+    /// The signature is malformed or was not made by the expected signer.
     #[error("the signature is invalid or not the consumer's")]
     InvalidSignature,
+    /// The caller is not the control contract of a condition of this agreement with that
+    /// function.
     #[error("{caller} is not the control contract of this condition of agreement {agreement}")]
-    NotControlContract { agreement: B256, caller: Address },
+    NotControlContract {
+        /// The agreement's id.
+        agreement: B256,
+        /// Who called.
+        caller: Address,
+    },
+    /// The agreement is closed (released or refunded): no condition can change any more.
     #[error("agreement {agreement} is closed")]
-    AgreementClosed { agreement: B256 },
+    AgreementClosed {
+        /// The agreement's id.
+        agreement: B256,
+    },
+    /// The condition is fulfilled already.
     #[error("condition {condition} of agreement {agreement} is fulfilled already")]
-    AlreadyFulfilled { agreement: B256, condition: B256 },
+    AlreadyFulfilled {
+        /// The agreement's id.
+        agreement: B256,
+        /// The condition's key.
+        condition: B256,
+    },
+    /// A dependency of the condition is not fulfilled yet.
     #[error("condition {condition} of agreement {agreement} needs {dependency} fulfilled first")]
-    DependencyUnfulfilled { agreement: B256, condition: B256, dependency: B256 },
+    DependencyUnfulfilled {
+        /// The agreement's id.
+        agreement: B256,
+        /// The condition's key.
+        condition: B256,
+        /// The key of the unfulfilled dependency.
+        dependency: B256,
+    },
+    /// The condition's deadline has passed.
     #[error("condition {condition} of agreement {agreement} timed out at {deadline}")]
-    TimedOut { agreement: B256, condition: B256, deadline: u64 },
+    TimedOut {
+        /// The agreement's id.
+        agreement: B256,
+        /// The condition's key.
+        condition: B256,
+        /// The deadline, in Unix seconds.
+        deadline: u64,
+    },
+    /// The parameters given do not hash to the condition's signed values hash.
     #[error("the parameters of condition {condition} are not what the consumer signed for agreement {agreement}")]
-    ValuesMismatch { agreement: B256, condition: B256 },
+    ValuesMismatch {
+        /// The agreement's id.
+        agreement: B256,
+        /// The condition's key.
+        condition: B256,
+    },
+    /// The caller is not the party of the agreement that may do this.
     #[error("{caller} is not the party of agreement {agreement} that may do this")]
-    NotParty { agreement: B256, caller: Address },
+    NotParty {
+        /// The agreement's id.
+        agreement: B256,
+        /// Who called.
+        caller: Address,
+    },
+    /// The escrow refused the receipt of a release.
     #[error("the receipt does not match agreement {agreement}: {reason:?}")]
-    ReceiptMismatch { agreement: B256, reason: ReceiptCheck },
+    ReceiptMismatch {
+        /// The agreement's id.
+        agreement: B256,
+        /// Which check failed.
+        reason: ReceiptCheck,
+    },
+    /// No deadline that allows a refund has passed.
     #[error("agreement {agreement} cannot be refunded: no deadline has passed")]
-    NotRefundable { agreement: B256 },
+    NotRefundable {
+        /// The agreement's id.
+        agreement: B256,
+    },
+    /// Outputs are published only after the payment is released.
     #[error("the payment of agreement {agreement} is not released")]
-    NotReleased { agreement: B256 },
+    NotReleased {
+        /// The agreement's id.
+        agreement: B256,
+    },
+    /// The agreement's outputs are published already.
     #[error("the outputs of agreement {agreement} are published already as {output_did}")]
-    OutputAlreadyPublished { agreement: B256, output_did: B256 },
+    OutputAlreadyPublished {
+        /// The agreement's id.
+        agreement: B256,
+        /// The DID they were published as.
+        output_did: B256,
+    },
+    /// Only the DID's owner may update it.
     #[error("{caller} does not own DID {did}")]
-    NotOwner { did: B256, caller: Address },
+    NotOwner {
+        /// The DID.
+        did: B256,
+        /// Who tried.
+        caller: Address,
+    },
+    /// The account's token balance is too small.
     #[error("{account} holds {balance} tokens, {needed} needed")]
-    InsufficientBalance { account: Address, balance: U256, needed: U256 },
+    InsufficientBalance {
+        /// The account.
+        account: Address,
+        /// What it holds.
+        balance: U256,
+        /// What the call needed.
+        needed: U256,
+    },
+    /// The spender's allowance is too small.
     #[error("{spender} may spend {allowance} tokens, {needed} needed")]
-    InsufficientAllowance { spender: Address, allowance: U256, needed: U256 },
+    InsufficientAllowance {
+        /// The spender (the escrow, for a lock).
+        spender: Address,
+        /// What it may spend.
+        allowance: U256,
+        /// What the call needed.
+        needed: U256,
+    },
+    /// The token refused a transfer (returned false).
     #[error("the token refused a transfer")]
     TransferFailed,
 
     // Other reverts.
+    /// A revert with a reason string or a panic code.
     #[error("reverted: {reason}")]
-    Reverted { reason: String },
+    Reverted {
+        /// The reason, or the panic, in words.
+        reason: String,
+    },
+    /// A revert whose data is none of the contracts' errors, no string and no panic.
     #[error("reverted with data the contracts' ABI does not decode: {data}")]
-    UnknownRevert { data: Bytes },
+    UnknownRevert {
+        /// The revert data.
+        data: Bytes,
+    },
+    /// A mined transaction reverted, and replaying it as a call gave no reason.
     #[error("transaction {tx_hash} reverted (no reason could be read back)")]
-    RevertedWithoutReason { tx_hash: B256 },
+    RevertedWithoutReason {
+        /// The transaction.
+        tx_hash: B256,
+    },
 
     // The node and the connection.
+    /// The RPC request failed.
     #[error("RPC transport{}", if *transient { " (transient)" } else { "" })]
     Transport {
+        /// alloy's error.
         #[source]
         source: TransportError,
+        /// True when trying again may succeed (see [`ChainError::is_transient`]).
         transient: bool,
     },
+    /// The transaction was submitted but no receipt came in time.
     #[error("no receipt for transaction {tx_hash} after {waited_ms} ms")]
-    ReceiptTimeout { tx_hash: B256, waited_ms: u64 },
+    ReceiptTimeout {
+        /// The transaction.
+        tx_hash: B256,
+        /// How long it was awaited, in milliseconds.
+        waited_ms: u64,
+    },
+    /// The node's answer does not decode as the ABI says.
     #[error("the node returned what the contracts' ABI does not decode")]
     Decode(#[source] alloy::sol_types::Error),
+    /// The node is not on the chain the contracts file is for.
     #[error("the node is on chain {found}, the contracts file is for chain {expected}")]
-    WrongChain { expected: u64, found: u64 },
+    WrongChain {
+        /// The contracts file's chain id.
+        expected: u64,
+        /// The node's.
+        found: u64,
+    },
+    /// A contract of the contracts file has no code on the node.
     #[error("no contract code at {address} ({name})")]
-    NoCode { name: &'static str, address: Address },
+    NoCode {
+        /// The contract's name.
+        name: &'static str,
+        /// Its address in the contracts file.
+        address: Address,
+    },
+    /// Something given or returned is not usable: an argument, a configuration value, an
+    /// answer without what it should hold.
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// The contracts file cannot be read, written or parsed.
     #[error("contracts file {path}")]
     ContractsFile {
+        /// Its path.
         path: std::path::PathBuf,
+        /// What failed.
         #[source]
         source: std::io::Error,
     },
+    /// The key could not sign.
     #[error("signing")]
     Signing(#[source] alloy::signers::Error),
+    /// The local anvil node could not be started or did not answer.
     #[error("anvil: {0}")]
     Anvil(String),
 }

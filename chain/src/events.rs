@@ -57,12 +57,19 @@ alloy::sol! {
 /// The name of each event of the lifecycle (the Solidity event's name).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum EventName {
+    /// [`ExecuteAgreement`]: an agreement was created.
     ExecuteAgreement,
+    /// [`FulfillUpload`]: the consumer's algorithm was uploaded.
     FulfillUpload,
+    /// [`PaymentLocked`]: the consumer locked the payment in escrow.
     PaymentLocked,
+    /// [`ComputeGranted`]: the provider granted the consumer its compute.
     ComputeGranted,
+    /// [`PaymentReleased`]: the escrow was split and the receipt's hash committed.
     PaymentReleased,
+    /// [`PaymentRefund`]: the escrow went back to the consumer.
     PaymentRefund,
+    /// [`OutputPublished`]: the job's outputs were published.
     OutputPublished,
 }
 
@@ -116,12 +123,19 @@ impl FromStr for EventName {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "name", content = "data")]
 pub enum AgreementEvent {
+    /// An agreement was created.
     ExecuteAgreement(ExecuteAgreement),
+    /// The consumer's algorithm was uploaded.
     FulfillUpload(FulfillUpload),
+    /// The consumer locked the payment in escrow.
     PaymentLocked(PaymentLocked),
+    /// The provider granted the consumer its compute.
     ComputeGranted(ComputeGranted),
+    /// The escrow was split and the receipt's hash committed.
     PaymentReleased(PaymentReleased),
+    /// The escrow went back to the consumer.
     PaymentRefund(PaymentRefund),
+    /// The job's outputs were published.
     OutputPublished(OutputPublished),
 }
 
@@ -156,7 +170,9 @@ impl AgreementEvent {
 /// Where a log is on the chain. Ordered as the chain orders logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EventPosition {
+    /// The block's number.
     pub block: u64,
+    /// The log's index in its block.
     pub log_index: u64,
 }
 
@@ -171,9 +187,13 @@ impl EventPosition {
 /// An event of one agreement at a position on the chain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChainEvent {
+    /// The agreement it is about.
     pub agreement_id: B256,
+    /// The event, decoded.
     pub event: AgreementEvent,
+    /// Where its log is.
     pub position: EventPosition,
+    /// The transaction that emitted it.
     pub tx_hash: B256,
     /// The block's timestamp, when the node includes it in logs.
     pub timestamp: Option<u64>,

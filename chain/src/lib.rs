@@ -17,6 +17,8 @@
 //! This crate knows the chain and the contracts, not the provider: the provider's EVM keeper
 //! is built on it.
 
+#![warn(missing_docs)]
+
 pub mod anvil;
 pub mod bindings;
 pub mod client;

@@ -33,7 +33,9 @@ use crate::error::{ChainError, Result};
 pub struct RetryPolicy {
     /// Tries in all, the first included.
     pub attempts: u32,
+    /// The pause after the first failure; it doubles after each one.
     pub initial_backoff: Duration,
+    /// The longest pause between two tries.
     pub max_backoff: Duration,
 }
 
@@ -69,11 +71,15 @@ impl RetryPolicy {
 /// A mined, successful transaction.
 #[derive(Clone, Debug)]
 pub struct TxOutcome {
+    /// The transaction's hash.
     pub tx_hash: B256,
+    /// The block it was mined in.
     pub block_number: u64,
+    /// Gas it used.
     pub gas_used: u64,
     /// For a contract creation: the new contract.
     pub contract_address: Option<Address>,
+    /// The logs it emitted, in order.
     pub logs: Vec<Log>,
 }
 
@@ -109,6 +115,7 @@ impl TxSender {
         self.address
     }
 
+    /// The chain id the transactions are signed for.
     pub fn chain_id(&self) -> u64 {
         self.chain_id
     }

@@ -34,9 +34,13 @@ pub fn template_id() -> B256 {
 /// The contracts that control the conditions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Controller {
+    /// Fulfills `lockPayment` (takes the consumer's tokens into escrow).
     LockPaymentCondition,
+    /// Fulfills `uploadAlgorithm` (records the consumer's signed algorithm hash).
     ComputeUploadCondition,
+    /// Fulfills `grantCompute` (the provider lets the consumer's job run).
     ComputeGrantCondition,
+    /// Holds the escrow; fulfills `releasePayment` and `refundPayment`.
     EscrowReward,
 }
 
@@ -63,11 +67,14 @@ impl Controller {
 /// One condition of the template.
 #[derive(Debug)]
 pub struct ConditionDef {
+    /// Its name in the template and in DDOs (`lockPayment`...).
     pub name: &'static str,
+    /// The contract that fulfills it.
     pub controller: Controller,
     /// The Solidity signature of the fulfilling function (`name(types)`); its selector is the
     /// DDO's `functionFingerprint`.
     pub signature: &'static str,
+    /// The fulfilling function's selector (the first 4 bytes of keccak256 of `signature`).
     pub selector: [u8; 4],
     /// Indices of the conditions this one depends on.
     pub dependencies: &'static [usize],
@@ -76,16 +83,21 @@ pub struct ConditionDef {
 }
 
 impl ConditionDef {
+    /// [`selector`](Self::selector) as alloy's type.
     pub fn selector(&self) -> FixedBytes<4> {
         FixedBytes(self.selector)
     }
 }
 
-/// Index of each condition in [`CONDITIONS`].
+/// Index of `lockPayment` in [`CONDITIONS`].
 pub const LOCK_PAYMENT: usize = 0;
+/// Index of `uploadAlgorithm` in [`CONDITIONS`].
 pub const UPLOAD_ALGORITHM: usize = 1;
+/// Index of `grantCompute` in [`CONDITIONS`].
 pub const GRANT_COMPUTE: usize = 2;
+/// Index of `releasePayment` in [`CONDITIONS`].
 pub const RELEASE_PAYMENT: usize = 3;
+/// Index of `refundPayment` in [`CONDITIONS`].
 pub const REFUND_PAYMENT: usize = 4;
 
 /// The template's conditions, in the order of the DDO, of the signature and on chain.
@@ -167,9 +179,13 @@ pub fn registration(contracts: &Contracts) -> Vec<AgreementStore::ConditionTempl
 pub struct ComputeTerms {
     /// The dataset asset the job runs on.
     pub did: B256,
+    /// Who runs the job and is paid.
     pub provider: Address,
+    /// Who pays, uploads the algorithm and gets the results.
     pub consumer: Address,
+    /// Token units paid per unit of fuel the job uses.
     pub price_per_fuel: U256,
+    /// The most fuel the consumer pays for: it locks `price_per_fuel × max_fuel`.
     pub max_fuel: u64,
 }
 

@@ -35,6 +35,8 @@
 //! Return an error from your `run` function to fail the job: the message is printed to stderr
 //! and the process exits with code 1.
 
+#![warn(missing_docs)]
+
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -50,6 +52,7 @@ pub struct Error {
 }
 
 impl Error {
+    /// An error with `message`, which the job prints on stderr before exiting with code 1.
     pub fn new(message: impl Into<String>) -> Self {
         Self { message: message.into() }
     }
@@ -72,6 +75,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Adds what was being done to an error: `file.open().context("opening the index")?`.
 pub trait Context<T> {
+    /// The error, if any, as an [`Error`] whose message starts with `what`.
     fn context(self, what: impl fmt::Display) -> Result<T>;
 }
 
@@ -261,10 +265,12 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// The dataset's name (its directory under `/data/inputs`).
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// Its directory (`/data/inputs/<name>`).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -315,10 +321,12 @@ impl InputFile {
         &self.relative
     }
 
+    /// Its full path in the guest (`/data/inputs/<dataset>/<relative path>`).
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Its size in bytes, when it was listed.
     pub fn size(&self) -> u64 {
         self.size
     }
@@ -334,12 +342,14 @@ impl InputFile {
         Ok(BufReader::with_capacity(256 * 1024, f))
     }
 
+    /// Reads the whole file.
     pub fn read(&self) -> Result<Vec<u8>> {
         let mut buf = Vec::with_capacity(self.size as usize);
         self.open()?.read_to_end(&mut buf)?;
         Ok(buf)
     }
 
+    /// Reads the whole file as text; an error when it is not UTF-8.
     pub fn read_to_string(&self) -> Result<String> {
         String::from_utf8(self.read()?)
             .map_err(|_| Error::new(format!("{}/{} is not UTF-8", self.dataset, self.relative)))

@@ -18,8 +18,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use alloy_primitives::B256;
@@ -32,9 +31,11 @@ use crate::error::{Error, Result};
 use crate::wasi::{self, StoreState};
 
 mod settings;
+mod slots;
 
 pub(crate) use settings::EngineSpec;
 pub use settings::{CpuFeatures, Semantics, WASMTIME_VERSION};
+pub(crate) use slots::Slots;
 
 /// The configuration hash of an engine, without making it.
 pub(crate) fn settings_hash(spec: &EngineSpec) -> B256 {
@@ -128,88 +129,6 @@ const HOST_STACK: usize = 1 << 20;
 pub(crate) const MAX_TABLES: usize = 4;
 /// Bytes of a pooled table zeroed in place when its job ends (the rest is decommitted).
 const TABLE_KEEP_RESIDENT: usize = 64 << 10;
-
-/// The instance slots of a [`Runtime`](crate::Runtime): a counting semaphore over
-/// [`RuntimeConfig::max_instances`], shared by all its engines.
-#[derive(Debug)]
-pub(crate) struct Slots {
-    state: Mutex<SlotState>,
-    freed: Condvar,
-    bounded: bool,
-}
-
-#[derive(Debug)]
-struct SlotState {
-    free: usize,
-    /// Jobs waiting for a slot, by ticket, first come first served.
-    queue: VecDeque<u64>,
-    next_ticket: u64,
-}
-
-/// A taken slot, given back when dropped.
-pub(crate) struct Slot<'a>(&'a Slots);
-
-impl Slots {
-    pub(crate) fn new(max_instances: usize) -> Self {
-        Self {
-            state: Mutex::new(SlotState { free: max_instances, queue: VecDeque::new(), next_ticket: 0 }),
-            freed: Condvar::new(),
-            bounded: max_instances > 0,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Waits for a free slot, in order of arrival; `None` if `cancel` is set while waiting.
-    pub(crate) fn take(&self, cancel: Option<&AtomicBool>) -> Option<Slot<'_>> {
-        if !self.bounded {
-            return Some(Slot(self));
-        }
-        let mut state = self.lock();
-        if state.free > 0 && state.queue.is_empty() {
-            state.free -= 1;
-            return Some(Slot(self));
-        }
-        let ticket = state.next_ticket;
-        state.next_ticket += 1;
-        state.queue.push_back(ticket);
-        loop {
-            if state.free > 0 && state.queue.front() == Some(&ticket) {
-                state.queue.pop_front();
-                state.free -= 1;
-                self.wake_next(&state);
-                return Some(Slot(self));
-            }
-            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-                state.queue.retain(|t| *t != ticket);
-                self.wake_next(&state);
-                return None;
-            }
-            state = self.freed.wait_timeout(state, TICK).unwrap_or_else(|p| p.into_inner()).0;
-        }
-    }
-
-    /// Wakes the waiters when the first of them can go. (All wake, one goes, the others wait
-    /// again; waiting happens only when every slot is busy.)
-    fn wake_next(&self, state: &SlotState) {
-        if state.free > 0 && !state.queue.is_empty() {
-            self.freed.notify_all();
-        }
-    }
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        if self.0.bounded {
-            let mut state = self.0.lock();
-            state.free += 1;
-            // Waking costs a system call: only when someone waits.
-            self.0.wake_next(&state);
-        }
-    }
-}
 
 /// A compiled, admitted module, ready to instantiate.
 pub(crate) struct Compiled {
@@ -522,90 +441,4 @@ fn spawn_ticker(engine: &Engine) {
 }
 
 #[cfg(test)]
-mod tests {
-    #[test]
-    fn instance_slots_go_to_waiters_in_order_of_arrival() {
-        use std::sync::mpsc;
-        let slots = Arc::new(Slots::new(1));
-        let held = slots.take(None).unwrap();
-        let (tx, rx) = mpsc::channel();
-        let mut waiters = Vec::new();
-        for n in 0..3 {
-            let (mine, tx) = (slots.clone(), tx.clone());
-            waiters.push(std::thread::spawn(move || {
-                let slot = mine.take(None).unwrap();
-                tx.send(n).unwrap();
-                std::thread::sleep(Duration::from_millis(5));
-                drop(slot);
-            }));
-            // Each waiter queues before the next one starts.
-            while slots.lock().queue.len() < n + 1 {
-                std::thread::yield_now();
-            }
-        }
-        // A newcomer while others wait does not jump the queue, even with a slot free.
-        drop(held);
-        let newcomer = slots.take(None).unwrap();
-        tx.send(3).unwrap();
-        drop(newcomer);
-        for w in waiters {
-            w.join().unwrap();
-        }
-        assert_eq!(rx.try_iter().collect::<Vec<_>>(), vec![0, 1, 2, 3]);
-    }
-
-    use super::*;
-
-    #[test]
-    fn the_configuration_hash_covers_the_settings() {
-        let config = RuntimeConfig::default();
-        let hash = |c: &RuntimeConfig, semantics, stack| settings::config_hash(&c.spec(semantics, stack));
-        let a = hash(&config, Semantics::Legacy, 512 * 1024);
-        assert_ne!(a, hash(&config, Semantics::Legacy, 256 * 1024));
-        assert_ne!(a, hash(&RuntimeConfig { fuel_metering: false, ..config.clone() }, Semantics::Legacy, 512 * 1024));
-        assert_ne!(a, hash(&config, Semantics::V2, 512 * 1024));
-        let v2 = hash(&config, Semantics::V2, 1000);
-        assert_eq!(v2, hash(&config, Semantics::V2, 2000), "the stack limit is in the receipt's limits, not here");
-        assert_ne!(v2, hash(&RuntimeConfig { nan_canonicalization: false, ..config.clone() }, Semantics::V2, 1000));
-    }
-
-    /// `WASMTIME_VERSION` is recorded in receipts: it must be the version actually built.
-    #[test]
-    fn the_wasmtime_version_is_the_locked_one() {
-        let lock = include_str!("../../Cargo.lock");
-        let locked = lock
-            .split("[[package]]")
-            .find(|p| p.contains("\nname = \"wasmtime\"\n"))
-            .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = \"")))
-            .map(|v| v.trim_end_matches('"'));
-        assert_eq!(locked, Some(WASMTIME_VERSION));
-    }
-
-    #[test]
-    fn headers_are_checked_before_compiling() {
-        assert!(matches!(check_header(b"hello world"), Err(Error::InvalidModule { .. })));
-        assert!(
-            matches!(check_header(b"\0asm\x0d\0\x01\0"), Err(Error::InvalidModule { reason }) if reason.contains("component"))
-        );
-        assert!(check_header(b"\0asm\x01\0\0\0").is_ok());
-    }
-
-    #[test]
-    fn the_cache_evicts_the_least_recently_used() {
-        let config = RuntimeConfig { memory_cache_entries: 2, ..Default::default() };
-        let engine = EngineState::new(config.spec(Semantics::V2, 10_000), &config).unwrap();
-        let wat = |n: u32| {
-            wat::parse_str(format!(
-                r#"(module (memory (export "memory") 1) (func (export "_start") i32.const {n} drop))"#
-            ))
-            .unwrap()
-        };
-        let hashes: Vec<B256> = (0..3).map(|n| crate::tree::blake3_b256(&wat(n))).collect();
-        engine.compile(hashes[0], &wat(0)).unwrap();
-        engine.compile(hashes[1], &wat(1)).unwrap();
-        assert!(engine.compile(hashes[0], &wat(0)).unwrap().1, "hit");
-        engine.compile(hashes[2], &wat(2)).unwrap();
-        let cache = engine.cache.lock().unwrap();
-        assert!(cache.modules.contains_key(&hashes[0]) && !cache.modules.contains_key(&hashes[1]));
-    }
-}
+mod tests;

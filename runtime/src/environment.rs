@@ -89,9 +89,11 @@ struct MountDefinition {
 /// What a provider says about an environment it offers (for DDOs and error messages).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvironmentDescription {
+    /// The environment's name, as algorithms ask for it (`python-3.12`).
     pub name: String,
     /// BLAKE3 of the environment's module (what receipts record as `environment.module_hash`).
     pub module_hash: B256,
+    /// What it is, in words (`description` in its `environment.toml`; may be empty).
     pub description: String,
 }
 
@@ -156,6 +158,7 @@ impl Environment {
         Ok(Self { dir: dir.to_path_buf(), definition, module, mounts, info })
     }
 
+    /// The environment's name (`name` in its `environment.toml`).
     pub fn name(&self) -> &str {
         &self.definition.name
     }
@@ -176,6 +179,7 @@ impl Environment {
         &self.info
     }
 
+    /// What a provider says about it.
     pub fn describe(&self) -> EnvironmentDescription {
         EnvironmentDescription {
             name: self.definition.name.clone(),

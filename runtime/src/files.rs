@@ -44,21 +44,39 @@ const MAGIC: &[u8] = b"tidepool-files-v1\n";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FilesError {
+    /// An entry cannot be part of a file tree (its name, its path, or reading it).
     #[error("{path}: {reason}")]
-    Invalid { path: String, reason: String },
+    Invalid {
+        /// The entry's path.
+        path: String,
+        /// Why, in words.
+        reason: String,
+    },
+    /// The files' contents add up to more than the limit.
     #[error("the files hold more than {limit} bytes")]
-    TooLarge { limit: u64 },
+    TooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// More than [`MAX_ENTRIES`] entries.
     #[error("more than {MAX_ENTRIES} files and directories")]
     TooManyEntries,
+    /// The bytes are not an archive this module wrote.
     #[error("not a file archive: {reason}")]
-    BadArchive { reason: String },
+    BadArchive {
+        /// What is wrong with them.
+        reason: String,
+    },
 }
 
 /// What one entry holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FileKind {
+    /// A directory.
     Dir,
+    /// A regular file and its contents.
     File(Arc<[u8]>),
+    /// A symlink and its target.
     Symlink(String),
 }
 

@@ -21,6 +21,8 @@
 //! * [`receipt`]: the receipt schema and its EIP-712 hash; [`tree`]: canonical tree roots;
 //! * [`limits`]: limits, defaults and the SIZE/DURATION parsers.
 
+#![warn(missing_docs)]
+
 pub mod engine;
 pub mod environment;
 pub mod error;
@@ -65,6 +67,7 @@ impl std::fmt::Debug for engine::EngineState {
 }
 
 impl Runtime {
+    /// A runtime with `config`. Makes no engine yet: each is made on first use.
     pub fn new(config: RuntimeConfig) -> Self {
         Self { slots: engine::Slots::new(config.max_instances), config, engines: Mutex::new(HashMap::new()) }
     }

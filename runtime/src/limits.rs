@@ -47,11 +47,17 @@ pub struct Limits {
 impl Limits {
     /// 50 billion units of fuel: tens of seconds of compute.
     pub const DEFAULT_FUEL: u64 = 50_000_000_000;
+    /// 512 MiB of linear memory.
     pub const DEFAULT_MEMORY: u64 = 512 * MIB;
+    /// Five minutes.
     pub const DEFAULT_TIMEOUT_MS: u64 = 5 * 60 * 1000;
+    /// 1 GiB of outputs.
     pub const DEFAULT_OUTPUT_BYTES: u64 = GIB;
+    /// 10 000 output entries (files, directories and symlinks).
     pub const DEFAULT_OUTPUT_FILES: u64 = 10_000;
+    /// 1 MiB kept of stdout, and as much of stderr.
     pub const DEFAULT_STDIO_BYTES: u64 = MIB;
+    /// 64 MiB: modules, or an environment algorithm's files.
     pub const DEFAULT_MODULE_BYTES: u64 = 64 * MIB;
     /// wasmtime's own default.
     pub const DEFAULT_MAX_WASM_STACK: u64 = 512 * KIB;
@@ -84,6 +90,7 @@ impl Limits {
         Ok(())
     }
 
+    /// [`timeout_ms`](Self::timeout_ms) as a [`Duration`].
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
     }
@@ -110,8 +117,11 @@ impl Default for Limits {
     }
 }
 
+/// Bytes in a kibibyte.
 pub const KIB: u64 = 1024;
+/// Bytes in a mebibyte.
 pub const MIB: u64 = 1024 * KIB;
+/// Bytes in a gibibyte.
 pub const GIB: u64 = 1024 * MIB;
 
 /// A value that could not be parsed, with what was expected.

@@ -31,13 +31,18 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum EntryKind {
+    /// A directory (its entries are entries of the tree too).
     Dir,
     /// A regular file: its size and the BLAKE3 of its contents.
     File {
+        /// Its size, in bytes.
         size: u64,
+        /// BLAKE3 of its contents.
         hash: B256,
     },
+    /// A symlink, recorded and never followed.
     Symlink {
+        /// What it points to, as written.
         target: String,
     },
 }
@@ -45,7 +50,9 @@ pub enum EntryKind {
 /// One entry of a tree, named by its relative path.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
+    /// Its path relative to the tree's root: UTF-8, components joined by `/`.
     pub path: String,
+    /// What it is (and, for a file, its size and hash; for a symlink, its target).
     #[serde(flatten)]
     pub kind: EntryKind,
 }
@@ -54,6 +61,7 @@ pub struct Entry {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Tree {
+    /// Every entry below the root, sorted by the bytes of its path.
     pub entries: Vec<Entry>,
 }
 
@@ -61,18 +69,35 @@ pub struct Tree {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ScanError {
+    /// Reading the directory or a file failed.
     #[error("{path}: {source}")]
     Io {
+        /// What was being read.
         path: String,
+        /// The error.
         #[source]
         source: std::io::Error,
     },
+    /// A name, or a symlink's target, is not UTF-8.
     #[error("{path}: file names must be valid UTF-8")]
-    NonUtf8Name { path: String },
+    NonUtf8Name {
+        /// Where, with the offending name lossily decoded.
+        path: String,
+    },
+    /// An entry is neither a file, a directory nor a symlink.
     #[error("{path}: {kind} files are not supported (only files, directories and symlinks)")]
-    Unsupported { path: String, kind: &'static str },
+    Unsupported {
+        /// The entry's path.
+        path: String,
+        /// What it is (`FIFO`, `socket`...).
+        kind: &'static str,
+    },
+    /// The tree holds more than [`MAX_ENTRIES`] entries.
     #[error("more than {limit} entries")]
-    TooManyEntries { limit: usize },
+    TooManyEntries {
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// Most entries one tree may hold.

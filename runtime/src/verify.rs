@@ -17,9 +17,11 @@ use crate::tree;
 /// What to check a receipt against.
 #[derive(Clone, Debug)]
 pub struct VerifyRequest {
+    /// The receipt to check: its hash, then a re-execution against its fields.
     pub receipt: Receipt,
     /// The algorithm, with its environment (see [`Environment::load_algorithm`](crate::Environment::load_algorithm)).
     pub algorithm: Algorithm,
+    /// The input datasets, named as in the receipt.
     pub inputs: Vec<InputSpec>,
     /// Outputs someone claims the job produced, checked against the receipt and the rerun.
     pub claimed_outputs: Option<PathBuf>,

@@ -53,7 +53,9 @@ pub struct Confined {
     /// `fully enforced`, `partially enforced` (an older kernel: some access rights are not
     /// known to it), or `not enforced` (no Landlock).
     pub landlock: String,
+    /// True when the seccomp filter is installed (always, once confining succeeded).
     pub seccomp: bool,
+    /// True when no-new-privileges is set (always, once confining succeeded).
     pub no_new_privs: bool,
 }
 
@@ -61,16 +63,22 @@ pub struct Confined {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfineError {
+    /// A system call failed.
     #[error("setting {what} failed: {source}")]
     Os {
+        /// What was being set (`rlimits`, `no_new_privs`...).
         what: &'static str,
+        /// The system call's error.
         #[source]
         source: std::io::Error,
     },
+    /// The Landlock ruleset could not be built or applied.
     #[error("the Landlock ruleset could not be applied: {0}")]
     Landlock(#[from] landlock::RulesetError),
+    /// The seccomp filter could not be built or installed.
     #[error("the seccomp filter could not be built or applied: {0}")]
     Seccomp(#[from] seccompiler::Error),
+    /// The seccomp filter could not be compiled to BPF.
     #[error("the seccomp filter could not be built: {0}")]
     SeccompBackend(#[from] seccompiler::BackendError),
 }

@@ -11,6 +11,8 @@
 //! The protocol between the two is in [`protocol`]: JSON lines over the worker's stdin and
 //! stdout.
 
+#![warn(missing_docs)]
+
 pub mod child;
 pub mod confine;
 pub mod parent;

@@ -20,7 +20,9 @@ use crate::protocol::{FailureKind, FromWorker, JobDone, JobRequest, MAX_LINE, To
 /// How to start a worker: a program and its arguments (`tidepool job-worker`).
 #[derive(Clone, Debug)]
 pub struct WorkerCommand {
+    /// The worker's executable.
     pub program: PathBuf,
+    /// Its arguments (`job-worker`).
     pub args: Vec<OsString>,
     /// Environment variables the worker gets (it gets no others).
     pub env: Vec<(OsString, OsString)>,
@@ -55,22 +57,42 @@ pub enum Ended {
     /// The job ran (its receipt says how it ended).
     Done(Box<JobDone>),
     /// The job could not run.
-    Failed { kind: FailureKind, message: String },
+    Failed {
+        /// Which kind of failure, as the worker classified it.
+        kind: FailureKind,
+        /// The worker's error message.
+        message: String,
+    },
     /// Still running at the deadline: killed.
     Killed,
     /// The worker died or broke the protocol without a result.
-    Crashed { detail: String },
+    Crashed {
+        /// What went wrong, for the log (exit status, or the protocol error).
+        detail: String,
+    },
 }
 
 /// What a running job reports.
 #[derive(Debug)]
 pub enum Report {
+    /// The worker confined itself, as the kernel enforced it.
     Confined(crate::Confined),
+    /// The job entered a stage.
     Stage(crate::protocol::WireStage),
-    Progress { done: u64, total: Option<u64>, message: Option<String> },
+    /// The guest reported progress.
+    Progress {
+        /// Units of work done so far.
+        done: u64,
+        /// Units of work in all, when the guest knows.
+        total: Option<u64>,
+        /// What the guest is doing, in its own words.
+        message: Option<String>,
+    },
 }
 
 impl Pool {
+    /// A pool that starts workers with `command` and keeps up to `prespawn` of them started and
+    /// idle, ready for a job.
     pub fn new(command: WorkerCommand, prespawn: usize) -> Arc<Self> {
         Arc::new(Self { command, prespawn, idle: Mutex::new(Vec::new()) })
     }

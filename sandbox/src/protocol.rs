@@ -19,8 +19,11 @@ pub const MAX_LINE: usize = 64 << 20;
 /// One input dataset, as the worker mounts it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WireInput {
+    /// The name it is mounted under (`/data/inputs/<name>`).
     pub name: String,
+    /// The dataset's directory (readable under the policy).
     pub dir: PathBuf,
+    /// Its tree, when the daemon already knows it (the worker then does not scan it again).
     pub manifest: Option<Tree>,
 }
 
@@ -36,12 +39,15 @@ pub struct JobRequest {
     /// checked against the definition's pin as it is loaded), if the algorithm is not a module.
     #[serde(default)]
     pub environment: Option<PathBuf>,
+    /// The input datasets.
     pub inputs: Vec<WireInput>,
     /// Receives the outputs (in the job's directory).
     pub output_dir: PathBuf,
     /// Where the worker writes `stdout.log` and `stderr.log` (the kept part of each).
     pub logs_dir: PathBuf,
+    /// Extra arguments, after the three standard ones.
     pub args: Vec<String>,
+    /// The limits the guest runs under.
     pub limits: Limits,
     /// The compile cache (read only).
     pub cache_dir: Option<PathBuf>,
@@ -53,6 +59,7 @@ pub struct JobRequest {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ToWorker {
+    /// Run this job (the first message, and the only job a worker gets).
     Job(Box<JobRequest>),
     /// Stop the job: it ends with outcome `stopped`.
     Stop,
@@ -62,9 +69,13 @@ pub enum ToWorker {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WireStage {
+    /// Scanning and hashing the input datasets.
     ConfiguringVolumes,
+    /// Compiling (or fetching from the cache) and admitting the module.
     Provisioning,
+    /// The guest is running.
     Running,
+    /// Moving outputs into place and hashing them.
     PublishingResults,
 }
 
@@ -86,16 +97,24 @@ pub enum FailureKind {
 pub enum FromWorker {
     /// Confined, about to run.
     Confined(Confined),
+    /// The job entered a stage.
     Stage(WireStage),
+    /// The guest reported progress.
     Progress {
+        /// Units of work done so far.
         done: u64,
+        /// Units of work in all, when the guest knows.
         total: Option<u64>,
+        /// What the guest is doing, in its own words.
         message: Option<String>,
     },
     /// The job ran: its receipt (unsigned) and outputs tree; the logs are files.
     Done(Box<JobDone>),
+    /// The job could not run.
     Failed {
+        /// Which kind of failure: an input, what was submitted, or the host.
         kind: FailureKind,
+        /// The runtime's error, for the job's record.
         message: String,
     },
 }
@@ -103,8 +122,12 @@ pub enum FromWorker {
 /// A finished run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JobDone {
+    /// The sealed, unsigned receipt.
     pub receipt: Receipt,
+    /// The outputs tree, as hashed into the receipt (the daemon checks it against the files).
     pub outputs: Tree,
+    /// Wall-clock time of the job in the worker, in milliseconds.
     pub wall_time_ms: u64,
+    /// True when the module came from the compile cache.
     pub compile_cached: bool,
 }

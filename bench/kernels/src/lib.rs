@@ -8,6 +8,8 @@
 //! Each run prints a checksum of what the kernel computed, so the benchmark can check that
 //! both builds computed the same thing.
 
+#![warn(missing_docs)]
+
 use tidepool_example_mandelbrot::View;
 
 /// The kernels, by name.
@@ -112,6 +114,7 @@ fn csv(rng: &mut Rng, rows: usize) -> Vec<u8> {
 }
 
 impl Workload {
+    /// The kernel's name (one of [`KERNELS`]).
     pub fn kernel(&self) -> &str {
         self.kernel
     }

@@ -27,6 +27,8 @@ fn start_time(ctx: &Ctx, runtime: &Runtime, algorithm: &Algorithm, data: &std::p
     Ok(started - asked)
 }
 
+/// Time to start a module (csv-stats) when its compiled code is cached in memory, and when it
+/// is cached on disk for a new runtime, against compiling it.
 pub fn compile_cache(ctx: &Ctx) -> Result<Vec<Row>> {
     progress("starting a module cold (compiling) and cached");
     let algorithm = Algorithm::from_file(&tidepool_test_artifacts::module("csv-stats"))?;

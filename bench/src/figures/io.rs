@@ -15,8 +15,11 @@ use crate::timing::{Row, Target, median_of, mib, mib_per_s};
 /// A generated text dataset on disk: `<root>/inputs/books/part-NN.txt`.
 #[derive(Debug)]
 pub struct Dataset {
+    /// `<root>/inputs`: the inputs directory a job gets.
     pub inputs: PathBuf,
+    /// `<root>/inputs/books`: the one dataset.
     pub books: PathBuf,
+    /// Bytes of text in all.
     pub bytes: u64,
 }
 

@@ -89,6 +89,8 @@ fn target(kernel: &str) -> f64 {
     if kernel == "mandelbrot" { 1.3 } else { 1.6 }
 }
 
+/// Each kernel in wasm on the production engine against its native build, and the costs of
+/// fuel metering, of epoch interruption and of the legacy engine.
 pub fn kernels(ctx: &Ctx) -> Result<Vec<Row>> {
     let native = ctx.native("kernels")?;
     let algorithm =

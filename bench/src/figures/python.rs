@@ -45,6 +45,8 @@ fn timed_job(runtime: &Runtime, spec: &mut JobSpec) -> Result<(Duration, Duratio
     Ok((started - asked, total))
 }
 
+/// The Python environment's figures: its module compiled cold, a Python job's start with the
+/// module cached on disk, and the word count over `data` against the host's CPython.
 pub fn python(ctx: &Ctx, data: &crate::figures::io::Dataset) -> Result<Vec<Row>> {
     let env = environment()?;
     let hello =

@@ -10,6 +10,8 @@
 //! The library holds the algorithm ([`run`]) and its kernel ([`column_stats`]), so the
 //! benchmarks can run the same code natively; `src/main.rs` is the command.
 
+#![warn(missing_docs)]
+
 use std::io::{BufRead, Write};
 
 use tidepool_guest::{Context, Error, InputFile, Job, Result, json_string};
@@ -95,6 +97,7 @@ fn csv_field(s: &str) -> String {
 /// The numeric values of one column.
 #[derive(Debug)]
 pub struct Column {
+    /// The column's header, from the first record.
     pub name: String,
     values: Vec<f64>,
     /// Cells that were empty or not a finite number.
@@ -106,6 +109,7 @@ pub struct Column {
 }
 
 impl Column {
+    /// An empty column named `name`.
     pub fn new(name: String) -> Self {
         Self { name, values: Vec::new(), missing: 0, mean: 0.0, m2: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY }
     }
@@ -135,18 +139,22 @@ impl Column {
         }
     }
 
+    /// The mean of the numeric cells; `None` when there is none.
     pub fn mean(&self) -> Option<f64> {
         (!self.values.is_empty()).then_some(self.mean)
     }
 
+    /// The sample standard deviation (n − 1); `None` below two numeric cells.
     pub fn stddev(&self) -> Option<f64> {
         (self.values.len() > 1).then(|| (self.m2 / (self.values.len() - 1) as f64).sqrt())
     }
 
+    /// The smallest numeric cell; `None` when there is none.
     pub fn min(&self) -> Option<f64> {
         (!self.values.is_empty()).then_some(self.min)
     }
 
+    /// The largest numeric cell; `None` when there is none.
     pub fn max(&self) -> Option<f64> {
         (!self.values.is_empty()).then_some(self.max)
     }
@@ -233,10 +241,12 @@ pub struct Record<'a> {
 }
 
 impl<'a> Record<'a> {
+    /// How many fields it has.
     pub fn len(&self) -> usize {
         self.ends.len()
     }
 
+    /// True when it has no field.
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
@@ -248,12 +258,14 @@ impl<'a> Record<'a> {
         Some(&self.bytes[start..end])
     }
 
+    /// Its fields in order, unquoted.
     pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
         (0..self.len()).filter_map(|i| self.get(i))
     }
 }
 
 impl RecordParser {
+    /// A parser of records whose fields are separated by `delimiter` (`b','`, `b';'`, `b'\t'`...).
     pub fn new(delimiter: u8) -> Self {
         Self { delimiter, bytes: Vec::new(), ends: Vec::new(), in_quotes: false, done: false }
     }

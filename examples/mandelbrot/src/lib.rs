@@ -11,6 +11,8 @@
 //! The library holds the algorithm ([`run`]) and its kernel ([`render`]), so the benchmarks
 //! can run the same code natively; `src/main.rs` is the command.
 
+#![warn(missing_docs)]
+
 use std::io::Write;
 
 use tidepool_guest::{Error, Job, Result};
@@ -48,10 +50,15 @@ pub fn run(job: &Job) -> Result<()> {
 /// What to render.
 #[derive(Clone, Copy, Debug)]
 pub struct View {
+    /// Pixels across.
     pub width: usize,
+    /// Pixels down.
     pub height: usize,
+    /// Iterations before a point counts as inside the set.
     pub max_iter: u32,
+    /// The real part of the image's centre.
     pub center_x: f64,
+    /// The imaginary part of the image's centre.
     pub center_y: f64,
     /// The width of the view in the complex plane.
     pub span: f64,

@@ -9,6 +9,8 @@
 //! The library holds the algorithm ([`run`]) and its kernel ([`WordCounter`]), so the
 //! benchmarks can run the same code natively; `src/main.rs` is the command.
 
+#![warn(missing_docs)]
+
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{Read, Write};

@@ -7,11 +7,20 @@
 
 use std::collections::HashMap;
 
-use wasm_encoder::{BlockType as EBlock, Ieee32, Ieee64, Instruction};
-use wasmparser::{BlockType, FuncValidator, FunctionBody, Operator, ValType, ValidatorResources};
+use wasm_encoder::{BlockType as EBlock, Instruction};
+use wasmparser::{BlockType, Operator, ValType};
 
-use super::nan::{self, Effect, Lanes, Nan, Sign};
-use super::{Error, Options, Weaken, fuel, stack};
+use super::nan::Nan;
+use super::{Error, Options, Weaken, stack};
+
+mod body;
+mod out;
+mod step;
+
+use body::Op;
+pub(crate) use body::{Body, read};
+pub(crate) use out::Piece;
+use out::{Out, type_key};
 
 /// A function type.
 #[derive(Clone, Debug, Default)]
@@ -49,80 +58,6 @@ impl ModuleCtx<'_> {
             }
         })
     }
-}
-
-/// One operator with what the validator knew about it.
-struct Op<'a> {
-    op: Operator<'a>,
-    /// Its bytes, copied as they are (no index changes).
-    raw: &'a [u8],
-    pops: u32,
-    /// The types of the values it leaves on the stack, deepest first (`None`: unknown, only in
-    /// unreachable code).
-    pushed: Vec<Option<ValType>>,
-}
-
-/// A validated function body, operator by operator.
-pub(crate) struct Body<'a> {
-    ops: Vec<Op<'a>>,
-    /// Parameters then declared locals.
-    locals: Vec<ValType>,
-    params: usize,
-    declared: Vec<(u32, ValType)>,
-    max_operands: u64,
-    type_index: u32,
-    /// The fuel charged before each operator.
-    charges: Vec<u64>,
-}
-
-/// Validates `body` and records its operators.
-pub(crate) fn read<'a>(
-    mut validator: FuncValidator<ValidatorResources>,
-    module: &'a [u8],
-    body: &FunctionBody<'a>,
-    ctx: &ModuleCtx<'_>,
-    func_index: u32,
-) -> Result<Body<'a>, Error> {
-    let type_index = *ctx
-        .func_types
-        .get(func_index as usize)
-        .ok_or_else(|| Error::Unsupported(format!("function {func_index} has no type")))?;
-    let sig = ctx.sig(type_index)?;
-    let mut locals = sig.params.clone();
-    let params = locals.len();
-    let mut declared = Vec::new();
-    let mut reader = body.get_locals_reader()?;
-    for _ in 0..reader.get_count() {
-        let offset = reader.original_position();
-        let (count, ty) = reader.read()?;
-        validator.define_locals(offset, count, ty)?;
-        if locals.len() + count as usize > 50_000 {
-            return Err(Error::Unsupported("a function declares more than 50 000 locals".into()));
-        }
-        locals.extend(std::iter::repeat_n(ty, count as usize));
-        declared.push((count, ty));
-    }
-    let mut ops = Vec::new();
-    let mut max_operands = 0u64;
-    let mut reader = body.get_operators_reader()?;
-    while !reader.eof() {
-        let offset = reader.original_position();
-        let op = reader.read()?;
-        let arity = op.operator_arity(&validator);
-        validator.op(offset, &op)?;
-        let Some((pops, pushes)) = arity else {
-            return Err(Error::Unsupported(format!("the operator {op:?}")));
-        };
-        let pushed = (0..pushes as usize).rev().map(|d| validator.get_operand_type(d).flatten()).collect();
-        max_operands = max_operands.max(u64::from(validator.operand_stack_height()));
-        let raw = module
-            .get(offset..reader.original_position())
-            .ok_or_else(|| Error::Internal("an operator outside the module".into()))?;
-        ops.push(Op { op, raw, pushed, pops });
-    }
-    reader.finish()?;
-    let charges = fuel::segment_charges(&ops.iter().map(|o| o.op.clone()).collect::<Vec<_>>());
-    Ok(Body { ops, locals, params, declared, max_operands, type_index, charges })
 }
 
 /// A value on the abstract operand stack.
@@ -187,98 +122,6 @@ impl Locals {
     }
 }
 
-/// A piece of the rewritten body: an original operator's bytes, or an inserted instruction.
-pub(crate) enum Piece<'a> {
-    Raw(&'a [u8]),
-    New(Instruction<'static>),
-}
-
-/// The instructions being written and the locals they need beyond the function's own.
-struct Out<'a> {
-    enabled: bool,
-    code: Vec<Piece<'a>>,
-    first_extra: u32,
-    extra: Vec<ValType>,
-    scratch: HashMap<(u8, usize), u32>,
-}
-
-fn type_key(ty: ValType) -> u8 {
-    match ty {
-        ValType::I32 => 0,
-        ValType::I64 => 1,
-        ValType::F32 => 2,
-        ValType::F64 => 3,
-        ValType::V128 => 4,
-        ValType::Ref(_) => 5,
-    }
-}
-
-impl<'a> Out<'a> {
-    fn push(&mut self, i: Instruction<'static>) {
-        if self.enabled {
-            self.code.push(Piece::New(i));
-        }
-    }
-
-    fn local(&mut self, ty: ValType) -> u32 {
-        self.extra.push(ty);
-        self.first_extra + self.extra.len() as u32 - 1
-    }
-
-    /// The `slot`-th scratch local of type `ty` (`usize::MAX`: the materialization temporary).
-    fn scratch(&mut self, ty: ValType, slot: usize) -> u32 {
-        if let Some(&l) = self.scratch.get(&(type_key(ty), slot)) {
-            return l;
-        }
-        let l = self.local(ty);
-        self.scratch.insert((type_key(ty), slot), l);
-        l
-    }
-
-    /// Turns the pending float on top of the stack into what the eager engine would hold.
-    fn materialize(&mut self, ty: ValType, sign: Sign) {
-        if !self.enabled {
-            return;
-        }
-        let t = self.scratch(ty, usize::MAX);
-        self.push(Instruction::LocalSet(t));
-        let f64 = ty == ValType::F64;
-        let neg = sign == Sign::Negative;
-        self.push(if f64 {
-            Instruction::F64Const(Ieee64::new(nan::canonical_f64(neg)))
-        } else {
-            Instruction::F32Const(Ieee32::new(nan::canonical_f32(neg)))
-        });
-        if sign == Sign::Own {
-            self.push(Instruction::LocalGet(t));
-            self.push(if f64 { Instruction::F64Copysign } else { Instruction::F32Copysign });
-        }
-        self.push(Instruction::LocalGet(t));
-        self.push(Instruction::LocalGet(t));
-        self.push(Instruction::LocalGet(t));
-        self.push(if f64 { Instruction::F64Ne } else { Instruction::F32Ne });
-        self.push(Instruction::Select);
-    }
-
-    /// Canonicalizes the NaN lanes of the v128 on top of the stack.
-    fn canonicalize_lanes(&mut self, lanes: Lanes) {
-        if !self.enabled {
-            return;
-        }
-        let t = self.scratch(ValType::V128, usize::MAX);
-        self.push(Instruction::LocalSet(t));
-        self.push(Instruction::V128Const(lanes.canonical()));
-        self.push(Instruction::LocalGet(t));
-        self.push(Instruction::LocalGet(t));
-        self.push(Instruction::LocalGet(t));
-        self.push(match lanes {
-            Lanes::F32x4 => Instruction::F32x4Ne,
-            Lanes::F64x2 => Instruction::F64x2Ne,
-        });
-        self.push(Instruction::V128Bitselect);
-    }
-}
-
 /// The rewritten body: its extra locals and its code.
 pub(crate) struct Rewritten<'a> {
     pub declared: Vec<(u32, ValType)>,
@@ -320,18 +163,6 @@ pub(crate) fn rewrite<'a>(body: &Body<'a>, ctx: &ModuleCtx<'_>) -> Result<Rewrit
     let mut out = Out::new(true, body);
     Walk::new(body, ctx, &mut locals, &mut out).run()?;
     Ok(Rewritten { declared: body.declared.clone(), extra: out.extra, code: out.code })
-}
-
-impl<'a> Out<'a> {
-    fn new(enabled: bool, body: &Body<'_>) -> Self {
-        Self {
-            enabled,
-            code: Vec::new(),
-            first_extra: body.locals.len() as u32,
-            extra: Vec::new(),
-            scratch: HashMap::new(),
-        }
-    }
 }
 
 struct Walk<'w, 'a> {
@@ -617,216 +448,6 @@ impl<'w, 'a> Walk<'w, 'a> {
             self.step(op)?;
             if self.frames.is_empty() {
                 break;
-            }
-        }
-        Ok(())
-    }
-
-    fn step(&mut self, op: &Op<'a>) -> Result<(), Error> {
-        use Operator::*;
-        let dead = self.dead();
-        match &op.op {
-            Block { blockty } | Loop { blockty } | If { blockty } => {
-                let (params, results) = self.ctx.block(*blockty)?;
-                let kind = match op.op {
-                    Block { .. } => Kind::Block,
-                    Loop { .. } => Kind::Loop,
-                    _ => Kind::If,
-                };
-                if kind == Kind::Loop && !dead && !self.weakened(Weaken::NanMerges) {
-                    self.settle_all(params.len())?;
-                }
-                if kind == Kind::If {
-                    self.pop();
-                }
-                let height = self.stack.len().saturating_sub(params.len());
-                let entry = self.stack[height..].to_vec();
-                self.emit_op(op)?;
-                if kind == Kind::Loop {
-                    // Back edges bring other values: inside, the parameters are only exact.
-                    for v in &mut self.stack[height..] {
-                        v.nan = Nan::Kept;
-                    }
-                }
-                self.frames.push(Frame { kind, height, params, results, entry, dead, parent_dead: dead });
-            }
-            Else => {
-                let results = self.frames.last().map_or(0, |f| f.results.len());
-                if !self.weakened(Weaken::NanMerges) {
-                    self.settle_all(results)?;
-                }
-                self.emit_op(op)?;
-                if let Some(f) = self.frames.last_mut() {
-                    f.kind = Kind::Else;
-                    f.dead = f.parent_dead;
-                    let (h, entry) = (f.height, f.entry.clone());
-                    self.stack.truncate(h);
-                    self.stack.extend(entry);
-                }
-            }
-            End => {
-                let (results, kind) = self.frames.last().map_or((0, Kind::Func), |f| (f.results.len(), f.kind));
-                if !self.weakened(if kind == Kind::Func { Weaken::NanReturns } else { Weaken::NanMerges }) {
-                    self.settle_all(results)?;
-                }
-                if kind == Kind::Func {
-                    self.flush_fuel();
-                }
-                self.emit_op(op)?;
-                if let Some(f) = self.frames.pop() {
-                    self.stack.truncate(f.height);
-                }
-                self.push_results(op, Nan::Kept);
-            }
-            Br { relative_depth } => {
-                if self.settle_branch(*relative_depth, 0)? {
-                    self.flush_fuel();
-                }
-                self.emit_op(op)?;
-                self.set_dead();
-            }
-            BrIf { relative_depth } => {
-                if self.settle_branch(*relative_depth, 1)? {
-                    self.flush_fuel();
-                }
-                self.emit_op(op)?;
-                self.pop();
-            }
-            BrTable { targets } => {
-                let mut to_function = self.settle_branch(targets.default(), 1)?;
-                for t in targets.targets() {
-                    let t = t?;
-                    to_function |= self.frames.len().checked_sub(1 + t as usize) == Some(0);
-                }
-                if to_function {
-                    self.flush_fuel();
-                }
-                self.emit_op(op)?;
-                self.set_dead();
-            }
-            Return => {
-                let n = self.frames.first().map_or(0, |f| f.results.len());
-                if !self.weakened(Weaken::NanReturns) {
-                    self.settle_all(n)?;
-                }
-                self.flush_fuel();
-                self.emit_op(op)?;
-                self.set_dead();
-            }
-            Unreachable => {
-                self.emit_op(op)?;
-                self.set_dead();
-            }
-            Call { function_index } | ReturnCall { function_index } => {
-                let ty = *self
-                    .ctx
-                    .func_types
-                    .get(*function_index as usize)
-                    .ok_or_else(|| Error::Internal(format!("function {function_index} out of range")))?;
-                self.call(ty, 0, matches!(op.op, ReturnCall { .. }), op)?;
-            }
-            CallIndirect { type_index, .. } | ReturnCallIndirect { type_index, .. } => {
-                self.call(*type_index, 1, matches!(op.op, ReturnCallIndirect { .. }), op)?;
-            }
-            LocalGet { local_index } => {
-                self.emit_op(op)?;
-                let nan = self.locals.cur.get(*local_index as usize).copied().unwrap_or(Nan::Kept);
-                self.push_results(op, nan);
-            }
-            LocalSet { local_index } | LocalTee { local_index } => {
-                self.local_store(*local_index)?;
-                self.emit_op(op)?;
-                if matches!(op.op, LocalSet { .. }) {
-                    self.pop();
-                }
-            }
-            GlobalSet { .. } => {
-                if !self.weakened(Weaken::NanEscapes) {
-                    self.settle_all(1)?;
-                }
-                self.emit_op(op)?;
-                self.pop();
-            }
-            Select | TypedSelect { .. } => {
-                let n = self.stack.len();
-                let (a, b) = if n >= 3 && !dead {
-                    (self.stack[n - 3], self.stack[n - 2])
-                } else {
-                    (Val::kept(None), Val::kept(None))
-                };
-                let mut joined = a.nan.join(b.nan);
-                if joined.is_none() && a.is_float() && !self.weakened(Weaken::NanMerges) {
-                    self.settle(3, |i| i < 2)?;
-                    let n = self.stack.len();
-                    joined = self.stack[n - 3].nan.join(self.stack[n - 2].nan);
-                }
-                self.emit_op(op)?;
-                self.pop_n(3);
-                self.push_results(op, joined.unwrap_or(Nan::Kept));
-            }
-            F32Const { value } => {
-                self.emit_op(op)?;
-                self.push_results(op, Nan::of_const(u64::from(value.bits()), false));
-            }
-            F64Const { value } => {
-                self.emit_op(op)?;
-                self.push_results(op, Nan::of_const(value.bits(), true));
-            }
-            other => self.generic(other, op)?,
-        }
-        Ok(())
-    }
-
-    fn generic(&mut self, other: &Operator<'a>, op: &Op<'a>) -> Result<(), Error> {
-        let pops = op.pops as usize;
-        match nan::effect(other) {
-            Effect::Arith => {
-                self.emit_op(op)?;
-                self.pop_n(pops);
-                self.push_results(op, Nan::Pending(Sign::Positive));
-            }
-            Effect::Neg | Effect::Abs => {
-                self.emit_op(op)?;
-                let neg = matches!(nan::effect(other), Effect::Neg);
-                if let Some(v) = self.top_mut() {
-                    v.nan = if neg { v.nan.neg() } else { v.nan.abs() };
-                }
-            }
-            Effect::Copysign => {
-                if !self.weakened(Weaken::NanEscapes) {
-                    self.settle_all(1)?;
-                }
-                self.emit_op(op)?;
-                self.pop();
-                if let Some(v) = self.top_mut() {
-                    v.nan = v.nan.copysign();
-                }
-            }
-            Effect::EscapeTop => {
-                if !self.weakened(Weaken::NanEscapes) {
-                    self.settle_all(1)?;
-                }
-                self.emit_op(op)?;
-                self.pop_n(pops);
-                self.push_results(op, Nan::Kept);
-            }
-            Effect::V128(lanes) => {
-                self.emit_op(op)?;
-                if self.ctx.options.nan && !self.dead() && !self.weakened(Weaken::V128) {
-                    self.out.canonicalize_lanes(lanes);
-                }
-                self.pop_n(pops);
-                self.push_results(op, Nan::Kept);
-            }
-            Effect::Safe => {
-                self.emit_op(op)?;
-                self.pop_n(pops);
-                self.push_results(op, Nan::Safe);
-            }
-            Effect::Other => {
-                self.emit_op(op)?;
-                self.pop_n(pops);
-                self.push_results(op, Nan::Kept);
             }
         }
         Ok(())

@@ -49,8 +49,11 @@ pub const START_EXPORT: &str = "tidepool:start";
 /// Which checks the pass inserts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
+    /// Lazy NaN canonicalization ([`nan`]).
     pub nan: bool,
+    /// Fuel counted in the module ([`fuel`]).
     pub fuel: bool,
+    /// The stack limit in wasm terms ([`stack`]).
     pub stack: bool,
     /// Leaves out one kind of inserted check, to show that the tests notice. Never in an engine.
     #[doc(hidden)]
@@ -97,10 +100,13 @@ pub enum Weaken {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The module does not decode or validate (the validator's error).
     #[error("{0}")]
     Invalid(#[from] wasmparser::BinaryReaderError),
+    /// The module is valid but uses what the pass does not rewrite.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// The pass broke one of its own invariants: a bug.
     #[error("internal error of the instrumentation pass: {0}")]
     Internal(String),
 }

@@ -202,6 +202,7 @@ impl SeaweedFs {
         format!("{}/{name}", self.endpoint)
     }
 
+    /// What SeaweedFS has logged so far (`weed.log`), or empty.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self._dir.path().join("weed.log")).unwrap_or_default()
     }

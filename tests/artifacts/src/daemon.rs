@@ -15,7 +15,9 @@ pub struct Daemon {
     child: Option<Child>,
     /// `serve` or `worker`.
     command: &'static str,
+    /// `http://127.0.0.1:PORT`, where `serve` listens (the same port across restarts).
     pub url: String,
+    /// Its data directory (kept across restarts; `daemon.log` is there).
     pub data: PathBuf,
     port: u16,
     binary: PathBuf,
@@ -142,11 +144,13 @@ impl Daemon {
         }
     }
 
+    /// Kills the daemon and starts it again on the same data directory and port.
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
     }
 
+    /// What it has logged so far (`daemon.log`, across restarts), or empty.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data.join("daemon.log")).unwrap_or_default()
     }

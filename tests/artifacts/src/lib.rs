@@ -2,6 +2,8 @@
 //! and the example algorithms, built for `wasm32-wasip1` by this crate's build script), and
 //! fixtures shared by the test suites.
 
+#![warn(missing_docs)]
+
 use std::path::PathBuf;
 
 pub mod cluster;

@@ -4,6 +4,7 @@
 //! everything held.
 //!
 //! Every guest only does something under `wasm32-wasip1`; built natively it says so and exits.
+#![warn(missing_docs)]
 #![allow(clippy::unwrap_used, reason = "test programs: a failed unwrap is a failed test")]
 
 /// Declares `main`: the guest's `guest::main` under WASI, a stub elsewhere.
@@ -68,6 +69,7 @@ mod imp {
         | RIGHTS_PATH_SYMLINK
         | RIGHTS_PATH_REMOVE_DIRECTORY
         | RIGHTS_PATH_UNLINK_FILE;
+    /// Rights for a file opened to read, write and change it.
     pub const FILE_RIGHTS: Rights = RIGHTS_FD_READ
         | RIGHTS_FD_WRITE
         | RIGHTS_FD_SEEK
@@ -95,14 +97,18 @@ mod imp {
         panic!("no preopened directory named {name}");
     }
 
+    /// The descriptor of `/data/outputs`.
     pub fn outputs() -> Fd {
         preopen("/data/outputs")
     }
 
+    /// The descriptor of `/data/inputs`.
     pub fn inputs() -> Fd {
         preopen("/data/inputs")
     }
 
+    /// `path_open` of `path` under `dir` (following a final symlink when `follow`), with rights
+    /// `base`, and every directory and file right inheritable.
     pub fn open(dir: Fd, follow: bool, path: &str, oflags: Oflags, base: Rights, fdflags: Fdflags) -> R<Fd> {
         let lookup = if follow { LOOKUPFLAGS_SYMLINK_FOLLOW } else { 0 };
         unsafe { path_open(dir, lookup, path, oflags, base, base | DIR_RIGHTS | FILE_RIGHTS, fdflags) }
@@ -114,6 +120,7 @@ mod imp {
         open_dir(parent, name)
     }
 
+    /// Opens directory `path` under `parent` with every directory right.
     pub fn open_dir(parent: Fd, path: &str) -> Fd {
         open(parent, false, path, OFLAGS_DIRECTORY, DIR_RIGHTS, 0).unwrap()
     }
@@ -123,14 +130,17 @@ mod imp {
         open(dir, true, path, OFLAGS_CREAT, FILE_RIGHTS, 0).unwrap()
     }
 
+    /// One `fd_write` of `data`: the bytes written.
     pub fn write(fd: Fd, data: &[u8]) -> R<usize> {
         unsafe { fd_write(fd, &[Ciovec { buf: data.as_ptr(), buf_len: data.len() }]) }
     }
 
+    /// One `fd_read` into `buf`: the bytes read (0 at end of file).
     pub fn read(fd: Fd, buf: &mut [u8]) -> R<usize> {
         unsafe { fd_read(fd, &[Iovec { buf: buf.as_mut_ptr(), buf_len: buf.len() }]) }
     }
 
+    /// Reads from `fd` until end of file.
     pub fn read_all(fd: Fd) -> Vec<u8> {
         let mut out = Vec::new();
         let mut buf = [0u8; 4096];
@@ -158,50 +168,62 @@ mod imp {
         data
     }
 
+    /// Closes `fd`; panics if that fails.
     pub fn close(fd: Fd) {
         unsafe { fd_close(fd) }.unwrap();
     }
 
+    /// `fd_fdstat_get`.
     pub fn fdstat(fd: Fd) -> R<Fdstat> {
         unsafe { fd_fdstat_get(fd) }
     }
 
+    /// `fd_filestat_get`.
     pub fn filestat(fd: Fd) -> R<Filestat> {
         unsafe { fd_filestat_get(fd) }
     }
 
+    /// `path_filestat_get` of `path` under `dir`, following a final symlink when `follow`.
     pub fn stat(dir: Fd, follow: bool, path: &str) -> R<Filestat> {
         unsafe { path_filestat_get(dir, if follow { LOOKUPFLAGS_SYMLINK_FOLLOW } else { 0 }, path) }
     }
 
+    /// `path_create_directory`.
     pub fn mkdir(dir: Fd, path: &str) -> R<()> {
         unsafe { path_create_directory(dir, path) }
     }
 
+    /// `path_remove_directory`.
     pub fn rmdir(dir: Fd, path: &str) -> R<()> {
         unsafe { path_remove_directory(dir, path) }
     }
 
+    /// `path_unlink_file`.
     pub fn unlink(dir: Fd, path: &str) -> R<()> {
         unsafe { path_unlink_file(dir, path) }
     }
 
+    /// `path_symlink`: creates `path` under `dir` pointing to `target`.
     pub fn symlink(target: &str, dir: Fd, path: &str) -> R<()> {
         unsafe { path_symlink(target, dir, path) }
     }
 
+    /// `path_rename`.
     pub fn rename(dir: Fd, from: &str, to_dir: Fd, to: &str) -> R<()> {
         unsafe { path_rename(dir, from, to_dir, to) }
     }
 
+    /// `path_link`, following a final symlink of `from` when `follow`.
     pub fn link(dir: Fd, follow: bool, from: &str, to_dir: Fd, to: &str) -> R<()> {
         unsafe { path_link(dir, if follow { LOOKUPFLAGS_SYMLINK_FOLLOW } else { 0 }, from, to_dir, to) }
     }
 
+    /// `path_readlink` into `buf`: the bytes of the target written.
     pub fn readlink(dir: Fd, path: &str, buf: &mut [u8]) -> R<usize> {
         unsafe { path_readlink(dir, path, buf.as_mut_ptr(), buf.len()) }
     }
 
+    /// `fd_seek`: the new offset.
     pub fn seek(fd: Fd, offset: i64, whence: Whence) -> R<u64> {
         unsafe { fd_seek(fd, offset, whence) }
     }
@@ -247,6 +269,7 @@ mod imp {
         readdir_all(fd, 4096).into_iter().map(|(n, _)| n).collect()
     }
 
+    /// The guest's arguments, `argv[0]` first.
     pub fn args() -> Vec<String> {
         std::env::args().collect()
     }

@@ -33,22 +33,23 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::io;
-use std::path::PathBuf;
 use std::rc::{Rc, Weak};
-use std::sync::Arc;
 
-use super::abi::{errno, filetype};
+use super::abi::filetype;
 use super::mem::Errno;
 
+mod file;
 mod lookup;
 mod output;
+mod stage;
 
+use file::Backing;
+pub(crate) use file::File;
 pub(crate) use lookup::Lookup;
 use output::BlobStore;
 #[cfg(test)]
 pub(crate) use output::OutputUsage;
 pub(crate) use output::Scratch;
-use output::blob_name;
 
 /// Longest name of one directory entry, in bytes.
 pub(crate) const NAME_MAX: usize = 255;
@@ -269,136 +270,6 @@ impl Dir {
     }
 }
 
-/// A regular file.
-pub(crate) struct File {
-    pub ino: u64,
-    pub mount: Mount,
-    times: Cell<Times>,
-    size: Cell<u64>,
-    nlink: Cell<u64>,
-    backing: Backing,
-    /// The host handle shared by every guest descriptor open on this file, while any is open.
-    host: RefCell<Weak<std::fs::File>>,
-}
-
-/// Where a file's bytes live.
-enum Backing {
-    /// In host memory (the algorithm module itself).
-    Memory(Arc<[u8]>),
-    /// A file of a staged input dataset, opened read-only when the guest opens it.
-    Input { dir: Rc<cap_std::fs::Dir>, path: PathBuf },
-    /// A file the guest created, stored as a blob in the scratch directory.
-    Blob { store: Rc<BlobStore>, id: u64 },
-}
-
-impl File {
-    fn stat(&self) -> Stat {
-        Stat {
-            dev: self.mount as u64,
-            ino: self.ino,
-            filetype: filetype::REGULAR_FILE,
-            nlink: self.nlink.get(),
-            size: self.size.get(),
-            times: self.times.get(),
-        }
-    }
-
-    pub(crate) fn size(&self) -> u64 {
-        self.size.get()
-    }
-
-    /// The host handle for this file's contents, opened on first use (`None` for in-memory
-    /// files).
-    fn host(&self) -> Result<Option<Rc<std::fs::File>>, Fault> {
-        if let Some(h) = self.host.borrow().upgrade() {
-            return Ok(Some(h));
-        }
-        let file = match &self.backing {
-            Backing::Memory(_) => return Ok(None),
-            Backing::Input { dir, path } => dir
-                .open(path)
-                // The dataset changed under us, or the host cannot read it: the guest sees EIO.
-                .map_err(|_| Fault::Errno(errno::IO))?,
-            Backing::Blob { store, id } => {
-                let mut opts = cap_std::fs::OpenOptions::new();
-                opts.read(true).write(true);
-                let dir = store.scratch.existing().ok_or(Fault::Errno(errno::IO))?;
-                dir.open_with(blob_name(*id), &opts).map_err(|e| Fault::Host("opening an output blob", e))?
-            }
-        };
-        let file = Rc::new(file.into_std());
-        *self.host.borrow_mut() = Rc::downgrade(&file);
-        Ok(Some(file))
-    }
-
-    /// Reads into `buf` at `offset`; returns how many bytes were read (0 at end of file).
-    pub(crate) fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize, Fault> {
-        if let Backing::Memory(bytes) = &self.backing {
-            let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
-            let n = buf.len().min(bytes.len() - start);
-            buf[..n].copy_from_slice(&bytes[start..start + n]);
-            return Ok(n);
-        }
-        // Never read past the size the tree records, so a host file growing under a running
-        // job cannot change what the guest sees.
-        let size = self.size.get();
-        if offset >= size {
-            return Ok(0);
-        }
-        let want = buf.len().min(usize::try_from(size - offset).unwrap_or(usize::MAX));
-        let Some(host) = self.host()? else { return Ok(0) };
-        let mut done = 0;
-        while done < want {
-            match std::os::unix::fs::FileExt::read_at(&*host, &mut buf[done..want], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Err(Fault::Errno(errno::IO)),
-            }
-        }
-        Ok(done)
-    }
-
-    /// Writes all of `data` at `offset`, growing the file as needed. The caller has charged
-    /// the quota for the growth (see [`Vfs::reserve_growth`]).
-    pub(crate) fn write_at(&self, data: &[u8], offset: u64) -> Result<(), Fault> {
-        let Backing::Blob { .. } = &self.backing else { return Err(Fault::Errno(errno::NOTCAPABLE)) };
-        let end = offset.checked_add(data.len() as u64).ok_or(errno::FBIG)?;
-        let host = self.host()?.ok_or(Fault::Errno(errno::NOTCAPABLE))?;
-        std::os::unix::fs::FileExt::write_all_at(&*host, data, offset)
-            .map_err(|e| Fault::Host("writing an output file", e))?;
-        if end > self.size.get() {
-            self.size.set(end);
-        }
-        Ok(())
-    }
-
-    /// Sets the file's size (truncating or extending with zeros). The caller has charged
-    /// the quota for any growth.
-    pub(crate) fn set_size(&self, size: u64) -> Result<(), Fault> {
-        let Backing::Blob { store, .. } = &self.backing else { return Err(Fault::Errno(errno::NOTCAPABLE)) };
-        let host = self.host()?.ok_or(Fault::Errno(errno::NOTCAPABLE))?;
-        host.set_len(size).map_err(|e| Fault::Host("resizing an output file", e))?;
-        let old = self.size.replace(size);
-        if size < old {
-            store.bytes.set(store.bytes.get() - (old - size));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for File {
-    fn drop(&mut self) {
-        if let Backing::Blob { store, id } = &self.backing {
-            store.bytes.set(store.bytes.get().saturating_sub(self.size.get()));
-            if let (false, Some(dir)) = (store.materialized.get(), store.scratch.existing()) {
-                // The last link and the last descriptor are gone: free the host space now.
-                let _ = dir.remove_file(blob_name(*id));
-            }
-        }
-    }
-}
-
 /// A symbolic link.
 pub(crate) struct Symlink {
     pub ino: u64,
@@ -477,66 +348,6 @@ impl Vfs {
         self.blobs
             .as_ref()
             .map_or_else(OutputUsage::default, |s| OutputUsage { bytes: s.bytes.get(), entries: s.entries.get() })
-    }
-
-    // ---- building the read-only mounts (staging) ----------------------------------------
-
-    /// Adds a directory `name` under `parent` while staging.
-    pub(crate) fn stage_dir(&self, parent: &DirRef, name: &str) -> DirRef {
-        let d = self.new_dir(parent.mount, Rc::downgrade(parent));
-        parent.entries.borrow_mut().insert(name.to_string(), Node::Dir(d.clone()));
-        d
-    }
-
-    /// Adds an input file, read from `path` under `dir` when opened.
-    pub(crate) fn stage_input_file(
-        &self,
-        parent: &DirRef,
-        name: &str,
-        size: u64,
-        dir: Rc<cap_std::fs::Dir>,
-        path: PathBuf,
-    ) {
-        let f = File {
-            ino: self.ino(),
-            mount: parent.mount,
-            times: Cell::new(Times::INITIAL),
-            size: Cell::new(size),
-            nlink: Cell::new(1),
-            backing: Backing::Input { dir, path },
-            host: RefCell::new(Weak::new()),
-        };
-        parent.entries.borrow_mut().insert(name.to_string(), Node::File(Rc::new(f)));
-    }
-
-    /// Adds a file whose bytes are held in memory.
-    pub(crate) fn stage_memory_file(&self, parent: &DirRef, name: &str, bytes: Arc<[u8]>) {
-        let f = File {
-            ino: self.ino(),
-            mount: parent.mount,
-            times: Cell::new(Times::INITIAL),
-            size: Cell::new(bytes.len() as u64),
-            nlink: Cell::new(1),
-            backing: Backing::Memory(bytes),
-            host: RefCell::new(Weak::new()),
-        };
-        parent.entries.borrow_mut().insert(name.to_string(), Node::File(Rc::new(f)));
-    }
-
-    fn new_symlink(&self, mount: Mount, target: &str) -> Symlink {
-        Symlink {
-            ino: self.ino(),
-            mount,
-            target: target.to_string(),
-            times: Cell::new(Times::INITIAL),
-            nlink: Cell::new(1),
-        }
-    }
-
-    /// Adds a symlink while staging.
-    pub(crate) fn stage_symlink(&self, parent: &DirRef, name: &str, target: &str) {
-        let l = self.new_symlink(parent.mount, target);
-        parent.entries.borrow_mut().insert(name.to_string(), Node::Symlink(Rc::new(l)));
     }
 }
 
