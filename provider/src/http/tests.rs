@@ -194,7 +194,7 @@ fn the_document_lists_every_error_code() {
     use super::ApiError;
     let doc = document();
     let codes = doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"].clone();
-    let s = || String::new();
+    let s = String::new;
     let every = [
         ApiError::BadRequest(s()),
         ApiError::Unauthorized(s()),
