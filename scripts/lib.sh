@@ -9,3 +9,8 @@ step() {
     "$@"
     printf '==> %s: done in %ds\n' "$name" $((SECONDS - start)) >&2
 }
+
+# The virtual environment scripts/setup.sh installs schemathesis into (scripts/schemathesis.sh).
+schemathesis_venv() {
+    printf '%s\n' "${XDG_CACHE_HOME:-$HOME/.cache}/tidepool/schemathesis-venv"
+}

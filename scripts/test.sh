@@ -13,3 +13,5 @@ step "contracts (committed artifacts match a fresh compile)" scripts/compile-con
 step "lints (cargo clippy --workspace --all-targets -D warnings)" \
     cargo clippy --workspace --all-targets --locked -- -D warnings
 step "tests (cargo test)" cargo test --locked
+# After the tests: it runs the debug binary, the example module and the compile cache they built.
+step "OpenAPI document against the daemon (schemathesis)" scripts/schemathesis.sh

@@ -100,22 +100,231 @@ async fn every_documented_route_exists() {
     let paths = doc["paths"].as_object().unwrap();
     assert!(paths.len() >= 20, "the document lists the API");
     for (path, methods) in paths {
-        let concrete = path
-            .replace("{did}", &format!("did:op:{}", "00".repeat(32)))
-            .replace("{id}", &format!("0x{}", "00".repeat(32)))
-            .replace("{address}", &format!("0x{}", "00".repeat(20)))
-            .replace("{index}", "0")
-            .replace("{dataset}", "d")
-            .replace("{path}", "f.txt");
         for method in methods.as_object().unwrap().keys() {
             let req = Request::builder()
                 .method(method.to_uppercase().as_str())
-                .uri(&concrete)
+                .uri(concrete(path))
                 .body(Body::from("{}"))
                 .unwrap();
             let (_, body) = call(&p, req).await;
             let message = body["error"]["message"].as_str().unwrap_or_default();
             assert!(!message.contains("no such endpoint"), "{method} {path} is documented but not routed");
         }
+    }
+}
+
+/// The OpenAPI document.
+fn document() -> serde_json::Value {
+    serde_json::from_str(super::meta::OPENAPI).unwrap()
+}
+
+/// Every operation of the document: (path, method, operation).
+fn operations(doc: &serde_json::Value) -> Vec<(String, String, serde_json::Value)> {
+    let mut ops = Vec::new();
+    for (path, methods) in doc["paths"].as_object().unwrap() {
+        for (method, op) in methods.as_object().unwrap() {
+            ops.push((path.clone(), method.clone(), op.clone()));
+        }
+    }
+    ops
+}
+
+/// The statuses an operation documents.
+fn documented(op: &serde_json::Value) -> Vec<u16> {
+    op["responses"].as_object().unwrap().keys().map(|k| k.parse().unwrap()).collect()
+}
+
+/// Resolves a `$ref` into the document.
+fn resolve<'a>(doc: &'a serde_json::Value, schema: &'a serde_json::Value) -> &'a serde_json::Value {
+    match schema["$ref"].as_str() {
+        Some(r) => doc.pointer(r.trim_start_matches('#')).unwrap_or_else(|| panic!("dangling {r}")),
+        None => schema,
+    }
+}
+
+/// Where `value` departs from `schema` (types, nullable, required, properties, items, enums): the
+/// checks schemathesis makes that matter for our bodies, so a regression shows in `cargo test`.
+fn violations(doc: &serde_json::Value, schema: &serde_json::Value, value: &serde_json::Value, at: &str) -> Vec<String> {
+    use serde_json::Value;
+    let schema = resolve(doc, schema);
+    let mut out = Vec::new();
+    if value.is_null() {
+        if schema["nullable"] != true && schema.get("type").is_some() {
+            out.push(format!("{at}: null where the document says {}", schema["type"]));
+        }
+        return out;
+    }
+    let fits = match schema["type"].as_str() {
+        Some("object") => value.is_object(),
+        Some("array") => value.is_array(),
+        Some("string") => value.is_string(),
+        Some("integer") => value.is_i64() || value.is_u64(),
+        Some("boolean") => value.is_boolean(),
+        _ => true,
+    };
+    if !fits {
+        out.push(format!("{at}: {value} is not of type {}", schema["type"]));
+        return out;
+    }
+    if let Some(allowed) = schema["enum"].as_array().filter(|a| !a.contains(value)) {
+        out.push(format!("{at}: {value} is not one of {allowed:?}"));
+    }
+    if let Value::Object(fields) = value {
+        for name in schema["required"].as_array().into_iter().flatten() {
+            if !fields.contains_key(name.as_str().unwrap()) {
+                out.push(format!("{at}: required field {name} is missing"));
+            }
+        }
+        for (name, field) in fields {
+            if let Some(s) = schema["properties"].get(name) {
+                out.extend(violations(doc, s, field, &format!("{at}.{name}")));
+            }
+        }
+    }
+    if let (Value::Array(items), Some(s)) = (value, schema.get("items")) {
+        for (i, item) in items.iter().enumerate() {
+            out.extend(violations(doc, s, item, &format!("{at}[{i}]")));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_document_lists_every_error_code() {
+    use super::ApiError;
+    let doc = document();
+    let codes = doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"].clone();
+    let s = String::new;
+    let every = [
+        ApiError::BadRequest(s()),
+        ApiError::Unauthorized(s()),
+        ApiError::PaymentRequired(s()),
+        ApiError::Forbidden(s()),
+        ApiError::NotFound(s()),
+        ApiError::Conflict(s()),
+        ApiError::Replay { address: s(), nonce: 1 },
+        ApiError::TooLarge(s()),
+        ApiError::Unprocessable(s()),
+        ApiError::MethodNotAllowed(s()),
+        ApiError::Timeout(s()),
+        ApiError::UriTooLong(s()),
+        ApiError::HeadersTooLarge(s()),
+        ApiError::TooManyRequests { retry_after_secs: 1, message: s() },
+        ApiError::internal(std::io::Error::other("x")),
+        ApiError::overloaded("requests"),
+    ];
+    for e in every {
+        assert!(codes.as_array().unwrap().contains(&e.code().into()), "code {} is not in the document", e.code());
+    }
+}
+
+#[test]
+fn every_operation_documents_the_statuses_any_request_may_get() {
+    let doc = document();
+    for (path, method, op) in operations(&doc) {
+        let statuses = documented(&op);
+        let mut expected = vec![414, 431];
+        // The guard's rate limit and load shedding spare only the health check.
+        if path != "/api/v1/health" {
+            expected.extend([429, 503]);
+        }
+        // Malformed or out-of-range signature headers, a bad signature, a replayed nonce.
+        if op.get("security").is_some() {
+            expected.extend([400, 401, 409]);
+        }
+        // A malformed body, a stalled one, one over its limit.
+        if op.get("requestBody").is_some() {
+            expected.extend([400, 408, 413]);
+        }
+        for status in expected {
+            assert!(statuses.contains(&status), "{method} {path} does not document {status}");
+        }
+    }
+}
+
+/// A concrete path for a documented one.
+fn concrete(path: &str) -> String {
+    path.replace("{did}", &format!("did:op:{}", "00".repeat(32)))
+        .replace("{id}", &format!("0x{}", "00".repeat(32)))
+        .replace("{address}", &format!("0x{}", "00".repeat(20)))
+        .replace("{index}", "0")
+        .replace("{dataset}", "d")
+        .replace("{path}", "f.txt")
+}
+
+#[tokio::test]
+async fn malformed_json_bodies_get_a_documented_400() {
+    let (_t, p) = provider().await;
+    let key = PrivateKeySigner::random();
+    let doc = document();
+    let mut nonce = 0;
+    for (path, method, op) in operations(&doc) {
+        if op["requestBody"]["content"].get("application/json").is_none() {
+            continue;
+        }
+        // No body, and JSON that is not an object (`[null,null]` was once a valid upload session).
+        for body in [&b""[..], b"[null,null]"] {
+            nonce += 1;
+            let uri = concrete(&path);
+            let (status, reply) = call(&p, signed(&p, &key, &method.to_uppercase(), &uri, body, nonce)).await;
+            let shown = String::from_utf8_lossy(body);
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {path} with body {shown:?}: {reply}");
+            assert!(documented(&op).contains(&400), "{method} {path} answers 400 but does not document it");
+        }
+    }
+}
+
+#[test]
+fn agreements_conform_to_the_document_before_and_after_release() {
+    use crate::protocol::agreement::{Agreement, AgreementState, Condition, ConditionStatus};
+    use crate::protocol::template::ConditionName;
+    use alloy_primitives::{Address, B256, U256};
+    let doc = document();
+    let schema = &doc["components"]["schemas"]["Agreement"];
+    let condition = |fulfilled_at| Condition {
+        name: ConditionName::LockPayment,
+        key: B256::repeat_byte(1),
+        values_hash: B256::repeat_byte(2),
+        timeout: 60,
+        deadline: None,
+        dependencies: vec![],
+        status: ConditionStatus::Unfulfilled,
+        fulfilled_at,
+    };
+    let active = Agreement {
+        id: B256::repeat_byte(3),
+        did: format!("did:op:{}", "ab".repeat(32)).parse().unwrap(),
+        template_id: B256::repeat_byte(4),
+        consumer: Address::repeat_byte(5),
+        provider: Address::repeat_byte(6),
+        price_per_fuel: U256::from(3),
+        max_fuel: 10,
+        escrow: U256::ZERO,
+        state: AgreementState::Active,
+        conditions: vec![condition(None)],
+        algorithm_hash: None,
+        receipt_hash: None,
+        output_did: None,
+        provider_paid: None,
+        consumer_refunded: None,
+        created_at: 1,
+    };
+    let released = Agreement {
+        state: AgreementState::Released,
+        conditions: vec![condition(Some(2))],
+        algorithm_hash: Some(B256::repeat_byte(7)),
+        receipt_hash: Some(B256::repeat_byte(8)),
+        output_did: Some(format!("did:op:{}", "cd".repeat(32)).parse().unwrap()),
+        provider_paid: Some(U256::from(30)),
+        consumer_refunded: Some(U256::ZERO),
+        ..active.clone()
+    };
+    for agreement in [active, released] {
+        let value = serde_json::to_value(&agreement).unwrap();
+        let found = violations(&doc, schema, &value, "agreement");
+        assert!(found.is_empty(), "{found:#?}");
+        let fields = value.as_object().unwrap().keys();
+        let undocumented: Vec<_> = fields.filter(|k| schema["properties"].get(k.as_str()).is_none()).collect();
+        assert!(undocumented.is_empty(), "fields the document does not describe: {undocumented:?}");
     }
 }
