@@ -16,7 +16,7 @@ use tidepool_provider::protocol::ddo::{
     AccessService, AlgorithmPolicy, AssetKind, DatasetInfo, Ddo, Derivation, Did, Environment, Metadata, PublicKey,
     Service,
 };
-use tidepool_provider::protocol::template::{self, Controller, Controllers, Terms};
+use tidepool_provider::protocol::template::{Controller, Controllers, Terms};
 
 fn main() -> std::io::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");

@@ -18,6 +18,7 @@ const CONSUMER: Address = Address::repeat_byte(0xcc);
 
 /// Runs one input (any bytes).
 pub fn run(data: &[u8]) {
+    crate::reached(10);
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = text.trim().parse::<Did>();
     }
@@ -29,6 +30,7 @@ pub fn run(data: &[u8]) {
             return;
         }
     };
+    crate::reached(11);
     let json = serde_json::to_vec(&ddo).expect("a DDO serializes");
     let back: Ddo = serde_json::from_slice(&json).expect("a serialized DDO parses");
     assert_eq!(back, ddo, "a DDO changed in a JSON round trip");
@@ -36,6 +38,7 @@ pub fn run(data: &[u8]) {
     // Checked by a client connected to the provider the DDO names (else it is refused at once).
     let provider = ddo.compute_service("1").map_or(Address::ZERO, |c| c.provider.address);
     if let Ok(checked) = check_ddo(&ddo, ddo.id, provider, CONSUMER) {
+        crate::reached(12);
         let agreement = template::agreement_struct(B256::ZERO, &checked.service.conditions, &checked.terms);
         let _ = agreement.eip712_signing_hash(&domain(checked.service.provider.chain_id, provider));
     }

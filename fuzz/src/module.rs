@@ -123,6 +123,7 @@ pub fn run(data: &[u8]) {
     } else {
         u.take_rest().to_vec()
     };
+    crate::reached(30 + usize::from(knobs.generate));
     let algorithm = Algorithm::new("fuzz", bytes);
     if let Err(e) = h.runtime.check_module(&algorithm, &limits) {
         assert!(e.is_client_error(), "admission failed on the host's side: {e}");
@@ -136,6 +137,7 @@ pub fn run(data: &[u8]) {
         }
     };
     let receipt = &first.receipt;
+    crate::reached(20 + receipt.outcome.kind().len());
     assert!(receipt.fuel_consumed <= limits.fuel, "fuel {} over its limit {}", receipt.fuel_consumed, limits.fuel);
     if matches!(receipt.outcome, Outcome::Timeout) {
         return;
