@@ -48,7 +48,7 @@ fn main() -> std::io::Result<()> {
     raw[13] = 4;
     raw[14..16].copy_from_slice(&1_024u16.to_le_bytes());
     raw.extend(wat::parse_str(HELLO).expect("the seed module parses"));
-    write("wasm_module", "hello.wasm", &raw)
+    write("wasm_module", "hello-command", &raw)
 }
 
 /// Writes "hi\n" to stdout and exits 0.
