@@ -24,6 +24,7 @@ use tidepool_runtime::{InputSpec, Limits};
 use tracing::instrument;
 
 pub use error::{AssetError, AssetResult};
+pub use publish::{Offer, computing_service};
 
 use crate::algorithms::Algorithms;
 use crate::blocking::blocking;

@@ -15,7 +15,7 @@ use crate::protocol::ddo::{
     ProviderInfo, PublicKey, Service,
 };
 use crate::protocol::signing::unix_now;
-use crate::protocol::template::{self, Terms};
+use crate::protocol::template::{self, ConditionName, Controllers, Terms};
 use crate::store::Text;
 
 /// One file of an upload session.
@@ -157,29 +157,62 @@ impl Assets {
         let provider = self.config.operators.provider();
         let terms =
             Terms { did, provider, consumer: Address::ZERO, price_per_fuel: price, max_fuel: environment.max_fuel };
-        let base = format!("{}/api/v1/services/compute", self.config.base_url);
-        Ok(ComputeService {
-            service_definition_id: "1".into(),
-            template_id: template::template_id(),
-            initialize_endpoint: format!("{base}/initialize"),
-            upload_endpoint: format!("{base}/upload"),
-            service_endpoint: format!("{base}/exec"),
-            provider: ProviderInfo {
-                kind: "tidepool".into(),
-                address: provider,
-                chain_id: self.keeper.chain_id(),
-                keeper: self.keeper.kind().into(),
-                environment,
-            },
-            price_per_fuel: price,
-            trusted_algorithms: req.trusted_algorithms.clone().unwrap_or(AlgorithmPolicy::Any),
-            service_agreement_contract: AgreementContract {
-                contract_name: "TidepoolComputeAgreement".into(),
-                fulfillment_operator: 1,
-                events: crate::protocol::handlers::event_handlers(),
-            },
-            conditions: template::condition_specs(self.keeper.controllers(), &terms, &req.timeouts),
-        })
+        let offer = Offer {
+            base_url: &self.config.base_url,
+            chain_id: self.keeper.chain_id(),
+            keeper: self.keeper.kind(),
+            controllers: self.keeper.controllers(),
+        };
+        let policy = req.trusted_algorithms.clone().unwrap_or(AlgorithmPolicy::Any);
+        Ok(computing_service(offer, &terms, environment, policy, &req.timeouts))
+    }
+}
+
+/// Who offers a Computing service, and on which keeper.
+#[derive(Clone, Copy, Debug)]
+pub struct Offer<'a> {
+    /// The provider's public URL.
+    pub base_url: &'a str,
+    /// The chain the keeper's agreements are signed for.
+    pub chain_id: u64,
+    /// The keeper's kind: `embedded` or `evm`.
+    pub keeper: &'a str,
+    /// The keeper's condition controllers.
+    pub controllers: &'a Controllers,
+}
+
+/// The Computing service (definition `1`) of `terms.did`, whose jobs run in `environment`:
+/// its endpoints, the provider, the price, the agreement's conditions on `offer`'s keeper
+/// (`timeouts` overriding the defaults by name).
+pub fn computing_service(
+    offer: Offer<'_>,
+    terms: &Terms,
+    environment: Environment,
+    trusted_algorithms: AlgorithmPolicy,
+    timeouts: &BTreeMap<ConditionName, u64>,
+) -> ComputeService {
+    let base = format!("{}/api/v1/services/compute", offer.base_url);
+    ComputeService {
+        service_definition_id: "1".into(),
+        template_id: template::template_id(),
+        initialize_endpoint: format!("{base}/initialize"),
+        upload_endpoint: format!("{base}/upload"),
+        service_endpoint: format!("{base}/exec"),
+        provider: ProviderInfo {
+            kind: "tidepool".into(),
+            address: terms.provider,
+            chain_id: offer.chain_id,
+            keeper: offer.keeper.into(),
+            environment,
+        },
+        price_per_fuel: terms.price_per_fuel,
+        trusted_algorithms,
+        service_agreement_contract: AgreementContract {
+            contract_name: "TidepoolComputeAgreement".into(),
+            fulfillment_operator: 1,
+            events: crate::protocol::handlers::event_handlers(),
+        },
+        conditions: template::condition_specs(offer.controllers, terms, timeouts),
     }
 }
 

@@ -11,14 +11,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use alloy_primitives::{B256, U256};
+use alloy_primitives::{Address, B256, U256};
 use tidepool_runtime::Receipt;
 use tidepool_runtime::tree::{EntryKind, Tree};
 
 use super::{Client, ClientError, ClientResult};
 use crate::protocol::agreement::Payout;
 use crate::protocol::api::{ExecRequest, InitializeRequest, JobView, ResultKind};
-use crate::protocol::ddo::{ComputeService, Did};
+use crate::protocol::ddo::{ComputeService, Ddo, Did};
 use crate::protocol::events::{AgreementEvent, EventName, PaymentReleased};
 use crate::protocol::handlers::{Actor, Handler};
 use crate::protocol::names::check_path;
@@ -170,19 +170,48 @@ fn subscriptions(service: &ComputeService) -> ClientResult<BTreeMap<EventName, V
     Ok(subs)
 }
 
+/// A DDO's Computing service as a consumer checked it, with what the flow needs of it.
+#[derive(Debug, Clone)]
+pub struct CheckedService {
+    /// The Computing service.
+    pub service: ComputeService,
+    /// The consumer handlers to run on each event.
+    pub subscriptions: BTreeMap<EventName, Vec<Handler>>,
+    /// The terms `consumer` would sign.
+    pub terms: Terms,
+}
+
+/// Checks the DDO a provider gave for `did` (a stranger's document) before `consumer` signs
+/// anything for it: the asset asked for, a Computing service `1` served by `provider`, consumer
+/// handlers this client knows, and conditions that are exactly the template's on the
+/// controllers the DDO names.
+pub fn check_ddo(ddo: &Ddo, did: Did, provider: Address, consumer: Address) -> ClientResult<CheckedService> {
+    if ddo.id != did {
+        return Err(ClientError::Flow(format!("asked for the DDO of {did}, the provider sent {}'s", ddo.id)));
+    }
+    let service =
+        ddo.compute_service("1").ok_or_else(|| ClientError::Flow(format!("{did} offers no Computing service")))?;
+    if service.provider.address != provider {
+        return Err(ClientError::Flow("the asset is served by another provider than the one connected".into()));
+    }
+    let subscriptions = subscriptions(service)?;
+    let terms = Terms::of(did, service, consumer);
+    let controllers = template::Controllers(
+        service.conditions.iter().map(|c| (c.name.def().controller, c.contract_address)).collect(),
+    );
+    template::check_conditions(service.template_id, &service.conditions, &controllers, &terms)
+        .map_err(|e| ClientError::Flow(format!("the DDO's agreement does not match the template: {e}")))?;
+    Ok(CheckedService { service: service.clone(), subscriptions, terms })
+}
+
 impl Client {
     /// Runs the whole consumer flow on `req.did`'s Computing service. `progress` sees each step.
     pub async fn compute(&self, req: &ComputeRequest, mut progress: impl FnMut(&Step)) -> ClientResult<ComputeOutcome> {
         prepare_output_dir(&req.output_dir)?;
         let ddo = self.ddo(req.did).await?;
-        let service = ddo
-            .compute_service("1")
-            .ok_or_else(|| ClientError::Flow(format!("{} offers no Computing service", req.did)))?
-            .clone();
-        if service.provider.address != self.provider().address {
-            return Err(ClientError::Flow("the asset is served by another provider than the one connected".into()));
-        }
-        let subs = subscriptions(&service)?;
+        // Check the DDO before signing anything: its conditions must be the template's.
+        let CheckedService { service, subscriptions: subs, terms } =
+            check_ddo(&ddo, req.did, self.provider().address, self.address())?;
         if let AlgorithmChoice::Files(files) = &req.algorithm
             && !self.provider().environments.iter().any(|e| e.name == files.environment)
         {
@@ -193,13 +222,6 @@ impl Client {
                 if offered.is_empty() { "modules only".to_string() } else { offered.join(", ") }
             )));
         }
-        // Check the DDO before signing anything: its conditions must be the template's.
-        let terms = Terms::of(req.did, &service, self.address());
-        let controllers = template::Controllers(
-            service.conditions.iter().map(|c| (c.name.def().controller, c.contract_address)).collect(),
-        );
-        template::check_conditions(service.template_id, &service.conditions, &controllers, &terms)
-            .map_err(|e| ClientError::Flow(format!("the DDO's agreement does not match the template: {e}")))?;
 
         let agreement = B256::random();
         let signed = template::agreement_struct(agreement, &service.conditions, &terms);
@@ -460,4 +482,67 @@ fn recreate_tree_shape(base: &Path, tree: &Tree) -> ClientResult<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::assets::{Offer, computing_service};
+    use crate::protocol::ddo::{AlgorithmPolicy, Environment, PublicKey, Service};
+    use crate::protocol::template::tests::{controllers, terms};
+
+    /// A dataset's DDO as the provider publishes it.
+    fn published() -> Ddo {
+        let (controllers, terms) = (controllers(), terms());
+        let offer =
+            Offer { base_url: "http://provider", chain_id: 1337, keeper: "embedded", controllers: &controllers };
+        let environment = Environment {
+            runtime: "wasmtime".into(),
+            runtime_version: "0".into(),
+            tidepool_version: "0".into(),
+            max_fuel: terms.max_fuel,
+            memory_bytes: 1,
+            timeout_ms: 1,
+            output_bytes: 1,
+            output_files: 1,
+            offers: Vec::new(),
+        };
+        let service = computing_service(offer, &terms, environment, AlgorithmPolicy::Any, &BTreeMap::new());
+        Ddo {
+            context: "https://w3id.org/did/v1".into(),
+            id: terms.did,
+            created: 0,
+            public_key: vec![PublicKey { id: "owner".into(), kind: "EthereumECDSAKey".into(), owner: terms.provider }],
+            metadata: serde_json::from_value(serde_json::json!({"name": "d", "type": "dataset", "datasets": []}))
+                .unwrap(),
+            service: vec![Service::Computing(Box::new(service))],
+        }
+    }
+
+    #[test]
+    fn a_published_ddo_passes_the_consumers_check_and_a_changed_one_does_not() {
+        let (ddo, t) = (published(), terms());
+        let checked = check_ddo(&ddo, t.did, t.provider, t.consumer).unwrap();
+        assert_eq!(checked.terms, t);
+        assert!(!checked.subscriptions.is_empty(), "the consumer runs handlers");
+
+        let refused = |ddo: &Ddo, did: Did, provider: Address, what: &str| {
+            let r = check_ddo(ddo, did, provider, t.consumer);
+            assert!(matches!(r, Err(ClientError::Flow(ref m)) if m.contains(what)), "{what}: {r:?}");
+        };
+        refused(&ddo, Did(B256::repeat_byte(1)), t.provider, "the provider sent");
+        refused(&ddo, t.did, Address::repeat_byte(1), "another provider");
+        let mut cheaper = ddo.clone();
+        if let Service::Computing(c) = &mut cheaper.service[0] {
+            c.price_per_fuel = U256::ZERO;
+        }
+        refused(&cheaper, t.did, t.provider, "does not match the template");
+        let mut unknown = ddo.clone();
+        if let Service::Computing(c) = &mut unknown.service[0] {
+            let consumer = c.service_agreement_contract.events.iter_mut().find(|e| e.actor_type == Actor::Consumer);
+            consumer.unwrap().handler.function_name = "somethingElse".into();
+        }
+        refused(&unknown, t.did, t.provider, "does not know");
+        refused(&Ddo { service: Vec::new(), ..ddo }, t.did, t.provider, "no Computing service");
+    }
 }

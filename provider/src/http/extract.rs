@@ -37,6 +37,14 @@ impl FromRequestParts<Arc<Api>> for Envelope {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &Arc<Api>) -> Result<Self, ApiError> {
+        Self::from_parts(parts)
+    }
+}
+
+impl Envelope {
+    /// Reads the envelope from a request's headers, with the method and the path (and query)
+    /// it was sent to, as the client signed them.
+    pub fn from_parts(parts: &Parts) -> Result<Self, ApiError> {
         let envelope = auth::Envelope::from_headers(|name| parts.headers.get(name).and_then(|v| v.to_str().ok()))?;
         let uri = parts.extensions.get::<OriginalUri>().map_or(&parts.uri, |u| &u.0);
         let path = uri.path_and_query().map_or_else(|| uri.path().to_string(), |pq| pq.as_str().to_string());
@@ -67,19 +75,24 @@ impl RequestAuth {
     /// Verifies `envelope` against the body's keccak-256 and records its nonce: the request is
     /// then the signer's, and can never be accepted again.
     pub async fn authorize(&self, e: &Envelope, content_hash: B256) -> ApiResult<Address> {
-        let now = unix_now();
-        if e.envelope.expiry > now.saturating_add(self.max_ttl_secs) {
-            return Err(ApiError::Unauthorized(format!(
-                "the request expires too far in the future (at most {} s from now)",
-                self.max_ttl_secs
-            )));
-        }
-        e.envelope.verify(&self.domain, &e.method, &e.path, content_hash, now)?;
+        verify(e, &self.domain, self.max_ttl_secs, content_hash, unix_now())?;
         if !self.nonces.accept(e.envelope.address, e.envelope.nonce).await? {
             return Err(ApiError::Replay { address: e.envelope.address.to_string(), nonce: e.envelope.nonce });
         }
         Ok(e.envelope.address)
     }
+}
+
+/// Checks `e` at time `now` (Unix seconds) as [`RequestAuth::authorize`] does, all but the
+/// nonce: an expiry at most `max_ttl_secs` ahead, and the signature over the request and
+/// `content_hash` by the claimed address.
+pub fn verify(e: &Envelope, domain: &Eip712Domain, max_ttl_secs: u64, content_hash: B256, now: u64) -> ApiResult<()> {
+    if e.envelope.expiry > now.saturating_add(max_ttl_secs) {
+        return Err(ApiError::Unauthorized(format!(
+            "the request expires too far in the future (at most {max_ttl_secs} s from now)"
+        )));
+    }
+    Ok(e.envelope.verify(domain, &e.method, &e.path, content_hash, now)?)
 }
 
 /// A verified, body-less signed request.

@@ -17,6 +17,8 @@
 //! the pass inserts ([`Weaken`]) and expects a difference every time.
 
 use tidepool_runtime::instrument::{self, Options, Weaken, fuel::FUEL_GLOBAL, stack::STACK_GLOBAL};
+
+use crate::smith;
 use wasmtime::{Config, Engine, Instance, Module, Store, Val, ValType};
 
 /// Generated modules per test run (more with `TIDEPOOL_DIFF_MODULES`).
@@ -211,23 +213,9 @@ fn compare(original: &[u8], options: &Options) -> Result<(), String> {
     Ok(())
 }
 
-/// A small deterministic generator (SplitMix64) for wasm-smith's input bytes.
-fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed;
-    (0..len)
-        .map(|_| {
-            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            (z ^ (z >> 31)) as u8
-        })
-        .collect()
-}
-
 /// A float-heavy generated module, or `None` when the bytes did not make one.
 fn generated(seed: u64) -> Option<Vec<u8>> {
-    let mut config = wasm_smith::Config {
+    let config = wasm_smith::Config {
         max_imports: 0,
         min_funcs: 1,
         max_funcs: 6,
@@ -238,27 +226,10 @@ fn generated(seed: u64) -> Option<Vec<u8>> {
         max_table_elements: 1_000,
         max_globals: 6,
         export_everything: true,
-        canonicalize_nans: false,
-        simd_enabled: true,
-        relaxed_simd_enabled: true,
-        tail_call_enabled: true,
-        // wasm-smith's reference types bring GC-only types with them (its MVP includes them).
-        reference_types_enabled: false,
-        bulk_memory_enabled: true,
-        multi_value_enabled: true,
-        saturating_float_to_int_enabled: true,
-        sign_extension_ops_enabled: true,
-        extended_const_enabled: true,
         allow_start_export: true,
-        ..wasm_smith::Config::default()
+        ..smith::config()
     };
-    config.gc_enabled = false;
-    config.exceptions_enabled = false;
-    config.threads_enabled = false;
-    config.memory64_enabled = false;
-    config.custom_page_sizes_enabled = false;
-    config.wide_arithmetic_enabled = false;
-    let data = bytes(seed, 4096);
+    let data = smith::bytes(seed, 4096);
     let mut u = arbitrary::Unstructured::new(&data);
     let mut module = wasm_smith::Module::new(config, &mut u).ok()?;
     module.ensure_termination(2_000).ok()?;

@@ -16,5 +16,6 @@ mod differential;
 mod limits;
 mod python;
 mod receipts;
+mod smith;
 mod stack;
 mod util;
