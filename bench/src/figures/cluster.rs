@@ -98,7 +98,7 @@ fn commits(cluster: &Cluster) -> Result<u64> {
 pub async fn cluster(ctx: &Ctx) -> Result<Vec<Row>> {
     let binary = ctx.native("tidepool")?;
     let cache = ctx.disk.path().join("daemon-compile-cache");
-    let envs = [("TIDEPOOL_CACHE_DIR", cache.as_path())];
+    let envs = super::http::daemon_env(&cache);
     let outs = tempfile::tempdir_in(ctx.fast.path())?;
     let (mandelbrot, noop) = (module("mandelbrot")?, module("noop")?);
     let mut rows = Vec::new();

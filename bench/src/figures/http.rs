@@ -27,8 +27,20 @@ struct Provider {
 
 async fn provider(ctx: &Ctx, args: &[&str], limits: ServiceLimits) -> Result<Provider> {
     let cache = ctx.disk.path().join("daemon-compile-cache");
-    let daemon = Daemon::start(&ctx.native("tidepool")?, &[("TIDEPOOL_CACHE_DIR", &cache)], args);
+    let daemon = Daemon::start(&ctx.native("tidepool")?, &daemon_env(&cache), args);
     publish(ctx, daemon, limits).await
+}
+
+/// The environment of the bench's daemons: the compile cache `cache`, no per-peer rate limit
+/// (every consumer of the bench is the same loopback peer, where a provider's real clients
+/// are many), and room for sixteen consumers' uploads at once (the default, 8, answers the
+/// ninth 503).
+pub(crate) fn daemon_env(cache: &Path) -> [(&'static str, &Path); 3] {
+    [
+        ("TIDEPOOL_CACHE_DIR", cache),
+        ("TIDEPOOL_RATE_LIMIT", Path::new("0")),
+        ("TIDEPOOL_MAX_CONCURRENT_UPLOADS", Path::new("64")),
+    ]
 }
 
 /// Publishes the benchmark's dataset on `daemon`.
@@ -173,7 +185,8 @@ pub async fn flows(ctx: &Ctx) -> Result<Vec<Row>> {
     progress(&format!("{n} sequential flows with jobs on the daemon's threads (no worker process)"));
     let threads = provider(ctx, &["--isolation", "in-process"], ServiceLimits::default()).await?;
     let c_threads = consumer(&threads.daemon.url).await?;
-    let (threads_p50, _) = sequential(&c_threads, &threads, &noop, outs.path(), n, warm_up).await?;
+    let threads_outs = tempfile::tempdir_in(ctx.fast.path())?;
+    let (threads_p50, _) = sequential(&c_threads, &threads, &noop, threads_outs.path(), n, warm_up).await?;
     drop(threads);
 
     let consumers = 16;
@@ -239,7 +252,7 @@ pub async fn chain_flows(ctx: &Ctx) -> Result<Vec<Row>> {
     contracts.write(&file)?;
     let cache = ctx.disk.path().join("daemon-compile-cache");
     let args = ["--chain-rpc", anvil.endpoint(), "--contracts", file.to_str().context("a UTF-8 path")?];
-    let daemon = Daemon::start_with(&ctx.native("tidepool")?, &[("TIDEPOOL_CACHE_DIR", &cache)], &args, |data| {
+    let daemon = Daemon::start_with(&ctx.native("tidepool")?, &daemon_env(&cache), &args, |data| {
         let _ = tidepool_provider::keys::save(&data.join("provider.key"), &dev_key(0).expect("anvil's key 0"));
     });
     let p = publish(ctx, daemon, ServiceLimits::default()).await?;
