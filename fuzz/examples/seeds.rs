@@ -84,6 +84,7 @@ fn metadata(name: &str, kind: AssetKind, derived_from: Option<Derivation>) -> Me
         kind,
         datasets: vec![DatasetInfo { name: "data".into(), files: 2, bytes: 21, root: B256::repeat_byte(3) }],
         algorithm_hash: None,
+        environment: None,
         derived_from,
     }
 }
