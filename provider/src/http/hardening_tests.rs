@@ -304,3 +304,28 @@ async fn crash_leftovers_in_tmp_and_jobs_are_removed_at_start() {
     assert_eq!(files_in(&data.join("tmp")), 0, "temporary files left by a killed daemon");
     assert_eq!(files_in(&data.join("jobs")), 0, "job directories left by a killed daemon");
 }
+
+/// A database locked by another writer past the busy timeout (SQLITE_BUSY): the request is
+/// answered 503 with `Retry-After`, leaves nothing behind, and succeeds once the lock is gone.
+#[tokio::test]
+async fn a_locked_database_answers_503_then_recovers_with_nothing_half_done() {
+    use sqlx::Connection;
+    let (tmp, p) = provider_with(|c| c.db_busy_timeout_ms = 200).await;
+    let key = PrivateKeySigner::random();
+    let db = tmp.path().join("data/tidepool.db");
+    let mut locker = sqlx::sqlite::SqliteConnection::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut locker).await.unwrap();
+
+    let resp = router(p.api()).oneshot(signed(&p, &key, "POST", "/api/v1/keeper/faucet", b"{}", 1)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.headers().contains_key("retry-after"), "{:?}", resp.headers());
+
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    let (status, _, gift) = call(&p, signed(&p, &key, "POST", "/api/v1/keeper/faucet", b"{}", 2)).await;
+    assert_eq!(status, StatusCode::OK, "{gift}");
+    assert!(gift["balance"].is_string(), "{gift}");
+    let path = format!("/api/v1/keeper/balances/{}", key.address());
+    let (status, _, balance) = call(&p, Request::get(&path).body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(balance["balance"], gift["balance"], "one gift: the refused request left nothing");
+}
