@@ -16,9 +16,12 @@ use tidepool_provider::protocol::ddo::Did;
 use tidepool_test_artifacts::cluster::Cluster;
 use tidepool_test_artifacts::daemon::Daemon;
 
-use super::http::{Until, concurrent, flow, publish_on};
+use super::http::{Until, concurrent, flow, publish_on, sequential};
 use crate::env::{Ctx, progress};
-use crate::timing::{Row, Target, median_f64, millis, percentile};
+use crate::timing::{Row, Target, median_f64, millis};
+
+/// Unmeasured flows before the sequential ones.
+const WARM_UP: usize = 5;
 
 /// The workers' lease (seconds): what the recovery figure is compared with.
 const LEASE_SECS: u32 = 3;
@@ -76,18 +79,6 @@ async fn rate(
     Ok(done as f64 / start.elapsed().as_secs_f64())
 }
 
-/// p50 of `n` sequential trivial flows by `c` (after a few unmeasured ones).
-async fn p50(c: &Client, did: Did, noop: &(Vec<u8>, String), n: usize, out: &std::path::Path) -> Result<Duration> {
-    let mut times = Vec::new();
-    for i in 0..n + 5 {
-        let t = flow(c, did, noop, &[], &out.join(format!("seq-{i}"))).await?;
-        if i >= 5 {
-            times.push(t);
-        }
-    }
-    Ok(percentile(&mut times, 50.0))
-}
-
 /// Committed transactions of the cluster's database so far.
 fn commits(cluster: &Cluster) -> Result<u64> {
     let n = cluster.pg.psql("SELECT xact_commit FROM pg_stat_database WHERE datname = 'postgres'");
@@ -109,7 +100,7 @@ pub async fn cluster(ctx: &Ctx) -> Result<Vec<Row>> {
     let n = ctx.runs(100, 10);
     progress(&format!("{n} sequential trivial flows on a single node, then on a cluster"));
     let c = consumer(&[&single.url]).await?;
-    let single_p50 = p50(&c, did, &noop, n, &outs.path().join("single")).await?;
+    let single_p50 = sequential(&c, did, &noop, &outs.path().join("single"), n, WARM_UP).await?.0;
     drop(single);
 
     // One API node, one worker (one job at a time on each worker, two cores: the CPU-bound
@@ -122,8 +113,9 @@ pub async fn cluster(ctx: &Ctx) -> Result<Vec<Row>> {
     let one = [first.as_str()];
     let c = consumer(&one).await?;
     let before = commits(&cluster)?;
-    let cluster_p50 = p50(&c, did, &noop, n, &outs.path().join("cluster")).await.map_err(|e| log(e, &cluster))?;
-    let per_flow = (commits(&cluster)? - before) as f64 / (n + 5) as f64;
+    let cluster_p50 =
+        sequential(&c, did, &noop, &outs.path().join("cluster"), n, WARM_UP).await.map_err(|e| log(e, &cluster))?.0;
+    let per_flow = (commits(&cluster)? - before) as f64 / (n + WARM_UP) as f64;
     rows.push(Row::ratio(
         "full trivial flow in a cluster (1 API node, 1 worker, PostgreSQL, SeaweedFS; the job queued, claimed, \
          its inputs staged and outputs stored through S3): p50",
@@ -131,7 +123,7 @@ pub async fn cluster(ctx: &Ctx) -> Result<Vec<Row>> {
         format!("{} single node (SQLite, local blobs)", millis(single_p50)),
         cluster_p50.as_secs_f64() / single_p50.as_secs_f64(),
         Target::Reported,
-        &format!("{n} sequential flows each, after 5 warm-up"),
+        &format!("{n} sequential flows each, after {WARM_UP} warm-up"),
     ));
 
     let jobs = ctx.runs(4, 1);

@@ -100,9 +100,9 @@ pub(crate) async fn flow(
 }
 
 /// p50 and p99 of `n` flows run one after the other by `c`, after `warm_up` unmeasured ones.
-async fn sequential(
+pub(crate) async fn sequential(
     c: &Client,
-    p: &Provider,
+    did: Did,
     module: &(Vec<u8>, String),
     outs: &Path,
     n: usize,
@@ -110,7 +110,7 @@ async fn sequential(
 ) -> Result<(Duration, Duration)> {
     let mut latencies = Vec::new();
     for i in 0..n + warm_up {
-        let t = flow(c, p.did, module, &[], &outs.join(format!("seq-{i}"))).await.map_err(|e| log(e, p))?;
+        let t = flow(c, did, module, &[], &outs.join(format!("seq-{i}"))).await?;
         if i >= warm_up {
             latencies.push(t);
         }
@@ -180,13 +180,15 @@ pub async fn flows(ctx: &Ctx) -> Result<Vec<Row>> {
 
     progress(&format!("{n} sequential agreement flows over HTTP"));
     let c = consumer(&p.daemon.url).await?;
-    let (p50, p99) = sequential(&c, &p, &noop, outs.path(), n, warm_up).await?;
+    let (p50, p99) = sequential(&c, p.did, &noop, outs.path(), n, warm_up).await.map_err(|e| log(e, &p))?;
 
     progress(&format!("{n} sequential flows with jobs on the daemon's threads (no worker process)"));
     let threads = provider(ctx, &["--isolation", "in-process"], ServiceLimits::default()).await?;
     let c_threads = consumer(&threads.daemon.url).await?;
     let threads_outs = tempfile::tempdir_in(ctx.fast.path())?;
-    let (threads_p50, _) = sequential(&c_threads, &threads, &noop, threads_outs.path(), n, warm_up).await?;
+    let (threads_p50, _) = sequential(&c_threads, threads.did, &noop, threads_outs.path(), n, warm_up)
+        .await
+        .map_err(|e| log(e, &threads))?;
     drop(threads);
 
     let consumers = 16;
@@ -270,7 +272,7 @@ pub async fn chain_flows(ctx: &Ctx) -> Result<Vec<Row>> {
     let (n, warm_up) = (ctx.runs(50, 10), 3);
     progress(&format!("{n} sequential agreement flows with the agreement on anvil"));
     let c = wallet(1).await?;
-    let (p50, p99) = sequential(&c, &p, &noop, outs.path(), n, warm_up).await?;
+    let (p50, p99) = sequential(&c, p.did, &noop, outs.path(), n, warm_up).await.map_err(|e| log(e, &p))?;
 
     let consumers = tidepool_chain::anvil::DEV_KEYS.len() - 1;
     let seconds = if ctx.quick { 3.0 } else { 10.0 };
