@@ -139,6 +139,8 @@ impl Client {
             size += chunk.len() as u64;
             file.write_all(&chunk).await?;
         }
+        // `flush` reports a failed last write, which tokio's `sync_all` does not.
+        file.flush().await?;
         file.sync_all().await?;
         Ok(size)
     }

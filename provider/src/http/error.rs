@@ -175,6 +175,23 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// A failure of the provider's own files: 503 when the disk is full or read-only (or a
+    /// quota is reached), a condition the operator clears; 500 otherwise.
+    pub fn io(e: std::io::Error) -> Self {
+        use std::io::ErrorKind::{QuotaExceeded, ReadOnlyFilesystem, StorageFull};
+        match e.kind() {
+            StorageFull | ReadOnlyFilesystem | QuotaExceeded => {
+                ApiError::Unavailable { retry_after_secs: DISK_RETRY_AFTER_SECS, cause: Box::new(e) }
+            }
+            _ => ApiError::internal(e),
+        }
+    }
+}
+
+/// `Retry-After` when the provider's disk is full or read-only: an operator has to act.
+const DISK_RETRY_AFTER_SECS: u64 = 30;
+
 /// Results of request handlers.
 pub type ApiResult<T> = Result<T, ApiError>;
 
@@ -195,7 +212,7 @@ impl From<DbError> for ApiError {
 
 impl From<std::io::Error> for ApiError {
     fn from(e: std::io::Error) -> Self {
-        ApiError::internal(e)
+        ApiError::io(e)
     }
 }
 
@@ -245,7 +262,8 @@ impl From<AssetError> for ApiError {
             AssetError::Module(e) => e.into(),
             AssetError::Keeper(e) => e.into(),
             AssetError::Db(db) => ApiError::storage(db),
-            AssetError::Io(_) | AssetError::Corrupt(_) => ApiError::internal(e),
+            AssetError::Io(io) => ApiError::io(io),
+            AssetError::Corrupt(_) => ApiError::internal(e),
         }
     }
 }
@@ -260,6 +278,7 @@ impl From<JobError> for ApiError {
             JobError::Keeper(e) => e.into(),
             JobError::Asset(e) => e.into(),
             JobError::Db(db) => ApiError::storage(db),
+            JobError::Io(io) => ApiError::io(io),
             _ => ApiError::internal(e),
         }
     }
@@ -280,7 +299,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Admission(e) => e.into(),
             ServiceError::Job(e) => e.into(),
             ServiceError::Db(db) => ApiError::storage(db),
-            ServiceError::Io(_) => ApiError::internal(e),
+            ServiceError::Io(io) => ApiError::io(io),
         }
     }
 }

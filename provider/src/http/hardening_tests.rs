@@ -329,3 +329,144 @@ async fn a_locked_database_answers_503_then_recovers_with_nothing_half_done() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(balance["balance"], gift["balance"], "one gift: the refused request left nothing");
 }
+
+/// Runs `program args` and says whether it succeeded (with its stderr when not).
+fn run(program: &str, args: &[&std::ffi::OsStr]) -> Result<(), String> {
+    let out = std::process::Command::new(program).args(args).output().map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).trim().to_string()) }
+}
+
+/// A small tmpfs mounted over a directory for one test (root only); lazily unmounted when
+/// dropped, since the provider may still hold files in it.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, bytes: u64) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let size = format!("size={bytes}");
+        run("mount", &["-t".as_ref(), "tmpfs".as_ref(), "-o".as_ref(), size.as_ref(), "tmpfs".as_ref(), dir.as_ref()])?;
+        Ok(Self(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = run("umount", &["-l".as_ref(), self.0.as_ref()]);
+    }
+}
+
+/// Fills the filesystem of `dir` with `dir/filler` until a write fails for want of space.
+fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    for chunk in [1 << 20, 4096, 1] {
+        while file.write_all(&vec![0u8; chunk]).and_then(|()| file.sync_all()).is_ok() {}
+    }
+    path
+}
+
+/// The provider's disk full (its data directory on a small tmpfs, filled but for a little room
+/// for the database): a dataset file upload is answered 503 with `Retry-After`, nothing of it is kept, other requests are
+/// answered or refused 503 but never fail otherwise, and once space is freed the same upload
+/// succeeds. Needs root to mount the tmpfs (CI runs as root); skipped, saying so, otherwise.
+#[tokio::test]
+async fn a_full_disk_answers_503_then_recovers_with_nothing_half_done() {
+    let mut disk = Err(String::new());
+    let (_t, p) = provider_with(|c| disk = SmallDisk::mount(&c.data_dir, 16 << 20)).await;
+    let _disk = match disk {
+        Ok(disk) => disk,
+        Err(why) => {
+            eprintln!("skipped: mounting a small tmpfs needs root ({why})");
+            return;
+        }
+    };
+    let data = p.config().data_dir.clone();
+    let operator = p.signer().clone();
+    let (status, _, session) = call(&p, signed(&p, &operator, "POST", "/api/v1/uploads", b"{}", 1)).await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let path = format!("/api/v1/uploads/{}/files/d/data.bin", session["id"].as_str().unwrap());
+    let body = vec![7u8; 1 << 20];
+
+    // Full but for room for the database's next few commits (a request's nonce), not for
+    // the body: the upload fails in its own file, the path under test.
+    let filler = fill(&data);
+    let len = std::fs::metadata(&filler).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&filler).unwrap().set_len(len - (256 << 10)).unwrap();
+    let resp = router(p.api()).oneshot(signed(&p, &operator, "PUT", &path, &body, 2)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "an upload onto a full disk");
+    assert!(resp.headers().contains_key("retry-after"), "{:?}", resp.headers());
+    assert_eq!(files_in(&data.join("tmp")), 0, "the refused upload left a file behind");
+    let hex = hex::encode(blake3::hash(&body).as_bytes());
+    let blob = data.join("blobs").join(&hex[..2]).join(&hex);
+    assert!(
+        !blob.exists(),
+        "the refused upload was kept as a blob ({} bytes)",
+        std::fs::metadata(&blob).unwrap().len()
+    );
+    let consumer = PrivateKeySigner::random();
+    let (status, _, gift) = call(&p, signed(&p, &consumer, "POST", "/api/v1/keeper/faucet", b"{}", 1)).await;
+    assert!(matches!(status, StatusCode::OK | StatusCode::SERVICE_UNAVAILABLE), "{status}: {gift}");
+
+    std::fs::remove_file(filler).unwrap();
+    let (status, _, file) = call(&p, signed(&p, &operator, "PUT", &path, &body, 3)).await;
+    assert_eq!((status, file["size"].as_u64()), (StatusCode::OK, Some(body.len() as u64)), "{file}");
+    assert_eq!(files_in(&data.join("tmp")), 0);
+    assert!(std::fs::read(&blob).unwrap() == body, "the stored blob is not the uploaded body");
+    let (status, _, _) = call(&p, signed(&p, &consumer, "POST", "/api/v1/keeper/faucet", b"{}", 2)).await;
+    assert_eq!(status, StatusCode::OK, "the database writes again once there is space");
+}
+
+/// Files made immutable for one test (`chattr +i`: not even root can write them, as on a
+/// filesystem remounted read-only); writable again when dropped.
+struct Immutable(Vec<std::path::PathBuf>);
+
+impl Immutable {
+    fn set(files: Vec<std::path::PathBuf>) -> Result<Self, String> {
+        let mut guard = Self(Vec::new());
+        for file in files {
+            run("chattr", &["+i".as_ref(), file.as_ref()])?;
+            guard.0.push(file);
+        }
+        Ok(guard)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        for file in &self.0 {
+            let _ = run("chattr", &["-i".as_ref(), file.as_ref()]);
+        }
+    }
+}
+
+/// The database made unwritable under the running provider: writes are answered 503 with
+/// `Retry-After`, nothing of them is kept, and they succeed again once it is writable. Needs a
+/// filesystem with the immutable attribute and root (CI runs as root); skipped, saying so,
+/// otherwise.
+#[tokio::test]
+async fn a_read_only_database_answers_503_then_recovers_with_nothing_half_done() {
+    let (tmp, p) = provider().await;
+    let key = PrivateKeySigner::random();
+    let data = tmp.path().join("data");
+    let files: Vec<_> =
+        ["tidepool.db", "tidepool.db-wal"].iter().map(|f| data.join(f)).filter(|f| f.exists()).collect();
+    let immutable = match Immutable::set(files) {
+        Ok(guard) => guard,
+        Err(why) => {
+            eprintln!("skipped: the database cannot be made immutable here ({why})");
+            return;
+        }
+    };
+    let resp = router(p.api()).oneshot(signed(&p, &key, "POST", "/api/v1/keeper/faucet", b"{}", 1)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.headers().contains_key("retry-after"), "{:?}", resp.headers());
+
+    drop(immutable);
+    let (status, _, gift) = call(&p, signed(&p, &key, "POST", "/api/v1/keeper/faucet", b"{}", 2)).await;
+    assert_eq!(status, StatusCode::OK, "{gift}");
+    let path = format!("/api/v1/keeper/balances/{}", key.address());
+    let (status, _, balance) = call(&p, Request::get(&path).body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(balance["balance"], gift["balance"], "one gift: the refused request left nothing");
+}

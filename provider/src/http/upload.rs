@@ -208,6 +208,9 @@ impl Authorized {
         if actual != self.claimed {
             return Err(AuthError::BodyMismatch { signed: self.claimed, actual }.into());
         }
+        // tokio's `sync_all` does not report a failed last write (the disk full, say): `flush`
+        // waits for it and does.
+        file.flush().await?;
         file.sync_all().await?;
         Ok(Received { who, file: tmp, size, blake3: B256::from(*blake.finalize().as_bytes()) })
     }

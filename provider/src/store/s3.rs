@@ -170,6 +170,8 @@ impl S3 {
         while let Some(chunk) = stream.next().await {
             file.write_all(&chunk.map_err(other)?).await?;
         }
+        // `flush` reports a failed last write, which tokio's `sync_all` does not.
+        file.flush().await?;
         file.sync_all().await?;
         Ok(true)
     }
