@@ -62,7 +62,8 @@ printf beta >"$data/docs/sub/b.txt"
 ln -sf sub/b.txt "$data/docs/inside"
 printf gamma >"$data/more/c.txt"
 
-# name | module | run arguments (limits, inputs) | guest arguments
+# name | module (a test guest's name, or a path: the Python examples) | run arguments (limits,
+# inputs) | guest arguments
 cases=(
     "wordfreq|wordfreq|--input books=examples/data/books|--top 5"
     "csv-stats|csv-stats|--input weather=examples/data/weather|"
@@ -87,13 +88,28 @@ cases=(
     "panic|misbehave||panic"
     "out-of-bounds|misbehave||oob"
     "stdout-flood|misbehave|--stdout-cap 4KiB --fuel 20000000|stdout"
+    "files-flood|misbehave|--output-quota 64KiB --fuel 50000000|files"
+    "sparse-file|misbehave|--output-quota 1MiB|sparse"
+    "sleep|misbehave||sleep"
+    "clock-spin|misbehave|--fuel 200000000|clock-spin"
+    "hold|hold|--memory 64MiB|2 2"
+    "python-wordfreq|examples/python/wordfreq|--input books=examples/data/books|--top 5"
+    "python-csv-stats|examples/python/csv-stats|--input weather=examples/data/weather|"
 )
+# A case's algorithm: a test guest's module, or the path it names.
+algorithm_of() {
+    case $1 in
+    */*) printf '%s' "$1" ;;
+    *) printf '%s' "$guests/$1.wasm" ;;
+    esac
+}
 
 failures=()
 checked=0
 run_case() {
     local who=$1 name=$2 module=$3 opts=$4 args=$5 out=$6
-    local wasm="$guests/$module.wasm"
+    local wasm
+    wasm=$(algorithm_of "$module")
     [ "$args" = SIZE ] && args=$(stat -c %s "$wasm")
     # shellcheck disable=SC2086
     $who run "$wasm" $opts --output "$out/outputs" --receipt "$out/receipt.json" --quiet -- $args >"$out/stdout" 2>"$out/stderr" || true
@@ -114,7 +130,7 @@ for case in "${cases[@]}"; do
     if [ "$hx" != "$ha" ]; then
         failures+=("$name: receipts differ (x86-64 $hx, aarch64 $ha)")
     fi
-    wasm="$guests/$module.wasm"
+    wasm=$(algorithm_of "$module")
     inputs=$(printf '%s' "$opts" | grep -o -- '--input [^ ]*' | tr '\n' ' ' || true)
     # shellcheck disable=SC2086
     arm verify "$dx/receipt.json" --algorithm "$wasm" $inputs >"$dx/verified-on-aarch64" 2>&1 ||
