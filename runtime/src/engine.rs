@@ -1,6 +1,7 @@
 //! The wasmtime engines: their configurations ([`settings`]), the hash that identifies each in
 //! receipts, the compile cache, module admission (the instrumentation pass, imports and
-//! exports) and the epoch ticker.
+//! exports) and the ticker that stops overdue guests ([`watchdog`], and the legacy engine's
+//! epochs).
 //!
 //! Two engines exist ([`Semantics`]): the v2 engine makes every receipt now, and the legacy
 //! engine re-executes version-1 receipts. In the v2 engine, determinism comes from the module
@@ -10,6 +11,8 @@
 //! * relaxed SIMD instructions take their deterministic semantics, and their NaN lanes are
 //!   canonicalized by the module (so they do not depend on the CPU having FMA);
 //! * fuel is counted by the module; the stack limit is counted in wasm terms by the module;
+//! * a guest past its wall-clock limit, or asked to stop, is stopped by the module's own
+//!   interrupt check, which the ticker raises (no call on the hot path, as epochs have);
 //! * threads, shared memory, multi-memory, memory64, GC and exceptions are refused;
 //! * code is generated for the host's CPU features: nothing guest-visible depends on them.
 //!
@@ -32,10 +35,12 @@ use crate::wasi::{self, StoreState};
 
 mod settings;
 mod slots;
+mod watchdog;
 
 pub(crate) use settings::EngineSpec;
 pub use settings::{CpuFeatures, Semantics, WASMTIME_VERSION};
 pub(crate) use slots::Slots;
+pub(crate) use watchdog::{Interrupt, Watch, Watchdog};
 
 /// The configuration hash of an engine, without making it.
 pub(crate) fn settings_hash(spec: &EngineSpec) -> B256 {
@@ -60,10 +65,16 @@ pub struct RuntimeConfig {
     /// on in production (receipts depend on it); benchmarks turn it off to measure its cost,
     /// and receipts from such an engine say so.
     pub nan_canonicalization: bool,
-    /// Wall-clock timeouts through wasmtime's epoch interruption (a check at every loop top).
-    /// Off, a job is bounded by its fuel only and its `timeout_ms` is not enforced: for a
-    /// process whose supervisor ends overdue jobs itself. Not part of any receipt.
+    /// Wall-clock timeouts and stops through wasmtime's epoch interruption (a check at every
+    /// loop top whose slow path is a call). The legacy engine always has it; the v2 engine
+    /// does not need it (see `interrupt_check`): on, for benchmarks that measure its cost.
+    /// Not part of any receipt.
     pub epoch_interruption: bool,
+    /// Wall-clock timeouts and stops through the module's own interrupt check
+    /// ([`crate::instrument::interrupt`]), the v2 engine's way (no call on the hot path). Off,
+    /// a v2 job without epochs is bounded by its fuel only and its `timeout_ms` is not
+    /// enforced: for benchmarks. Not part of any receipt.
+    pub interrupt_check: bool,
     /// The CPU features code is generated for (never part of a v2 receipt's meaning).
     pub cpu_features: CpuFeatures,
     /// Name compiled guest functions in `/tmp/perf-PID.map` for `perf` (the binary sets it
@@ -93,7 +104,8 @@ impl Default for RuntimeConfig {
             memory_cache_entries: 64,
             fuel_metering: true,
             nan_canonicalization: true,
-            epoch_interruption: true,
+            epoch_interruption: false,
+            interrupt_check: true,
             cpu_features: CpuFeatures::Host,
             perf_map: false,
             max_instances: (2 * cpus).max(4),
@@ -115,6 +127,7 @@ impl RuntimeConfig {
             cranelift_nan: !legacy && self.cranelift_nan_canonicalization,
             cpu: if legacy { CpuFeatures::Baseline } else { self.cpu_features },
             epochs: legacy || self.epoch_interruption,
+            interrupt: !legacy && self.interrupt_check,
             perf_map: self.perf_map,
             native_stack_divisor: if legacy { 1 } else { self.native_stack_divisor },
         }
@@ -140,6 +153,8 @@ pub(crate) struct EngineState {
     pub engine: Engine,
     linker: Linker<StoreState>,
     pub spec: EngineSpec,
+    /// The running guests the ticker stops at their deadline (with the interrupt check).
+    pub watchdog: Arc<Watchdog>,
     pub config_hash: B256,
     cache_key: B256,
     cache: Mutex<ModuleCache>,
@@ -185,12 +200,14 @@ impl EngineState {
         };
         let mut linker = Linker::new(&engine);
         wasi::host::add_to_linker(&mut linker).map_err(Error::engine)?;
-        if spec.epochs {
-            spawn_ticker(&engine);
+        let watchdog = Arc::new(Watchdog::default());
+        if spec.epochs || spec.interrupt {
+            spawn_ticker(&engine, spec.epochs, watchdog.clone());
         }
         Ok(Arc::new(Self {
             engine,
             linker,
+            watchdog,
             config_hash: settings::config_hash(&spec),
             cache_key: settings::cache_key(&spec),
             spec,
@@ -227,11 +244,12 @@ impl EngineState {
         let slots = u32::try_from(slots).ok().filter(|&n| n > 0)?;
         let mut pool = PoolingAllocationConfig::new();
         pool.total_core_instances(slots)
-            .total_memories(slots)
+            .total_memories(slots.saturating_mul(2))
             .total_tables(slots.saturating_mul(MAX_TABLES as u32))
             .max_tables_per_module(MAX_TABLES as u32)
             .table_elements(wasi::MAX_TABLE_ELEMENTS)
-            .max_memories_per_module(1)
+            // The guest's memory and the interrupt memory (`instrument::interrupt`).
+            .max_memories_per_module(2)
             .max_memory_size(1 << 32)
             .total_component_instances(0)
             // Instance metadata is allocated per instance, not reserved; the default cap
@@ -422,16 +440,18 @@ fn admit(module: &Module) -> Result<()> {
     Ok(())
 }
 
-/// Advances `engine`'s epoch every [`TICK`] until the engine is dropped.
-fn spawn_ticker(engine: &Engine) {
+/// Every [`TICK`] until the engine is dropped: advances its epoch (when it has epochs) and
+/// stops the guests its watchdog finds overdue or asked to stop.
+fn spawn_ticker(engine: &Engine, epochs: bool, watchdog: Arc<Watchdog>) {
     let weak = engine.weak();
     let spawned = std::thread::Builder::new().name("tidepool-epoch".into()).spawn(move || {
         loop {
             std::thread::sleep(TICK);
-            match weak.upgrade() {
-                Some(engine) => engine.increment_epoch(),
-                None => break,
+            let Some(engine) = weak.upgrade() else { break };
+            if epochs {
+                engine.increment_epoch();
             }
+            watchdog.tick();
         }
     });
     if let Err(e) = spawned {

@@ -10,7 +10,7 @@
 //! `events` is what a job reports while it runs.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use alloy_primitives::B256;
 use tracing::instrument;
@@ -34,7 +34,7 @@ mod stage;
 mod tests;
 
 pub use events::{EVENT_PREFIX, EventSink, GuestEvent, JobEvent, Stage};
-use guest::{Counters, Left, classify, fuel_used, new_store, start};
+use guest::{Counters, Left, StopWhen, classify, fuel_used, new_store, start};
 pub use spec::{Algorithm, InputSpec, JobResult, JobSpec, MAX_NAME_BYTES, is_valid_name, sanitize_name};
 use spec::{Program, check_spec};
 use stage::{mount_files, mount_input, prepare_output, scratch_for, stage_input};
@@ -155,16 +155,22 @@ impl Runtime {
 
         stage(Stage::Running);
         let mut counters = Counters::default();
+        let mut watch = None;
         let result = match &slot {
-            Some(_) => start(engine, &compiled, &mut store, limits, &mut counters),
+            Some(_) => {
+                let stop = StopWhen { deadline, cancel: spec.cancel.clone() };
+                start(engine, &compiled, &mut store, limits, &mut counters, stop, &mut watch)
+            }
             None => Err(wasmtime::Error::new(GuestStop::Cancelled)),
         };
+        // Unwatched before anything else: the watchdog must not touch the store once it goes.
+        let interrupted = watch.take().and_then(|w| w.fired());
         let left = Left {
             fuel: Counters::read(counters.fuel, &mut store).filter(|_| engine.fuel_metering()),
             stack: Counters::read(counters.stack, &mut store),
         };
         let fuel_consumed = fuel_used(store.data().meter, limits.fuel, &mut store, left);
-        let outcome = classify(result, store.data().limiter.memory_denied, left)?;
+        let outcome = classify(result, store.data().limiter.memory_denied, left, interrupted)?;
         tracing::debug!(%outcome, fuel_consumed, "guest finished");
 
         stage(Stage::PublishingResults);
@@ -240,8 +246,12 @@ impl Runtime {
         let _slot = self.slots.take(None);
         let mut store = new_store(&engine, wasi, limits)?;
         store.set_epoch_deadline(u64::MAX / 2);
-        let result = start(&engine, &compiled, &mut store, limits, &mut Counters::default());
-        match classify(result, false, Left::default())? {
+        // Never stopped from outside: a benchmark's guest runs to its end.
+        let never = StopWhen { deadline: Instant::now() + Duration::from_secs(365 * 86_400), cancel: None };
+        let mut watch = None;
+        let result = start(&engine, &compiled, &mut store, limits, &mut Counters::default(), never, &mut watch);
+        drop(watch);
+        match classify(result, false, Left::default(), None)? {
             Outcome::Exited { code: 0 } => Ok(store.into_data().wasi.stdout.finish().0),
             other => Err(Error::Engine { reason: format!("the guest {other}") }),
         }

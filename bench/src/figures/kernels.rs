@@ -1,7 +1,7 @@
 //! The examples' compute kernels: wasm on the production engine (v2: NaN canonicalization,
-//! fuel and the stack limit counted by the module itself, epoch interruption for timeouts)
-//! against the same Rust code built natively; fuel metering on against off; epoch
-//! interruption on against off. Reported beside them: the legacy engine of version-1 receipts
+//! fuel, the stack limit and the wall-clock stop all done by the module itself) against the
+//! same Rust code built natively; fuel metering on against off; the wall-clock stop (the
+//! module's interrupt check, and wasmtime's epochs it replaced) against none. Reported beside them: the legacy engine of version-1 receipts
 //! (wasmtime fuel, Cranelift's eager canonicalization), which shows what the admission pass
 //! saved (see the README's "Benchmarks" section).
 //!
@@ -90,31 +90,37 @@ fn target(kernel: &str) -> f64 {
 }
 
 /// Each kernel in wasm on the production engine against its native build, and the costs of
-/// fuel metering, of epoch interruption and of the legacy engine.
+/// fuel metering, of the wall-clock stop (the module's interrupt check, and wasmtime's epochs
+/// it replaced) and of the legacy engine.
 pub fn kernels(ctx: &Ctx) -> Result<Vec<Row>> {
     let native = ctx.native("kernels")?;
     let algorithm =
         Algorithm::from_file(&tidepool_test_artifacts::module("kernels")).context("reading kernels.wasm")?;
     let production = Runtime::new(RuntimeConfig::default());
     let no_fuel = Runtime::new(RuntimeConfig { fuel_metering: false, ..RuntimeConfig::default() });
-    let no_epochs = Runtime::new(RuntimeConfig { epoch_interruption: false, ..RuntimeConfig::default() });
+    let no_stop = Runtime::new(RuntimeConfig { interrupt_check: false, ..RuntimeConfig::default() });
+    let epochs_instead =
+        Runtime::new(RuntimeConfig { interrupt_check: false, epoch_interruption: true, ..RuntimeConfig::default() });
     let sides = [
         Side::Native(&native),
         Side::Wasm(&production, &algorithm, Semantics::V2),
         Side::Wasm(&no_fuel, &algorithm, Semantics::V2),
-        Side::Wasm(&no_epochs, &algorithm, Semantics::V2),
+        Side::Wasm(&no_stop, &algorithm, Semantics::V2),
         Side::Wasm(&production, &algorithm, Semantics::Legacy),
+        Side::Wasm(&epochs_instead, &algorithm, Semantics::V2),
     ];
     let (reps, runs) = (ctx.runs(4, 1) as u32, ctx.runs(5, 1));
     let runs_text = format!("median of {runs} runs × {reps} repetitions, minus input generation");
-    let (mut speed, mut metering, mut epochs, mut legacy) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut speed, mut metering, mut stops, mut epochs, mut legacy) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for kernel in KERNELS {
         progress(&format!(
-            "the {kernel} kernel natively, in wasm, without fuel, without epochs, and on the legacy engine"
+            "the {kernel} kernel natively, in wasm, without fuel, without a wall-clock stop, on the legacy engine, \
+             and with epochs"
         ));
         let m = measure(ctx, &sides, kernel, reps, runs)?;
-        let [native_t, wasm_t, free_t, no_epoch_t, legacy_t] =
-            [m.per_rep[0], m.per_rep[1], m.per_rep[2], m.per_rep[3], m.per_rep[4]];
+        let [native_t, wasm_t, free_t, no_stop_t, legacy_t, epochs_t] =
+            [m.per_rep[0], m.per_rep[1], m.per_rep[2], m.per_rep[3], m.per_rep[4], m.per_rep[5]];
         let same = m.checksums.iter().all(|c| *c == m.checksums[0]);
         let mut row = Row::ratio(
             &format!("{kernel} kernel, wasm (v2 engine: pass-made NaN canonicalization, fuel and stack limit)"),
@@ -136,14 +142,19 @@ pub fn kernels(ctx: &Ctx) -> Result<Vec<Row>> {
             Target::AtMost(1.3, "×"),
             &runs_text,
         ));
-        epochs.push(Row::ratio(
-            &format!("epoch interruption (wall-clock timeouts) on, {kernel} kernel"),
-            millis(wasm_t),
-            format!("{} (the same run with epochs off)", millis(no_epoch_t)),
-            wasm_t.as_secs_f64() / no_epoch_t.as_secs_f64(),
-            Target::Reported,
-            &runs_text,
-        ));
+        // A wall-clock stop's cost: the run with it (`t`) against the run with none.
+        let stop_cost = |how: &str, t: Duration| {
+            Row::ratio(
+                &format!("the wall-clock stop by {how}, {kernel} kernel"),
+                millis(t),
+                format!("{} (the same run with no wall-clock stop)", millis(no_stop_t)),
+                t.as_secs_f64() / no_stop_t.as_secs_f64(),
+                Target::Reported,
+                &runs_text,
+            )
+        };
+        stops.push(stop_cost("the module's interrupt check (the default)", wasm_t));
+        epochs.push(stop_cost("wasmtime's epochs instead (what the check replaced)", epochs_t));
         legacy.push(Row::ratio(
             &format!(
                 "{kernel} kernel on the legacy engine (version-1 receipts: eager canonicalization, wasmtime fuel)"
@@ -156,6 +167,7 @@ pub fn kernels(ctx: &Ctx) -> Result<Vec<Row>> {
         ));
     }
     speed.extend(metering);
+    speed.extend(stops);
     speed.extend(epochs);
     speed.extend(legacy);
     Ok(speed)

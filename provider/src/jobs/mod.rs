@@ -231,7 +231,7 @@ impl Jobs {
         Ok((entry, body))
     }
 
-    /// Stops a job: a running one at its next epoch tick (it ends with outcome `stopped`), a
+    /// Stops a job: a running one at its next tick (it ends with outcome `stopped`), a
     /// queued one at once (and its whole escrow goes back).
     #[instrument(skip_all, fields(job_id = %id))]
     pub async fn stop(&self, id: &str, signer: Address) -> JobResult<JobView> {

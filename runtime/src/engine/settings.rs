@@ -59,6 +59,9 @@ pub(crate) struct EngineSpec {
     pub cranelift_nan: bool,
     pub cpu: CpuFeatures,
     pub epochs: bool,
+    /// V2 only: the module's interrupt check ([`instrument::interrupt`]) ends overdue and
+    /// stopped jobs.
+    pub interrupt: bool,
     pub perf_map: bool,
     /// V2 only: a native stack this many times smaller than the proven bound (tests only).
     pub native_stack_divisor: u64,
@@ -176,7 +179,13 @@ fn host(spec: &EngineSpec) -> Vec<Setting> {
 
 /// The instrumentation a v2 engine applies at admission.
 pub(crate) fn pass_options(spec: &EngineSpec) -> instrument::Options {
-    instrument::Options { nan: spec.nan, fuel: spec.fuel, stack: true, ..Default::default() }
+    instrument::Options {
+        nan: spec.nan,
+        fuel: spec.fuel,
+        stack: true,
+        interrupt: spec.semantics == Semantics::V2 && spec.interrupt,
+        ..Default::default()
+    }
 }
 
 /// wasmtime's native stack limit for an engine.
@@ -189,7 +198,7 @@ pub(crate) fn native_stack(spec: &EngineSpec) -> u64 {
 
 /// Every setting of `spec`, in description order.
 pub(crate) fn settings(spec: &EngineSpec) -> Vec<Setting> {
-    let (fuel, nan, epochs) = (spec.fuel, spec.nan, spec.epochs);
+    let (fuel, nan, epochs, interrupt) = (spec.fuel, spec.nan, spec.epochs, spec.interrupt);
     let stack = native_stack(spec);
     let native_stack: Apply = Arc::new(move |c: &mut Config| {
         let stack = usize::try_from(stack)?;
@@ -303,6 +312,16 @@ pub(crate) fn settings(spec: &EngineSpec) -> Vec<Setting> {
                 ),
                 setting("opt", "speed", false, opt),
                 setting("epoch_interruption", epochs, false, epoch),
+                // The interrupt memory is a second memory: the engine allows multi-memory for
+                // it, while the pass refuses guests that use it (it validates with FEATURES).
+                setting(
+                    "interrupt_check",
+                    interrupt,
+                    false,
+                    set(move |c| {
+                        c.wasm_multi_memory(interrupt);
+                    }),
+                ),
                 setting("native_max_wasm_stack", stack, false, native_stack),
             ]
         }
@@ -362,6 +381,7 @@ mod tests {
             cranelift_nan: false,
             cpu: CpuFeatures::Host,
             epochs: true,
+            interrupt: true,
             perf_map: false,
             native_stack_divisor: 1,
         }
@@ -395,6 +415,11 @@ mod tests {
         other.epochs = false;
         assert_eq!(config_hash(&other), config_hash(&spec(Semantics::V2)));
         assert_ne!(cache_key(&other), cache_key(&spec(Semantics::V2)));
+        // How a running job is stopped is not its semantics, but it is other code.
+        let mut no_interrupt = spec(Semantics::V2);
+        no_interrupt.interrupt = false;
+        assert_eq!(config_hash(&no_interrupt), config_hash(&spec(Semantics::V2)));
+        assert_ne!(cache_key(&no_interrupt), cache_key(&spec(Semantics::V2)));
         let mut no_fuel = spec(Semantics::V2);
         no_fuel.fuel = false;
         assert_ne!(config_hash(&no_fuel), config_hash(&spec(Semantics::V2)));

@@ -37,6 +37,8 @@ pub(crate) struct ModuleCtx<'m> {
     pub func_types: &'m [u32],
     pub fuel_global: u32,
     pub stack_global: u32,
+    /// The interrupt memory's index, when the pass adds one ([`super::interrupt`]).
+    pub interrupt_memory: Option<u32>,
     pub options: &'m Options,
 }
 
@@ -270,27 +272,47 @@ impl<'w, 'a> Walk<'w, 'a> {
         }
     }
 
+    /// Charges `amount` fuel; at a check point (function entry, loop top) also stops the guest
+    /// when its counter is below zero or the host raised its interrupt byte.
     fn charge(&mut self, amount: u64, check: bool) {
-        if !self.ctx.options.fuel || self.dead() {
+        if self.dead() {
             return;
         }
+        let fuel = self.ctx.options.fuel;
         let f = self.fuel_local;
-        if amount > 0 {
+        if fuel && amount > 0 && !self.weakened(Weaken::FuelCharge) {
             self.out.push(Instruction::LocalGet(f));
             self.out.push(Instruction::I64Const(amount.min(i64::MAX as u64) as i64));
             self.out.push(Instruction::I64Sub);
             self.out.push(Instruction::LocalSet(f));
         }
-        if check && !self.weakened(Weaken::FuelCheck) {
+        if !check {
+            return;
+        }
+        let fuel_check = fuel && !self.weakened(Weaken::FuelCheck);
+        let interrupt = self.ctx.interrupt_memory.filter(|_| !self.weakened(Weaken::InterruptCheck));
+        if !fuel_check && interrupt.is_none() {
+            return;
+        }
+        if fuel_check {
             self.out.push(Instruction::LocalGet(f));
             self.out.push(Instruction::I64Const(0));
             self.out.push(Instruction::I64LtS);
-            self.out.push(Instruction::If(EBlock::Empty));
+        }
+        if let Some(memory_index) = interrupt {
+            self.out.push(Instruction::I32Const(0));
+            self.out.push(Instruction::I32Load8U(wasm_encoder::MemArg { offset: 0, align: 0, memory_index }));
+            if fuel_check {
+                self.out.push(Instruction::I32Or);
+            }
+        }
+        self.out.push(Instruction::If(EBlock::Empty));
+        if fuel {
             self.out.push(Instruction::LocalGet(f));
             self.out.push(Instruction::GlobalSet(self.ctx.fuel_global));
-            self.out.push(Instruction::Unreachable);
-            self.out.push(Instruction::End);
         }
+        self.out.push(Instruction::Unreachable);
+        self.out.push(Instruction::End);
     }
 
     fn prologue(&mut self) {
@@ -442,7 +464,7 @@ impl<'w, 'a> Walk<'w, 'a> {
         let charges = &body.charges;
         for (i, op) in body.ops.iter().enumerate() {
             let loop_top = i > 0 && matches!(body.ops[i - 1].op, Operator::Loop { .. });
-            if (charges[i] > 0 || i == 0 || loop_top) && !self.weakened(Weaken::FuelCharge) {
+            if charges[i] > 0 || i == 0 || loop_top {
                 self.charge(charges[i], i == 0 || loop_top);
             }
             self.step(op)?;

@@ -8,23 +8,27 @@
 //!
 //! * [`nan`]: lazy NaN canonicalization, bit-identical to the eager engine;
 //! * [`fuel`]: fuel counted in the module, with the host's WASI charges on the same counter;
-//! * [`stack`]: a stack limit in wasm terms, the same depth on every architecture.
+//! * [`stack`]: a stack limit in wasm terms, the same depth on every architecture;
+//! * [`interrupt`]: a wall-clock stop the host can raise from another thread, checked where
+//!   fuel is (no call on the path, unlike wasmtime's epochs).
 //!
 //! The module is validated first against exactly the proposals the engine enables
 //! ([`FEATURES`]); anything else (exceptions, GC, threads, memory64, multi-memory...) is refused
 //! with the validator's reason. Function indices, globals, tables and custom sections (names
 //! included) are kept; the pass adds two exported globals ([`fuel::FUEL_GLOBAL`],
-//! [`stack::STACK_GLOBAL`]) and turns a start function into an export ([`START_EXPORT`]) that
-//! the host calls once it has set them.
+//! [`stack::STACK_GLOBAL`]), with [`Options::interrupt`] a one-page memory after the module's
+//! own ([`interrupt::INTERRUPT_MEMORY`]), and turns a start function into an export
+//! ([`START_EXPORT`]) that the host calls once it has set them.
 
 pub mod fuel;
 mod func;
+pub mod interrupt;
 pub mod nan;
 pub mod stack;
 
 use wasm_encoder::{
-    CodeSection, ConstExpr, ExportKind, ExportSection, Function, GlobalSection, GlobalType, Module, RawSection,
-    SectionId, ValType as EVal,
+    CodeSection, ConstExpr, ExportKind, ExportSection, Function, GlobalSection, GlobalType, MemorySection, MemoryType,
+    Module, RawSection, SectionId, ValType as EVal,
 };
 use wasmparser::{Parser, Payload, ValidPayload, Validator, WasmFeatures};
 
@@ -40,7 +44,9 @@ pub const FEATURES: WasmFeatures = WasmFeatures::WASM2
     .union(WasmFeatures::EXTENDED_CONST)
     .difference(WasmFeatures::GC_TYPES);
 
-/// The pass's version: bump it with any change to what it emits.
+/// The pass's version: bump it with any change to what it emits that a receipt can observe.
+/// (The interrupt check changes no outcome a receipt can attest, since a wall-clock stop is
+/// never deterministic: it is keyed into the compile cache by its option, not hashed here.)
 pub const PASS_VERSION: &str = "tidepool-instrument-1";
 
 /// The export the start function is moved to (called by the host after setting the globals).
@@ -55,6 +61,9 @@ pub struct Options {
     pub fuel: bool,
     /// The stack limit in wasm terms ([`stack`]).
     pub stack: bool,
+    /// The interrupt check ([`interrupt`]): a memory of its own, which the engine must allow
+    /// (multi-memory) besides [`FEATURES`]. Off by default: engines turn it on.
+    pub interrupt: bool,
     /// Leaves out one kind of inserted check, to show that the tests notice. Never in an engine.
     #[doc(hidden)]
     pub weaken: Weaken,
@@ -62,7 +71,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { nan: true, fuel: true, stack: true, weaken: Weaken::Nothing }
+        Self { nan: true, fuel: true, stack: true, interrupt: false, weaken: Weaken::Nothing }
     }
 }
 
@@ -90,6 +99,8 @@ pub enum Weaken {
     FuelSync,
     /// No stack check at function entry.
     StackCheck,
+    /// No interrupt check at loop tops and function entry.
+    InterruptCheck,
     /// A caller does not write its stack level back after a call.
     StackRestore,
     /// A tail call does not give its frame's units back.
@@ -111,7 +122,8 @@ pub enum Error {
     Internal(String),
 }
 
-/// The pass's identity for hashes: version, options and cost table.
+/// The pass's identity for hashes: version, options and cost table (not the interrupt check:
+/// see [`PASS_VERSION`]).
 pub fn describe(options: &Options) -> String {
     format!(
         "pass={PASS_VERSION} nan={} fuel={} stack={} fuel_costs=[{}] frame_units={} bytes_per_unit={} native_slack={}",
@@ -146,6 +158,9 @@ pub fn instrument(bytes: &[u8], options: &Options) -> Result<Vec<u8>, Error> {
     let mut types: Vec<Option<Sig>> = Vec::new();
     let mut func_types: Vec<u32> = Vec::new();
     let mut globals = 0u32;
+    // The module's memories (imported and defined): the interrupt memory comes after them.
+    let mut memories = 0u32;
+    let mut added_memory = !options.interrupt;
     let mut added_globals = false;
     let mut added_exports = false;
     // The rewritten code section, and how many bodies it still waits for.
@@ -161,12 +176,16 @@ pub fn instrument(bytes: &[u8], options: &Options) -> Result<Vec<u8>, Error> {
             other => other.as_section().map(|(id, _)| rank(id)),
         };
         if let Some(r) = section_rank {
+            if !added_memory && r > rank(SectionId::Memory as u8) {
+                module.section(&interrupt::memory(MemorySection::new()));
+                added_memory = true;
+            }
             if !added_globals && r > rank(SectionId::Global as u8) {
                 module.section(&our_globals(GlobalSection::new()));
                 added_globals = true;
             }
             if !added_exports && r > rank(SectionId::Export as u8) {
-                module.section(&our_exports(ExportSection::new(), globals, start));
+                module.section(&our_exports(ExportSection::new(), globals, start, interrupt_memory(options, memories)));
                 added_exports = true;
             }
         }
@@ -189,6 +208,7 @@ pub fn instrument(bytes: &[u8], options: &Options) -> Result<Vec<u8>, Error> {
                     match import?.ty {
                         wasmparser::TypeRef::Func(t) => func_types.push(t),
                         wasmparser::TypeRef::Global(_) => globals += 1,
+                        wasmparser::TypeRef::Memory(_) => memories += 1,
                         _ => {}
                     }
                 }
@@ -200,6 +220,22 @@ pub fn instrument(bytes: &[u8], options: &Options) -> Result<Vec<u8>, Error> {
                     func_types.push(t?);
                 }
                 copy(&mut module, bytes, SectionId::Function, reader.range());
+            }
+            Payload::MemorySection(reader) if options.interrupt => {
+                let mut section = MemorySection::new();
+                for memory in reader {
+                    let m = memory?;
+                    section.memory(MemoryType {
+                        minimum: m.initial,
+                        maximum: m.maximum,
+                        memory64: m.memory64,
+                        shared: m.shared,
+                        page_size_log2: m.page_size_log2,
+                    });
+                    memories += 1;
+                }
+                module.section(&interrupt::memory(section));
+                added_memory = true;
             }
             Payload::GlobalSection(reader) => {
                 let mut section = GlobalSection::new();
@@ -231,7 +267,7 @@ pub fn instrument(bytes: &[u8], options: &Options) -> Result<Vec<u8>, Error> {
                     };
                     section.export(export.name, kind, export.index);
                 }
-                module.section(&our_exports(section, globals, start));
+                module.section(&our_exports(section, globals, start, interrupt_memory(options, memories)));
                 added_exports = true;
             }
             // Called by the host instead, once it has set the counters (see `START_EXPORT`).
@@ -256,6 +292,7 @@ pub fn instrument(bytes: &[u8], options: &Options) -> Result<Vec<u8>, Error> {
                     func_types: &func_types,
                     fuel_global: globals,
                     stack_global: globals + 1,
+                    interrupt_memory: interrupt_memory(options, memories),
                     options,
                 };
                 let read = func::read(f.into_validator(Default::default()), bytes, &body, &ctx, index)?;
@@ -279,11 +316,14 @@ pub fn instrument(bytes: &[u8], options: &Options) -> Result<Vec<u8>, Error> {
             },
         }
     }
+    if !added_memory {
+        module.section(&interrupt::memory(MemorySection::new()));
+    }
     if !added_globals {
         module.section(&our_globals(GlobalSection::new()));
     }
     if !added_exports {
-        module.section(&our_exports(ExportSection::new(), globals, start));
+        module.section(&our_exports(ExportSection::new(), globals, start, interrupt_memory(options, memories)));
     }
     Ok(module.finish())
 }
@@ -317,10 +357,18 @@ fn our_globals(mut section: GlobalSection) -> GlobalSection {
     section
 }
 
+/// The interrupt memory's index, when the pass adds one: after the module's `memories`.
+fn interrupt_memory(options: &Options, memories: u32) -> Option<u32> {
+    options.interrupt.then_some(memories)
+}
+
 /// Our exports; `globals` is the number of globals the module had (ours come right after).
-fn our_exports(mut section: ExportSection, globals: u32, start: Option<u32>) -> ExportSection {
+fn our_exports(mut section: ExportSection, globals: u32, start: Option<u32>, interrupt: Option<u32>) -> ExportSection {
     section.export(fuel::FUEL_GLOBAL, ExportKind::Global, globals);
     section.export(stack::STACK_GLOBAL, ExportKind::Global, globals + 1);
+    if let Some(memory) = interrupt {
+        section.export(interrupt::INTERRUPT_MEMORY, ExportKind::Memory, memory);
+    }
     if let Some(f) = start {
         section.export(START_EXPORT, ExportKind::Func, f);
     }

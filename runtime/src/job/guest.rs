@@ -3,11 +3,16 @@
 
 use wasmtime::{Store, Trap};
 
-use crate::engine::{Compiled, EngineState};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use crate::engine::{Compiled, EngineState, Interrupt, Watch};
 use crate::error::{Error, Result};
 use crate::instrument::{
     START_EXPORT,
     fuel::FUEL_GLOBAL,
+    interrupt::INTERRUPT_MEMORY,
     stack::{STACK_GLOBAL, STACK_TRAP_MESSAGE},
 };
 use crate::limits::Limits;
@@ -46,17 +51,35 @@ impl Counters {
     }
 }
 
+/// When and why a running guest is stopped from outside: its deadline, and the flag that asks
+/// it to stop.
+pub(super) struct StopWhen {
+    pub deadline: Instant,
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
 /// Instantiates the module and runs `_start` (after the counters are set and the start
-/// function has run, for an instrumented module).
+/// function has run, for an instrumented module). With the interrupt check, the guest is
+/// watched (`stop`) from its instantiation on, and `watch` holds the watch: drop it before
+/// the store.
 pub(super) fn start(
     engine: &EngineState,
     compiled: &Compiled,
     store: &mut Store<StoreState>,
     limits: &Limits,
     counters: &mut Counters,
+    stop: StopWhen,
+    watch: &mut Option<Watch>,
 ) -> wasmtime::Result<()> {
     let instance = compiled.pre.instantiate(&mut *store)?;
     store.data_mut().memory = instance.get_memory(&mut *store, "memory");
+    if let Some(memory) = instance.get_memory(&mut *store, INTERRUPT_MEMORY)
+        && let Some(flag) = std::ptr::NonNull::new(memory.data_ptr(&*store))
+    {
+        // SAFETY: the interrupt memory is one page that never grows, so its first byte stays
+        // where it is while the store lives; the caller drops the watch before the store.
+        *watch = Some(unsafe { engine.watchdog.watch(flag, stop.deadline, stop.cancel) });
+    }
     if engine.instrumented() {
         let clamp = |n: u64| wasmtime::Val::I64(i64::try_from(n).unwrap_or(i64::MAX));
         counters.fuel = instance.get_global(&mut *store, FUEL_GLOBAL);
@@ -84,7 +107,14 @@ pub(super) struct Left {
     pub(super) stack: Option<i64>,
 }
 
-pub(super) fn classify(result: wasmtime::Result<()>, memory_denied: bool, left: Left) -> Result<Outcome> {
+/// How the guest ended. `interrupted`: why it was stopped from outside, if it was (the trap it
+/// then hits is the interrupt check's).
+pub(super) fn classify(
+    result: wasmtime::Result<()>,
+    memory_denied: bool,
+    left: Left,
+    interrupted: Option<Interrupt>,
+) -> Result<Outcome> {
     let out_of_fuel = left.fuel.is_some_and(|f| f < 0);
     let Err(e) = result else {
         return Ok(if out_of_fuel { Outcome::OutOfFuel } else { Outcome::Exited { code: 0 } });
@@ -108,6 +138,8 @@ pub(super) fn classify(result: wasmtime::Result<()>, memory_denied: bool, left: 
             Trap::Interrupt => Outcome::Timeout,
             Trap::OutOfFuel => Outcome::OutOfFuel,
             _ if out_of_fuel => Outcome::OutOfFuel,
+            Trap::UnreachableCodeReached if interrupted == Some(Interrupt::Timeout) => Outcome::Timeout,
+            Trap::UnreachableCodeReached if interrupted == Some(Interrupt::Stopped) => Outcome::Stopped,
             _ if left.stack.is_some_and(|s| s < 0) => Outcome::Trap { message: STACK_TRAP_MESSAGE.to_string() },
             _ if memory_denied => Outcome::MemoryLimit,
             other => Outcome::Trap { message: other.to_string() },

@@ -164,6 +164,7 @@ impl ResourceLimiter for Limiter {
     }
 
     fn memories(&self) -> usize {
-        1
+        // The guest's own and the interrupt memory the admission pass adds.
+        2
     }
 }

@@ -16,7 +16,11 @@
 //! `every_weakened_check_is_caught` shows the tests can fail: it leaves out each kind of check
 //! the pass inserts ([`Weaken`]) and expects a difference every time.
 
-use tidepool_runtime::instrument::{self, Options, Weaken, fuel::FUEL_GLOBAL, stack::STACK_GLOBAL};
+use std::sync::atomic::Ordering;
+
+use tidepool_runtime::instrument::{
+    self, Options, Weaken, fuel::FUEL_GLOBAL, interrupt::INTERRUPT_MEMORY, stack::STACK_GLOBAL,
+};
 
 use crate::smith;
 use wasmtime::{Config, Engine, Instance, Module, Store, Val, ValType};
@@ -463,6 +467,77 @@ fn fuel_and_stack_rules(options: &Options) -> Result<(), String> {
     Ok(())
 }
 
+/// What the interrupt check must achieve: a guest whose interrupt byte is raised stops at its
+/// next check, loops, calls, tail calls and recursion alike, with its fuel counter written back
+/// and not below zero (not `out_of_fuel`), whether the byte was raised before it ran or by
+/// another thread while it runs (a recursion: before, as it reaches the native stack's end
+/// first); a guest whose byte stays down runs out of fuel as before.
+fn interrupt_rules(options: &Options) -> Result<(), String> {
+    let options = Options { interrupt: true, ..options.clone() };
+    let e = engines();
+    for (what, wat) in [
+        ("an endless loop", ENDLESS_LOOP),
+        ("a loop of calls", ENDLESS_LOOP_OF_CALLS),
+        ("tail calls", ENDLESS_TAIL_CALLS),
+        ("a recursion", ENDLESS_RECURSION),
+    ] {
+        // A recursion reaches the native stack's end long before a thread could raise the byte.
+        let ways: &[bool] = if wat == ENDLESS_RECURSION { &[false] } else { &[false, true] };
+        for &raised_while_running in ways {
+            let rewritten = instrument::instrument(&case_module(wat), &options).unwrap();
+            let module = Module::new(&e.guarded, &rewritten).unwrap();
+            let mut store = Store::new(&e.guarded, ());
+            // The guard: about 0.15 s of this loop, when the check was left out.
+            store.set_fuel(5_000_000_000).unwrap();
+            let instance = Instance::new(&mut store, &module, &[]).unwrap();
+            let fuel_g = instance.get_global(&mut store, FUEL_GLOBAL).unwrap();
+            fuel_g.set(&mut store, Val::I64(1 << 40)).unwrap();
+            instance.get_global(&mut store, STACK_GLOBAL).unwrap().set(&mut store, Val::I64(1 << 40)).unwrap();
+            let flag = instance.get_memory(&mut store, INTERRUPT_MEMORY).ok_or("no interrupt memory")?.data_ptr(&store);
+            // SAFETY: the memory's first byte, alive as long as `store`, which outlives the thread.
+            let raise = move || unsafe { std::sync::atomic::AtomicU8::from_ptr(flag) }.store(1, Ordering::Release);
+            let flag_addr = flag as usize;
+            let raiser = raised_while_running.then(|| {
+                std::thread::spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                    let flag = flag_addr as *mut u8;
+                    // SAFETY: as above; the store is alive until this thread is joined.
+                    unsafe { std::sync::atomic::AtomicU8::from_ptr(flag) }.store(1, Ordering::Release);
+                })
+            });
+            if !raised_while_running {
+                raise();
+            }
+            let run = instance.get_typed_func::<(), ()>(&mut store, "run").unwrap();
+            let trap = match run.call(&mut store, ()) {
+                Ok(()) => "returned".to_string(),
+                Err(e) => e.downcast_ref::<wasmtime::Trap>().map_or_else(|| format!("{e}"), |t| format!("{t:?}")),
+            };
+            if let Some(raiser) = raiser {
+                raiser.join().unwrap();
+            }
+            let fuel = fuel_g.get(&mut store).unwrap_i64();
+            if trap != "UnreachableCodeReached" || fuel < 0 || fuel == 1 << 40 && raised_while_running {
+                return Err(format!(
+                    "{what}, raised {}: not stopped by its interrupt byte (trap {trap}, fuel left {fuel})",
+                    if raised_while_running { "while running" } else { "before" }
+                ));
+            }
+        }
+    }
+    // The byte down: the check never fires by itself.
+    let a = run_counted(ENDLESS_LOOP, &options, 1_000_000);
+    if a.0 != "UnreachableCodeReached" || a.1 >= 0 {
+        return Err(format!("with the interrupt check, an endless loop did not run out of fuel: {a:?}"));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_raised_interrupt_byte_stops_loops_calls_and_recursion() {
+    interrupt_rules(&Options::default()).unwrap();
+}
+
 #[test]
 fn fuel_runs_out_at_the_same_point_and_recursion_at_the_same_depth() {
     fuel_and_stack_rules(&Options::default()).unwrap();
@@ -483,11 +558,12 @@ fn every_weakened_check_is_caught() {
         Weaken::StackCheck,
         Weaken::StackRestore,
         Weaken::StackTailCall,
+        Weaken::InterruptCheck,
     ];
     for weaken in kinds {
         let options = Options { weaken, ..Options::default() };
         let caught_by_cases = CASES.iter().any(|(_, wat)| compare(&case_module(wat), &options).is_err());
-        let caught_by_rules = fuel_and_stack_rules(&options).is_err();
+        let caught_by_rules = fuel_and_stack_rules(&options).is_err() || interrupt_rules(&options).is_err();
         assert!(caught_by_cases || caught_by_rules, "leaving out {weaken:?} went unnoticed");
     }
 }

@@ -1,0 +1,155 @@
+//! The watchdog: the running guests of one engine that its ticker thread stops when their
+//! deadline passes or they are asked to stop, by raising their interrupt byte
+//! ([`crate::instrument::interrupt`]). The guest sees it at its next loop top or call and traps;
+//! the job reads why from its [`Watch`].
+
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Why a guest was stopped from outside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Interrupt {
+    /// Its wall-clock limit passed.
+    Timeout,
+    /// It was asked to stop.
+    Stopped,
+}
+
+const NOT_FIRED: u8 = 0;
+const FIRED_TIMEOUT: u8 = 1;
+const FIRED_STOPPED: u8 = 2;
+
+/// The guests being watched.
+#[derive(Debug, Default)]
+pub(crate) struct Watchdog {
+    watched: Mutex<Watched>,
+}
+
+#[derive(Debug, Default)]
+struct Watched {
+    next_id: u64,
+    entries: Vec<Entry>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    id: u64,
+    /// The guest's interrupt byte.
+    flag: Flag,
+    deadline: Instant,
+    cancel: Option<Arc<AtomicBool>>,
+    fired: Arc<AtomicU8>,
+}
+
+/// A pointer to a guest's interrupt byte.
+#[derive(Debug)]
+struct Flag(NonNull<u8>);
+
+// SAFETY: the byte is only ever written through an atomic store, and only while its entry is
+// in the list, which its `Watch` leaves (under the list's lock) before the memory goes away.
+unsafe impl Send for Flag {}
+
+/// A watched guest: unwatched when dropped, which must happen before its store is.
+#[derive(Debug)]
+pub(crate) struct Watch {
+    dog: Arc<Watchdog>,
+    id: u64,
+    fired: Arc<AtomicU8>,
+}
+
+impl Watchdog {
+    /// Watches the guest whose interrupt byte is at `flag` until the returned guard is dropped.
+    ///
+    /// # Safety
+    /// `flag` must point to the first byte of the guest's interrupt memory and stay valid
+    /// (its store alive) until the returned [`Watch`] is dropped.
+    pub(crate) unsafe fn watch(
+        self: &Arc<Self>,
+        flag: NonNull<u8>,
+        deadline: Instant,
+        cancel: Option<Arc<AtomicBool>>,
+    ) -> Watch {
+        let fired = Arc::new(AtomicU8::new(NOT_FIRED));
+        let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        let id = watched.next_id;
+        watched.next_id += 1;
+        watched.entries.push(Entry { id, flag: Flag(flag), deadline, cancel, fired: fired.clone() });
+        Watch { dog: self.clone(), id, fired }
+    }
+
+    /// Raises the interrupt byte of every guest past its deadline or asked to stop.
+    pub(crate) fn tick(&self) {
+        let now = Instant::now();
+        let watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        for entry in &watched.entries {
+            if entry.fired.load(Ordering::Relaxed) != NOT_FIRED {
+                continue;
+            }
+            let why = if entry.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                FIRED_STOPPED
+            } else if now >= entry.deadline {
+                FIRED_TIMEOUT
+            } else {
+                continue;
+            };
+            entry.fired.store(why, Ordering::Relaxed);
+            // SAFETY: the entry is in the list, so its memory is alive (see `Flag`); an atomic
+            // byte store, which the guest's plain byte load sees at its next check.
+            unsafe { AtomicU8::from_ptr(entry.flag.0.as_ptr()) }.store(1, Ordering::Release);
+        }
+    }
+}
+
+impl Watch {
+    /// Why the guest was stopped from outside, if it was.
+    pub(crate) fn fired(&self) -> Option<Interrupt> {
+        match self.fired.load(Ordering::Relaxed) {
+            FIRED_TIMEOUT => Some(Interrupt::Timeout),
+            FIRED_STOPPED => Some(Interrupt::Stopped),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let mut watched = self.dog.watched.lock().unwrap_or_else(|p| p.into_inner());
+        watched.entries.retain(|e| e.id != self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_guest_is_stopped_at_its_deadline_or_on_request_and_never_after_it_is_unwatched() {
+        let dog = Arc::new(Watchdog::default());
+        let mut bytes = [0u8; 3];
+        let base = bytes.as_mut_ptr();
+        // SAFETY: within `bytes`.
+        let ptr = |i: usize| NonNull::new(unsafe { base.add(i) }).unwrap();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let now = Instant::now();
+        // SAFETY: `bytes` outlives every watch.
+        let (late, stopped, unwatched) = unsafe {
+            (
+                dog.watch(ptr(0), now, None),
+                dog.watch(ptr(1), now + Duration::from_secs(3600), Some(cancel.clone())),
+                dog.watch(ptr(2), now, None),
+            )
+        };
+        drop(unwatched);
+        dog.tick();
+        assert_eq!(late.fired(), Some(Interrupt::Timeout));
+        assert_eq!(stopped.fired(), None, "not due, not asked");
+        cancel.store(true, Ordering::Relaxed);
+        dog.tick();
+        assert_eq!(stopped.fired(), Some(Interrupt::Stopped));
+        drop((late, stopped));
+        assert_eq!(bytes, [1, 1, 0], "the unwatched guest's byte was written");
+    }
+}

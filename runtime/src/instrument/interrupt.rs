@@ -1,0 +1,29 @@
+//! The interrupt check: how a running guest is stopped at its wall-clock limit, or on request,
+//! without a call on its hot path.
+//!
+//! wasmtime's epoch interruption puts a check at every loop top and function entry whose slow
+//! path is a call into the host; no float register survives a call, so Cranelift spills a
+//! float loop's values around it on every iteration (mandelbrot ran 1.5× slower with epochs on
+//! than off). Instead the pass gives the module a one-page memory of its own, exported as
+//! [`INTERRUPT_MEMORY`], and folds a load of its first byte into the fuel check
+//! ([`super::fuel`]): where the module compares its fuel counter with zero, it also tests that
+//! byte, and when either says stop, it writes its counter back and traps (`unreachable`). The
+//! host's ticker thread sets the byte from outside when the job's deadline passes or it is
+//! asked to stop (`crate::engine::watchdog`), and the job reads the trap as `timeout` or
+//! `stopped` (a counter below zero still means `out_of_fuel` first).
+//!
+//! Guest code cannot reach this memory: the module was validated without multi-memory, so its
+//! own instructions all name memory 0 (or the one it imports), and the added memory is the last.
+//! A wall-clock stop is never deterministic, so the check changes nothing a receipt attests;
+//! fuel counts are unchanged (the inserted operators cost nothing).
+
+use wasm_encoder::{MemorySection, MemoryType};
+
+/// The export name of the interrupt memory; its first byte is non-zero once the guest must stop.
+pub const INTERRUPT_MEMORY: &str = "tidepool:interrupt";
+
+/// `section` with the interrupt memory added: one page, which never grows.
+pub(crate) fn memory(mut section: MemorySection) -> MemorySection {
+    section.memory(MemoryType { minimum: 1, maximum: Some(1), memory64: false, shared: false, page_size_log2: None });
+    section
+}
