@@ -142,6 +142,10 @@ const HOST_STACK: usize = 1 << 20;
 pub(crate) const MAX_TABLES: usize = 4;
 /// Bytes of a pooled table zeroed in place when its job ends (the rest is decommitted).
 const TABLE_KEEP_RESIDENT: usize = 64 << 10;
+/// Bytes of a pooled memory zeroed in place when its job ends (the rest is decommitted): one
+/// host page, so the one-byte interrupt memory is reset by a store instead of an `madvise`,
+/// at the price of zeroing a guest's first page.
+const INTERRUPT_KEEP_RESIDENT: usize = 4096;
 
 /// A compiled, admitted module, ready to instantiate.
 pub(crate) struct Compiled {
@@ -258,13 +262,14 @@ impl EngineState {
             // Reset a finished job's table by zeroing it in place rather than by
             // `madvise`: small tables are the common case and stay resident.
             .table_keep_resident(TABLE_KEEP_RESIDENT)
-            // A finished job's linear memory is decommitted whole (`madvise`), so the next job
-            // in the slot finds zeros. Not `PAGEMAP_SCAN` (Linux 6.7+), which would reset only
-            // the pages a job dirtied and be faster: wasmtime 48 looks for dirtied pages among
-            // those present, so a dirtied page that was swapped out would be neither reset nor
-            // released, and the next job in the slot could read it (wasmtime#14357). Zeroing
-            // in place instead (`linear_memory_keep_resident`) measured slower for small jobs.
-            .linear_memory_keep_resident(0)
+            // A finished job's linear memory is decommitted (`madvise`) but for its first page,
+            // zeroed in place, so the next job in the slot finds zeros. Not `PAGEMAP_SCAN`
+            // (Linux 6.7+), which would reset only the pages a job dirtied and be faster:
+            // wasmtime 48 looks for dirtied pages among those present, so a dirtied page that
+            // was swapped out would be neither reset nor released, and the next job in the slot
+            // could read it (wasmtime#14357). Zeroing more in place measured slower for small
+            // jobs.
+            .linear_memory_keep_resident(INTERRUPT_KEEP_RESIDENT)
             .pagemap_scan(Enabled::No);
         let mut pooled = c.clone();
         pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));

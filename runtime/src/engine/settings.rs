@@ -312,14 +312,15 @@ pub(crate) fn settings(spec: &EngineSpec) -> Vec<Setting> {
                 ),
                 setting("opt", "speed", false, opt),
                 setting("epoch_interruption", epochs, false, epoch),
-                // The interrupt memory is a second memory: the engine allows multi-memory for
-                // it, while the pass refuses guests that use it (it validates with FEATURES).
+                // The interrupt memory is a second memory of one one-byte page: the engine allows
+                // multi-memory and custom page sizes for it, while the pass refuses guests that
+                // use either (it validates with FEATURES).
                 setting(
                     "interrupt_check",
                     interrupt,
                     false,
                     set(move |c| {
-                        c.wasm_multi_memory(interrupt);
+                        c.wasm_multi_memory(interrupt).wasm_custom_page_sizes(interrupt);
                     }),
                 ),
                 setting("native_max_wasm_stack", stack, false, native_stack),

@@ -4,7 +4,7 @@
 //! wasmtime's epoch interruption puts a check at every loop top and function entry whose slow
 //! path is a call into the host; no float register survives a call, so Cranelift spills a
 //! float loop's values around it on every iteration (mandelbrot ran 1.5× slower with epochs on
-//! than off). Instead the pass gives the module a one-page memory of its own, exported as
+//! than off). Instead the pass gives the module a one-byte memory of its own, exported as
 //! [`INTERRUPT_MEMORY`], and folds a load of its first byte into the fuel check
 //! ([`super::fuel`]): where the module compares its fuel counter with zero, it also tests that
 //! byte, and when either says stop, it writes its counter back and traps (`unreachable`). The
@@ -22,8 +22,16 @@ use wasm_encoder::{MemorySection, MemoryType};
 /// The export name of the interrupt memory; its first byte is non-zero once the guest must stop.
 pub const INTERRUPT_MEMORY: &str = "tidepool:interrupt";
 
-/// `section` with the interrupt memory added: one page, which never grows.
+/// `section` with the interrupt memory added: one byte (a page of one byte, the custom page
+/// sizes proposal), which never grows. So small that resetting it between jobs is a store, not
+/// a system call (see `engine::pooled`).
 pub(crate) fn memory(mut section: MemorySection) -> MemorySection {
-    section.memory(MemoryType { minimum: 1, maximum: Some(1), memory64: false, shared: false, page_size_log2: None });
+    section.memory(MemoryType {
+        minimum: 1,
+        maximum: Some(1),
+        memory64: false,
+        shared: false,
+        page_size_log2: Some(0),
+    });
     section
 }

@@ -59,7 +59,12 @@ fn engines() -> &'static Engines {
     static E: std::sync::OnceLock<Engines> = std::sync::OnceLock::new();
     E.get_or_init(|| {
         let mut c = Config::new();
-        c.consume_fuel(true).wasm_backtrace_max_frames(None).max_wasm_stack(1 << 20).async_stack_size(8 << 20);
+        // Custom page sizes for the interrupt memory (`instrument::interrupt`).
+        c.consume_fuel(true)
+            .wasm_custom_page_sizes(true)
+            .wasm_backtrace_max_frames(None)
+            .max_wasm_stack(1 << 20)
+            .async_stack_size(8 << 20);
         Engines { on: engine(Canon::On), off: engine(Canon::Off), guarded: Engine::new(&c).unwrap() }
     })
 }
