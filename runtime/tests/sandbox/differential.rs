@@ -501,13 +501,22 @@ fn interrupt_rules(options: &Options) -> Result<(), String> {
             let flag = instance.get_memory(&mut store, INTERRUPT_MEMORY).ok_or("no interrupt memory")?.data_ptr(&store);
             // SAFETY: the memory's first byte, alive as long as `store`, which outlives the thread.
             let raise = move || unsafe { std::sync::atomic::AtomicU8::from_ptr(flag) }.store(1, Ordering::Release);
-            let flag_addr = flag as usize;
+            // Raised once the guest is under way (it counts its iterations in memory `m`).
+            let (flag_addr, counter_addr) = (flag as usize, {
+                let m = instance.get_memory(&mut store, "m").ok_or("no memory m")?;
+                m.data_ptr(&store) as usize
+            });
             let raiser = raised_while_running.then(|| {
                 std::thread::spawn(move || {
-                    std::thread::sleep(std::time::Duration::from_millis(2));
-                    let flag = flag_addr as *mut u8;
+                    let started = std::time::Instant::now();
+                    // SAFETY: the guest's memory, alive until this thread is joined; read only.
+                    while unsafe { std::ptr::read_volatile(counter_addr as *const u32) } == 0
+                        && started.elapsed() < std::time::Duration::from_secs(10)
+                    {
+                        std::thread::yield_now();
+                    }
                     // SAFETY: as above; the store is alive until this thread is joined.
-                    unsafe { std::sync::atomic::AtomicU8::from_ptr(flag) }.store(1, Ordering::Release);
+                    unsafe { std::sync::atomic::AtomicU8::from_ptr(flag_addr as *mut u8) }.store(1, Ordering::Release);
                 })
             });
             if !raised_while_running {
