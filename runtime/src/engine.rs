@@ -47,7 +47,7 @@ pub(crate) fn settings_hash(spec: &EngineSpec) -> B256 {
     settings::config_hash(spec)
 }
 
-/// How often the epoch ticker advances the engine's epoch.
+/// How often the ticker checks the watched guests (and advances the epoch of an engine with epochs).
 pub(crate) const TICK: Duration = Duration::from_millis(10);
 
 /// Settings of a [`Runtime`](crate::Runtime).
@@ -461,7 +461,7 @@ fn spawn_ticker(engine: &Engine, epochs: bool, watchdog: Arc<Watchdog>) {
     });
     if let Err(e) = spawned {
         // Without a ticker, timeouts cannot fire; fuel still bounds every job.
-        tracing::error!(error = %e, "could not start the epoch ticker thread");
+        tracing::error!(error = %e, "could not start the ticker thread");
     }
 }
 
