@@ -109,6 +109,28 @@ fn exits_traps_and_panics_are_outcomes() {
     );
 }
 
+/// A stopped guest's raised interrupt byte does not outlive it: the next job in the same
+/// instance slot (one slot, so the same one) runs to its end.
+#[test]
+fn the_next_job_in_a_timed_out_jobs_slot_runs_to_its_end() {
+    let runtime = Runtime::new(RuntimeConfig { max_instances: 1, ..RuntimeConfig::default() });
+    let tmp = tempfile::tempdir().unwrap();
+    let guest = || crate::util::guest("misbehave");
+    let timed = Opts::default()
+        .args(&["spin"])
+        .limits(|l| {
+            l.timeout_ms = 200;
+            l.fuel = u64::MAX / 2;
+        })
+        .spec(guest(), &tmp.path().join("a"));
+    assert_eq!(runtime.run(&timed).unwrap().receipt.outcome, Outcome::Timeout);
+    for (i, args) in [["exit", "0"], ["exit", "3"]].iter().enumerate() {
+        let next = Opts::default().args(args).spec(guest(), &tmp.path().join(format!("b{i}")));
+        let code = args[1].parse().unwrap();
+        assert_eq!(runtime.run(&next).unwrap().receipt.outcome, Outcome::Exited { code });
+    }
+}
+
 #[test]
 fn a_running_job_can_be_cancelled() {
     let tmp = tempfile::tempdir().unwrap();
