@@ -10,14 +10,14 @@
 //! `events` is what a job reports while it runs.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use alloy_primitives::B256;
 use tracing::instrument;
 use wasmtime::UpdateDeadline;
 
 use crate::Runtime;
-use crate::engine::{EngineState, Semantics};
+use crate::engine::{EngineState, Semantics, Watch};
 use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::receipt::{InputRoot, Outcome, RECEIPT_VERSION, Receipt, ReceiptMeta, RuntimeInfo, derive_seed};
@@ -159,12 +159,12 @@ impl Runtime {
         let result = match &slot {
             Some(_) => {
                 let stop = StopWhen { deadline, cancel: spec.cancel.clone() };
-                start(engine, &compiled, &mut store, limits, &mut counters, stop, &mut watch)
+                start(engine, &compiled, &mut store, limits, &mut counters, Some(stop), &mut watch)
             }
             None => Err(wasmtime::Error::new(GuestStop::Cancelled)),
         };
         // Unwatched before anything else: the watchdog must not touch the store once it goes.
-        let interrupted = watch.take().and_then(|w| w.fired());
+        let interrupted = watch.take().and_then(Watch::end);
         let left = Left {
             fuel: Counters::read(counters.fuel, &mut store).filter(|_| engine.fuel_metering()),
             stack: Counters::read(counters.stack, &mut store),
@@ -247,10 +247,7 @@ impl Runtime {
         let mut store = new_store(&engine, wasi, limits)?;
         store.set_epoch_deadline(u64::MAX / 2);
         // Never stopped from outside: a benchmark's guest runs to its end.
-        let never = StopWhen { deadline: Instant::now() + Duration::from_secs(365 * 86_400), cancel: None };
-        let mut watch = None;
-        let result = start(&engine, &compiled, &mut store, limits, &mut Counters::default(), never, &mut watch);
-        drop(watch);
+        let result = start(&engine, &compiled, &mut store, limits, &mut Counters::default(), None, &mut None);
         match classify(result, false, Left::default(), None)? {
             Outcome::Exited { code: 0 } => Ok(store.into_data().wasi.stdout.finish().0),
             other => Err(Error::Engine { reason: format!("the guest {other}") }),

@@ -1,7 +1,7 @@
 //! The watchdog: the running guests of one engine that its ticker thread stops when their
 //! deadline passes or they are asked to stop, by raising their interrupt byte
 //! ([`crate::instrument::interrupt`]). The guest sees it at its next loop top or call and traps;
-//! the job reads why from its [`Watch`].
+//! the job reads why when it ends its [`Watch`].
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -16,10 +16,6 @@ pub(crate) enum Interrupt {
     /// It was asked to stop.
     Stopped,
 }
-
-const NOT_FIRED: u8 = 0;
-const FIRED_TIMEOUT: u8 = 1;
-const FIRED_STOPPED: u8 = 2;
 
 /// The guests being watched.
 #[derive(Debug, Default)]
@@ -40,7 +36,8 @@ struct Entry {
     flag: Flag,
     deadline: Instant,
     cancel: Option<Arc<AtomicBool>>,
-    fired: Arc<AtomicU8>,
+    /// Why its byte was raised, once it was.
+    fired: Option<Interrupt>,
 }
 
 /// A pointer to a guest's interrupt byte.
@@ -51,12 +48,12 @@ struct Flag(NonNull<u8>);
 // in the list, which its `Watch` leaves (under the list's lock) before the memory goes away.
 unsafe impl Send for Flag {}
 
-/// A watched guest: unwatched when dropped, which must happen before its store is.
+/// A watched guest: unwatched by [`Watch::end`] or when dropped, which must happen before its
+/// store is.
 #[derive(Debug)]
 pub(crate) struct Watch {
     dog: Arc<Watchdog>,
     id: u64,
-    fired: Arc<AtomicU8>,
 }
 
 impl Watchdog {
@@ -71,30 +68,32 @@ impl Watchdog {
         deadline: Instant,
         cancel: Option<Arc<AtomicBool>>,
     ) -> Watch {
-        let fired = Arc::new(AtomicU8::new(NOT_FIRED));
         let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
         let id = watched.next_id;
         watched.next_id += 1;
-        watched.entries.push(Entry { id, flag: Flag(flag), deadline, cancel, fired: fired.clone() });
-        Watch { dog: self.clone(), id, fired }
+        watched.entries.push(Entry { id, flag: Flag(flag), deadline, cancel, fired: None });
+        Watch { dog: self.clone(), id }
+    }
+
+    /// Stops watching guest `id`; why its byte was raised, if it was.
+    fn unwatch(&self, id: u64) -> Option<Interrupt> {
+        let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        let at = watched.entries.iter().position(|e| e.id == id)?;
+        watched.entries.swap_remove(at).fired
     }
 
     /// Raises the interrupt byte of every guest past its deadline or asked to stop.
     pub(crate) fn tick(&self) {
         let now = Instant::now();
-        let watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
-        for entry in &watched.entries {
-            if entry.fired.load(Ordering::Relaxed) != NOT_FIRED {
-                continue;
-            }
-            let why = if entry.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
-                FIRED_STOPPED
+        let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        for entry in watched.entries.iter_mut().filter(|e| e.fired.is_none()) {
+            entry.fired = if entry.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                Some(Interrupt::Stopped)
             } else if now >= entry.deadline {
-                FIRED_TIMEOUT
+                Some(Interrupt::Timeout)
             } else {
                 continue;
             };
-            entry.fired.store(why, Ordering::Relaxed);
             // SAFETY: the entry is in the list, so its memory is alive (see `Flag`); an atomic
             // byte store, which the guest's plain byte load sees at its next check.
             unsafe { AtomicU8::from_ptr(entry.flag.0.as_ptr()) }.store(1, Ordering::Release);
@@ -103,20 +102,15 @@ impl Watchdog {
 }
 
 impl Watch {
-    /// Why the guest was stopped from outside, if it was.
-    pub(crate) fn fired(&self) -> Option<Interrupt> {
-        match self.fired.load(Ordering::Relaxed) {
-            FIRED_TIMEOUT => Some(Interrupt::Timeout),
-            FIRED_STOPPED => Some(Interrupt::Stopped),
-            _ => None,
-        }
+    /// Stops watching the guest; why it was stopped from outside, if it was.
+    pub(crate) fn end(self) -> Option<Interrupt> {
+        self.dog.unwatch(self.id)
     }
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        let mut watched = self.dog.watched.lock().unwrap_or_else(|p| p.into_inner());
-        watched.entries.retain(|e| e.id != self.id);
+        self.dog.unwatch(self.id);
     }
 }
 
@@ -144,12 +138,15 @@ mod tests {
         };
         drop(unwatched);
         dog.tick();
-        assert_eq!(late.fired(), Some(Interrupt::Timeout));
-        assert_eq!(stopped.fired(), None, "not due, not asked");
+        assert_eq!(late.end(), Some(Interrupt::Timeout));
         cancel.store(true, Ordering::Relaxed);
         dog.tick();
-        assert_eq!(stopped.fired(), Some(Interrupt::Stopped));
-        drop((late, stopped));
+        assert_eq!(stopped.end(), Some(Interrupt::Stopped));
         assert_eq!(bytes, [1, 1, 0], "the unwatched guest's byte was written");
+        // SAFETY: as above.
+        let early = unsafe { dog.watch(ptr(2), now + Duration::from_secs(3600), None) };
+        dog.tick();
+        assert_eq!(early.end(), None, "not due, not asked");
+        assert_eq!(bytes[2], 0);
     }
 }

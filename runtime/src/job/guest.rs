@@ -59,21 +59,22 @@ pub(super) struct StopWhen {
 }
 
 /// Instantiates the module and runs `_start` (after the counters are set and the start
-/// function has run, for an instrumented module). With the interrupt check, the guest is
-/// watched (`stop`) from its instantiation on, and `watch` holds the watch: drop it before
-/// the store.
+/// function has run, for an instrumented module). With `stop` and the interrupt check, the
+/// guest is watched from its instantiation on, and `watch` holds the watch: end it before the
+/// store goes.
 pub(super) fn start(
     engine: &EngineState,
     compiled: &Compiled,
     store: &mut Store<StoreState>,
     limits: &Limits,
     counters: &mut Counters,
-    stop: StopWhen,
+    stop: Option<StopWhen>,
     watch: &mut Option<Watch>,
 ) -> wasmtime::Result<()> {
     let instance = compiled.pre.instantiate(&mut *store)?;
     store.data_mut().memory = instance.get_memory(&mut *store, "memory");
-    if let Some(memory) = instance.get_memory(&mut *store, INTERRUPT_MEMORY)
+    if let Some(stop) = stop
+        && let Some(memory) = instance.get_memory(&mut *store, INTERRUPT_MEMORY)
         && let Some(flag) = std::ptr::NonNull::new(memory.data_ptr(&*store))
     {
         // SAFETY: the interrupt memory is one page that never grows, so its first byte stays
