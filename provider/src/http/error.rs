@@ -173,9 +173,7 @@ impl ApiError {
             ApiError::internal(e)
         }
     }
-}
 
-impl ApiError {
     /// A failure of the provider's own files: 503 when the disk is full or read-only (or a
     /// quota is reached), a condition the operator clears; 500 otherwise.
     pub fn io(e: std::io::Error) -> Self {
