@@ -131,13 +131,9 @@ fn arg(ty: &ValType, i: usize, round: usize) -> Option<Val> {
 fn observe(engine: &Engine, bytes: &[u8], instrumented: bool, fuel: i64) -> Result<Observed, String> {
     let module = Module::new(engine, bytes).map_err(|e| format!("compile: {e:#}"))?;
     let mut store = Store::new(engine, ());
-    let trap = |e: wasmtime::Error| match e.downcast_ref::<wasmtime::Trap>() {
-        Some(t) => format!("{t:?}"),
-        None => format!("{e}"),
-    };
     let instance = match Instance::new(&mut store, &module, &[]) {
         Ok(i) => i,
-        Err(e) => return Ok(Observed { start: Err(trap(e)), calls: vec![], memories: vec![], globals: vec![] }),
+        Err(e) => return Ok(Observed { start: Err(trap_name(&e)), calls: vec![], memories: vec![], globals: vec![] }),
     };
     // The host sets the counters before every job; here, before every call.
     let counters = |store: &mut Store<()>| -> Result<(), String> {
@@ -156,7 +152,7 @@ fn observe(engine: &Engine, bytes: &[u8], instrumented: bool, fuel: i64) -> Resu
     if let Some(f) = instance.get_func(&mut store, instrument::START_EXPORT)
         && let Err(e) = f.call(&mut store, &[], &mut [])
     {
-        let start = Err(if stack_left(&mut store) < 0 { "StackLimit".into() } else { trap(e) });
+        let start = Err(if stack_left(&mut store) < 0 { "StackLimit".into() } else { trap_name(&e) });
         return Ok(Observed { start, calls: vec![], memories: vec![], globals: vec![] });
     }
     let exports: Vec<(String, wasmtime::Extern)> =
@@ -177,7 +173,7 @@ fn observe(engine: &Engine, bytes: &[u8], instrumented: bool, fuel: i64) -> Resu
             calls.push(match f.call(&mut store, &args, &mut results) {
                 Ok(()) => Ok(results.iter().map(bits).collect()),
                 Err(_) if instrumented && stack_left(&mut store) < 0 => Err("StackLimit".into()),
-                Err(e) => Err(trap(e)),
+                Err(e) => Err(trap_name(&e)),
             });
         }
     }
@@ -415,6 +411,16 @@ const ENDLESS_TAIL_CALLS: &str = r#"(module (memory (export "m") 1)
     (i32.store (i32.const 0) (i32.add (i32.load (i32.const 0)) (i32.const 1)))
     (return_call $f)))"#;
 
+/// A trap's name, or the error that is not a trap.
+fn trap_name(e: &wasmtime::Error) -> String {
+    e.downcast_ref::<wasmtime::Trap>().map_or_else(|| format!("{e}"), |t| format!("{t:?}"))
+}
+
+/// How a call ended: `returned`, or [`trap_name`].
+fn trap_of(result: wasmtime::Result<()>) -> String {
+    result.map_or_else(|e| trap_name(&e), |()| "returned".to_string())
+}
+
 /// Runs `run` of the rewritten module with `fuel`; the trap, the counters and the memory.
 fn run_counted(wat: &str, options: &Options, fuel: i64) -> (String, i64, i64, Vec<u8>) {
     let e = engines();
@@ -428,10 +434,7 @@ fn run_counted(wat: &str, options: &Options, fuel: i64) -> (String, i64, i64, Ve
     fuel_g.set(&mut store, Val::I64(fuel)).unwrap();
     stack_g.set(&mut store, Val::I64(5_000)).unwrap();
     let run = instance.get_typed_func::<(), ()>(&mut store, "run").unwrap();
-    let trap = match run.call(&mut store, ()) {
-        Ok(()) => "returned".to_string(),
-        Err(e) => e.downcast_ref::<wasmtime::Trap>().map_or_else(|| format!("{e}"), |t| format!("{t:?}")),
-    };
+    let trap = trap_of(run.call(&mut store, ()));
     let memory = instance.get_memory(&mut store, "m").unwrap().data(&store)[..16].to_vec();
     let (f, s) = (fuel_g.get(&mut store).unwrap_i64(), stack_g.get(&mut store).unwrap_i64());
     (trap, f, s, memory)
@@ -472,6 +475,13 @@ fn fuel_and_stack_rules(options: &Options) -> Result<(), String> {
     Ok(())
 }
 
+/// Raises the interrupt byte at `flag` (the address of an interrupt memory's first byte, whose
+/// store outlives the call), as the engine's watchdog does: an atomic store.
+fn raise(flag: usize) {
+    // SAFETY: see above.
+    unsafe { std::sync::atomic::AtomicU8::from_ptr(flag as *mut u8) }.store(1, Ordering::Release);
+}
+
 /// What the interrupt check must achieve: a guest whose interrupt byte is raised stops at its
 /// next check, loops, calls, tail calls and recursion alike, with its fuel counter written back
 /// and not below zero (not `out_of_fuel`), whether the byte was raised before it ran or by
@@ -498,35 +508,27 @@ fn interrupt_rules(options: &Options) -> Result<(), String> {
             let fuel_g = instance.get_global(&mut store, FUEL_GLOBAL).unwrap();
             fuel_g.set(&mut store, Val::I64(1 << 40)).unwrap();
             instance.get_global(&mut store, STACK_GLOBAL).unwrap().set(&mut store, Val::I64(1 << 40)).unwrap();
-            let flag = instance.get_memory(&mut store, INTERRUPT_MEMORY).ok_or("no interrupt memory")?.data_ptr(&store);
-            // SAFETY: the memory's first byte, alive as long as `store`, which outlives the thread.
-            let raise = move || unsafe { std::sync::atomic::AtomicU8::from_ptr(flag) }.store(1, Ordering::Release);
+            let flag = instance.get_memory(&mut store, INTERRUPT_MEMORY).ok_or("no interrupt memory")?;
+            let flag = flag.data_ptr(&store) as usize;
             // Raised once the guest is under way (it counts its iterations in memory `m`).
-            let (flag_addr, counter_addr) = (flag as usize, {
-                let m = instance.get_memory(&mut store, "m").ok_or("no memory m")?;
-                m.data_ptr(&store) as usize
-            });
+            let counter = instance.get_memory(&mut store, "m").ok_or("no memory m")?.data_ptr(&store) as usize;
             let raiser = raised_while_running.then(|| {
                 std::thread::spawn(move || {
                     let started = std::time::Instant::now();
                     // SAFETY: the guest's memory, alive until this thread is joined; read only.
-                    while unsafe { std::ptr::read_volatile(counter_addr as *const u32) } == 0
+                    while unsafe { std::ptr::read_volatile(counter as *const u32) } == 0
                         && started.elapsed() < std::time::Duration::from_secs(10)
                     {
                         std::thread::yield_now();
                     }
-                    // SAFETY: as above; the store is alive until this thread is joined.
-                    unsafe { std::sync::atomic::AtomicU8::from_ptr(flag_addr as *mut u8) }.store(1, Ordering::Release);
+                    raise(flag);
                 })
             });
             if !raised_while_running {
-                raise();
+                raise(flag);
             }
             let run = instance.get_typed_func::<(), ()>(&mut store, "run").unwrap();
-            let trap = match run.call(&mut store, ()) {
-                Ok(()) => "returned".to_string(),
-                Err(e) => e.downcast_ref::<wasmtime::Trap>().map_or_else(|| format!("{e}"), |t| format!("{t:?}")),
-            };
+            let trap = trap_of(run.call(&mut store, ()));
             if let Some(raiser) = raiser {
                 raiser.join().unwrap();
             }
