@@ -305,6 +305,17 @@ async fn concurrent_agreements_do_not_interfere() {
     assert_eq!(operator.balance(operator.address()).await.unwrap(), paid, "the provider was paid once per job");
 }
 
+/// Polls a job until it runs (status 40), for at most 30 s (a job that never gets there is for
+/// the caller's assertions to catch).
+pub async fn wait_until_running(c: &Client, job: &str) {
+    for _ in 0..1200 {
+        if c.job(job).await.unwrap().status.code() == 40 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// Polls a job until it ends and its payment is settled.
 pub async fn wait_for_end(c: &Client, job: &str) -> tidepool_provider::protocol::api::JobView {
     for _ in 0..1200 {
@@ -356,12 +367,7 @@ async fn consumers_stop_running_and_queued_jobs() {
     // A running job stops with outcome `stopped`; the provider is paid for the fuel used.
     let big = ["--width", "1000", "--height", "750", "--max-iter", "3000"];
     let (agreement, job) = initialize_and_exec(&consumer, did, "mandelbrot", &big, None).await;
-    for _ in 0..600 {
-        if consumer.job(&job).await.unwrap().status.code() == 40 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_running(&consumer, &job).await;
     consumer.stop(&job).await.unwrap();
     let v = wait_for_end(&consumer, &job).await;
     assert_eq!((v.status.code(), v.outcome.clone()), (80, Some(tidepool_runtime::Outcome::Stopped)), "{v:?}");

@@ -13,7 +13,7 @@ use tidepool_provider::protocol::eip712;
 use tidepool_provider::protocol::signing::{Envelope, sign_typed, unix_now};
 
 use crate::daemon::{Daemon, publish, request};
-use crate::provider_flow::{compute, initialize_and_exec, toml_job_limits, wait_for_end};
+use crate::provider_flow::{compute, initialize_and_exec, toml_job_limits, wait_for_end, wait_until_running};
 use crate::util::dataset;
 
 /// A trivial job runs to the end on `d` (in a fresh worker).
@@ -155,12 +155,7 @@ async fn huge_modules_are_refused_while_other_jobs_run() {
     let renderer = d.consumer().await;
     let args = ["--width", "1000", "--height", "750", "--max-iter", "3000"];
     let (_, job) = initialize_and_exec(&renderer, did, "mandelbrot", &args, None).await;
-    for _ in 0..1200 {
-        if renderer.job(&job).await.unwrap().status.code() == 40 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_until_running(&renderer, &job).await;
 
     let attacker = d.consumer().await;
     let agreement = alloy_primitives::B256::random();
