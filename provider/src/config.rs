@@ -154,7 +154,12 @@ pub struct SandboxConfig {
     /// `process`: each job in a worker process of its own with an OS sandbox (Landlock,
     /// seccomp, no new privileges, rlimits); `in-process`: on a thread of the daemon.
     pub isolation: Isolation,
-    /// Worker processes kept started and idle, ready for the next jobs.
+    /// Fork each worker from a template process (`tidepool job-template`) that has made the
+    /// engine, so that a job does not pay for a process start and an engine; false: start
+    /// each worker from scratch (and keep `prespawn` of them ready).
+    pub fork_workers: bool,
+    /// Worker processes kept started and idle, ready for the next jobs (without
+    /// `fork_workers`, or when the template cannot fork).
     pub prespawn: usize,
     /// Address space a worker process may map (bytes): the guest's memory limit and the
     /// pooling allocator's reservations fit well within it.
@@ -174,7 +179,13 @@ impl SandboxConfig {
 
 impl Default for SandboxConfig {
     fn default() -> Self {
-        Self { isolation: Isolation::Process, prespawn: 1, worker_address_space_bytes: 64 << 30, kill_grace_secs: 5 }
+        Self {
+            isolation: Isolation::Process,
+            fork_workers: true,
+            prespawn: 1,
+            worker_address_space_bytes: 64 << 30,
+            kill_grace_secs: 5,
+        }
     }
 }
 

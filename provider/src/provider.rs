@@ -75,6 +75,7 @@ pub(crate) fn environments(config: &ProviderConfig) -> Result<Arc<Environments>>
 
 /// How jobs run on a node: its role names its leases.
 pub(crate) fn jobs_config(config: &ProviderConfig, db: &Db, job_limits: Limits, role: &str) -> JobsConfig {
+    let max_stack_height = job_limits.max_stack_height;
     JobsConfig {
         jobs_dir: config.data_dir.join("jobs"),
         max_concurrent_jobs: config.max_concurrent_jobs,
@@ -87,7 +88,13 @@ pub(crate) fn jobs_config(config: &ProviderConfig, db: &Db, job_limits: Limits, 
         workers: match config.sandbox.isolation {
             Isolation::InProcess => None,
             Isolation::Process => Some(WorkersConfig {
-                command: worker_command(),
+                command: worker_command(vec!["job-worker".into()]),
+                template: config.sandbox.fork_workers.then(|| {
+                    let mut args = vec!["job-template".into(), "--max-stack-height".into()];
+                    args.push(max_stack_height.to_string().into());
+                    args.extend(["--cache-dir".into(), config.cache_path().into_os_string()]);
+                    worker_command(args)
+                }),
                 sandbox: config.sandbox.clone(),
                 // The node's own cache, which its runtime fills at admission: a worker that
                 // looked elsewhere would compile every module again (CPython: a minute).
@@ -97,12 +104,13 @@ pub(crate) fn jobs_config(config: &ProviderConfig, db: &Db, job_limits: Limits, 
     }
 }
 
-/// How to start a job's worker process: this very program, `tidepool job-worker`, with only
-/// the logging filter of the environment.
-fn worker_command() -> tidepool_sandbox::WorkerCommand {
+/// How to start a job's worker process, or the template that forks them: this very program
+/// with `args` (`job-worker`, `job-template ...`), with only the logging filter of the
+/// environment.
+fn worker_command(args: Vec<std::ffi::OsString>) -> tidepool_sandbox::WorkerCommand {
     let program = std::env::current_exe().unwrap_or_else(|_| "tidepool".into());
     let env = std::env::var_os("RUST_LOG").map(|v| ("RUST_LOG".into(), v)).into_iter().collect();
-    tidepool_sandbox::WorkerCommand { program, args: vec!["job-worker".into()], env }
+    tidepool_sandbox::WorkerCommand { program, args, env }
 }
 
 /// A provider: its components, built and connected.

@@ -21,7 +21,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use alloy_primitives::B256;
@@ -159,6 +159,8 @@ pub(crate) struct EngineState {
     pub spec: EngineSpec,
     /// The running guests the ticker stops at their deadline (with the interrupt check).
     pub watchdog: Arc<Watchdog>,
+    /// Started by the first job (see [`EngineState::start_ticker`]).
+    ticker: Once,
     pub config_hash: B256,
     cache_key: B256,
     cache: Mutex<ModuleCache>,
@@ -204,14 +206,11 @@ impl EngineState {
         };
         let mut linker = Linker::new(&engine);
         wasi::host::add_to_linker(&mut linker).map_err(Error::engine)?;
-        let watchdog = Arc::new(Watchdog::default());
-        if spec.epochs || spec.interrupt {
-            spawn_ticker(&engine, spec.epochs, watchdog.clone());
-        }
         Ok(Arc::new(Self {
             engine,
             linker,
-            watchdog,
+            watchdog: Arc::new(Watchdog::default()),
+            ticker: Once::new(),
             config_hash: settings::config_hash(&spec),
             cache_key: settings::cache_key(&spec),
             spec,
@@ -222,6 +221,16 @@ impl EngineState {
             }),
             cache_dir: config.cache_dir.clone(),
         }))
+    }
+
+    /// Starts the engine's ticker, if it needs one and has none yet. Called by each job, not
+    /// when the engine is made: an engine with no job yet starts no thread, so a process that
+    /// has made one can still fork (a job worker's template, `tidepool_sandbox::template`),
+    /// and the forked child starts its own ticker with its first job.
+    pub(crate) fn start_ticker(&self) {
+        if self.spec.epochs || self.spec.interrupt {
+            self.ticker.call_once(|| spawn_ticker(&self.engine, self.spec.epochs, self.watchdog.clone()));
+        }
     }
 
     /// Whether the module counts its own fuel and stack (the v2 engine).

@@ -138,6 +138,7 @@ impl Runtime {
         // slot is not the guest's time.
         let slot = self.slots.take(spec.cancel.as_deref());
         let mut store = new_store(engine, wasi, limits)?;
+        engine.start_ticker();
         let deadline = Instant::now() + limits.timeout();
         let cancel = spec.cancel.clone();
         if engine.spec.epochs {

@@ -97,6 +97,13 @@ impl Runtime {
         Ok(())
     }
 
+    /// Makes the engine that jobs under `limits` run on (it depends on `max_stack_height`), so
+    /// that the first job does not wait for it. Starts no thread: a process may fork after it
+    /// (the sandbox's worker template does).
+    pub fn prepare(&self, limits: &Limits) -> Result<()> {
+        self.engine(Semantics::V2, limits.max_stack_height).map(drop)
+    }
+
     /// Compiles an environment's module for jobs under `limits` (its engine depends on
     /// `max_stack_height`), or loads it from the compile cache, so that no job waits for it. A
     /// provider calls this for each environment it offers when it starts (rewriting and

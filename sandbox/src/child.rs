@@ -1,5 +1,6 @@
-//! The worker's side: `tidepool job-worker` (a hidden subcommand) runs [`main`]. It waits for
-//! one job on stdin (an idle prespawned worker waits here), confines itself to the job's
+//! The worker's side: `tidepool job-worker` (a hidden subcommand) runs [`main`], and a worker
+//! forked by a template ([`crate::template`]) the same code. It waits for one job on stdin (an
+//! idle prespawned worker waits here), confines itself to the job's
 //! paths, runs the job in the runtime, reports its stages and progress, writes the logs into
 //! the job's directory and its result on stdout, and exits. One job per process: nothing a
 //! job leaves in memory outlives it.
@@ -15,10 +16,17 @@ use tidepool_runtime::{
 
 use crate::confine::confine;
 use crate::protocol::{FailureKind, FromWorker, JobDone, JobRequest, ToWorker, WireStage};
+use crate::template::Prepared;
 
 /// Runs one job read from stdin. Exit status: 0 a result was written (done or failed); 3 no
 /// job came; 4 the worker could not confine itself or talk.
 pub fn main() -> i32 {
+    serve(None)
+}
+
+/// [`main`], in a started worker (`prepared` is `None`) or one forked from a template, which
+/// made the runtime before the job existed.
+pub(crate) fn serve(prepared: Option<&Prepared>) -> i32 {
     let mut lines = BufReader::new(std::io::stdin());
     let mut first = String::new();
     match lines.read_line(&mut first) {
@@ -65,18 +73,33 @@ pub fn main() -> i32 {
             }
         }
     });
-    let result = run(&job, cancel, out.clone());
+    let result = run(&job, prepared, cancel, out.clone());
     if send(&out, &result).is_err() { 4 } else { 0 }
 }
 
-fn run(job: &JobRequest, cancel: Arc<AtomicBool>, out: Arc<Mutex<std::io::Stdout>>) -> FromWorker {
+fn run(
+    job: &JobRequest,
+    prepared: Option<&Prepared>,
+    cancel: Arc<AtomicBool>,
+    out: Arc<Mutex<std::io::Stdout>>,
+) -> FromWorker {
     let failed = |kind, message: String| FromWorker::Failed { kind, message };
     let bytes = match std::fs::read(&job.module) {
         Ok(b) => b,
         Err(e) => return failed(FailureKind::Host, format!("reading the module: {e}")),
     };
-    let runtime =
-        Runtime::new(RuntimeConfig { cache_dir: job.cache_dir.clone(), max_instances: 1, ..Default::default() });
+    let own;
+    let runtime = match prepared.filter(|p| p.cache_dir == job.cache_dir) {
+        Some(prepared) => &prepared.runtime,
+        None => {
+            own = Runtime::new(RuntimeConfig {
+                cache_dir: job.cache_dir.clone(),
+                max_instances: 1,
+                ..Default::default()
+            });
+            &own
+        }
+    };
     let inputs = job
         .inputs
         .iter()

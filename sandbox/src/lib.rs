@@ -6,7 +6,9 @@
 //! privileges, Landlock on the filesystem (only the job's own directories read-write, its
 //! inputs and the compile cache read-only; never the provider's key, database or other jobs),
 //! and a seccomp filter (no sockets, no new processes, no `ptrace`...). A stop request and the
-//! wall-clock limit end it; past the limit it is killed.
+//! wall-clock limit end it; past the limit it is killed. Workers are forked from a template
+//! ([`template`]) that has made the engine, so a job does not pay for a process start and an
+//! engine each time; a worker is started from scratch when there is no template.
 //!
 //! The protocol between the two is in [`protocol`]: JSON lines over the worker's stdin and
 //! stdout.
@@ -15,9 +17,13 @@
 
 pub mod child;
 pub mod confine;
+mod fdpass;
 pub mod parent;
+mod process;
 pub mod protocol;
+pub mod template;
 
 pub use confine::{ConfineError, Confined, Policy, confine};
 pub use parent::{Ended, Pool, Report, Running, WorkerCommand};
 pub use protocol::{FailureKind, JobDone, JobRequest, WireInput, WireStage};
+pub use template::TemplateConfig;

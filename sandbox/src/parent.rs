@@ -1,5 +1,6 @@
-//! The daemon's side: starting workers (a few kept started and idle, so a job does not wait
-//! for a process to start), giving each one job, following its events, asking it to stop,
+//! The daemon's side: forking workers from a template ([`crate::template`]) or starting them
+//! (a few kept started and idle, so a job does not wait for a process to start), giving each
+//! one job, following its events, asking it to stop,
 //! and killing it at the wall-clock limit or when it misbehaves.
 //!
 //! Workers start with an empty environment, their stdin and stdout piped to the daemon and
@@ -7,15 +8,19 @@
 //! close-on-exec, and a worker closes whatever else it finds before it reads its job).
 
 use std::ffi::OsString;
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::process::Process;
 use crate::protocol::{FailureKind, FromWorker, JobDone, JobRequest, MAX_LINE, ToWorker};
+use crate::template::Template;
 
 /// How to start a worker: a program and its arguments (`tidepool job-worker`).
 #[derive(Clone, Debug)]
@@ -28,26 +33,35 @@ pub struct WorkerCommand {
     pub env: Vec<(OsString, OsString)>,
 }
 
-/// Started workers, a few kept idle.
+/// Started workers, a few kept idle; or a template that forks one per job.
 #[derive(Debug)]
 pub struct Pool {
     command: WorkerCommand,
     prespawn: usize,
     idle: Mutex<Vec<Spawned>>,
+    template: Option<Templated>,
+}
+
+/// A template and how to start it again (it is started on first use, and again after it
+/// failed).
+#[derive(Debug)]
+struct Templated {
+    command: WorkerCommand,
+    current: Mutex<Option<Template>>,
 }
 
 #[derive(Debug)]
 struct Spawned {
-    child: Child,
-    stdin: ChildStdin,
+    process: Process,
+    stdin: File,
     /// Taken by the reader thread once the worker has a job.
-    stdout: Option<std::process::ChildStdout>,
+    stdout: Option<File>,
 }
 
 impl Drop for Spawned {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
+        self.process.wait();
     }
 }
 
@@ -94,7 +108,36 @@ impl Pool {
     /// A pool that starts workers with `command` and keeps up to `prespawn` of them started and
     /// idle, ready for a job.
     pub fn new(command: WorkerCommand, prespawn: usize) -> Arc<Self> {
-        Arc::new(Self { command, prespawn, idle: Mutex::new(Vec::new()) })
+        Arc::new(Self { command, prespawn, idle: Mutex::new(Vec::new()), template: None })
+    }
+
+    /// A pool that forks each worker from a template started with `template` (`tidepool
+    /// job-template`), and starts one with `command` when the template cannot fork (it is
+    /// started again for the next job).
+    pub fn with_template(command: WorkerCommand, template: WorkerCommand) -> Arc<Self> {
+        Arc::new(Self {
+            command,
+            prespawn: 0,
+            idle: Mutex::new(Vec::new()),
+            template: Some(Templated { command: template, current: Mutex::new(None) }),
+        })
+    }
+
+    /// A worker forked from the template (started first if it is not running).
+    fn fork(templated: &Templated) -> std::io::Result<Spawned> {
+        let mut current = templated.current.lock().unwrap_or_else(|p| p.into_inner());
+        let template = match &mut *current {
+            Some(t) => t,
+            None => current.insert(Template::start(&templated.command)?),
+        };
+        match template.fork() {
+            Ok((process, stdin, stdout)) => Ok(Spawned { process, stdin, stdout: Some(stdout) }),
+            Err(e) => {
+                // Killed and started again for the next job.
+                *current = None;
+                Err(e)
+            }
+        }
     }
 
     fn spawn(&self) -> std::io::Result<Spawned> {
@@ -111,7 +154,11 @@ impl Pool {
             let _ = child.kill();
             return Err(std::io::Error::other("a worker's pipes are missing"));
         };
-        Ok(Spawned { child, stdin, stdout: Some(stdout) })
+        Ok(Spawned {
+            process: Process::Started(child),
+            stdin: File::from(OwnedFd::from(stdin)),
+            stdout: Some(File::from(OwnedFd::from(stdout))),
+        })
     }
 
     /// Keeps `prespawn` workers started and idle (on a thread of its own: starting one takes
@@ -137,10 +184,19 @@ impl Pool {
 
     /// Gives `job` to a worker (an idle one if there is one) and returns it running.
     pub fn start(self: &Arc<Self>, job: JobRequest) -> std::io::Result<Running> {
+        if let Some(templated) = &self.template {
+            match Self::fork(templated) {
+                Ok(mut worker) => match send(&mut worker.stdin, &ToWorker::Job(Box::new(job.clone()))) {
+                    Ok(()) => return Ok(Running::new(worker)),
+                    Err(e) => tracing::warn!(error = %e, "a forked worker did not take its job; starting one"),
+                },
+                Err(e) => tracing::warn!(error = %e, "forking a worker from the template failed; starting one"),
+            }
+        }
         let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         // An idle worker may have died meanwhile (killed by an operator, out of memory).
         let mut worker = idle.and_then(|mut w| {
-            let alive = matches!(w.child.try_wait(), Ok(None));
+            let alive = w.process.alive();
             (alive && send(&mut w.stdin, &ToWorker::Job(Box::new(job.clone()))).is_ok()).then_some(w)
         });
         if worker.is_none() {
@@ -154,7 +210,7 @@ impl Pool {
     }
 }
 
-fn send(stdin: &mut ChildStdin, message: &ToWorker) -> std::io::Result<()> {
+fn send(stdin: &mut File, message: &ToWorker) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(message).map_err(std::io::Error::other)?;
     line.push(b'\n');
     stdin.write_all(&line)?;
@@ -199,7 +255,7 @@ impl Running {
 
     /// The worker's process id.
     pub fn pid(&self) -> u32 {
-        self.worker.child.id()
+        self.worker.process.id()
     }
 
     /// Follows the job until it ends: reports go to `on_report`; `cancel` sends a stop
@@ -227,7 +283,7 @@ impl Running {
                 Ok(Err(detail)) => break Ended::Crashed { detail },
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
-                    let status = self.worker.child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                    let status = self.worker.process.wait();
                     break Ended::Crashed { detail: format!("the worker exited without a result ({status})") };
                 }
             }
@@ -236,16 +292,13 @@ impl Running {
             // A finished worker exits by itself; one that lingers is killed all the same, so
             // that its files are no longer changing once the daemon reads them.
             Ended::Done(_) | Ended::Failed { .. } => {
-                let until = Instant::now() + Duration::from_secs(5);
-                while matches!(self.worker.child.try_wait(), Ok(None)) && Instant::now() < until {
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                let _ = self.worker.child.kill();
-                let _ = self.worker.child.wait();
+                self.worker.process.ended_by(Instant::now() + Duration::from_secs(5));
+                self.worker.process.kill();
+                self.worker.process.wait();
             }
             _ => {
-                let _ = self.worker.child.kill();
-                let _ = self.worker.child.wait();
+                self.worker.process.kill();
+                self.worker.process.wait();
             }
         }
         ended

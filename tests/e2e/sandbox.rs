@@ -26,19 +26,39 @@ async fn a_trivial_job_runs(d: &Daemon, consumer: &tidepool_provider::client::Cl
     assert_eq!(outcome.receipt.outcome, tidepool_runtime::Outcome::Exited { code: 0 });
 }
 
-/// The daemon's worker processes (`tidepool job-worker`), idle ones included.
+/// The daemon's worker processes, idle ones included: those it started (`tidepool
+/// job-worker`) and those its template (`tidepool job-template`) forked.
 pub(crate) fn workers(daemon_pid: u32) -> Vec<i32> {
     let mut pids = Vec::new();
-    // The daemon's threads each have their own children list.
-    for task in std::fs::read_dir(format!("/proc/{daemon_pid}/task")).into_iter().flatten().flatten() {
+    for child in children(daemon_pid as i32) {
+        if runs(child, b"job-worker") {
+            pids.push(child);
+        } else if runs(child, b"job-template") {
+            pids.extend(children(child));
+        }
+    }
+    pids
+}
+
+/// The daemon's worker templates.
+fn templates(daemon_pid: u32) -> Vec<i32> {
+    children(daemon_pid as i32).into_iter().filter(|&pid| runs(pid, b"job-template")).collect()
+}
+
+/// Whether process `pid` was started with `command` among its arguments.
+fn runs(pid: i32, command: &[u8]) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == command))
+}
+
+/// A process's children (each of its threads has its own list).
+fn children(pid: i32) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
         let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
         pids.extend(list.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
     }
     pids.sort_unstable();
     pids.dedup();
-    pids.retain(|pid| {
-        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == b"job-worker"))
-    });
     pids
 }
 
@@ -89,9 +109,35 @@ async fn a_job_whose_worker_keeps_dying_is_quarantined_and_others_still_run() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(status, 91, "quarantined after its worker died twice\n{}", d.log());
+    // How the worker died reaches the job's record (from its template, which reaped it).
+    let error = consumer.job(&job).await.unwrap().error.unwrap_or_default();
+    assert!(error.contains("signal: 9"), "{error}");
 
     // Others are unaffected: the next job runs to the end in a fresh worker.
     a_trivial_job_runs(&d, &consumer, did).await;
+}
+
+/// Workers are forked from a template; a template killed (by an operator, by the OOM killer)
+/// costs no job: the next job's worker is started from scratch and the template is started
+/// again for the one after.
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_still_run_when_the_worker_template_is_killed() {
+    let d = Daemon::start(&["--max-concurrent-jobs", "1"]);
+    let pid = d.pid().expect("the daemon runs");
+    let data = dataset(&[("x.txt", b"x")]);
+    let did = publish(&d, &[("x", data.path())], request("service")).await;
+    let consumer = d.consumer().await;
+    a_trivial_job_runs(&d, &consumer, did).await;
+    let first = templates(pid);
+    assert_eq!(first.len(), 1, "one template forked the job's worker\n{}", d.log());
+    assert!(!d.log().contains("from the template failed"), "{}", d.log());
+    // SAFETY: a signal to a process this test's daemon started.
+    unsafe { libc::kill(first[0], libc::SIGKILL) };
+    a_trivial_job_runs(&d, &consumer, did).await;
+    a_trivial_job_runs(&d, &consumer, did).await;
+    let second = templates(pid);
+    assert!(second.len() == 1 && second != first, "a new template: {first:?} then {second:?}\n{}", d.log());
+    assert!(d.log().contains("forking a worker from the template failed"), "{}", d.log());
 }
 
 /// Waits until job `job` runs (status 40) in a worker process; the worker's pid (the daemon

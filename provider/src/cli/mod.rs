@@ -64,6 +64,20 @@ pub(crate) enum Command {
     /// A job's worker process, started by `tidepool serve` (internal).
     #[command(hide = true)]
     JobWorker,
+    /// The template that forks jobs' worker processes, started by `tidepool serve` (internal).
+    #[command(hide = true)]
+    JobTemplate(JobTemplateArgs),
+}
+
+/// What a worker template makes before it forks.
+#[derive(Debug, clap::Args)]
+pub struct JobTemplateArgs {
+    /// The stack limit of the jobs' engine.
+    #[arg(long)]
+    max_stack_height: u64,
+    /// The compile cache.
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<std::path::PathBuf>,
 }
 
 /// Stack of the daemon's threads (see `dispatch`).
@@ -92,6 +106,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Chain(args) => rt()?.block_on(chain::run(args)),
         // The worker starts no async runtime: it confines itself before any thread starts.
         Command::JobWorker => Ok(ExitCode::from(u8::try_from(tidepool_sandbox::child::main()).unwrap_or(4))),
+        // Nor does the template: it forks, which copies only the calling thread.
+        Command::JobTemplate(args) => {
+            let limits = tidepool_runtime::Limits { max_stack_height: args.max_stack_height, ..Default::default() };
+            let config = tidepool_sandbox::TemplateConfig { cache_dir: args.cache_dir, limits };
+            Ok(ExitCode::from(u8::try_from(tidepool_sandbox::template::main(config)).unwrap_or(4)))
+        }
     }
 }
 

@@ -82,6 +82,8 @@ pub struct JobsConfig {
 pub struct WorkersConfig {
     /// `tidepool job-worker`.
     pub command: tidepool_sandbox::WorkerCommand,
+    /// `tidepool job-template ...`, when workers are forked from a template.
+    pub template: Option<tidepool_sandbox::WorkerCommand>,
     /// How workers are confined and bounded, and how many are kept ready.
     pub sandbox: crate::config::SandboxConfig,
     /// The compile cache, which workers may read.
@@ -146,7 +148,10 @@ impl Jobs {
         let executor = match &config.workers {
             None => execute::Executor::InProcess(runtime),
             Some(w) => execute::Executor::Isolated(Arc::new(isolated::Isolated {
-                pool: tidepool_sandbox::Pool::new(w.command.clone(), w.sandbox.prespawn),
+                pool: match &w.template {
+                    Some(template) => tidepool_sandbox::Pool::with_template(w.command.clone(), template.clone()),
+                    None => tidepool_sandbox::Pool::new(w.command.clone(), w.sandbox.prespawn),
+                },
                 sandbox: w.sandbox.clone(),
                 cache_dir: w.cache_dir.clone(),
             })),
