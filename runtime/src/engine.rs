@@ -265,6 +265,10 @@ impl EngineState {
             .max_memories_per_module(2)
             .max_memory_size(1 << 32)
             .total_component_instances(0)
+            // Jobs run synchronously, on their own threads: no fiber stacks. (wasmtime's
+            // default reserves 1 000 of them, each behind a guard page: 2 000 mappings that
+            // every forked worker would copy and unmap again.)
+            .total_stacks(0)
             // Instance metadata is allocated per instance, not reserved; the default cap
             // (1 MiB) would refuse modules that instances mapped per job accept.
             .max_core_instance_size(1 << 30)
