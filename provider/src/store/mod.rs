@@ -160,7 +160,9 @@ impl Db {
         );
         let pool_options = || {
             let pragmas = pragmas.clone();
-            AnyPoolOptions::new().after_connect(move |conn, _| {
+            // No ping before each use (sqlx's default): a connection to a local file does not go
+            // stale, and the ping is a round trip to the connection's thread per statement.
+            AnyPoolOptions::new().test_before_acquire(false).after_connect(move |conn, _| {
                 let pragmas = pragmas.clone();
                 Box::pin(async move {
                     conn.execute(pragmas.as_str()).await?;
