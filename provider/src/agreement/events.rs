@@ -132,7 +132,7 @@ impl Dispatcher {
         Ok(c.unwrap_or(0) as u64)
     }
 
-    async fn save_cursor(&self, id: u64) -> Result<(), DispatchError> {
+    async fn save_cursor(&self, cursor: &mut Cursor, id: u64) -> Result<(), DispatchError> {
         self.db
             .execute(
                 sqlx::query(
@@ -143,7 +143,29 @@ impl Dispatcher {
                 .bind(id as i64),
             )
             .await?;
+        *cursor = Cursor { after: id, saved: id };
         Ok(())
+    }
+}
+
+/// How far the dispatcher has read the log: in memory, and as saved.
+#[derive(Clone, Copy, Debug)]
+struct Cursor {
+    after: u64,
+    saved: u64,
+}
+
+impl Cursor {
+    /// At most this many events are read again after a crash for want of a saved cursor.
+    const MAX_UNSAVED: u64 = 1000;
+
+    fn at(saved: u64) -> Self {
+        Self { after: saved, saved }
+    }
+
+    /// Whether moving to `id` would leave too many events behind the saved cursor.
+    fn unsaved(&self, id: u64) -> bool {
+        id.saturating_sub(self.saved) >= Self::MAX_UNSAVED
     }
 }
 
@@ -171,28 +193,30 @@ impl Failing {
 }
 
 impl Dispatcher {
-    /// Handles every event after `*after` (the persisted cursor, kept in memory by the
-    /// caller); returns how many.
+    /// Handles every event after the cursor; returns how many.
     async fn dispatch_pending(
         &self,
         subs: &HashMap<EventName, Vec<Handler>>,
-        after: &mut u64,
+        cursor: &mut Cursor,
         failing: &mut Failing,
     ) -> Result<usize, DispatchError> {
         const BATCH: u32 = 200;
         let mut handled = 0;
         loop {
-            let events = self.keeper.events_after(*after, None, BATCH).await?;
+            let events = self.keeper.events_after(cursor.after, None, BATCH).await?;
             let full = events.len() == BATCH as usize;
             if events.is_empty() {
                 return Ok(handled);
             }
             // The cursor is saved once per batch: after a crash the handlers see the rest of
-            // the batch again, which they tolerate (they are idempotent).
-            let mut last = None;
+            // the batch again, which they tolerate (they are idempotent). A batch that ran no
+            // handler moves the cursor in memory only: after a crash those events are read
+            // again and, again, need nothing.
+            let (mut last, mut ran) = (None, false);
             for event in events {
                 for handler in subs.get(&event.name()).into_iter().flatten() {
                     tracing::debug!(event = %event.name(), id = event.id, %handler, "dispatching");
+                    ran = true;
                     if let Err(e) = self.handle(*handler, &event).await {
                         if failing.give_up(event.id) {
                             tracing::error!(
@@ -202,8 +226,7 @@ impl Dispatcher {
                             continue;
                         }
                         if let Some(id) = last {
-                            self.save_cursor(id).await?;
-                            *after = id;
+                            self.save_cursor(cursor, id).await?;
                         }
                         return Err(e);
                     }
@@ -212,8 +235,11 @@ impl Dispatcher {
                 handled += 1;
             }
             if let Some(id) = last {
-                self.save_cursor(id).await?;
-                *after = id;
+                if ran || cursor.unsaved(id) {
+                    self.save_cursor(cursor, id).await?;
+                } else {
+                    cursor.after = id;
+                }
             }
             if !full {
                 return Ok(handled);
@@ -228,15 +254,15 @@ impl Dispatcher {
         let mut wake = self.keeper.subscribe();
         tokio::spawn(async move {
             // The persisted cursor is read once; from then on it is kept here (and saved).
-            let mut after: Option<u64> = None;
+            let mut cursor: Option<Cursor> = None;
             let mut failing = Failing::default();
             loop {
                 let result = async {
-                    let after = match &mut after {
-                        Some(a) => a,
-                        None => after.insert(self.cursor().await?),
+                    let cursor = match &mut cursor {
+                        Some(c) => c,
+                        None => cursor.insert(Cursor::at(self.cursor().await?)),
                     };
-                    self.dispatch_pending(&subs, after, &mut failing).await
+                    self.dispatch_pending(&subs, cursor, &mut failing).await
                 }
                 .await;
                 if let Err(e) = result {
@@ -265,6 +291,14 @@ mod tests {
         }
         assert!(failing.give_up(7));
         assert!(!failing.give_up(8), "another event starts its own count");
+    }
+
+    #[test]
+    fn the_cursor_is_saved_before_too_many_events_would_be_read_again() {
+        let cursor = Cursor::at(10);
+        assert!(!cursor.unsaved(10 + Cursor::MAX_UNSAVED - 1));
+        assert!(cursor.unsaved(10 + Cursor::MAX_UNSAVED));
+        assert!(!Cursor { after: 5000, saved: 4500 }.unsaved(5100), "counted from the saved cursor");
     }
 
     #[test]
