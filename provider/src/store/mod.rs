@@ -232,12 +232,34 @@ impl Db {
         &'a self,
         query: sqlx::query::Query<'a, Any, sqlx::any::AnyArguments<'a>>,
     ) -> BoxFuture<'a, Result<AnyQueryResult, DbError>> {
+        self.execute_one(query, false)
+    }
+
+    /// [`execute`](Self::execute), without waiting for the change to be durable (see
+    /// [`writer::WriteTx::commit_lazily`]): for a record whose loss in a power cut is harmless
+    /// because every later durable change makes it durable too.
+    pub fn execute_lazily<'a>(
+        &'a self,
+        query: sqlx::query::Query<'a, Any, sqlx::any::AnyArguments<'a>>,
+    ) -> BoxFuture<'a, Result<AnyQueryResult, DbError>> {
+        self.execute_one(query, true)
+    }
+
+    fn execute_one<'a>(
+        &'a self,
+        query: sqlx::query::Query<'a, Any, sqlx::any::AnyArguments<'a>>,
+        lazily: bool,
+    ) -> BoxFuture<'a, Result<AnyQueryResult, DbError>> {
         Box::pin(async move {
             match &self.writer {
                 Some(writer) => {
                     let mut tx = writer.begin(false).await?;
                     let done = query.execute(&mut *tx).await?;
-                    tx.commit().await?;
+                    if lazily {
+                        tx.commit_lazily().await?
+                    } else {
+                        tx.commit().await?
+                    }
                     Ok(done)
                 }
                 None => Ok(query.execute(&self.pool).await?),

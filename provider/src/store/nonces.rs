@@ -28,7 +28,10 @@ impl Nonces {
         )
         .bind(Text(address))
         .bind(nonce);
-        Ok(self.db.execute(query).await?.rows_affected() == 1)
+        // Not waited on to be durable: a request's own changes come after its nonce, in the
+        // same batch or a later one, so a power cut that loses the nonce loses them too, and a
+        // replayed read after it only reads again.
+        Ok(self.db.execute_lazily(query).await?.rows_affected() == 1)
     }
 }
 

@@ -11,6 +11,12 @@
 //!
 //! A [`WriteTx`] dropped without `commit` is rolled back to its savepoint, leaving the batch's
 //! other changes intact.
+//!
+//! A single statement may also be kept lazily ([`WriteTx::commit_lazily`]: request nonces):
+//! its writer does not wait for the flush, and the batch stays open for the next writer to
+//! continue and commit (or is committed once [`MAX_BATCH_AGE`] old). It still counts at once
+//! for later statements on the writing connection, and a batch some writer waits for is
+//! never left open by a lazy one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -56,6 +62,8 @@ struct Batch {
     started: Instant,
     /// Set once: whether the batch was committed. Its writers wait on it.
     outcome: watch::Sender<Option<bool>>,
+    /// Whether a writer waits for this batch's commit (one that committed lazily does not).
+    awaited: bool,
 }
 
 /// Counts a writer as queued until it is dropped (also when its future is cancelled).
@@ -108,7 +116,7 @@ impl Writer {
                 exec(&mut conn.conn, "BEGIN IMMEDIATE").await?;
                 conn.last += 1;
                 let (id, outcome) = (conn.last, watch::Sender::new(None));
-                conn.open = Some(Batch { id, changes: 0, started: Instant::now(), outcome });
+                conn.open = Some(Batch { id, changes: 0, started: Instant::now(), outcome, awaited: false });
             }
             if savepoint {
                 if let Err(e) = exec(&mut conn.conn, "SAVEPOINT tidepool_write").await {
@@ -169,8 +177,32 @@ impl Writer {
         }
         // Someone is waiting for the connection: they continue the batch, and the last of
         // them commits it.
+        batch.awaited = true;
         drop(conn);
         self.wait(id, outcome).await
+    }
+
+    /// Ends this writer's turn like [`end_turn`](Self::end_turn), but without waiting for the
+    /// batch to be committed: the next writer continues it and commits it, or, if none comes,
+    /// a task left behind commits it once it is [`MAX_BATCH_AGE`] old.
+    async fn end_turn_lazily(self: Arc<Self>, mut conn: OwnedMutexGuard<Conn>) -> Result<(), DbError> {
+        let Some(batch) = conn.open.as_mut() else { return Ok(()) };
+        if batch.awaited {
+            // Writers before this one wait for the batch: end it as they would.
+            return self.end_turn(conn, false).await;
+        }
+        batch.changes += 1;
+        let (id, outcome) = (batch.id, batch.outcome.subscribe());
+        if batch.changes >= MAX_BATCH || batch.started.elapsed() >= self.max_age {
+            return if self.finish(&mut conn, true).await { Ok(()) } else { Err(commit_failed()) };
+        }
+        drop(conn);
+        tokio::spawn(async move {
+            if let Err(e) = self.wait(id, outcome).await {
+                tracing::warn!(error = %e, "a batch with a change kept lazily could not be committed");
+            }
+        });
+        Ok(())
     }
 
     /// Waits for batch `id` to be finished; finishes it itself when nobody has for a while.
@@ -213,6 +245,22 @@ impl WriteTx {
     /// A PostgreSQL transaction (rolled back if dropped without commit).
     pub(super) fn pooled(tx: Transaction<'static, Any>) -> Self {
         Self { inner: Inner::Pooled(Some(tx)) }
+    }
+
+    /// Keeps this single statement's change in the current batch and returns without waiting
+    /// for it to be durable (on PostgreSQL: commits). The change is committed with whatever is
+    /// written next, or within [`MAX_BATCH_AGE`]: any later change that is durable makes it
+    /// durable too (one transaction, or an earlier one), but a power cut before then loses
+    /// it. Only for records whose loss is then harmless (a request's nonce: the request's own
+    /// changes come after it).
+    pub(super) async fn commit_lazily(mut self) -> Result<(), DbError> {
+        match &mut self.inner {
+            Inner::Batch { conn, writer, savepoint: false } => {
+                let Some(conn) = conn.take() else { return Ok(()) };
+                uncancellable(writer.clone().end_turn_lazily(conn)).await
+            }
+            _ => self.commit().await,
+        }
     }
 
     /// Keeps this writer's changes and returns once they are durable.
