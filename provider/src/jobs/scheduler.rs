@@ -176,11 +176,13 @@ impl Jobs {
                     }
                 }
                 jobs.live.remove(&id);
+                // The slot is free: the next due job starts now, not after this one's
+                // settlement (several write transactions).
                 drop(permit);
+                jobs.wake.notify_one();
                 if let Err(e) = jobs.settle(&id).await {
                     tracing::error!(job_id = %id, error = %crate::error_chain(&e), "settling failed; will retry");
                 }
-                jobs.wake.notify_one();
             });
         }
         Ok(())
