@@ -59,11 +59,11 @@ impl Jobs {
                 receipt = None;
             }
         }
-        if receipt.is_some() {
-            if !self.sign_stored_receipt(id).await? {
-                return Ok(()); // unsigned, and this node cannot sign it
+        if let Some(unsigned) = receipt.take() {
+            match self.signed(id, unsigned).await? {
+                Some(signed) => receipt = Some(signed),
+                None => return Ok(()), // unsigned, and this node cannot sign it
             }
-            receipt = Some(self.stored_receipt(id).await?);
         }
         match self.keeper.release_payment(agreement_id, receipt.as_ref()).await {
             Ok(payout) => tracing::info!(
@@ -108,18 +108,17 @@ impl Jobs {
         Ok(serde_json::from_str(&json)?)
     }
 
-    /// Makes sure the stored receipt of job `id` carries the provider's signature, adding it if
-    /// this node holds the key; false if it is unsigned and cannot be signed here.
-    async fn sign_stored_receipt(&self, id: &str) -> JobResult<bool> {
-        let stored =
-            self.store.receipt(id).await?.ok_or_else(|| JobError::Corrupt(format!("job {id} lost its receipt")))?;
-        let mut receipt: Receipt = serde_json::from_str(&stored)?;
+    /// Job `id`'s stored `receipt` with the provider's signature: as stored if it has one, else
+    /// signed here and stored so if this node holds the key (another node that settles it at
+    /// the same time signs it identically: the signature is deterministic); `None` if it is
+    /// unsigned and cannot be signed here.
+    async fn signed(&self, id: &str, mut receipt: Receipt) -> JobResult<Option<Receipt>> {
         if !receipt.signatures.is_empty() {
-            return Ok(true);
+            return Ok(Some(receipt));
         }
-        let Some(receipts) = &self.receipts else { return Ok(false) };
+        let Some(receipts) = &self.receipts else { return Ok(None) };
         crate::protocol::signing::sign_receipt(&receipts.signer, &receipts.domain, &mut receipt);
         self.store.set_receipt(id, &serde_json::to_string_pretty(&receipt)?).await?;
-        Ok(true)
+        Ok(Some(receipt))
     }
 }
