@@ -104,22 +104,29 @@ pub fn main(config: TemplateConfig) -> i32 {
 }
 
 /// Forks a worker on the descriptors of a request and answers it.
-fn fork_worker(control: &UnixStream, fds: Vec<OwnedFd>, prepared: &Prepared, statuses: &mut HashMap<i32, File>) {
+fn fork_worker(
+    control: &UnixStream,
+    fds: Vec<OwnedFd>,
+    prepared: &Prepared,
+    statuses: &mut HashMap<libc::pid_t, File>,
+) {
     let answer = |code: i32, fds: &[RawFd]| {
         if let Err(e) = fdpass::send(control, &code.to_le_bytes(), fds) {
             eprintln!("tidepool job-template: answering a request: {e}");
         }
     };
+    // A failure is answered as its `errno`, negated.
+    let failed = |e: io::Error| answer(-e.raw_os_error().unwrap_or(libc::EIO), &[]);
     let Ok([stdin, stdout]) = <[OwnedFd; 2]>::try_from(fds) else {
-        return answer(-libc::EINVAL, &[]);
+        return failed(io::Error::from_raw_os_error(libc::EINVAL));
     };
     let (status_read, status_write) = match fdpass::pipe() {
         Ok(ends) => ends,
-        Err(e) => return answer(-e.raw_os_error().unwrap_or(libc::EIO), &[]),
+        Err(e) => return failed(e),
     };
     // SAFETY: this process has one thread (see the module), so the child is a whole copy of it.
     match unsafe { libc::fork() } {
-        -1 => answer(-io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO), &[]),
+        -1 => failed(io::Error::last_os_error()),
         0 => worker(stdin, stdout, prepared),
         pid => {
             drop((stdin, stdout));
@@ -127,10 +134,12 @@ fn fork_worker(control: &UnixStream, fds: Vec<OwnedFd>, prepared: &Prepared, sta
             // SAFETY: pidfd_open takes integers and returns a new descriptor or -1.
             let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0u32) };
             if pidfd < 0 {
+                // Read before `kill` can overwrite it.
+                let error = io::Error::last_os_error();
                 // SAFETY: kill takes integers; the child is not reaped yet, so `pid` is still it.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
                 statuses.insert(pid, File::from(status_write));
-                return answer(-io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO), &[]);
+                return failed(error);
             }
             // SAFETY: just opened, owned by nothing else.
             let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
@@ -164,7 +173,7 @@ fn worker(stdin: OwnedFd, stdout: OwnedFd, prepared: &Prepared) -> ! {
 }
 
 /// Reaps every ended child and writes its status to its pipe.
-fn reap(statuses: &mut HashMap<i32, File>) {
+fn reap(statuses: &mut HashMap<libc::pid_t, File>) {
     loop {
         let mut status = 0;
         // SAFETY: waitpid writes one int.
