@@ -33,6 +33,21 @@ pub struct WorkerCommand {
     pub env: Vec<(OsString, OsString)>,
 }
 
+impl WorkerCommand {
+    /// The command, as every worker (and template) is started: an empty environment but for
+    /// `env`, in `/`, its stderr the daemon's (its log). The caller sets stdin and stdout.
+    pub(crate) fn command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command
+            .args(&self.args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir("/")
+            .stderr(Stdio::inherit());
+        command
+    }
+}
+
 /// Started workers, a few kept idle; or a template that forks one per job.
 #[derive(Debug)]
 pub struct Pool {
@@ -141,15 +156,7 @@ impl Pool {
     }
 
     fn spawn(&self) -> std::io::Result<Spawned> {
-        let mut child = Command::new(&self.command.program)
-            .args(&self.command.args)
-            .env_clear()
-            .envs(self.command.env.iter().map(|(k, v)| (k, v)))
-            .current_dir("/")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
+        let mut child = self.command.command().stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             let _ = child.kill();
             return Err(std::io::Error::other("a worker's pipes are missing"));
@@ -182,39 +189,48 @@ impl Pool {
         });
     }
 
-    /// Gives `job` to a worker (an idle one if there is one) and returns it running.
+    /// Gives `job` to a worker (forked, or an idle one if there is one) and returns it running.
     pub fn start(self: &Arc<Self>, job: JobRequest) -> std::io::Result<Running> {
+        let job = line(&ToWorker::Job(Box::new(job)))?;
         if let Some(templated) = &self.template {
-            match Self::fork(templated) {
-                Ok(mut worker) => match send(&mut worker.stdin, &ToWorker::Job(Box::new(job.clone()))) {
-                    Ok(()) => return Ok(Running::new(worker)),
-                    Err(e) => tracing::warn!(error = %e, "a forked worker did not take its job; starting one"),
-                },
+            match Self::fork(templated).and_then(|w| w.given(&job)) {
+                Ok(worker) => return Ok(Running::new(worker)),
                 Err(e) => tracing::warn!(error = %e, "forking a worker from the template failed; starting one"),
             }
         }
         let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         // An idle worker may have died meanwhile (killed by an operator, out of memory).
-        let mut worker = idle.and_then(|mut w| {
-            let alive = w.process.alive();
-            (alive && send(&mut w.stdin, &ToWorker::Job(Box::new(job.clone()))).is_ok()).then_some(w)
-        });
-        if worker.is_none() {
-            let mut w = self.spawn()?;
-            send(&mut w.stdin, &ToWorker::Job(Box::new(job)))?;
-            worker = Some(w);
-        }
+        let worker = match idle.and_then(|mut w| if w.process.alive() { w.given(&job).ok() } else { None }) {
+            Some(w) => w,
+            None => self.spawn()?.given(&job)?,
+        };
         self.refill();
-        let w = worker.ok_or_else(|| std::io::Error::other("no worker"))?;
-        Ok(Running::new(w))
+        Ok(Running::new(worker))
     }
 }
 
-fn send(stdin: &mut File, message: &ToWorker) -> std::io::Result<()> {
+impl Spawned {
+    /// The worker, once `job` (a [`line`]) is written to its stdin.
+    fn given(mut self, job: &[u8]) -> std::io::Result<Self> {
+        write_line(&mut self.stdin, job)?;
+        Ok(self)
+    }
+}
+
+/// `message` as one line of the protocol.
+fn line(message: &ToWorker) -> std::io::Result<Vec<u8>> {
     let mut line = serde_json::to_vec(message).map_err(std::io::Error::other)?;
     line.push(b'\n');
-    stdin.write_all(&line)?;
+    Ok(line)
+}
+
+fn write_line(stdin: &mut File, line: &[u8]) -> std::io::Result<()> {
+    stdin.write_all(line)?;
     stdin.flush()
+}
+
+fn send(stdin: &mut File, message: &ToWorker) -> std::io::Result<()> {
+    write_line(stdin, &line(message)?)
 }
 
 /// A worker running a job.

@@ -44,25 +44,20 @@ impl Process {
 
     /// Waits at most until `until` for it to end; whether it has.
     pub fn ended_by(&mut self, until: Instant) -> bool {
-        loop {
+        if let Process::Forked { status, .. } = self {
+            // Without polling: the pipe becomes readable when the template writes the status.
             let left = until.saturating_duration_since(Instant::now());
-            match self {
-                Process::Started(_) => {
-                    if !self.alive() {
-                        return true;
-                    }
-                    if left.is_zero() {
-                        return false;
-                    }
-                    std::thread::sleep(left.min(Duration::from_millis(1)));
-                }
-                // Without polling: the pipe becomes readable when the template writes the status.
-                Process::Forked { status, .. } => {
-                    let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
-                    return fdpass::readable(status.as_raw_fd(), ms).unwrap_or(true);
-                }
-            }
+            return fdpass::readable(status.as_raw_fd(), i32::try_from(left.as_millis()).unwrap_or(i32::MAX))
+                .unwrap_or(true);
         }
+        while self.alive() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(1)));
+        }
+        true
     }
 
     /// Sends it `SIGKILL` (nothing if it has ended).

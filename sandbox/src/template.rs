@@ -21,7 +21,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use tidepool_runtime::{Limits, Runtime, RuntimeConfig};
@@ -248,15 +248,7 @@ impl Template {
     /// Starts a template with `command` (`tidepool job-template ...`).
     pub fn start(command: &WorkerCommand) -> io::Result<Self> {
         let (control, theirs) = UnixStream::pair()?;
-        let child = Command::new(&command.program)
-            .args(&command.args)
-            .env_clear()
-            .envs(command.env.iter().map(|(k, v)| (k, v)))
-            .current_dir("/")
-            .stdin(Stdio::from(OwnedFd::from(theirs)))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()?;
+        let child = command.command().stdin(Stdio::from(OwnedFd::from(theirs))).stdout(Stdio::null()).spawn()?;
         control.set_read_timeout(Some(ANSWER_TIMEOUT))?;
         control.set_write_timeout(Some(ANSWER_TIMEOUT))?;
         Ok(Self { child, control })
