@@ -66,6 +66,14 @@ struct Batch {
     awaited: bool,
 }
 
+impl Batch {
+    /// Whether the batch is full or old enough that the writer ending its turn commits it,
+    /// whoever is waiting.
+    fn closes(&self, max_age: Duration) -> bool {
+        self.changes >= MAX_BATCH || self.started.elapsed() >= max_age
+    }
+}
+
 /// Counts a writer as queued until it is dropped (also when its future is cancelled).
 struct Queued<'a>(&'a AtomicUsize);
 
@@ -171,9 +179,8 @@ impl Writer {
         let Some(batch) = conn.open.as_mut() else { return Ok(()) };
         batch.changes += 1;
         let (id, outcome) = (batch.id, batch.outcome.subscribe());
-        let full = batch.changes >= MAX_BATCH || batch.started.elapsed() >= self.max_age;
-        if full || self.queued.load(Ordering::SeqCst) == 0 {
-            return if self.finish(&mut conn, true).await { Ok(()) } else { Err(commit_failed()) };
+        if batch.closes(self.max_age) || self.queued.load(Ordering::SeqCst) == 0 {
+            return self.commit_now(&mut conn).await;
         }
         // Someone is waiting for the connection: they continue the batch, and the last of
         // them commits it.
@@ -193,8 +200,8 @@ impl Writer {
         }
         batch.changes += 1;
         let (id, outcome) = (batch.id, batch.outcome.subscribe());
-        if batch.changes >= MAX_BATCH || batch.started.elapsed() >= self.max_age {
-            return if self.finish(&mut conn, true).await { Ok(()) } else { Err(commit_failed()) };
+        if batch.closes(self.max_age) {
+            return self.commit_now(&mut conn).await;
         }
         drop(conn);
         tokio::spawn(async move {
@@ -203,6 +210,11 @@ impl Writer {
             }
         });
         Ok(())
+    }
+
+    /// Commits the open batch; an error if that failed.
+    async fn commit_now(&self, conn: &mut Conn) -> Result<(), DbError> {
+        if self.finish(conn, true).await { Ok(()) } else { Err(commit_failed()) }
     }
 
     /// Waits for batch `id` to be finished; finishes it itself when nobody has for a while.
