@@ -75,7 +75,7 @@ pub(crate) fn environments(config: &ProviderConfig) -> Result<Arc<Environments>>
 
 /// How jobs run on a node: its role names its leases.
 pub(crate) fn jobs_config(config: &ProviderConfig, db: &Db, job_limits: Limits, role: &str) -> JobsConfig {
-    let max_stack_height = job_limits.max_stack_height;
+    let max_stack_height = job_limits.max_stack_height.to_string();
     JobsConfig {
         jobs_dir: config.data_dir.join("jobs"),
         max_concurrent_jobs: config.max_concurrent_jobs,
@@ -90,10 +90,13 @@ pub(crate) fn jobs_config(config: &ProviderConfig, db: &Db, job_limits: Limits, 
             Isolation::Process => Some(WorkersConfig {
                 command: worker_command(vec!["job-worker".into()]),
                 template: config.sandbox.fork_workers.then(|| {
-                    let mut args = vec!["job-template".into(), "--max-stack-height".into()];
-                    args.push(max_stack_height.to_string().into());
-                    args.extend(["--cache-dir".into(), config.cache_path().into_os_string()]);
-                    worker_command(args)
+                    worker_command(vec![
+                        "job-template".into(),
+                        "--max-stack-height".into(),
+                        max_stack_height.into(),
+                        "--cache-dir".into(),
+                        config.cache_path().into(),
+                    ])
                 }),
                 sandbox: config.sandbox.clone(),
                 // The node's own cache, which its runtime fills at admission: a worker that
