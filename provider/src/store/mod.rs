@@ -18,6 +18,7 @@
 //!   row at once. [`Db::notify`] and [`Db::listen`] carry wake-ups between nodes.
 
 pub mod blobs;
+mod conn;
 pub mod nonces;
 pub mod s3;
 pub mod text;
@@ -232,39 +233,22 @@ impl Db {
         &'a self,
         query: sqlx::query::Query<'a, Any, sqlx::any::AnyArguments<'a>>,
     ) -> BoxFuture<'a, Result<AnyQueryResult, DbError>> {
-        self.execute_one(query, false)
-    }
-
-    /// [`execute`](Self::execute), without waiting for the change to be durable (see
-    /// [`writer::WriteTx::commit_lazily`]): for a record whose loss in a power cut is harmless
-    /// because every later durable change makes it durable too.
-    pub fn execute_lazily<'a>(
-        &'a self,
-        query: sqlx::query::Query<'a, Any, sqlx::any::AnyArguments<'a>>,
-    ) -> BoxFuture<'a, Result<AnyQueryResult, DbError>> {
-        self.execute_one(query, true)
-    }
-
-    fn execute_one<'a>(
-        &'a self,
-        query: sqlx::query::Query<'a, Any, sqlx::any::AnyArguments<'a>>,
-        lazily: bool,
-    ) -> BoxFuture<'a, Result<AnyQueryResult, DbError>> {
         Box::pin(async move {
             match &self.writer {
                 Some(writer) => {
                     let mut tx = writer.begin(false).await?;
                     let done = query.execute(&mut *tx).await?;
-                    if lazily {
-                        tx.commit_lazily().await?
-                    } else {
-                        tx.commit().await?
-                    }
+                    tx.commit().await?;
                     Ok(done)
                 }
                 None => Ok(query.execute(&self.pool).await?),
             }
         })
+    }
+
+    /// SQLite's writer (group commit), if this is SQLite.
+    fn writer(&self) -> Option<&Arc<writer::Writer>> {
+        self.writer.as_ref()
     }
 
     /// Tells every node listening on `channel` (PostgreSQL `NOTIFY`; nothing on SQLite, whose

@@ -129,7 +129,7 @@ async fn the_database_is_wal_and_fully_synchronous() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_change_kept_lazily_counts_at_once_and_is_committed_with_the_next_or_on_its_own() {
+async fn a_nonce_counts_at_once_and_is_committed_with_the_next_batch_or_on_its_own() {
     let tmp = tempfile::tempdir().unwrap();
     let count = |db: Db| async move {
         sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM nonces").fetch_one(db.pool()).await.unwrap()
@@ -140,35 +140,37 @@ async fn a_change_kept_lazily_counts_at_once_and_is_committed_with_the_next_or_o
     let a = alloy_primitives::Address::repeat_byte(1);
     assert!(nonces.accept(a, 5).await.unwrap());
     // Not committed yet (other connections do not see it)...
-    assert_eq!(count(db.clone()).await, 0, "kept lazily, not committed");
-    // ...but it counts at once: a replay is refused before the nonce is durable.
+    assert_eq!(count(db.clone()).await, 0, "written behind, not committed");
+    // ...but it counts at once: a replay is refused before the nonce is durable, also by
+    // another `Nonces` on the same database.
     assert!(!nonces.accept(a, 5).await.unwrap(), "replay");
+    assert!(!nonces::Nonces::new(db.clone()).accept(a, 5).await.unwrap(), "replay through another handle");
     // The next writer's commit takes it along.
     let mut tx = db.write().await.unwrap();
     sqlx::query("INSERT INTO nonces (address, nonce) VALUES ('other', 1)").execute(&mut *tx).await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(count(db.clone()).await, 2, "committed with the next writer");
 
-    // A writer waiting for its batch's commit is not left waiting by a lazy one after it.
+    // A nonce accepted while a writer holds the connection does not wait for it, and that
+    // writer's commit takes it along.
     let mut first = db.write().await.unwrap();
     sqlx::query("INSERT INTO nonces (address, nonce) VALUES ('third', 1)").execute(&mut *first).await.unwrap();
-    let lazy = tokio::spawn({
-        let nonces = nonces.clone();
-        async move { nonces.accept(a, 6).await.unwrap() }
-    });
-    while db.writer.as_ref().unwrap().queued.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let committed = tokio::time::timeout(Duration::from_secs(20), first.commit()).await;
-    assert!(matches!(committed, Ok(Ok(()))), "the first writer waited for the batch's age (60 s)");
-    assert!(lazy.await.unwrap());
+    let accepted = tokio::time::timeout(Duration::from_secs(20), nonces.accept(a, 6)).await;
+    assert!(matches!(accepted, Ok(Ok(true))), "accepting waited for the writer: {accepted:?}");
+    first.commit().await.unwrap();
     let kept: i64 = sqlx::query_scalar("SELECT nonce FROM nonces WHERE address <> 'other' AND address <> 'third'")
         .fetch_one(db.pool())
         .await
         .unwrap();
     assert_eq!((count(db.clone()).await, kept), (3, 6), "both committed, together");
 
-    // With nobody writing after it, it is committed once its batch is old enough.
+    // A reopened database refuses what was committed.
+    drop((nonces, db));
+    let db = Db::open(&tmp.path().join("t.db")).await.unwrap();
+    assert!(!nonces::Nonces::new(db.clone()).accept(a, 6).await.unwrap(), "replay after a restart");
+    assert!(nonces::Nonces::new(db.clone()).accept(a, 7).await.unwrap());
+
+    // With nobody writing after it, it is committed once a batch would be old enough.
     let db = Db::open(&tmp.path().join("u.db")).await.unwrap();
     assert!(nonces::Nonces::new(db.clone()).accept(a, 1).await.unwrap());
     let committed = tokio::time::timeout(Duration::from_secs(30), async {
@@ -177,5 +179,5 @@ async fn a_change_kept_lazily_counts_at_once_and_is_committed_with_the_next_or_o
         }
     })
     .await;
-    assert!(committed.is_ok(), "a lone lazy change was never committed");
+    assert!(committed.is_ok(), "a lone nonce was never committed");
 }

@@ -12,11 +12,16 @@
 //! A [`WriteTx`] dropped without `commit` is rolled back to its savepoint, leaving the batch's
 //! other changes intact.
 //!
-//! A single statement may also be kept lazily ([`WriteTx::commit_lazily`]: request nonces):
-//! its writer does not wait for the flush, and the batch stays open for the next writer to
-//! continue and commit (or is committed once [`MAX_BATCH_AGE`] old). It still counts at once
-//! for later statements on the writing connection, and a batch some writer waits for is
-//! never left open by a lazy one.
+//! Every statement is a round trip to the connection's thread, and under load each round trip
+//! waits for both threads to be scheduled, while the connection is held. So the writer's own
+//! statements ride together: a batch begins with the first writer's savepoint (`BEGIN
+//! IMMEDIATE; SAVEPOINT`), a writer followed by another releases its savepoint and opens the
+//! next one's (`RELEASE; SAVEPOINT`), and the last releases and commits (`RELEASE; COMMIT`):
+//! one round trip per turn instead of two, and none for the batch's ends.
+//!
+//! Request nonces are kept in memory and written into each batch just before it commits (see
+//! [`nonces`](super::nonces)); with none to carry them, a batch is made once they are
+//! [`MAX_BATCH_AGE`] old.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,9 +29,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use sqlx::{Any, AnyConnection, Transaction};
+
+pub use super::conn::WriteConn;
 use tokio::sync::{OwnedMutexGuard, watch};
 
-use super::DbError;
+use super::{DbError, nonces};
 
 /// A batch is committed once it holds this many changes...
 const MAX_BATCH: usize = 64;
@@ -42,17 +49,22 @@ pub(super) struct Writer {
     pub(super) queued: AtomicUsize,
     /// [`MAX_BATCH_AGE`], except in tests that need batches to stay open.
     max_age: Duration,
+    /// Request nonces accepted and not yet written.
+    pub(super) nonces: nonces::Kept,
 }
 
 #[derive(Debug)]
 struct Conn {
-    conn: AnyConnection,
+    conn: WriteConn,
     /// The batch of the open transaction, if one is open.
     open: Option<Batch>,
     /// The last batch number handed out.
     last: u64,
     /// A writer left without committing: its savepoint must be rolled back first.
     abandoned: bool,
+    /// A savepoint is open that no writer has taken yet: the last writer opened it for the next
+    /// one, with its own release.
+    ready: bool,
 }
 
 #[derive(Debug)]
@@ -62,8 +74,6 @@ struct Batch {
     started: Instant,
     /// Set once: whether the batch was committed. Its writers wait on it.
     outcome: watch::Sender<Option<bool>>,
-    /// Whether a writer waits for this batch's commit (one that committed lazily does not).
-    awaited: bool,
 }
 
 impl Batch {
@@ -103,15 +113,22 @@ async fn uncancellable<T: Send + 'static>(
 impl Writer {
     pub(super) fn new(conn: AnyConnection, max_age: Duration) -> Arc<Self> {
         Arc::new(Self {
-            conn: Arc::new(tokio::sync::Mutex::new(Conn { conn, open: None, last: 0, abandoned: false })),
+            conn: Arc::new(tokio::sync::Mutex::new(Conn {
+                conn: WriteConn::Sqlite(conn),
+                open: None,
+                last: 0,
+                abandoned: false,
+                ready: false,
+            })),
             queued: AtomicUsize::new(0),
             max_age,
+            nonces: nonces::Kept::default(),
         })
     }
 
     /// Waits for the connection and opens a savepoint in the current batch. Without
     /// `savepoint`, the writer promises to run a single statement (atomic by itself), which
-    /// saves two round trips.
+    /// saves a round trip; it still takes a savepoint the writer before it opened for it.
     pub(super) async fn begin(self: &Arc<Self>, savepoint: bool) -> Result<WriteTx, DbError> {
         let this = self.clone();
         uncancellable(async move {
@@ -120,21 +137,33 @@ impl Writer {
                 this.conn.clone().lock_owned().await
             };
             this.settle(&mut conn).await;
-            if conn.open.is_none() {
-                exec(&mut conn.conn, "BEGIN IMMEDIATE").await?;
+            let holds = if conn.open.is_none() {
+                let sql = if savepoint { "BEGIN IMMEDIATE; SAVEPOINT tidepool_write" } else { "BEGIN IMMEDIATE" };
+                if let Err(e) = exec(&mut conn.conn, sql).await {
+                    // The savepoint may be what failed: leave no transaction behind. (Fails
+                    // harmlessly when none was begun.)
+                    let _ = exec(&mut conn.conn, "ROLLBACK").await;
+                    return Err(e);
+                }
                 conn.last += 1;
                 let (id, outcome) = (conn.last, watch::Sender::new(None));
-                conn.open = Some(Batch { id, changes: 0, started: Instant::now(), outcome, awaited: false });
-            }
-            if savepoint {
+                conn.open = Some(Batch { id, changes: 0, started: Instant::now(), outcome });
+                savepoint
+            } else if conn.ready {
+                conn.ready = false;
+                true
+            } else if savepoint {
                 if let Err(e) = exec(&mut conn.conn, "SAVEPOINT tidepool_write").await {
                     // Leave no half-open state behind: end the batch, failing it.
                     this.finish(&mut conn, false).await;
                     return Err(e);
                 }
-                conn.abandoned = true; // until released
-            }
-            Ok(WriteTx { inner: Inner::Batch { conn: Some(conn), writer: this, savepoint } })
+                true
+            } else {
+                false
+            };
+            conn.abandoned = holds; // until released
+            Ok(WriteTx { inner: Inner::Batch { conn: Some(conn), writer: this, savepoint: holds } })
         })
         .await
     }
@@ -152,8 +181,19 @@ impl Writer {
 
     /// Commits (or, when `ok` is false, rolls back) the open batch and tells its writers.
     async fn finish(&self, conn: &mut Conn, ok: bool) -> bool {
+        self.finish_with(conn, ok, "COMMIT").await
+    }
+
+    /// [`finish`](Self::finish), committing with `commit` (which may release the last
+    /// writer's savepoint first, in the same round trip). A savepoint left open for a writer
+    /// who never came is committed with the rest: it holds no change.
+    async fn finish_with(&self, conn: &mut Conn, ok: bool, commit: &'static str) -> bool {
+        conn.ready = false;
         let Some(batch) = conn.open.take() else { return ok };
-        let committed = ok && exec(&mut conn.conn, "COMMIT").await.is_ok();
+        let nonces = if ok { self.nonces.take() } else { Vec::new() };
+        let committed =
+            ok && nonces::write(&mut conn.conn, &nonces).await.is_ok() && exec(&mut conn.conn, commit).await.is_ok();
+        self.nonces.committed(nonces, committed);
         if !committed {
             tracing::error!(batch = batch.id, changes = batch.changes, "a write batch could not be committed");
             // Fails harmlessly when SQLite already rolled the transaction back itself.
@@ -166,55 +206,52 @@ impl Writer {
     /// Ends this writer's turn: keeps its changes in the batch, and commits the batch unless
     /// someone is waiting to continue it; returns once the batch is committed.
     async fn end_turn(self: Arc<Self>, mut conn: OwnedMutexGuard<Conn>, savepoint: bool) -> Result<(), DbError> {
-        if savepoint {
-            if let Err(e) = exec(&mut conn.conn, "RELEASE tidepool_write").await {
-                // Whether this turn's changes are in the batch is unknown: fail the batch, so
-                // that nobody is told their changes were kept when they may not be.
-                conn.abandoned = false;
-                self.finish(&mut conn, false).await;
-                return Err(e);
-            }
-            conn.abandoned = false;
-        }
+        conn.abandoned = false;
         let Some(batch) = conn.open.as_mut() else { return Ok(()) };
         batch.changes += 1;
         let (id, outcome) = (batch.id, batch.outcome.subscribe());
         if batch.closes(self.max_age) || self.queued.load(Ordering::SeqCst) == 0 {
-            return self.commit_now(&mut conn).await;
+            return self.commit_now(&mut conn, savepoint).await;
         }
         // Someone is waiting for the connection: they continue the batch, and the last of
         // them commits it.
-        batch.awaited = true;
+        if savepoint {
+            if let Err(e) = exec(&mut conn.conn, "RELEASE tidepool_write; SAVEPOINT tidepool_write").await {
+                // Whether this turn's changes are in the batch is unknown: fail the batch, so
+                // that nobody is told their changes were kept when they may not be.
+                self.finish(&mut conn, false).await;
+                return Err(e);
+            }
+            conn.ready = true;
+        }
         drop(conn);
         self.wait(id, outcome).await
     }
 
-    /// Ends this writer's turn like [`end_turn`](Self::end_turn), but without waiting for the
-    /// batch to be committed: the next writer continues it and commits it, or, if none comes,
-    /// a task left behind commits it once it is [`MAX_BATCH_AGE`] old.
-    async fn end_turn_lazily(self: Arc<Self>, mut conn: OwnedMutexGuard<Conn>) -> Result<(), DbError> {
-        let Some(batch) = conn.open.as_mut() else { return Ok(()) };
-        if batch.awaited {
-            // Writers before this one wait for the batch: end it as they would.
-            return self.end_turn(conn, false).await;
-        }
-        batch.changes += 1;
-        let (id, outcome) = (batch.id, batch.outcome.subscribe());
-        if batch.closes(self.max_age) {
-            return self.commit_now(&mut conn).await;
-        }
-        drop(conn);
+    /// Has the nonces waiting be written once [`MAX_BATCH_AGE`] old, unless a batch carries
+    /// them before.
+    pub(super) fn commit_soon(self: &Arc<Self>) {
+        let this = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = self.wait(id, outcome).await {
-                tracing::warn!(error = %e, "a batch with a change kept lazily could not be committed");
+            tokio::time::sleep(this.max_age).await;
+            if this.nonces.pending() {
+                let written = match this.begin(false).await {
+                    Ok(tx) => tx.commit().await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = written {
+                    // They wait for the next batch.
+                    tracing::warn!(error = %e, "request nonces could not be written yet");
+                }
             }
         });
-        Ok(())
     }
 
-    /// Commits the open batch; an error if that failed.
-    async fn commit_now(&self, conn: &mut Conn) -> Result<(), DbError> {
-        if self.finish(conn, true).await { Ok(()) } else { Err(commit_failed()) }
+    /// Commits the open batch, releasing the ending writer's `savepoint` in the same round
+    /// trip; an error if that failed.
+    async fn commit_now(&self, conn: &mut Conn, savepoint: bool) -> Result<(), DbError> {
+        let commit = if savepoint { "RELEASE tidepool_write; COMMIT" } else { "COMMIT" };
+        if self.finish_with(conn, true, commit).await { Ok(()) } else { Err(commit_failed()) }
     }
 
     /// Waits for batch `id` to be finished; finishes it itself when nobody has for a while.
@@ -250,29 +287,13 @@ pub struct WriteTx {
 #[derive(Debug)]
 enum Inner {
     Batch { conn: Option<OwnedMutexGuard<Conn>>, writer: Arc<Writer>, savepoint: bool },
-    Pooled(Option<Transaction<'static, Any>>),
+    Pooled(Option<WriteConn>),
 }
 
 impl WriteTx {
     /// A PostgreSQL transaction (rolled back if dropped without commit).
     pub(super) fn pooled(tx: Transaction<'static, Any>) -> Self {
-        Self { inner: Inner::Pooled(Some(tx)) }
-    }
-
-    /// Keeps this single statement's change in the current batch and returns without waiting
-    /// for it to be durable (on PostgreSQL: commits). The change is committed with whatever is
-    /// written next, or within [`MAX_BATCH_AGE`]: any later change that is durable makes it
-    /// durable too (one transaction, or an earlier one), but a power cut before then loses
-    /// it. Only for records whose loss is then harmless (a request's nonce: the request's own
-    /// changes come after it).
-    pub(super) async fn commit_lazily(mut self) -> Result<(), DbError> {
-        match &mut self.inner {
-            Inner::Batch { conn, writer, savepoint: false } => {
-                let Some(conn) = conn.take() else { return Ok(()) };
-                uncancellable(writer.clone().end_turn_lazily(conn)).await
-            }
-            _ => self.commit().await,
-        }
+        Self { inner: Inner::Pooled(Some(WriteConn::Postgres(tx))) }
     }
 
     /// Keeps this writer's changes and returns once they are durable.
@@ -283,30 +304,30 @@ impl WriteTx {
                 uncancellable(writer.clone().end_turn(conn, *savepoint)).await
             }
             Inner::Pooled(tx) => match tx.take() {
-                Some(tx) => Ok(tx.commit().await?),
-                None => Ok(()),
+                Some(WriteConn::Postgres(tx)) => Ok(tx.commit().await?),
+                _ => Ok(()),
             },
         }
     }
 }
 
 impl std::ops::Deref for WriteTx {
-    type Target = AnyConnection;
+    type Target = WriteConn;
 
-    fn deref(&self) -> &AnyConnection {
+    fn deref(&self) -> &WriteConn {
         match &self.inner {
             Inner::Batch { conn, .. } => conn.as_ref().map(|c| &c.conn),
-            Inner::Pooled(tx) => tx.as_deref(),
+            Inner::Pooled(tx) => tx.as_ref(),
         }
         .expect("a WriteTx is used only before commit")
     }
 }
 
 impl std::ops::DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut AnyConnection {
+    fn deref_mut(&mut self) -> &mut WriteConn {
         match &mut self.inner {
             Inner::Batch { conn, .. } => conn.as_mut().map(|c| &mut c.conn),
-            Inner::Pooled(tx) => tx.as_deref_mut(),
+            Inner::Pooled(tx) => tx.as_mut(),
         }
         .expect("a WriteTx is used only before commit")
     }
@@ -346,14 +367,12 @@ impl Drop for WriteTx {
 }
 
 async fn rollback_savepoint(conn: &mut Conn) -> Result<(), DbError> {
-    exec(&mut conn.conn, "ROLLBACK TO tidepool_write").await?;
-    exec(&mut conn.conn, "RELEASE tidepool_write").await?;
-    Ok(())
+    exec(&mut conn.conn, "ROLLBACK TO tidepool_write; RELEASE tidepool_write").await
 }
 
 /// Whether the connection is inside a transaction. (`BEGIN` fails inside one; outside, the
 /// transaction it opens is rolled back at once.) Only asked after a failed statement.
-async fn in_transaction(conn: &mut AnyConnection) -> bool {
+async fn in_transaction(conn: &mut WriteConn) -> bool {
     match exec(conn, "BEGIN").await {
         Err(_) => true,
         Ok(()) => {
@@ -366,7 +385,7 @@ async fn in_transaction(conn: &mut AnyConnection) -> bool {
 /// Runs a statement of the writer's own (`BEGIN`, `SAVEPOINT`...). Boxed: an unboxed future
 /// here trips rustc's check that callers' futures are `Send` ("`Executor` is not general
 /// enough", rust-lang/rust#102211).
-fn exec<'c>(conn: &'c mut AnyConnection, sql: &'static str) -> BoxFuture<'c, Result<(), DbError>> {
+fn exec<'c>(conn: &'c mut WriteConn, sql: &'static str) -> BoxFuture<'c, Result<(), DbError>> {
     Box::pin(async move {
         sqlx::Executor::execute(conn, sql).await?;
         Ok(())

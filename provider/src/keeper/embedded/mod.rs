@@ -77,7 +77,7 @@ impl EmbeddedKeeper {
         if self.db.is_shared() {
             rows::lock_agreement(&mut tx, id).await?;
         }
-        let agreement = rows::load(&mut tx, id).await?;
+        let agreement = rows::load(&mut *tx, id).await?;
         Ok((tx, agreement))
     }
 
@@ -163,7 +163,7 @@ impl Keeper for EmbeddedKeeper {
 
     async fn agreement(&self, id: B256) -> KeeperResult<Agreement> {
         let mut conn = self.db.pool().acquire().await?;
-        rows::load(&mut conn, id).await
+        rows::load(&mut *conn, id).await
     }
 
     async fn lock_payment(&self, id: B256, payer: Address) -> KeeperResult<()> {
@@ -175,7 +175,7 @@ impl Keeper for EmbeddedKeeper {
         fulfill(&mut tx, &a, ConditionName::LockPayment, now).await?;
         self.lock_balances(&mut tx, &[payer]).await?;
         let amount = a.price_per_fuel.saturating_mul(U256::from(a.max_fuel));
-        let available = rows::balance(&mut tx, payer).await?;
+        let available = rows::balance(&mut *tx, payer).await?;
         if available < amount {
             return Err(KeeperError::InsufficientBalance { needed: amount, available });
         }
@@ -293,7 +293,7 @@ impl Keeper for EmbeddedKeeper {
 
     async fn events_after(&self, after: u64, agreement: Option<B256>, limit: u32) -> KeeperResult<Vec<KeeperEvent>> {
         let mut conn = self.db.pool().acquire().await?;
-        rows::events_after(&mut conn, after, agreement, limit).await
+        rows::events_after(&mut *conn, after, agreement, limit).await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<EventNote> {
@@ -302,7 +302,7 @@ impl Keeper for EmbeddedKeeper {
 
     async fn balance(&self, who: Address) -> KeeperResult<U256> {
         let mut conn = self.db.pool().acquire().await?;
-        rows::balance(&mut conn, who).await
+        rows::balance(&mut *conn, who).await
     }
 
     async fn credit(&self, who: Address, amount: U256) -> KeeperResult<U256> {
@@ -329,9 +329,9 @@ async fn follow(db: Db, notes: broadcast::WeakSender<EventNote>) {
             let mut conn = db.pool().acquire().await?;
             let after = match last {
                 Some(l) => l,
-                None => *last.insert(rows::last_event(&mut conn).await?),
+                None => *last.insert(rows::last_event(&mut *conn).await?),
             };
-            rows::notes_after(&mut conn, after, 1000).await
+            rows::notes_after(&mut *conn, after, 1000).await
         };
         match read.await {
             Ok(news) => {

@@ -3,7 +3,9 @@
 //! keeper touches these tables.
 
 use alloy_primitives::{Address, B256, U256};
-use sqlx::AnyConnection;
+use sqlx::{Any, Executor};
+
+use crate::store::writer::WriteConn;
 
 use super::super::{KeeperError, KeeperResult, NewAgreement};
 use crate::protocol::agreement::{Agreement, AgreementState, Condition, ConditionStatus};
@@ -79,14 +81,14 @@ fn state_of(text: &str) -> KeeperResult<AgreementState> {
 
 /// Reads agreement `id` with its conditions, in one query (the agreement's columns repeat on
 /// each of its conditions' rows).
-pub(super) async fn load(conn: &mut AnyConnection, id: B256) -> KeeperResult<Agreement> {
+pub(super) async fn load<'c>(conn: impl Executor<'c, Database = Any>, id: B256) -> KeeperResult<Agreement> {
     let rows: Vec<AgreementRow> = sqlx::query_as(
         "SELECT a.*, c.name AS c_name, c.key AS c_key, c.values_hash AS c_values_hash, c.timeout AS c_timeout, \
          c.dependencies AS c_dependencies, c.state AS c_state, c.fulfilled_at AS c_fulfilled_at \
          FROM agreements a LEFT JOIN conditions c ON c.agreement_id = a.id WHERE a.id = $1 ORDER BY c.position",
     )
     .bind(Text(id))
-    .fetch_all(&mut *conn)
+    .fetch_all(conn)
     .await?;
     let mut rows = rows.into_iter();
     let first = rows.next().ok_or(KeeperError::NotFound(id))?;
@@ -118,14 +120,14 @@ pub(super) async fn load(conn: &mut AnyConnection, id: B256) -> KeeperResult<Agr
 }
 
 /// Is there an agreement `id`?
-pub(super) async fn exists(conn: &mut AnyConnection, id: B256) -> KeeperResult<bool> {
+pub(super) async fn exists(conn: &mut WriteConn, id: B256) -> KeeperResult<bool> {
     let found: Option<i64> =
         sqlx::query_scalar("SELECT 1 FROM agreements WHERE id = $1").bind(Text(id)).fetch_optional(&mut *conn).await?;
     Ok(found.is_some())
 }
 
 /// Inserts a new agreement and its conditions, unfulfilled.
-pub(super) async fn insert(conn: &mut AnyConnection, n: &NewAgreement, now: u64) -> KeeperResult<()> {
+pub(super) async fn insert(conn: &mut WriteConn, n: &NewAgreement, now: u64) -> KeeperResult<()> {
     let max_fuel = i64::try_from(n.max_fuel).map_err(|_| KeeperError::Invalid("max fuel too large".into()))?;
     sqlx::query(
         "INSERT INTO agreements (id, did, template_id, consumer, provider, price_per_fuel, max_fuel, escrow, state, \
@@ -179,12 +181,7 @@ pub(super) async fn insert(conn: &mut AnyConnection, n: &NewAgreement, now: u64)
 }
 
 /// Marks condition `name` of agreement `id` fulfilled at `now`.
-pub(super) async fn set_fulfilled(
-    conn: &mut AnyConnection,
-    id: B256,
-    name: ConditionName,
-    now: u64,
-) -> KeeperResult<()> {
+pub(super) async fn set_fulfilled(conn: &mut WriteConn, id: B256, name: ConditionName, now: u64) -> KeeperResult<()> {
     sqlx::query("UPDATE conditions SET state = 'fulfilled', fulfilled_at = $1 WHERE agreement_id = $2 AND name = $3")
         .bind(now as i64)
         .bind(Text(id))
@@ -207,7 +204,7 @@ pub(super) struct AgreementUpdate {
 }
 
 /// Applies `update` to agreement `id`.
-pub(super) async fn update(conn: &mut AnyConnection, id: B256, update: AgreementUpdate) -> KeeperResult<()> {
+pub(super) async fn update(conn: &mut WriteConn, id: B256, update: AgreementUpdate) -> KeeperResult<()> {
     sqlx::query(
         "UPDATE agreements SET escrow = COALESCE($1, escrow), state = COALESCE($2, state), \
          algorithm_hash = COALESCE($3, algorithm_hash), receipt_hash = COALESCE($4, receipt_hash), \
@@ -228,7 +225,7 @@ pub(super) async fn update(conn: &mut AnyConnection, id: B256, update: Agreement
 }
 
 /// Appends `event` to the log; returns its position.
-pub(super) async fn emit(conn: &mut AnyConnection, event: AgreementEvent, now: u64) -> KeeperResult<EventNote> {
+pub(super) async fn emit(conn: &mut WriteConn, event: AgreementEvent, now: u64) -> KeeperResult<EventNote> {
     let agreement = event.agreement_id();
     let name = event.name();
     // The event's fields, as its `data` on the wire.
@@ -281,8 +278,8 @@ pub(super) const EVENTS_AFTER: &str =
     "SELECT id, agreement_id, name, data, created_at FROM events WHERE id > $1 ORDER BY id LIMIT $2";
 
 /// Events after `after` (of one agreement, if given), oldest first.
-pub(super) async fn events_after(
-    conn: &mut AnyConnection,
+pub(super) async fn events_after<'c>(
+    conn: impl Executor<'c, Database = Any>,
     after: u64,
     agreement: Option<B256>,
     limit: u32,
@@ -294,42 +291,46 @@ pub(super) async fn events_after(
                 .bind(after)
                 .bind(Text(agreement))
                 .bind(i64::from(limit))
-                .fetch_all(&mut *conn)
+                .fetch_all(conn)
                 .await?
         }
-        None => sqlx::query_as(EVENTS_AFTER).bind(after).bind(i64::from(limit)).fetch_all(&mut *conn).await?,
+        None => sqlx::query_as(EVENTS_AFTER).bind(after).bind(i64::from(limit)).fetch_all(conn).await?,
     };
     rows.into_iter().map(EventRow::event).collect()
 }
 
 /// The ids and agreements of the events after `after`, oldest first (what other nodes' commits
 /// added: see `EmbeddedKeeper`'s follower).
-pub(super) async fn notes_after(conn: &mut AnyConnection, after: u64, limit: u32) -> KeeperResult<Vec<EventNote>> {
+pub(super) async fn notes_after<'c>(
+    conn: impl Executor<'c, Database = Any>,
+    after: u64,
+    limit: u32,
+) -> KeeperResult<Vec<EventNote>> {
     let rows: Vec<(i64, Text<B256>)> =
         sqlx::query_as("SELECT id, agreement_id FROM events WHERE id > $1 ORDER BY id LIMIT $2")
             .bind(i64::try_from(after).unwrap_or(i64::MAX))
             .bind(i64::from(limit))
-            .fetch_all(&mut *conn)
+            .fetch_all(conn)
             .await?;
     Ok(rows.into_iter().map(|(id, agreement)| EventNote { id: id as u64, agreement: agreement.0 }).collect())
 }
 
 /// The newest event's id (0 for an empty log).
-pub(super) async fn last_event(conn: &mut AnyConnection) -> KeeperResult<u64> {
-    let last: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM events").fetch_one(&mut *conn).await?;
+pub(super) async fn last_event<'c>(conn: impl Executor<'c, Database = Any>) -> KeeperResult<u64> {
+    let last: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM events").fetch_one(conn).await?;
     Ok(last.unwrap_or(0) as u64)
 }
 
 /// PostgreSQL: locks agreement `id`'s row until the transaction ends, so that two nodes never
 /// run a step of the same agreement at once (a condition fulfilled twice, an escrow spent
 /// twice). (SQLite's one writer serializes steps already.)
-pub(super) async fn lock_agreement(conn: &mut AnyConnection, id: B256) -> KeeperResult<()> {
+pub(super) async fn lock_agreement(conn: &mut WriteConn, id: B256) -> KeeperResult<()> {
     sqlx::query("SELECT id FROM agreements WHERE id = $1 FOR UPDATE").bind(Text(id)).fetch_optional(&mut *conn).await?;
     Ok(())
 }
 
 /// PostgreSQL: locks an account's balance row (creating it at 0) until the transaction ends.
-pub(super) async fn lock_balance(conn: &mut AnyConnection, who: Address) -> KeeperResult<()> {
+pub(super) async fn lock_balance(conn: &mut WriteConn, who: Address) -> KeeperResult<()> {
     sqlx::query("INSERT INTO balances (address, amount) VALUES ($1, '0') ON CONFLICT (address) DO NOTHING")
         .bind(Text(who))
         .execute(&mut *conn)
@@ -345,7 +346,7 @@ pub(super) async fn lock_balance(conn: &mut AnyConnection, who: Address) -> Keep
 /// commit to other nodes. Event ids come from a sequence, handed out before commit: without
 /// the lock, a transaction could commit id 11 while id 10 is still uncommitted, and a reader
 /// that saw 11 would never look back for 10. With it, ids are committed in order.
-pub(super) async fn serialize_events(conn: &mut AnyConnection) -> KeeperResult<()> {
+pub(super) async fn serialize_events(conn: &mut WriteConn) -> KeeperResult<()> {
     // (Counted: the `Any` driver reads every row, and has no type for these functions' `void`.)
     sqlx::query("SELECT COUNT(*) FROM (SELECT pg_advisory_xact_lock(7243661), pg_notify('tidepool_events', '')) AS l")
         .execute(&mut *conn)
@@ -354,16 +355,16 @@ pub(super) async fn serialize_events(conn: &mut AnyConnection) -> KeeperResult<(
 }
 
 /// An account's balance (0 if it has none).
-pub(super) async fn balance(conn: &mut AnyConnection, who: Address) -> KeeperResult<U256> {
+pub(super) async fn balance<'c>(conn: impl Executor<'c, Database = Any>, who: Address) -> KeeperResult<U256> {
     let amount: Option<Text<U256>> = sqlx::query_scalar("SELECT amount FROM balances WHERE address = $1")
         .bind(Text(who))
-        .fetch_optional(&mut *conn)
+        .fetch_optional(conn)
         .await?;
     Ok(amount.map_or(U256::ZERO, |a| a.0))
 }
 
 /// Sets an account's balance.
-pub(super) async fn set_balance(conn: &mut AnyConnection, who: Address, amount: U256) -> KeeperResult<()> {
+pub(super) async fn set_balance(conn: &mut WriteConn, who: Address, amount: U256) -> KeeperResult<()> {
     sqlx::query(
         "INSERT INTO balances (address, amount) VALUES ($1, $2) \
          ON CONFLICT (address) DO UPDATE SET amount = excluded.amount",
@@ -376,8 +377,9 @@ pub(super) async fn set_balance(conn: &mut AnyConnection, who: Address, amount: 
 }
 
 /// Adds `amount` to an account; returns the new balance.
-pub(super) async fn add_balance(conn: &mut AnyConnection, who: Address, amount: U256) -> KeeperResult<U256> {
-    let new = balance(conn, who).await?.checked_add(amount).ok_or(KeeperError::Invalid("balance overflow".into()))?;
+pub(super) async fn add_balance(conn: &mut WriteConn, who: Address, amount: U256) -> KeeperResult<U256> {
+    let new =
+        balance(&mut *conn, who).await?.checked_add(amount).ok_or(KeeperError::Invalid("balance overflow".into()))?;
     set_balance(conn, who, new).await?;
     Ok(new)
 }
