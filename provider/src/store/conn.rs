@@ -1,28 +1,22 @@
 //! The connection a write turn's statements run on ([`WriteConn`]: what a
 //! [`WriteTx`](super::writer::WriteTx) derefs to, and an sqlx executor).
 //!
-//! sqlx runs each SQLite statement on its connection's own thread and hands the result back to
-//! the task. Under load that task then waits in the runtime's queue behind every other task
-//! (HTTP requests, signature checks) before it runs its next statement, all the while holding
-//! the one writing connection: most of a turn was spent so. So on SQLite's writing connection
-//! a statement is waited for on the spot: the thread that runs the turn parks until the
-//! connection's thread answers, and goes on at once. A turn is a handful of statements of tens
-//! of microseconds; the thread is held about as long as a synchronous SQLite call would hold
-//! it. PostgreSQL's statements go over the network, and are awaited as usual.
+//! On SQLite the one writing connection is driven on the turn's own thread ([`RawConn`], which
+//! says why); PostgreSQL's statements go over the network, and are awaited as usual.
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, StreamExt};
 use sqlx::any::{AnyQueryResult, AnyRow, AnyStatement, AnyTypeInfo};
-use sqlx::{Any, AnyConnection, Execute, Executor, Transaction};
-use sqlx::{Describe, Either};
+use sqlx::{Any, Describe, Either, Execute, Executor, Transaction};
+
+use super::raw::RawConn;
 
 /// The connection of one write turn: run statements on it with `query.execute(&mut *tx)`.
 #[derive(Debug)]
 pub enum WriteConn {
-    /// SQLite's one writing connection: each statement is run to its end before the turn goes
-    /// on (see the module).
-    Sqlite(AnyConnection),
+    /// SQLite's one writing connection, run synchronously.
+    Sqlite(RawConn),
     /// A PostgreSQL transaction of the pool.
     Postgres(Transaction<'static, Any>),
 }
@@ -37,7 +31,12 @@ impl<'c> Executor<'c> for &'c mut WriteConn {
     {
         match self {
             WriteConn::Sqlite(conn) => {
-                let all: Vec<_> = futures_executor::block_on(conn.fetch_many(query).collect());
+                let all: Vec<_> = match run(conn, query, usize::MAX) {
+                    Ok((done, rows)) => {
+                        rows.into_iter().map(Either::Right).chain([Either::Left(done)]).map(Ok).collect()
+                    }
+                    Err(e) => vec![Err(e)],
+                };
                 futures_util::stream::iter(all).boxed()
             }
             WriteConn::Postgres(tx) => tx.fetch_many(query),
@@ -51,7 +50,7 @@ impl<'c> Executor<'c> for &'c mut WriteConn {
     {
         match self {
             WriteConn::Sqlite(conn) => {
-                let row = futures_executor::block_on(conn.fetch_optional(query));
+                let row = run(conn, query, 1).map(|(_, rows)| rows.into_iter().next());
                 futures_util::future::ready(row).boxed()
             }
             WriteConn::Postgres(tx) => tx.fetch_optional(query),
@@ -67,7 +66,10 @@ impl<'c> Executor<'c> for &'c mut WriteConn {
         'c: 'e,
     {
         match self {
-            WriteConn::Sqlite(conn) => conn.prepare_with(sql, parameters),
+            WriteConn::Sqlite(_) => {
+                let _ = (sql, parameters);
+                futures_util::future::ready(Err(unsupported("preparing"))).boxed()
+            }
             WriteConn::Postgres(tx) => tx.prepare_with(sql, parameters),
         }
     }
@@ -77,8 +79,31 @@ impl<'c> Executor<'c> for &'c mut WriteConn {
         'c: 'e,
     {
         match self {
-            WriteConn::Sqlite(conn) => conn.describe(sql),
+            WriteConn::Sqlite(_) => {
+                let _ = sql;
+                futures_util::future::ready(Err(unsupported("describing"))).boxed()
+            }
             WriteConn::Postgres(tx) => tx.describe(sql),
         }
     }
+}
+
+/// Runs `query` on SQLite's writing connection; its result, and at most `rows` of its rows.
+fn run<'q>(
+    conn: &mut RawConn,
+    mut query: impl Execute<'q, Any>,
+    rows: usize,
+) -> Result<(AnyQueryResult, Vec<AnyRow>), sqlx::Error> {
+    let args = query.take_arguments().map_err(sqlx::Error::Encode)?.map(|a| a.values.0).unwrap_or_default();
+    let mut kept = Vec::new();
+    let done = conn.run(query.sql(), args, query.persistent(), |row| {
+        if kept.len() < rows {
+            kept.push(row)
+        }
+    })?;
+    Ok((done, kept))
+}
+
+fn unsupported(what: &str) -> sqlx::Error {
+    sqlx::Error::Protocol(format!("{what} statements is not supported on the writing connection"))
 }

@@ -9,7 +9,8 @@
 //!   admits one writer at a time, and a connection that finds the database locked sleeps and
 //!   retries; so every write goes through one dedicated connection ([`Db::write`]), where
 //!   writers queue in the process, in order, and share disk flushes (group commit, see
-//!   [`writer`]). Each write is one transaction begun `IMMEDIATE`. Reads use a pool of their own
+//!   [`writer`]). Each write is one transaction begun `IMMEDIATE`. That connection is driven
+//!   synchronously, not through sqlx (`raw`, which says why). Reads use a pool of their own
 //!   and never wait for writers (WAL).
 //! * **PostgreSQL** (cluster mode, `--database postgres://...`; schema in
 //!   `provider/migrations-postgres/`): several API nodes and workers share it. A write is one
@@ -20,6 +21,7 @@
 pub mod blobs;
 mod conn;
 pub mod nonces;
+mod raw;
 pub mod s3;
 pub mod text;
 pub mod writer;
@@ -171,8 +173,8 @@ impl Db {
                 })
             })
         };
-        let writing = pool_options().max_connections(1).connect_with(any.clone()).await?;
-        let writer = writer::Writer::new(writing.acquire().await?.detach(), max_batch_age);
+        let writing = raw::RawConn::open(path, busy)?;
+        let writer = writer::Writer::new(writing, max_batch_age);
         let pool = pool_options().max_connections(8).connect_with(any).await?;
         Ok(Self { pool, writer: Some(writer), engine: Engine::Sqlite, url: None })
     }

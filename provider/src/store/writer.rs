@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use sqlx::{Any, AnyConnection, Transaction};
+use sqlx::{Any, Transaction};
 
 pub use super::conn::WriteConn;
 use tokio::sync::{OwnedMutexGuard, watch};
@@ -111,7 +111,7 @@ async fn uncancellable<T: Send + 'static>(
 }
 
 impl Writer {
-    pub(super) fn new(conn: AnyConnection, max_age: Duration) -> Arc<Self> {
+    pub(super) fn new(conn: super::raw::RawConn, max_age: Duration) -> Arc<Self> {
         Arc::new(Self {
             conn: Arc::new(tokio::sync::Mutex::new(Conn {
                 conn: WriteConn::Sqlite(conn),
