@@ -30,15 +30,7 @@ impl<'c> Executor<'c> for &'c mut WriteConn {
         E: 'q + Execute<'q, Any>,
     {
         match self {
-            WriteConn::Sqlite(conn) => {
-                let all: Vec<_> = match run(conn, query, usize::MAX) {
-                    Ok((done, rows)) => {
-                        rows.into_iter().map(Either::Right).chain([Either::Left(done)]).map(Ok).collect()
-                    }
-                    Err(e) => vec![Err(e)],
-                };
-                futures_util::stream::iter(all).boxed()
-            }
+            WriteConn::Sqlite(conn) => all_of(run(conn, query, usize::MAX)),
             WriteConn::Postgres(tx) => tx.fetch_many(query),
         }
     }
@@ -49,10 +41,7 @@ impl<'c> Executor<'c> for &'c mut WriteConn {
         E: 'q + Execute<'q, Any>,
     {
         match self {
-            WriteConn::Sqlite(conn) => {
-                let row = run(conn, query, 1).map(|(_, rows)| rows.into_iter().next());
-                futures_util::future::ready(row).boxed()
-            }
+            WriteConn::Sqlite(conn) => first_of(run(conn, query, 1)),
             WriteConn::Postgres(tx) => tx.fetch_optional(query),
         }
     }
@@ -66,10 +55,7 @@ impl<'c> Executor<'c> for &'c mut WriteConn {
         'c: 'e,
     {
         match self {
-            WriteConn::Sqlite(_) => {
-                let _ = (sql, parameters);
-                futures_util::future::ready(Err(unsupported("preparing"))).boxed()
-            }
+            WriteConn::Sqlite(_) => unsupported("preparing"),
             WriteConn::Postgres(tx) => tx.prepare_with(sql, parameters),
         }
     }
@@ -79,17 +65,14 @@ impl<'c> Executor<'c> for &'c mut WriteConn {
         'c: 'e,
     {
         match self {
-            WriteConn::Sqlite(_) => {
-                let _ = sql;
-                futures_util::future::ready(Err(unsupported("describing"))).boxed()
-            }
+            WriteConn::Sqlite(_) => unsupported("describing"),
             WriteConn::Postgres(tx) => tx.describe(sql),
         }
     }
 }
 
-/// Runs `query` on SQLite's writing connection; its result, and at most `rows` of its rows.
-fn run<'q>(
+/// Runs `query` on a SQLite connection of the node's own; its result, and at most `rows` of its rows.
+pub(super) fn run<'q>(
     conn: &mut RawConn,
     mut query: impl Execute<'q, Any>,
     rows: usize,
@@ -104,6 +87,26 @@ fn run<'q>(
     Ok((done, kept))
 }
 
-fn unsupported(what: &str) -> sqlx::Error {
-    sqlx::Error::Protocol(format!("{what} statements is not supported on the writing connection"))
+/// What `fetch_many` hands back of a statement [`run`]: its rows, then its result.
+pub(super) fn all_of<'e>(
+    ran: Result<(AnyQueryResult, Vec<AnyRow>), sqlx::Error>,
+) -> BoxStream<'e, Result<Either<AnyQueryResult, AnyRow>, sqlx::Error>> {
+    let all: Vec<_> = match ran {
+        Ok((done, rows)) => rows.into_iter().map(Either::Right).chain([Either::Left(done)]).map(Ok).collect(),
+        Err(e) => vec![Err(e)],
+    };
+    futures_util::stream::iter(all).boxed()
+}
+
+/// What `fetch_optional` hands back of a statement [`run`]: its first row.
+pub(super) fn first_of<'e>(
+    ran: Result<(AnyQueryResult, Vec<AnyRow>), sqlx::Error>,
+) -> BoxFuture<'e, Result<Option<AnyRow>, sqlx::Error>> {
+    futures_util::future::ready(ran.map(|(_, rows)| rows.into_iter().next())).boxed()
+}
+
+/// The answer to what sqlx's executors also do but this provider never asks of SQLite.
+pub(super) fn unsupported<'e, T: Send + 'e>(what: &str) -> BoxFuture<'e, Result<T, sqlx::Error>> {
+    let e = sqlx::Error::Protocol(format!("{what} statements is not supported on SQLite here"));
+    futures_util::future::ready(Err(e)).boxed()
 }

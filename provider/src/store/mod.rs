@@ -22,6 +22,7 @@ pub mod blobs;
 mod conn;
 pub mod nonces;
 mod raw;
+pub mod read;
 pub mod s3;
 pub mod text;
 pub mod writer;
@@ -31,9 +32,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyQueryResult};
+use sqlx::any::{AnyPoolOptions, AnyQueryResult};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{Any, AnyPool, ConnectOptions, Connection, Executor};
+use sqlx::{Any, AnyPool, ConnectOptions, Connection};
 
 pub use text::{JsonText, StoredText, Text};
 
@@ -90,7 +91,8 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The provider's database.
 #[derive(Clone, Debug)]
 pub struct Db {
-    pool: AnyPool,
+    /// Where reads run (PostgreSQL's pool, or SQLite connections of the node's own).
+    reader: read::Reader,
     /// SQLite's one writing connection (group commit); PostgreSQL writes through the pool.
     writer: Option<Arc<writer::Writer>>,
     engine: Engine,
@@ -103,19 +105,6 @@ pub struct Db {
 const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Connections each node keeps to PostgreSQL at most.
 const PG_CONNECTIONS: u32 = 16;
-
-/// Percent-encodes a file path for a `sqlite://` URL.
-fn sqlite_url(path: &Path) -> String {
-    let mut url = String::from("sqlite://");
-    for b in path.as_os_str().as_encoded_bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'.' | b'_' | b'-' => url.push(*b as char),
-            _ => url.push_str(&format!("%{b:02X}")),
-        }
-    }
-    url.push_str("?mode=rwc");
-    url
-}
 
 impl Db {
     /// Opens (creating if needed) the SQLite database at `path` and brings its schema up to date.
@@ -154,29 +143,9 @@ impl Db {
         let mut conn = options.connect().await?;
         sqlx::migrate!("./migrations").run(&mut conn).await.map_err(sqlx::Error::from)?;
         conn.close().await?;
-        // Every connection of the `Any` pools gets the same settings.
-        let any: AnyConnectOptions = sqlite_url(path).parse()?;
-        let pragmas = format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
-             PRAGMA busy_timeout = {};",
-            busy.as_millis()
-        );
-        let pool_options = || {
-            let pragmas = pragmas.clone();
-            // No ping before each use (sqlx's default): a connection to a local file does not go
-            // stale, and the ping is a round trip to the connection's thread per statement.
-            AnyPoolOptions::new().test_before_acquire(false).after_connect(move |conn, _| {
-                let pragmas = pragmas.clone();
-                Box::pin(async move {
-                    conn.execute(pragmas.as_str()).await?;
-                    Ok(())
-                })
-            })
-        };
-        let writing = raw::RawConn::open(path, busy)?;
-        let writer = writer::Writer::new(writing, max_batch_age);
-        let pool = pool_options().max_connections(8).connect_with(any).await?;
-        Ok(Self { pool, writer: Some(writer), engine: Engine::Sqlite, url: None })
+        let writer = writer::Writer::new(raw::RawConn::open(path, busy)?, max_batch_age);
+        let reader = read::Reader::sqlite(path.to_path_buf(), busy);
+        Ok(Self { reader, writer: Some(writer), engine: Engine::Sqlite, url: None })
     }
 
     /// Connects to PostgreSQL at `url` and brings its schema up to date (several nodes may do
@@ -191,7 +160,12 @@ impl Db {
             .acquire_timeout(PG_ACQUIRE_TIMEOUT)
             .connect(url)
             .await?;
-        Ok(Self { pool, writer: None, engine: Engine::Postgres, url: Some(url.to_string()) })
+        Ok(Self {
+            reader: read::Reader::postgres(pool),
+            writer: None,
+            engine: Engine::Postgres,
+            url: Some(url.to_string()),
+        })
     }
 
     /// The engine this database runs on.
@@ -214,9 +188,15 @@ impl Db {
         }
     }
 
-    /// The pool, for reads.
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
+    /// Where reads run: `query.fetch_all(db.pool())`.
+    pub fn pool(&self) -> &read::Reader {
+        &self.reader
+    }
+
+    /// PostgreSQL's pool (SQLite has none: its writes go through [`writer`]).
+    fn postgres(&self) -> Result<&AnyPool, DbError> {
+        let absent = || DbError(sqlx::Error::Configuration("a SQLite database has no connection pool".into()));
+        self.reader.pool().ok_or_else(absent)
     }
 
     /// A write transaction: statements run on its connection (`&mut *tx`), and
@@ -225,7 +205,7 @@ impl Db {
     pub async fn write(&self) -> Result<writer::WriteTx, DbError> {
         match &self.writer {
             Some(writer) => writer.begin(true).await,
-            None => Ok(writer::WriteTx::pooled(self.pool.begin().await?)),
+            None => Ok(writer::WriteTx::pooled(self.postgres()?.begin().await?)),
         }
     }
 
@@ -243,7 +223,7 @@ impl Db {
                     tx.commit().await?;
                     Ok(done)
                 }
-                None => Ok(query.execute(&self.pool).await?),
+                None => Ok(query.execute(self.postgres()?).await?),
             }
         })
     }
@@ -256,12 +236,10 @@ impl Db {
     /// Tells every node listening on `channel` (PostgreSQL `NOTIFY`; nothing on SQLite, whose
     /// one node hears its own news in memory). Best effort: listeners also poll.
     pub async fn notify(&self, channel: &str) {
-        if self.engine != Engine::Postgres {
-            return;
-        }
+        let Ok(pool) = self.postgres() else { return };
         // (Counted: the `Any` driver reads every row, and has no type for `pg_notify`'s `void`.)
         let sent =
-            sqlx::query("SELECT COUNT(*) FROM (SELECT pg_notify($1, '')) AS n").bind(channel).execute(&self.pool).await;
+            sqlx::query("SELECT COUNT(*) FROM (SELECT pg_notify($1, '')) AS n").bind(channel).execute(pool).await;
         if let Err(e) = sent {
             tracing::debug!(channel, error = %e, "a notification was not sent; listeners poll");
         }

@@ -137,6 +137,19 @@ impl RawConn {
         Ok(conn)
     }
 
+    /// [`open`](Self::open), for reading only (`query_only`: a write on it fails).
+    pub fn open_reader(path: &Path, busy: Duration) -> Result<Self, sqlx::Error> {
+        let mut conn = Self::open(path, busy)?;
+        conn.execute_batch("PRAGMA query_only = ON;")?;
+        Ok(conn)
+    }
+
+    /// A connection that is closed: every statement on it fails. (A stand-in while the real
+    /// one is lent to another thread.)
+    pub fn closed() -> Self {
+        Self { db: ptr::null_mut(), cache: HashMap::new() }
+    }
+
     /// The last error on this connection, for a call that returned `rc`.
     fn error(&self, rc: c_int) -> sqlx::Error {
         // SAFETY: an open handle (or one sqlite3_open_v2 returned, which answers these too).
@@ -162,6 +175,9 @@ impl RawConn {
         keep: bool,
         mut row: impl FnMut(AnyRow),
     ) -> Result<AnyQueryResult, sqlx::Error> {
+        if self.db.is_null() {
+            return Err(sqlx::Error::Protocol("the writing connection is closed".into()));
+        }
         let stmts = match self.cache.remove(sql) {
             Some(stmts) => stmts,
             None => self.prepare(sql)?,
@@ -229,7 +245,9 @@ impl RawConn {
         done: &mut AnyQueryResult,
         row: &mut impl FnMut(AnyRow),
     ) -> Result<(), sqlx::Error> {
-        for (i, arg) in stmt.params.iter().enumerate() {
+        // No arguments at all leaves every parameter NULL (as sqlx does: `EXPLAIN` of a query).
+        let bound = if args.is_empty() { &[][..] } else { &stmt.params[..] };
+        for (i, arg) in bound.iter().enumerate() {
             let value = args.get(*arg).ok_or_else(|| {
                 sqlx::Error::Protocol(format!(
                     "the statement has parameter ${}, and {} were bound",

@@ -181,3 +181,20 @@ async fn a_nonce_counts_at_once_and_is_committed_with_the_next_batch_or_on_its_o
     .await;
     assert!(committed.is_ok(), "a lone nonce was never committed");
 }
+
+#[tokio::test]
+async fn reads_see_each_commit_and_cannot_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Db::open(&tmp.path().join("t.db")).await.unwrap();
+    let count =
+        || async { sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM nonces").fetch_one(db.pool()).await.unwrap() };
+    for n in 1..=3 {
+        db.execute(sqlx::query("INSERT INTO nonces (address, nonce) VALUES ($1, 1)").bind(format!("a{n}")))
+            .await
+            .unwrap();
+        assert_eq!(count().await, n, "a read after a commit sees it");
+    }
+    let write = sqlx::query("DELETE FROM nonces").execute(db.pool()).await;
+    assert!(write.is_err(), "a read connection wrote: {write:?}");
+    assert_eq!(count().await, 3);
+}

@@ -31,6 +31,7 @@ use futures_util::future::BoxFuture;
 use sqlx::{Any, Transaction};
 
 pub use super::conn::WriteConn;
+use super::raw::RawConn;
 use tokio::sync::{OwnedMutexGuard, watch};
 
 use super::{DbError, nonces};
@@ -111,7 +112,7 @@ async fn uncancellable<T: Send + 'static>(
 }
 
 impl Writer {
-    pub(super) fn new(conn: super::raw::RawConn, max_age: Duration) -> Arc<Self> {
+    pub(super) fn new(conn: RawConn, max_age: Duration) -> Arc<Self> {
         Arc::new(Self {
             conn: Arc::new(tokio::sync::Mutex::new(Conn {
                 conn: WriteConn::Sqlite(conn),
@@ -191,8 +192,9 @@ impl Writer {
         conn.ready = false;
         let Some(batch) = conn.open.take() else { return ok };
         let nonces = if ok { self.nonces.take() } else { Vec::new() };
-        let committed =
-            ok && nonces::write(&mut conn.conn, &nonces).await.is_ok() && exec(&mut conn.conn, commit).await.is_ok();
+        let committed = ok
+            && nonces::write(&mut conn.conn, &nonces).await.is_ok()
+            && commit_aside(&mut conn.conn, commit).await.is_ok();
         self.nonces.committed(nonces, committed);
         if !committed {
             tracing::error!(batch = batch.id, changes = batch.changes, "a write batch could not be committed");
@@ -390,6 +392,27 @@ fn exec<'c>(conn: &'c mut WriteConn, sql: &'static str) -> BoxFuture<'c, Result<
         sqlx::Executor::execute(conn, sql).await?;
         Ok(())
     })
+}
+
+/// Runs `commit` on SQLite's connection on a blocking thread: it waits for the disk, and the
+/// runtime's thread is better spent meanwhile on the requests that make the next batch.
+async fn commit_aside(conn: &mut WriteConn, commit: &'static str) -> Result<(), DbError> {
+    let WriteConn::Sqlite(raw) = conn else { return exec(conn, commit).await };
+    let mut taken = std::mem::replace(raw, RawConn::closed());
+    let flushed = tokio::task::spawn_blocking(move || {
+        let done = taken.run(commit, Vec::new(), true, |_| {});
+        (taken, done)
+    })
+    .await;
+    match flushed {
+        Ok((taken, done)) => {
+            *raw = taken;
+            done.map(drop).map_err(DbError)
+        }
+        // Only a panic in SQLite's call: the connection is gone with it, and every later write
+        // fails (a restart opens it again).
+        Err(e) => Err(DbError(sqlx::Error::Protocol(format!("the database writer failed: {e}")))),
+    }
 }
 
 fn commit_failed() -> DbError {

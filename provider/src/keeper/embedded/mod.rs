@@ -162,8 +162,7 @@ impl Keeper for EmbeddedKeeper {
     }
 
     async fn agreement(&self, id: B256) -> KeeperResult<Agreement> {
-        let mut conn = self.db.pool().acquire().await?;
-        rows::load(&mut *conn, id).await
+        rows::load(self.db.pool(), id).await
     }
 
     async fn lock_payment(&self, id: B256, payer: Address) -> KeeperResult<()> {
@@ -292,8 +291,7 @@ impl Keeper for EmbeddedKeeper {
     }
 
     async fn events_after(&self, after: u64, agreement: Option<B256>, limit: u32) -> KeeperResult<Vec<KeeperEvent>> {
-        let mut conn = self.db.pool().acquire().await?;
-        rows::events_after(&mut *conn, after, agreement, limit).await
+        rows::events_after(self.db.pool(), after, agreement, limit).await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<EventNote> {
@@ -301,8 +299,7 @@ impl Keeper for EmbeddedKeeper {
     }
 
     async fn balance(&self, who: Address) -> KeeperResult<U256> {
-        let mut conn = self.db.pool().acquire().await?;
-        rows::balance(&mut *conn, who).await
+        rows::balance(self.db.pool(), who).await
     }
 
     async fn credit(&self, who: Address, amount: U256) -> KeeperResult<U256> {
@@ -326,12 +323,11 @@ async fn follow(db: Db, notes: broadcast::WeakSender<EventNote>) {
     let mut last = None;
     while let Some(notes) = notes.upgrade() {
         let read = async {
-            let mut conn = db.pool().acquire().await?;
             let after = match last {
                 Some(l) => l,
-                None => *last.insert(rows::last_event(&mut *conn).await?),
+                None => *last.insert(rows::last_event(db.pool()).await?),
             };
-            rows::notes_after(&mut *conn, after, 1000).await
+            rows::notes_after(db.pool(), after, 1000).await
         };
         match read.await {
             Ok(news) => {
