@@ -8,6 +8,7 @@ mod compute;
 pub mod flow;
 mod keeper;
 mod publish;
+mod results;
 mod transport;
 
 use std::sync::atomic::AtomicU64;
