@@ -1,7 +1,7 @@
 //! Persistence: the provider's database (through sqlx) and a content-addressed blob store.
 //!
 //! The database is one of two engines behind the same [`Db`]: components write their SQL
-//! once, with `$1`-style parameters both engines accept, through sqlx's `Any` driver, and ask
+//! once, with `$1`-style parameters both engines accept, as sqlx `Any` queries, and ask
 //! [`Db::engine`] for the few statements that differ (row locks, notifications).
 //!
 //! * **SQLite** (single-node mode, the default; schema in `provider/migrations/`): one file in
@@ -9,9 +9,10 @@
 //!   admits one writer at a time, and a connection that finds the database locked sleeps and
 //!   retries; so every write goes through one dedicated connection ([`Db::write`]), where
 //!   writers queue in the process, in order, and share disk flushes (group commit, see
-//!   [`writer`]). Each write is one transaction begun `IMMEDIATE`. That connection is driven
-//!   synchronously, not through sqlx (`raw`, which says why). Reads use a pool of their own
-//!   and never wait for writers (WAL).
+//!   [`writer`]). Each write is one transaction begun `IMMEDIATE`. Reads use connections of
+//!   their own ([`read`]) and never wait for writers (WAL). The schema is migrated through
+//!   sqlx; after that, statements do not go through sqlx's SQLite driver but run on the thread
+//!   that asks for them (`raw`, which says why).
 //! * **PostgreSQL** (cluster mode, `--database postgres://...`; schema in
 //!   `provider/migrations-postgres/`): several API nodes and workers share it. A write is one
 //!   transaction of the pool (read committed); the components lock the rows they read in order
