@@ -2,7 +2,7 @@
 //! signed request is accepted at most once.
 //!
 //! On PostgreSQL, shared by a cluster's nodes, each nonce is one atomic upsert. On SQLite this
-//! node is the only one: nonces are accepted in memory ([`Kept`]) and written behind, into the
+//! node is the only one: nonces are accepted in memory (`Kept`) and written behind, into the
 //! next write batch just before it commits. Every request signs a nonce, and most sign one
 //! without changing anything else; a turn of the one writing connection each would be the
 //! largest part of its load. Written behind, a nonce is exactly as durable as it was when kept

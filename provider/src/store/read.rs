@@ -2,7 +2,7 @@
 //! executor).
 //!
 //! On SQLite a read is a short indexed lookup in a local file: it runs on the caller's thread,
-//! on a connection of the node's own ([`RawConn`], which says why sqlx's hand-over to a thread
+//! on a connection of the node's own (`raw::RawConn`, which says why sqlx's hand-over to a thread
 //! per connection is avoided), taken from the idle ones and put back when the statement ends,
 //! so a connection is never held across an `await`. Each statement reads the last committed
 //! state (WAL: readers never wait for the writer). On PostgreSQL, reads go to sqlx's pool.
