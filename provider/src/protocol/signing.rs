@@ -21,6 +21,7 @@
 use alloy_primitives::{Address, B256, Signature, keccak256};
 use alloy_signer_local::PrivateKeySigner;
 use alloy_sol_types::{Eip712Domain, SolStruct};
+use zeroize::Zeroize;
 
 use super::eip712::Request;
 
@@ -215,12 +216,15 @@ pub fn sign_typed<T: SolStruct>(signer: &PrivateKeySigner, domain: &Eip712Domain
 /// signatures, instead of the signer's pure-Rust k256 (a consumer signs every request; this
 /// is about three times quicker).
 fn sign_prehash(signer: &PrivateKeySigner, hash: &B256) -> Signature {
-    let secret: [u8; 32] = signer.credential().to_bytes().into();
+    let mut secret: [u8; 32] = signer.credential().to_bytes().into();
     // A signer's key is a valid secret key: this cannot fail.
-    let key = secp256k1::SecretKey::from_byte_array(secret).expect("a signing key is a secret key");
+    let mut key = secp256k1::SecretKey::from_byte_array(secret).expect("a signing key is a secret key");
+    secret.zeroize();
     let signed = secp256k1::SECP256K1.sign_ecdsa_recoverable(secp256k1::Message::from_digest(hash.0), &key);
+    key.non_secure_erase();
     let (id, bytes) = signed.serialize_compact();
-    Signature::from_bytes_and_parity(&bytes, i32::from(id) == 1)
+    // The recovery id's low bit is the parity of the nonce point's y.
+    Signature::from_bytes_and_parity(&bytes, i32::from(id) & 1 == 1)
 }
 
 /// The address that signed `value` under `domain`. A signature whose `s` is in the upper half

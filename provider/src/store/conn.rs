@@ -2,7 +2,9 @@
 //! [`WriteTx`](super::writer::WriteTx) derefs to, and an sqlx executor).
 //!
 //! On SQLite the one writing connection is driven on the turn's own thread ([`RawConn`], which
-//! says why); PostgreSQL's statements go over the network, and are awaited as usual.
+//! says why); PostgreSQL's statements go over the network, and are awaited as usual. A SQLite
+//! statement runs when the executor is called, to its end: a timeout or `select!` around it
+//! does not cut it short.
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;

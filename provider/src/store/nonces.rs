@@ -170,7 +170,8 @@ pub(super) fn write<'c>(conn: &'c mut WriteConn, rows: &'c [(Address, i64)]) -> 
                  ON CONFLICT (address) DO UPDATE SET nonce = excluded.nonce WHERE nonces.nonce < excluded.nonce",
                 values.join(", ")
             );
-            let mut query = sqlx::query(&sql);
+            // Not kept prepared: there is a text for every number of rows.
+            let mut query = sqlx::query(&sql).persistent(false);
             for (address, nonce) in chunk {
                 query = query.bind(Text(*address)).bind(*nonce);
             }

@@ -245,17 +245,11 @@ impl RawConn {
         done: &mut AnyQueryResult,
         row: &mut impl FnMut(AnyRow),
     ) -> Result<(), sqlx::Error> {
-        // No arguments at all leaves every parameter NULL (as sqlx does: `EXPLAIN` of a query).
-        let bound = if args.is_empty() { &[][..] } else { &stmt.params[..] };
-        for (i, arg) in bound.iter().enumerate() {
-            let value = args.get(*arg).ok_or_else(|| {
-                sqlx::Error::Protocol(format!(
-                    "the statement has parameter ${}, and {} were bound",
-                    arg + 1,
-                    args.len()
-                ))
-            })?;
-            self.bind(stmt.raw, c_int::try_from(i + 1).unwrap_or(c_int::MAX), value)?;
+        for (i, arg) in stmt.params.iter().enumerate() {
+            // A parameter with no argument stays NULL, as with sqlx's driver (and SQLite).
+            if let Some(value) = args.get(*arg) {
+                self.bind(stmt.raw, c_int::try_from(i + 1).unwrap_or(c_int::MAX), value)?;
+            }
         }
         loop {
             // SAFETY: a prepared statement of this connection, its parameters bound.
@@ -298,7 +292,7 @@ impl RawConn {
                 AnyValueKind::Blob(b) => {
                     ffi::sqlite3_bind_blob64(raw, i, b.as_ptr().cast(), b.len() as u64, ffi::SQLITE_TRANSIENT())
                 }
-                other => return Err(sqlx::Error::Protocol(format!("cannot bind {other:?} on SQLite"))),
+                other => return Err(sqlx::Error::Encode(format!("cannot bind {other:?} on SQLite").into())),
             }
         };
         if rc == ffi::SQLITE_OK { Ok(()) } else { Err(self.error(rc)) }
@@ -313,21 +307,32 @@ impl Stmt {
             let mut params = Vec::new();
             for i in 1..=ffi::sqlite3_bind_parameter_count(raw) {
                 let name = ffi::sqlite3_bind_parameter_name(raw, i);
-                let name = if name.is_null() { "" } else { CStr::from_ptr(name).to_str().unwrap_or("") };
-                let n = name.strip_prefix('$').or_else(|| name.strip_prefix('?')).and_then(|n| n.parse::<usize>().ok());
-                match n {
-                    Some(n) if n >= 1 => params.push(n - 1),
-                    _ => {
-                        drop(stmt(Arc::default(), Vec::new(), Vec::new()));
-                        return Err(sqlx::Error::Protocol(format!("unsupported parameter `{name}` (use $N)")));
+                // An anonymous `?` is the i-th argument; `$N` and `?N` the N-th.
+                let n = if name.is_null() {
+                    Some(i as usize)
+                } else {
+                    let name = CStr::from_ptr(name).to_string_lossy().into_owned();
+                    match name.strip_prefix('$').or_else(|| name.strip_prefix('?')).and_then(|n| n.parse().ok()) {
+                        Some(n) if n >= 1 => Some(n),
+                        _ => {
+                            // (The name is copied: it dies with the statement.)
+                            drop(stmt(Arc::default(), Vec::new(), Vec::new()));
+                            let e = format!("unsupported parameter `{name}` (use $N)");
+                            return Err(sqlx::Error::Configuration(e.into()));
+                        }
                     }
-                }
+                };
+                params.extend(n.map(|n| n - 1));
             }
             let mut names = sqlx_core::HashMap::new();
             let mut columns = Vec::new();
             for i in 0..ffi::sqlite3_column_count(raw) {
-                let name = CStr::from_ptr(ffi::sqlite3_column_name(raw, i)).to_string_lossy();
-                let name = UStr::new(&name);
+                let name = ffi::sqlite3_column_name(raw, i);
+                if name.is_null() {
+                    drop(stmt(Arc::default(), Vec::new(), Vec::new()));
+                    return Err(sqlx::Error::Protocol("SQLite is out of memory".into()));
+                }
+                let name = UStr::new(&CStr::from_ptr(name).to_string_lossy());
                 let ordinal = i as usize;
                 names.insert(name.clone(), ordinal);
                 columns.push(AnyColumn { ordinal, name, type_info: AnyTypeInfo { kind: AnyTypeInfoKind::Null } });
@@ -348,6 +353,8 @@ impl Stmt {
                 match ffi::sqlite3_column_type(self.raw, i) {
                     ffi::SQLITE_INTEGER => AnyValueKind::BigInt(ffi::sqlite3_column_int64(self.raw, i)),
                     ffi::SQLITE_FLOAT => AnyValueKind::Double(ffi::sqlite3_column_double(self.raw, i)),
+                    // (A NULL pointer for a text or blob of this type: empty, or SQLite out of
+                    // memory, which the next call reports.)
                     ffi::SQLITE_TEXT => {
                         let text = ffi::sqlite3_column_text(self.raw, i);
                         let len = ffi::sqlite3_column_bytes(self.raw, i) as usize;
@@ -437,9 +444,12 @@ mod tests {
         assert!(db.is_unique_violation(), "{db}");
         assert_eq!(db.code().as_deref(), Some("1555"), "SQLITE_CONSTRAINT_PRIMARYKEY");
         assert!(crate::store::DbError(e).is_unique_violation());
-        // A parameter with no argument, and one not numbered, are refused.
-        assert!(conn.run(insert, vec![AnyValueKind::BigInt(1)], true, |_| {}).is_err());
-        assert!(conn.run("SELECT :name", vec![], false, |_| {}).is_err());
+        // A parameter with no argument is NULL; an anonymous `?` is positional; a named one is
+        // refused.
+        let (_, got) = rows(&mut conn, "SELECT ? AS a, $3 AS c", vec![AnyValueKind::Text("x".into())]);
+        assert_eq!((got[0].get::<String, _>("a"), got[0].get::<Option<String>, _>("c")), ("x".into(), None));
+        let e = conn.run("SELECT :name", vec![], false, |_| {}).unwrap_err();
+        assert!(e.to_string().contains("`:name`"), "{e}");
         // The statement that failed is usable again.
         assert_eq!(rows(&mut conn, insert, args("c")).0, 1);
     }

@@ -5,7 +5,8 @@
 //! on a connection of the node's own (`raw::RawConn`, which says why sqlx's hand-over to a thread
 //! per connection is avoided), taken from the idle ones and put back when the statement ends,
 //! so a connection is never held across an `await`. Each statement reads the last committed
-//! state (WAL: readers never wait for the writer). On PostgreSQL, reads go to sqlx's pool.
+//! state (WAL: readers never wait for the writer). As on the writing connection, a statement
+//! runs when the executor is called, to its end. On PostgreSQL, reads go to sqlx's pool.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -198,3 +198,30 @@ async fn reads_see_each_commit_and_cannot_write() {
     assert!(write.is_err(), "a read connection wrote: {write:?}");
     assert_eq!(count().await, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nonces_whose_batch_fails_are_written_once_the_database_is_free() {
+    use sqlx::ConnectOptions;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("t.db");
+    let db = Db::open_with_busy_timeout(&path, Duration::from_millis(50)).await.unwrap();
+    // Another process's writer holds the database.
+    let mut other = SqliteConnectOptions::new().filename(&path).connect().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap();
+    let a = alloy_primitives::Address::repeat_byte(3);
+    assert!(nonces::Nonces::new(db.clone()).accept(a, 1).await.unwrap());
+    // The nonce's own batch is tried (and fails: busy) meanwhile.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    let written = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM nonces").fetch_one(db.pool()).await.unwrap();
+            if n == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(written.is_ok(), "the nonce was never written after its batch failed");
+}

@@ -36,6 +36,8 @@ use tokio::sync::{OwnedMutexGuard, watch};
 
 use super::{DbError, nonces};
 
+/// How long nonces that could not be written wait before their own batch is tried again.
+const NONCE_RETRY: Duration = Duration::from_secs(1);
 /// A batch is committed once it holds this many changes...
 const MAX_BATCH: usize = 64;
 /// ...or once it is this old, whoever is waiting. A writer whose batch is still open this long
@@ -236,15 +238,15 @@ impl Writer {
         let this = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(this.max_age).await;
-            if this.nonces.pending() {
+            while this.nonces.pending() {
                 let written = match this.begin(false).await {
                     Ok(tx) => tx.commit().await,
                     Err(e) => Err(e),
                 };
-                if let Err(e) = written {
-                    // They wait for the next batch.
-                    tracing::warn!(error = %e, "request nonces could not be written yet");
-                }
+                let Err(e) = written else { break };
+                // They are waiting again: try again in a while (a batch may carry them first).
+                tracing::warn!(error = %e, "request nonces could not be written yet; retrying");
+                tokio::time::sleep(NONCE_RETRY).await;
             }
         });
     }
