@@ -229,11 +229,6 @@ impl Db {
         })
     }
 
-    /// SQLite's writer (group commit), if this is SQLite.
-    fn writer(&self) -> Option<&Arc<writer::Writer>> {
-        self.writer.as_ref()
-    }
-
     /// Tells every node listening on `channel` (PostgreSQL `NOTIFY`; nothing on SQLite, whose
     /// one node hears its own news in memory). Best effort: listeners also poll.
     pub async fn notify(&self, channel: &str) {

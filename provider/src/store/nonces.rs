@@ -5,9 +5,9 @@
 //! node is the only one: nonces are accepted in memory (`Kept`) and written behind, into the
 //! next write batch just before it commits. Every request signs a nonce, and most sign one
 //! without changing anything else; a turn of the one writing connection each would be the
-//! largest part of its load. Written behind, a nonce is exactly as durable as it was when kept
-//! lazily in the batch: a request's own changes are committed after its nonce is accepted, so
-//! in the same commit or a later one, and a power cut that loses the nonce loses them too.
+//! largest part of its load. Written behind, a nonce is as durable as it must be: a request's
+//! own changes are committed after its nonce is accepted, so in the same commit or a later
+//! one, and a power cut that loses the nonce loses them too.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -42,7 +42,7 @@ impl Nonces {
     /// the edge refuses first; it is never stored, so it cannot lock an address out).
     pub async fn accept(&self, address: Address, nonce: u64) -> Result<bool, DbError> {
         let Ok(nonce) = i64::try_from(nonce) else { return Ok(false) };
-        match self.db.writer() {
+        match &self.db.writer {
             Some(writer) => self.accept_kept(writer, address, nonce).await,
             None => {
                 let query = sqlx::query(

@@ -12,12 +12,12 @@
 //! A [`WriteTx`] dropped without `commit` is rolled back to its savepoint, leaving the batch's
 //! other changes intact.
 //!
-//! Every statement is a round trip to the connection's thread, and under load each round trip
-//! waits for both threads to be scheduled, while the connection is held. So the writer's own
-//! statements ride together: a batch begins with the first writer's savepoint (`BEGIN
-//! IMMEDIATE; SAVEPOINT`), a writer followed by another releases its savepoint and opens the
-//! next one's (`RELEASE; SAVEPOINT`), and the last releases and commits (`RELEASE; COMMIT`):
-//! one round trip per turn instead of two, and none for the batch's ends.
+//! The connection is held for every statement a turn runs, so the writer's own statements ride
+//! together: a batch begins with the first writer's savepoint (`BEGIN IMMEDIATE; SAVEPOINT`),
+//! a writer followed by another releases its savepoint and opens the next one's (`RELEASE;
+//! SAVEPOINT`), and the last releases and commits (`RELEASE; COMMIT`): one call per turn
+//! instead of two, and none for the batch's ends. The commit, which waits for the disk, runs
+//! on a blocking thread (`commit_aside`).
 //!
 //! Request nonces are kept in memory and written into each batch just before it commits (see
 //! [`nonces`](super::nonces)); with none to carry them, a batch is made once they are
