@@ -5,7 +5,7 @@
 //! the job's directory and its result on stdout, and exits. One job per process: nothing a
 //! job leaves in memory outlives it.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -17,6 +17,9 @@ use tidepool_runtime::{
 use crate::confine::confine;
 use crate::protocol::{FailureKind, FromWorker, JobDone, JobRequest, ToWorker, WireStage};
 use crate::template::Prepared;
+
+/// The most bytes a worker takes for an algorithm (the daemon's own bound is lower).
+const MAX_MODULE: u64 = 1 << 32;
 
 /// Runs one job read from stdin. Exit status: 0 a result was written (done or failed); 3 no
 /// job came; 4 the worker could not confine itself or talk.
@@ -41,6 +44,15 @@ pub(crate) fn serve(prepared: Option<&Prepared>) -> i32 {
             return 4;
         }
     };
+    // The algorithm's bytes follow the line (only read: nothing parses them before the worker
+    // is confined).
+    let mut module = Vec::new();
+    if job.module_len > MAX_MODULE
+        || lines.by_ref().take(job.module_len).read_to_end(&mut module).map_or(true, |n| n as u64 != job.module_len)
+    {
+        eprintln!("tidepool job-worker: the module did not follow the job");
+        return 4;
+    }
     let out = Arc::new(Mutex::new(std::io::stdout()));
     let confined = match confine(&job.policy) {
         Ok(c) => c,
@@ -73,21 +85,18 @@ pub(crate) fn serve(prepared: Option<&Prepared>) -> i32 {
             }
         }
     });
-    let result = run(&job, prepared, cancel, out.clone());
+    let result = run(&job, module, prepared, cancel, out.clone());
     if send(&out, &result).is_err() { 4 } else { 0 }
 }
 
 fn run(
     job: &JobRequest,
+    bytes: Vec<u8>,
     prepared: Option<&Prepared>,
     cancel: Arc<AtomicBool>,
     out: Arc<Mutex<std::io::Stdout>>,
 ) -> FromWorker {
     let failed = |kind, message: String| FromWorker::Failed { kind, message };
-    let bytes = match std::fs::read(&job.module) {
-        Ok(b) => b,
-        Err(e) => return failed(FailureKind::Host, format!("reading the module: {e}")),
-    };
     let own;
     let runtime = match prepared.filter(|p| p.cache_dir == job.cache_dir) {
         Some(prepared) => &prepared.runtime,
@@ -136,7 +145,11 @@ fn run(
     }));
     match runtime.run(&spec) {
         Ok(r) => {
+            // An empty log is no file (the parent reads a missing one as empty).
             for (name, bytes) in [("stdout.log", &r.stdout), ("stderr.log", &r.stderr)] {
+                if bytes.is_empty() {
+                    continue;
+                }
                 if let Err(e) = std::fs::write(job.logs_dir.join(name), bytes) {
                     return failed(FailureKind::Host, format!("writing {name}: {e}"));
                 }

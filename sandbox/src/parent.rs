@@ -189,9 +189,13 @@ impl Pool {
         });
     }
 
-    /// Gives `job` to a worker (forked, or an idle one if there is one) and returns it running.
-    pub fn start(self: &Arc<Self>, job: JobRequest) -> std::io::Result<Running> {
-        let job = line(&ToWorker::Job(Box::new(job)))?;
+    /// Gives `job`, whose algorithm is `module` (a module, or an environment algorithm's files
+    /// as an archive), to a worker (forked, or an idle one if there is one) and returns it
+    /// running.
+    pub fn start(self: &Arc<Self>, mut job: JobRequest, module: &[u8]) -> std::io::Result<Running> {
+        job.module_len = module.len() as u64;
+        let mut job = line(&ToWorker::Job(Box::new(job)))?;
+        job.extend_from_slice(module);
         if let Some(templated) = &self.template {
             match Self::fork(templated).and_then(|w| w.given(&job)) {
                 Ok(worker) => return Ok(Running::new(worker)),
@@ -210,7 +214,7 @@ impl Pool {
 }
 
 impl Spawned {
-    /// The worker, once `job` (a [`line`]) is written to its stdin.
+    /// The worker, once `job` (a [`line`] and the module after it) is written to its stdin.
     fn given(mut self, job: &[u8]) -> std::io::Result<Self> {
         write_line(&mut self.stdin, job)?;
         Ok(self)

@@ -1,6 +1,7 @@
 //! What the daemon and a worker say to each other: one JSON object per line, the job and
 //! stop requests on the worker's stdin, its events and result on its stdout. The worker's
-//! stderr is its log.
+//! stderr is its log. The job's line is followed by the algorithm's bytes
+//! ([`JobRequest::module_len`] of them), so no copy of the module is written to disk.
 //!
 //! After the job starts, the worker runs untrusted code: the daemon reads what it says as a
 //! stranger's input (bounded lines, typed parsing, results checked against the files).
@@ -32,9 +33,9 @@ pub struct WireInput {
 pub struct JobRequest {
     /// The algorithm's name (`argv[0]`).
     pub name: String,
-    /// The algorithm's file (in the job's directory): the module, or, with `environment`, the
-    /// algorithm's files as a `tidepool-files-v1` archive.
-    pub module: PathBuf,
+    /// How many bytes follow the request's line on stdin: the module, or, with `environment`,
+    /// the algorithm's files as a `tidepool-files-v1` archive. Set by [`crate::Pool::start`].
+    pub module_len: u64,
     /// The directory of the environment that runs the algorithm (read only; its module is
     /// checked against the definition's pin as it is loaded), if the algorithm is not a module.
     #[serde(default)]
@@ -43,7 +44,8 @@ pub struct JobRequest {
     pub inputs: Vec<WireInput>,
     /// Receives the outputs (in the job's directory).
     pub output_dir: PathBuf,
-    /// Where the worker writes `stdout.log` and `stderr.log` (the kept part of each).
+    /// Where the worker writes `stdout.log` and `stderr.log` (the kept part of each; no file
+    /// for an empty one).
     pub logs_dir: PathBuf,
     /// Extra arguments, after the three standard ones.
     pub args: Vec<String>,

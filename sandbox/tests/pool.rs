@@ -15,7 +15,7 @@ fn shell(script: &str) -> WorkerCommand {
 fn job() -> JobRequest {
     JobRequest {
         name: "job".into(),
-        module: "/nonexistent/module.wasm".into(),
+        module_len: 0,
         environment: None,
         inputs: Vec::new(),
         output_dir: "/nonexistent/outputs".into(),
@@ -28,7 +28,7 @@ fn job() -> JobRequest {
 }
 
 fn run(script: &str, deadline: Duration) -> Ended {
-    let running = Pool::new(shell(script), 0).start(job()).unwrap();
+    let running = Pool::new(shell(script), 0).start(job(), b"").unwrap();
     running.wait(Instant::now() + deadline, &AtomicBool::new(false), |_| {})
 }
 

@@ -45,14 +45,14 @@ async fn upload(
     body: Body,
 ) -> ApiResult<Json<UploadResponse>> {
     let authorized = super::upload::authorize(&api, &envelope, &headers, api.limits.max_module_bytes).await?;
-    let streamed = authorized.receive(&api, body).await?;
+    let streamed = authorized.receive_bytes(&api, body).await?;
     let who = streamed.who;
     if q.algorithm_did.is_some() && q.environment.is_some() {
         return Err(ApiError::BadRequest(
             "a published algorithm is a module: give `environment` only with uploaded files".into(),
         ));
     }
-    let source = match (q.algorithm_did, streamed.size) {
+    let source = match (q.algorithm_did, streamed.bytes.len()) {
         (Some(did), 0) => AlgorithmSource::Published(did),
         (Some(_), _) => {
             return Err(ApiError::BadRequest("send either a module body or an algorithmDid, not both".into()));
@@ -65,7 +65,7 @@ async fn upload(
             ));
         }
         (None, _) => {
-            let bytes = tokio::fs::read(&streamed.file).await?;
+            let bytes = streamed.bytes;
             let name = q.algorithm_name.unwrap_or_else(|| "algorithm".into());
             match q.environment {
                 Some(environment) => AlgorithmSource::Files { environment, archive: bytes, name },

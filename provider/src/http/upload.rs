@@ -9,11 +9,13 @@
 //!    at most `max_uploads_per_address` of them one address's, and at most
 //!    `upload_bytes_per_address_per_hour` bytes an hour from one address (429 beyond).
 //!
-//! Only then is the body streamed into a temporary file, bounded by the limit, and hashed; a
-//! body that stalls (the body idle timeout), grows past the limit or does not hash to what was
-//! signed is refused and its temporary file removed at once.
+//! Only then is the body streamed into a temporary file (or, for a module the caller reads
+//! whole, into memory up to 1 MiB), bounded by the limit, and hashed; a body that stalls (the
+//! body idle timeout), grows past the limit or does not hash to what was signed is refused and
+//! its temporary file removed at once.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -163,6 +165,15 @@ pub struct Received {
     pub blake3: B256,
 }
 
+/// A body received into memory, checked against its signature.
+#[derive(Debug)]
+pub struct ReceivedBytes {
+    /// The signer.
+    pub who: Address,
+    /// The body.
+    pub bytes: Vec<u8>,
+}
+
 /// An upload whose signature and quota are checked, and whose body is not read yet.
 #[derive(Debug)]
 pub struct Authorized {
@@ -183,13 +194,78 @@ pub async fn authorize(api: &Arc<Api>, envelope: &Envelope, headers: &HeaderMap,
     Ok(Authorized { who, claimed, limit, _slot: slot })
 }
 
+/// Bodies up to this size are held in memory by [`Authorized::receive_bytes`]; a longer one
+/// goes on in a temporary file, so that an upload slot holds at most this much memory.
+const IN_MEMORY: usize = 1 << 20;
+
+/// Where a body is being received.
+enum Spool {
+    Memory(Vec<u8>),
+    File(tempfile::TempPath, tokio::fs::File),
+}
+
+impl Spool {
+    /// A temporary file in `dir`.
+    async fn file(dir: &Path) -> std::io::Result<Self> {
+        let tmp = tempfile::NamedTempFile::new_in(dir)?.into_temp_path();
+        let file = tokio::fs::File::create(&tmp).await?;
+        Ok(Self::File(tmp, file))
+    }
+
+    /// Appends `chunk`; memory past [`IN_MEMORY`] bytes goes on in a temporary file in `dir`.
+    async fn write(&mut self, dir: &Path, chunk: &[u8]) -> std::io::Result<()> {
+        if let Self::Memory(held) = self
+            && held.len() + chunk.len() > IN_MEMORY
+        {
+            let held = std::mem::take(held);
+            let mut spilled = Self::file(dir).await?;
+            if let Self::File(_, file) = &mut spilled {
+                file.write_all(&held).await?;
+            }
+            *self = spilled;
+        }
+        match self {
+            Self::Memory(held) => held.extend_from_slice(chunk),
+            Self::File(_, file) => file.write_all(chunk).await?,
+        }
+        Ok(())
+    }
+}
+
 impl Authorized {
     /// Receives the body into a temporary file (removed if anything fails), checking its size
     /// and that it hashes to what was signed.
     pub async fn receive(self, api: &Arc<Api>, body: Body) -> ApiResult<Received> {
+        let who = self.who;
+        let (spool, size, blake3) = self.stream(api, body, Spool::file(api.assets.upload_dir()).await?).await?;
+        let Spool::File(tmp, mut file) = spool else { unreachable!("a file spool stays a file") };
+        // tokio's `sync_all` does not report a failed last write (the disk full, say): `flush`
+        // waits for it and does.
+        file.flush().await?;
+        file.sync_all().await?;
+        Ok(Received { who, file: tmp, size, blake3 })
+    }
+
+    /// Receives the body into memory, checking its size and that it hashes to what was
+    /// signed: for bodies the caller reads whole (a module). A body over [`IN_MEMORY`] bytes
+    /// is received into a temporary file, read back once it is checked.
+    pub async fn receive_bytes(self, api: &Arc<Api>, body: Body) -> ApiResult<ReceivedBytes> {
+        let who = self.who;
+        let bytes = match self.stream(api, body, Spool::Memory(Vec::new())).await?.0 {
+            Spool::Memory(bytes) => bytes,
+            Spool::File(tmp, mut file) => {
+                file.flush().await?;
+                drop(file);
+                tokio::fs::read(&tmp).await?
+            }
+        };
+        Ok(ReceivedBytes { who, bytes })
+    }
+
+    /// Streams the body into `spool`, bounded by the limit and the address's quota; returns
+    /// the spool, the size and the BLAKE3 once the body hashes to what was signed.
+    async fn stream(self, api: &Arc<Api>, body: Body, mut spool: Spool) -> ApiResult<(Spool, u64, B256)> {
         let (who, limit) = (self.who, self.limit);
-        let tmp = tempfile::NamedTempFile::new_in(api.assets.upload_dir())?.into_temp_path();
-        let mut file = tokio::fs::File::create(&tmp).await?;
         let (mut keccak, mut blake) = (Keccak256::new(), blake3::Hasher::new());
         let mut size = 0u64;
         let mut stream = body.into_data_stream();
@@ -202,23 +278,38 @@ impl Authorized {
             api.uploads.charge(who, chunk.len() as u64)?;
             keccak.update(&chunk);
             blake.update(&chunk);
-            file.write_all(&chunk).await?;
+            spool.write(api.assets.upload_dir(), &chunk).await?;
         }
         let actual = keccak.finalize();
         if actual != self.claimed {
             return Err(AuthError::BodyMismatch { signed: self.claimed, actual }.into());
         }
-        // tokio's `sync_all` does not report a failed last write (the disk full, say): `flush`
-        // waits for it and does.
-        file.flush().await?;
-        file.sync_all().await?;
-        Ok(Received { who, file: tmp, size, blake3: B256::from(*blake.finalize().as_bytes()) })
+        Ok((spool, size, B256::from(*blake.finalize().as_bytes())))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_body_is_held_in_memory_up_to_its_bound_then_in_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = || std::fs::read_dir(dir.path()).unwrap().count();
+        let mut spool = Spool::Memory(Vec::new());
+        let chunk: Vec<u8> = (0..IN_MEMORY / 2 + 1).map(|i| i as u8).collect();
+        spool.write(dir.path(), &chunk).await.unwrap();
+        assert!(matches!(spool, Spool::Memory(ref held) if held == &chunk));
+        assert_eq!(files(), 0, "nothing on disk yet");
+        spool.write(dir.path(), &chunk).await.unwrap();
+        spool.write(dir.path(), b"end").await.unwrap();
+        let Spool::File(path, mut file) = spool else { panic!("past the bound, the body goes on in a file") };
+        file.flush().await.unwrap();
+        let expected = [chunk.clone(), chunk, b"end".to_vec()].concat();
+        assert_eq!(std::fs::read(&path).unwrap(), expected, "all of it, in order");
+        drop(path);
+        assert_eq!(files(), 0, "the temporary file goes with the spool");
+    }
 
     #[test]
     fn uploads_are_bounded_at_once_per_address_and_per_hour() {

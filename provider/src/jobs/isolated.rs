@@ -56,9 +56,6 @@ impl Isolated {
     }
 
     fn try_run(&self, job: IsolatedJob) -> std::io::Result<Ran> {
-        // A copy, not a hard link to the blob: the worker may write in its directory.
-        let module = job.dir.join("module.wasm");
-        std::fs::write(&module, &job.module)?;
         let outputs = job.dir.join("outputs");
         let mut read_only: Vec<PathBuf> = job.inputs.iter().map(|i| i.dir.clone()).collect();
         read_only.extend(self.cache_dir.iter().filter(|d| d.is_dir()).cloned());
@@ -79,7 +76,7 @@ impl Isolated {
         };
         let request = JobRequest {
             name: job.name.clone(),
-            module,
+            module_len: 0,
             environment: job.environment.as_ref().map(|e| e.dir().to_path_buf()),
             inputs: job
                 .inputs
@@ -98,7 +95,7 @@ impl Isolated {
             policy,
         };
         let started = Instant::now();
-        let running = self.pool.start(request)?;
+        let running = self.pool.start(request, &job.module)?;
         tracing::debug!(job_id = %job.id, pid = running.pid(), "job handed to a worker");
         let deadline = started + timeout + Duration::from_secs(self.sandbox.kill_grace_secs);
         let (live, id) = (job.live.clone(), job.id.to_string());
@@ -154,7 +151,11 @@ fn checked(done: tidepool_sandbox::JobDone, job: &IsolatedJob, outputs: &Path) -
         return Err("a receipt whose hash is not its fields'".into());
     }
     let log = |name: &str, cap: u64, hash, len: u64| -> Result<Vec<u8>, String> {
-        let bytes = std::fs::read(job.dir.join(name)).map_err(|e| format!("{name}: {e}"))?;
+        // The worker writes no file for an empty log.
+        let bytes = match std::fs::read(job.dir.join(name)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            read => read.map_err(|e| format!("{name}: {e}"))?,
+        };
         if bytes.len() as u64 > cap || bytes.len() as u64 > len || tree::blake3_b256(&bytes) != hash {
             return Err(format!("{name} is not the log the receipt hashes"));
         }

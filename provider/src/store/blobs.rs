@@ -135,7 +135,8 @@ impl Blobs {
     }
 
     /// Stores what `reader` yields, up to `limit` bytes; returns its hash and size, or
-    /// `None` when it is longer than `limit` (nothing is stored then).
+    /// `None` when it is longer than `limit` (nothing is stored then). A new blob is on disk
+    /// (fsynced) when this returns.
     pub fn put_reader(&self, reader: impl Read, limit: u64) -> io::Result<Option<(B256, u64)>> {
         let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp)?;
         let copying = Copying { reader, copy: &mut tmp, left: limit };
@@ -144,13 +145,24 @@ impl Blobs {
             Err(e) if e.get_ref().is_some_and(|inner| inner.is::<TooLong>()) => return Ok(None),
             Err(e) => return Err(e),
         };
+        if !self.dir.is_file(name(&hash)) {
+            tmp.as_file().sync_all()?;
+        }
         self.adopt(tmp.into_temp_path().keep().map_err(|e| e.error)?.as_path(), &hash)?;
         Ok(Some((hash, size)))
     }
 
-    /// Stores `bytes`; returns their BLAKE3.
+    /// Stores `bytes`; returns their BLAKE3. Bytes the store holds already are not written
+    /// again (a module run again, an empty log).
     pub fn put_bytes(&self, bytes: &[u8]) -> io::Result<B256> {
-        let (hash, _) = self.put_reader(bytes, u64::MAX)?.expect("no limit");
+        let hash = tidepool_runtime::tree::blake3_b256(bytes);
+        if self.dir.is_file(name(&hash)) {
+            // As `adopt` does for a blob it has: the bucket gets it if it lacks it.
+            self.upload(&hash)?;
+            return Ok(hash);
+        }
+        let (stored, _) = self.put_reader(bytes, u64::MAX)?.expect("no limit");
+        debug_assert_eq!(stored, hash);
         Ok(hash)
     }
 
@@ -247,6 +259,12 @@ mod tests {
         let a = blobs.put_bytes(b"hello").unwrap();
         assert_eq!(a, B256::from(*blake3::hash(b"hello").as_bytes()));
         assert_eq!(blobs.put_bytes(b"hello").unwrap(), a, "the same content, the same blob");
+        // Bytes the store has are not written again: without its temporary directory, the
+        // store still takes them, and nothing new.
+        std::fs::remove_dir(blobs.tmp_dir()).unwrap();
+        assert_eq!(blobs.put_bytes(b"hello").unwrap(), a);
+        assert!(blobs.put_bytes(b"new").is_err(), "new bytes go through the temporary directory");
+        std::fs::create_dir(blobs.tmp_dir()).unwrap();
         assert_eq!(blobs.read(&a).unwrap(), b"hello");
         let path = tmp.path().join("blobs").join(name(&a));
         assert!(std::fs::metadata(&path).unwrap().permissions().readonly());
