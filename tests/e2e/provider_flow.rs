@@ -395,11 +395,11 @@ async fn event_queries_can_wait_for_the_next_event() {
     let consumer = std::sync::Arc::new(d.consumer().await);
     let latest = consumer.events(0, None).await.unwrap().last().map_or(0, |e| e.id);
     // Nothing new: the wait ends, empty.
-    assert!(consumer.wait_for_events(latest, None, Duration::from_millis(200)).await.unwrap().is_empty());
+    assert!(consumer.wait_for_events(latest, None, Duration::from_millis(200), &[]).await.unwrap().is_empty());
     // A waiting query is answered with the event that arrives while it waits.
     let waiter = {
         let c = consumer.clone();
-        tokio::spawn(async move { c.wait_for_events(latest, None, Duration::from_secs(30)).await.unwrap() })
+        tokio::spawn(async move { c.wait_for_events(latest, None, Duration::from_secs(30), &[]).await.unwrap() })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiter.is_finished(), "answered before any event");
@@ -409,4 +409,25 @@ async fn event_queries_can_wait_for_the_next_event() {
         .expect("the query waits for its whole 30 s instead of answering when the event arrives")
         .unwrap();
     assert_eq!((events[0].name(), events[0].agreement_id), (EventName::ExecuteAgreement, agreement));
+
+    // Waiting for named events: the upload's event alone does not answer; the grant does, and
+    // the answer has every event since.
+    let after = events[0].id;
+    let waiter = {
+        let c = consumer.clone();
+        tokio::spawn(async move {
+            c.wait_for_events(after, Some(agreement), Duration::from_secs(30), &[EventName::ComputeGranted])
+                .await
+                .unwrap()
+        })
+    };
+    consumer.upload_module(agreement, &std::fs::read(module("noop")).unwrap(), "noop").await.unwrap();
+    wait_for_event(&consumer, agreement, EventName::FulfillUpload).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "answered by an event it did not wait for");
+    consumer.lock_payment(agreement).await.unwrap();
+    let events =
+        tokio::time::timeout(Duration::from_secs(20), waiter).await.expect("not answered by the grant").unwrap();
+    let names: Vec<EventName> = events.iter().map(|e| e.name()).collect();
+    assert_eq!(names, [EventName::FulfillUpload, EventName::PaymentLocked, EventName::ComputeGranted]);
 }

@@ -253,7 +253,11 @@ impl Client {
             // come back at least every quarter second to show its progress.
             let following = job.is_some() && fetched.is_none();
             let wait = if following { Duration::from_millis(250) } else { Duration::from_secs(5) };
-            for event in self.wait_for_events(cursor, Some(agreement), wait).await? {
+            // The provider answers once an event the consumer acts on is there.
+            let until: Vec<EventName> = subs.keys().copied().collect();
+            let events = self.wait_for_events(cursor, Some(agreement), wait, &until).await?;
+            let heard = !events.is_empty();
+            for event in events {
                 cursor = event.id;
                 progress(&Step::Event(event.name()));
                 for handler in subs.get(&event.name()).into_iter().flatten() {
@@ -336,9 +340,9 @@ impl Client {
                     files: files.clone(),
                 });
             }
-            // While the job runs, follow it; a job that ended without a payment release ends
-            // the flow.
-            if let (Some(id), None) = (&job, &fetched) {
+            // While the job runs and no event comes, follow it; a job that ended without a
+            // payment release ends the flow.
+            if let (Some(id), None, false) = (&job, &fetched, heard) {
                 let view = self.job(id).await?;
                 progress(&Step::Job(Box::new(view.clone())));
                 if view.status.is_terminal() && matches!(view.payment, PaymentState::Unpaid | PaymentState::Refunded) {

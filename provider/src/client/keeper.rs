@@ -7,7 +7,7 @@ use alloy_primitives::{Address, B256, U256};
 use super::{Client, ClientResult};
 use crate::protocol::agreement::Agreement;
 use crate::protocol::api::{BalanceView, CreditRequest, EventsView};
-use crate::protocol::events::KeeperEvent;
+use crate::protocol::events::{EventName, KeeperEvent};
 
 impl Client {
     /// The agreement `id` as the keeper holds it (its conditions and payment).
@@ -17,18 +17,24 @@ impl Client {
 
     /// Keeper events after `after` (of one agreement, if given).
     pub async fn events(&self, after: u64, agreement: Option<B256>) -> ClientResult<Vec<KeeperEvent>> {
-        self.wait_for_events(after, agreement, Duration::ZERO).await
+        self.wait_for_events(after, agreement, Duration::ZERO, &[]).await
     }
 
-    /// Events after `after` (of one agreement, if given); when there are none yet, the
-    /// provider holds the request until one arrives or `wait` passes (then: none).
+    /// Events after `after` (of one agreement, if given); when there are none yet (none of
+    /// `until`, if it names any), the provider holds the request until one arrives or `wait`
+    /// passes (then: those there are, possibly none).
     pub async fn wait_for_events(
         &self,
         after: u64,
         agreement: Option<B256>,
         wait: Duration,
+        until: &[EventName],
     ) -> ClientResult<Vec<KeeperEvent>> {
-        let filter = agreement.map(|a| format!("&agreement={a}")).unwrap_or_default();
+        let mut filter = agreement.map(|a| format!("&agreement={a}")).unwrap_or_default();
+        if !until.is_empty() {
+            let names: Vec<&str> = until.iter().map(|n| n.as_str()).collect();
+            filter.push_str(&format!("&waitFor={}", names.join(",")));
+        }
         let started = std::time::Instant::now();
         let v: EventsView = self
             .get_public(&format!("/api/v1/keeper/events?after={after}{filter}&waitMs={}", wait.as_millis()))

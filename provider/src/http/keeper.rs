@@ -17,6 +17,7 @@ use super::extract::{ApiPath, ApiQuery, SignedJson};
 use super::{Api, ApiError, ApiResult};
 use crate::protocol::agreement::Agreement;
 use crate::protocol::api::{BalanceView, CreditRequest, Empty, EventsView, RefundView};
+use crate::protocol::events::EventName;
 
 pub fn router() -> Router<Arc<Api>> {
     Router::new()
@@ -61,6 +62,24 @@ struct EventsQuery {
     /// Long polling: when nothing matches yet, wait up to this long for something that does.
     #[serde(default)]
     wait_ms: u64,
+    /// Long polling for these events (comma-separated names): wait until one of them is
+    /// among the events after `after`, not just any event. (A page already full of other
+    /// events is answered at once, so that the caller moves on.)
+    wait_for: Option<String>,
+}
+
+/// The event names of a `waitFor` list; `None` when there is none.
+fn wanted(list: Option<&str>) -> ApiResult<Option<Vec<EventName>>> {
+    let Some(list) = list else { return Ok(None) };
+    list.split(',')
+        .map(|name| {
+            name.parse::<EventName>().map_err(|_| {
+                let known: Vec<&str> = EventName::ALL.iter().map(|n| n.as_str()).collect();
+                ApiError::BadRequest(format!("waitFor: `{name}` is not an event (events: {})", known.join(", ")))
+            })
+        })
+        .collect::<ApiResult<Vec<_>>>()
+        .map(Some)
 }
 
 /// The longest `waitMs` honoured.
@@ -68,20 +87,33 @@ const MAX_EVENTS_WAIT: Duration = Duration::from_secs(30);
 
 async fn events(State(api): State<Arc<Api>>, ApiQuery(q): ApiQuery<EventsQuery>) -> ApiResult<Json<EventsView>> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let wanted = wanted(q.wait_for.as_deref())?;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(q.wait_ms).min(MAX_EVENTS_WAIT);
     // Listening before reading, so an event committed after the read is still heard of.
     let mut news = api.keeper.subscribe();
     loop {
         let events = api.keeper.events_after(q.after, q.agreement, limit).await?;
-        if !events.is_empty() {
+        let enough = match &wanted {
+            None => !events.is_empty(),
+            Some(names) => events.len() >= limit as usize || events.iter().any(|e| names.contains(&e.name())),
+        };
+        if enough {
             return Ok(Json(EventsView { events }));
         }
-        // Wait for an event this query wants; others' events cost nothing but a comparison.
+        // Wait for an event this query has not read; others' events cost nothing but a
+        // comparison. When the wait ends, the answer is what was read (possibly nothing).
+        let read = events.last().map_or(q.after, |e| e.id);
         loop {
             match tokio::time::timeout_at(deadline, news.recv()).await {
-                Err(_) | Ok(Err(RecvError::Closed)) => return Ok(Json(EventsView { events: Vec::new() })),
+                Err(_) | Ok(Err(RecvError::Closed)) => return Ok(Json(EventsView { events })),
                 Ok(Err(RecvError::Lagged(_))) => break,
-                Ok(Ok(note)) if note.id > q.after && q.agreement.is_none_or(|a| a == note.agreement) => break,
+                Ok(Ok(note))
+                    if note.id > read
+                        && q.agreement.is_none_or(|a| a == note.agreement)
+                        && wanted.as_ref().is_none_or(|names| names.contains(&note.name)) =>
+                {
+                    break;
+                }
                 Ok(Ok(_)) => {}
             }
         }

@@ -52,6 +52,10 @@ async fn unknown_routes_and_bad_input_get_the_json_error_format() {
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")));
     let (status, _) = call(&p, Request::get("/api/v1/keeper/events?after=x").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    let unknown = Request::get("/api/v1/keeper/events?waitFor=ComputeGranted,Nope").body(Body::empty()).unwrap();
+    let (status, body) = call(&p, unknown).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"]["message"].as_str().unwrap().contains("`Nope` is not an event"), "{body}");
     let missing = format!("/api/v1/assets/did:op:{}", "00".repeat(32));
     let (status, _) = call(&p, Request::get(missing).body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

@@ -95,7 +95,11 @@ impl EvmKeeper {
             loop {
                 match events.recv().await {
                     Ok(e) => {
-                        let _ = notes.send(EventNote { id: e.position.id(), agreement: e.agreement_id });
+                        let _ = notes.send(EventNote {
+                            id: e.position.id(),
+                            agreement: e.agreement_id,
+                            name: e.event.name(),
+                        });
                     }
                     // Missed some: long-polling waiters read the log again when their wait
                     // ends, so nothing is lost, only heard of later.

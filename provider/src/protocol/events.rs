@@ -38,14 +38,16 @@ impl KeeperEvent {
     }
 }
 
-/// That an event was appended to a keeper's log (see `Keeper::subscribe`): its id and
-/// agreement, so that a waiter for one agreement need not look at others'.
+/// That an event was appended to a keeper's log (see `Keeper::subscribe`): its id, agreement
+/// and name, so that a waiter for one agreement or some events need not look at others.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EventNote {
     /// The event's position in the log.
     pub id: u64,
     /// Its agreement.
     pub agreement: B256,
+    /// Which event it is.
+    pub name: EventName,
 }
 
 #[cfg(test)]

@@ -240,7 +240,7 @@ pub(super) async fn emit(conn: &mut WriteConn, event: AgreementEvent, now: u64) 
     .bind(now as i64)
     .fetch_one(&mut *conn)
     .await?;
-    Ok(EventNote { id: id as u64, agreement })
+    Ok(EventNote { id: id as u64, agreement, name })
 }
 
 /// An event's row.
@@ -299,20 +299,24 @@ pub(super) async fn events_after<'c>(
     rows.into_iter().map(EventRow::event).collect()
 }
 
-/// The ids and agreements of the events after `after`, oldest first (what other nodes' commits
-/// added: see `EmbeddedKeeper`'s follower).
+/// The ids, agreements and names of the events after `after`, oldest first (what other nodes'
+/// commits added: see `EmbeddedKeeper`'s follower).
 pub(super) async fn notes_after<'c>(
     conn: impl Executor<'c, Database = Any>,
     after: u64,
     limit: u32,
 ) -> KeeperResult<Vec<EventNote>> {
-    let rows: Vec<(i64, Text<B256>)> =
-        sqlx::query_as("SELECT id, agreement_id FROM events WHERE id > $1 ORDER BY id LIMIT $2")
+    let rows: Vec<(i64, Text<B256>, String)> =
+        sqlx::query_as("SELECT id, agreement_id, name FROM events WHERE id > $1 ORDER BY id LIMIT $2")
             .bind(i64::try_from(after).unwrap_or(i64::MAX))
             .bind(i64::from(limit))
             .fetch_all(conn)
             .await?;
-    Ok(rows.into_iter().map(|(id, agreement)| EventNote { id: id as u64, agreement: agreement.0 }).collect())
+    rows.into_iter()
+        .map(|(id, agreement, name)| {
+            Ok(EventNote { id: id as u64, agreement: agreement.0, name: name.parse().map_err(corrupt)? })
+        })
+        .collect()
 }
 
 /// The newest event's id (0 for an empty log).
