@@ -15,6 +15,7 @@ use tracing::instrument;
 
 use super::isolated::{Isolated, IsolatedJob};
 use super::live::LiveJobs;
+use super::scheduler::Slot;
 use super::{JobError, JobResult, Jobs, Lease};
 use crate::algorithms::AdmissionError;
 use crate::blocking::blocking;
@@ -177,9 +178,10 @@ impl Jobs {
         Ok(())
     }
 
-    /// Runs one claimed job to the end and stores its results.
+    /// Runs one claimed job to the end and stores its results. Its `slot` is freed once the
+    /// guest has run, before the results are stored.
     #[instrument(skip_all, fields(job_id = %id))]
-    pub(super) async fn execute(&self, id: &str, cancel: Arc<AtomicBool>, lease: &Lease) -> JobResult<()> {
+    pub(super) async fn execute(&self, id: &str, cancel: Arc<AtomicBool>, lease: &Lease, slot: Slot) -> JobResult<()> {
         let row = self.store.run_row(id).await?;
         let agreement_id = row.agreement_id.0;
         let a = self.keeper.agreement(agreement_id).await?;
@@ -253,6 +255,7 @@ impl Jobs {
         }
         let job = Prepared { algorithm, inputs, dir: dir.clone(), args: row.args.0, limits, cancel };
         let ran = self.executor.run(id, job, self.live.clone()).await?;
+        drop(slot);
         let result = match ran {
             Ran::Finished(result) => *result,
             Ran::NotRun { status, error } => {

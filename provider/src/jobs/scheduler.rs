@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::instrument;
 
 use super::store::{self, Lease};
@@ -18,6 +18,22 @@ const SETTLE_EVERY: Duration = Duration::from_secs(10);
 /// Cluster mode: how often a node that signs receipts looks for jobs to settle when no
 /// notification woke it (notifications are best effort).
 const CLUSTER_SETTLE_EVERY: Duration = Duration::from_secs(1);
+
+/// One of the `max_concurrent_jobs` slots, held by a job from its claim until its guest has
+/// run: what it bounds is running guests (CPU, memory), not the writes that store a run's
+/// results and settle it. Freeing it wakes the scheduler, so the next due job starts at once.
+pub(super) struct Slot {
+    permit: Option<OwnedSemaphorePermit>,
+    jobs: Arc<Jobs>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // Free first, then wake: the scheduler counts free slots when it wakes.
+        drop(self.permit.take());
+        self.jobs.wake.notify_one();
+    }
+}
 
 impl Jobs {
     /// Resumes interrupted work and starts the scheduler in the background.
@@ -132,21 +148,27 @@ impl Jobs {
                 claimed.push((id, lease, cancel));
             }
         } else {
-            for id in self.store.due(unix_now(), free).await? {
-                // The job is live from before its claim, so that a stop request that finds it
-                // claimed always finds the flag to stop it with (see `Jobs::stop`).
-                let cancel = self.live.insert(&id);
-                match self.store.claim(&id, &self.config.node, self.lease_until()).await {
-                    Ok(Some(lease)) => claimed.push((id, lease, cancel)),
-                    other => {
-                        self.live.remove(&id);
-                        other?;
-                    }
+            let due = self.store.due(unix_now(), free).await?;
+            // A job is live from before its claim, so that a stop request that finds it
+            // claimed always finds the flag to stop it with (see `Jobs::stop`).
+            let cancels: Vec<_> = due.iter().map(|id| self.live.insert(id)).collect();
+            let leases = match self.store.claim(&due, &self.config.node, self.lease_until()).await {
+                Ok(leases) => leases,
+                Err(e) => {
+                    due.iter().for_each(|id| self.live.remove(id));
+                    return Err(e);
+                }
+            };
+            for ((id, lease), cancel) in due.into_iter().zip(leases).zip(cancels) {
+                match lease {
+                    Some(lease) => claimed.push((id, lease, cancel)),
+                    None => self.live.remove(&id),
                 }
             }
         }
         for (id, lease, cancel) in claimed {
             let Ok(permit) = slots.clone().acquire_owned().await else { return Ok(()) };
+            let slot = Slot { permit: Some(permit), jobs: self.clone() };
             let jobs = self.clone();
             tokio::spawn(async move {
                 let heartbeat = jobs
@@ -157,7 +179,7 @@ impl Jobs {
                 // settled, no longer live) instead of leaving it active with no one running it.
                 let run = tokio::spawn({
                     let (jobs, id, lease) = (jobs.clone(), id.clone(), lease.clone());
-                    async move { jobs.execute(&id, cancel, &lease).await }
+                    async move { jobs.execute(&id, cancel, &lease, slot).await }
                 });
                 let result = run.await.unwrap_or_else(|e| Err(JobError::TaskFailed(e.to_string())));
                 if let Some(heartbeat) = heartbeat {
@@ -176,10 +198,6 @@ impl Jobs {
                     }
                 }
                 jobs.live.remove(&id);
-                // The slot is free: the next due job starts now, not after this one's
-                // settlement (several write transactions).
-                drop(permit);
-                jobs.wake.notify_one();
                 if let Err(e) = jobs.settle(&id).await {
                     tracing::error!(job_id = %id, error = %crate::error_chain(&e), "settling failed; will retry");
                 }

@@ -8,24 +8,31 @@ use crate::protocol::signing::unix_now;
 use crate::protocol::states::JobStatus;
 
 impl JobStore {
-    /// Claims a queued job for running (one more attempt), leased to `owner` until `until` (ms);
-    /// `None` if it is no longer queued.
-    pub async fn claim(&self, id: &str, owner: &str, until: i64) -> JobResult<Option<Lease>> {
+    /// Claims queued jobs for running (one more attempt each), leased to `owner` until `until`
+    /// (ms), in one transaction; for each of `ids`, `None` if it is no longer queued.
+    pub async fn claim(&self, ids: &[String], owner: &str, until: i64) -> JobResult<Vec<Option<Lease>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.db.write().await?;
-        let attempt: Option<i64> = sqlx::query_scalar(
-            "UPDATE jobs SET status = $1, attempts = attempts + 1, lease_owner = $2, lease_until = $3, \
-             updated_at = $4 WHERE id = $5 AND status = $6 RETURNING attempts",
-        )
-        .bind(i64::from(JobStatus::ConfiguringVolumes.code()))
-        .bind(owner)
-        .bind(until)
-        .bind(unix_now() as i64)
-        .bind(id)
-        .bind(i64::from(JobStatus::Queued.code()))
-        .fetch_optional(&mut *tx)
-        .await?;
+        let mut leases = Vec::with_capacity(ids.len());
+        for id in ids {
+            let attempt: Option<i64> = sqlx::query_scalar(
+                "UPDATE jobs SET status = $1, attempts = attempts + 1, lease_owner = $2, lease_until = $3, \
+                 updated_at = $4 WHERE id = $5 AND status = $6 RETURNING attempts",
+            )
+            .bind(i64::from(JobStatus::ConfiguringVolumes.code()))
+            .bind(owner)
+            .bind(until)
+            .bind(unix_now() as i64)
+            .bind(id)
+            .bind(i64::from(JobStatus::Queued.code()))
+            .fetch_optional(&mut *tx)
+            .await?;
+            leases.push(attempt.map(|attempt| Lease { owner: owner.to_string(), attempt }));
+        }
         tx.commit().await?;
-        Ok(attempt.map(|attempt| Lease { owner: owner.to_string(), attempt }))
+        Ok(leases)
     }
 
     /// Cluster mode: claims up to `limit` queued jobs due at `now` (oldest first) in one
