@@ -7,7 +7,7 @@ use alloy_primitives::{B256, U256};
 use tidepool_provider::client::Client;
 use tidepool_provider::client::flow::{AlgorithmChoice, ComputeOutcome, ComputeRequest, Step};
 use tidepool_provider::protocol::agreement::AgreementState;
-use tidepool_provider::protocol::api::{ExecRequest, ServiceLimits};
+use tidepool_provider::protocol::api::{ExecRequest, ResultKind, ServiceLimits};
 use tidepool_provider::protocol::ddo::{AssetKind, Did};
 use tidepool_provider::protocol::events::EventName;
 use tidepool_provider::protocol::signing::unix_now;
@@ -74,6 +74,19 @@ async fn each_example_runs_through_the_flow_with_the_payment_split() {
         assert_eq!(output.metadata.kind, AssetKind::Output);
         assert_eq!(output.owner(), Some(consumer.address()));
         assert_eq!(output.metadata.datasets[0].root, outcome.receipt.outputs_root);
+        // The results came with the job and the receipt inline: the receipt file written from
+        // it is the very file the provider serves, and the job is the one that ended.
+        let results = consumer.results(&outcome.job.job_id).await.unwrap();
+        assert_eq!(results.receipt.as_ref(), Some(&outcome.receipt));
+        assert_eq!(
+            results.job.as_ref().map(|j| (&j.job_id, j.status)),
+            Some((&outcome.job.job_id, outcome.job.status))
+        );
+        assert_eq!(outcome.job.output_did, outcome.output_did, "the job shows its output asset");
+        let index = results.results.iter().find(|r| r.kind == ResultKind::Receipt).unwrap().index;
+        let served = out.path().join("served-receipt.json");
+        consumer.download(&outcome.job.job_id, index, &served).await.unwrap();
+        assert_eq!(std::fs::read(&served).unwrap(), std::fs::read(out.path().join("r/receipt.json")).unwrap());
         // An auditor holding the same inputs re-executes the receipt.
         let receipt = outcome.receipt.clone();
         let inputs = vec![InputSpec::new("books", books.path()), InputSpec::new("weather", weather.path())];

@@ -137,8 +137,9 @@ pub struct ComputeOutcome {
     pub files: Vec<(String, u64)>,
 }
 
-/// The downloaded and checked results: the receipt, the output files, the payment split.
-type Fetched = (Receipt, Vec<(String, u64)>, Payout);
+/// The downloaded and checked results: the receipt, the output files, the payment split, and
+/// the job as the provider showed it with them.
+type Fetched = (Receipt, Vec<(String, u64)>, Payout, Option<JobView>);
 
 /// The consumer handlers this client runs.
 const CONSUMER_HANDLERS: &[Handler] = &[
@@ -308,9 +309,10 @@ impl Client {
                                 provider_amount: released.providerAmount,
                                 consumer_refund: released.consumerRefund,
                             };
-                            let (receipt, files) = self.fetch_results(&id, &req.output_dir, &mut progress).await?;
+                            let (receipt, files, shown) =
+                                self.fetch_results(&id, &req.output_dir, &mut progress).await?;
                             check_receipt(self, &receipt, released, algorithm_hash, &service)?;
-                            fetched = Some((receipt, files, payout));
+                            fetched = Some((receipt, files, payout, shown));
                         }
                         Handler::Refunded => {
                             return Err(ClientError::Flow(format!(
@@ -328,8 +330,13 @@ impl Client {
                     }
                 }
             }
-            if let (Some((receipt, files, payout)), Some(_)) = (&fetched, output_did) {
-                let job = self.job(job.as_deref().unwrap_or_default()).await?;
+            if let (Some((receipt, files, payout, shown)), Some(did)) = (&fetched, output_did) {
+                // The job as the results showed it, but for the output asset published since
+                // (a provider that did not show it is asked).
+                let job = match shown {
+                    Some(shown) => JobView { output_did: Some(did), ..shown.clone() },
+                    None => self.job(job.as_deref().unwrap_or_default()).await?,
+                };
                 return Ok(ComputeOutcome {
                     agreement,
                     job,

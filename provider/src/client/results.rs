@@ -9,7 +9,7 @@ use tidepool_runtime::tree::{EntryKind, Tree};
 
 use super::flow::Step;
 use super::{Client, ClientError, ClientResult};
-use crate::protocol::api::ResultKind;
+use crate::protocol::api::{JobView, ResultKind};
 use crate::protocol::ddo::ComputeService;
 use crate::protocol::events::PaymentReleased;
 use crate::protocol::names::check_path;
@@ -17,13 +17,14 @@ use crate::protocol::signing::verify_receipt_signature;
 
 impl Client {
     /// Downloads every result of a job into `dir` (`outputs/`, `logs/`, `receipt.json`), and
-    /// rebuilds the outputs tree exactly (directories and symlinks included).
+    /// rebuilds the outputs tree exactly (directories and symlinks included). Also returns the
+    /// job as the provider showed it with the results, if it did.
     pub(super) async fn fetch_results(
         &self,
         job: &str,
         dir: &Path,
         progress: &mut impl FnMut(&Step),
-    ) -> ClientResult<(Receipt, Vec<(String, u64)>)> {
+    ) -> ClientResult<(Receipt, Vec<(String, u64)>, Option<JobView>)> {
         let results = self.results(job).await?;
         progress(&Step::Downloading { files: results.results.len() });
         let outputs_dir = dir.join("outputs");
@@ -59,7 +60,20 @@ impl Client {
                     self.download(job, r.index, &dest).await?;
                 }
                 ResultKind::Receipt => {
-                    self.download(job, r.index, &dest).await?;
+                    // The receipt came inline: its file is its pretty-printed JSON, unless
+                    // that is not the size listed (then it is downloaded).
+                    let inline = results
+                        .receipt
+                        .as_ref()
+                        .map(serde_json::to_string_pretty)
+                        .transpose()
+                        .map_err(|e| ClientError::Protocol(format!("receipt: {e}")))?;
+                    match inline.filter(|json| json.len() as u64 == r.size) {
+                        Some(json) => std::fs::write(&dest, json)?,
+                        None => {
+                            self.download(job, r.index, &dest).await?;
+                        }
+                    }
                     let text = std::fs::read_to_string(&dest)?;
                     receipt = Some(
                         serde_json::from_str::<Receipt>(&text)
@@ -84,7 +98,7 @@ impl Client {
                 return Err(ClientError::Flow(format!("the downloaded {name} does not match the receipt")));
             }
         }
-        Ok((receipt, files))
+        Ok((receipt, files, results.job))
     }
 }
 

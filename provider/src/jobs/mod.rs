@@ -199,34 +199,52 @@ impl Jobs {
         view_of(row, live)
     }
 
-    /// The job's results, by index: output files (by path), the two logs, the receipt.
+    /// The job's results, by index: output files (by path), the two logs, the receipt; with
+    /// the job itself and its receipt inline.
     pub async fn results(&self, id: &str, signer: Address) -> JobResult<ResultsView> {
+        let (mut view, receipt) = self.listed(id, signer).await?;
+        view.receipt = receipt
+            .map(|json| serde_json::from_str(&json))
+            .transpose()
+            .map_err(|e| JobError::Corrupt(format!("the stored receipt of job {id}: {e}")))?;
+        view.job = Some(self.load(id).await?);
+        Ok(view)
+    }
+
+    /// The job's results as listed, and its stored receipt (JSON), if `signer` is its
+    /// consumer.
+    async fn listed(&self, id: &str, signer: Address) -> JobResult<(ResultsView, Option<String>)> {
         let row = self.store.results(id).await?;
         if row.consumer.0 != signer {
             return Err(JobError::NotConsumer { signer });
         }
+        let receipt = self.store.receipt(id).await?;
         let mut results = row.results.map(|r| r.0).unwrap_or_default();
         // In a cluster the receipt is signed at settlement, after its entry was written: its
         // size is the stored receipt's, as served.
         if let Some(entry) = results.iter_mut().find(|r| r.kind == ResultKind::Receipt) {
-            entry.size = self.store.receipt(id).await?.map_or(0, |r| r.len() as u64);
+            entry.size = receipt.as_ref().map_or(0, |r| r.len() as u64);
         }
-        Ok(ResultsView { job_id: id.to_string(), results, outputs: row.outputs.map(|o| o.0) })
+        let view = ResultsView {
+            job_id: id.to_string(),
+            results,
+            outputs: row.outputs.map(|o| o.0),
+            job: None,
+            receipt: None,
+        };
+        Ok((view, receipt))
     }
 
     /// Opens result `index` of a job for its consumer.
     pub async fn open_result(&self, id: &str, signer: Address, index: u32) -> JobResult<(ResultEntry, ResultBody)> {
-        let entry = self
-            .results(id, signer)
-            .await?
+        let (listed, receipt) = self.listed(id, signer).await?;
+        let entry = listed
             .results
             .into_iter()
             .find(|r| r.index == index)
             .ok_or_else(|| JobError::NoResult { job: id.to_string(), index })?;
         let body = match (entry.kind, entry.hash) {
-            (ResultKind::Receipt, _) => {
-                ResultBody::Bytes(self.store.receipt(id).await?.unwrap_or_default().into_bytes())
-            }
+            (ResultKind::Receipt, _) => ResultBody::Bytes(receipt.unwrap_or_default().into_bytes()),
             (_, Some(hash)) => {
                 let blobs = self.blobs.clone();
                 ResultBody::File(crate::blocking::blocking(move || blobs.open_blob(&hash)).await?)

@@ -324,7 +324,7 @@ pub struct ResultEntry {
 }
 
 /// `GET /api/v1/services/compute/jobs/{id}/results`: what an ended job produced.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResultsView {
     /// The job's id.
@@ -334,6 +334,12 @@ pub struct ResultsView {
     /// The whole outputs tree (directories and symlinks too), as the receipt hashes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outputs: Option<tidepool_runtime::tree::Tree>,
+    /// The job as it is when this answer is made, so that a client need not ask again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobView>,
+    /// The signed receipt, which the `receipt` result serves as pretty-printed JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<tidepool_runtime::Receipt>,
 }
 
 // ---- the embedded keeper --------------------------------------------------------------------
