@@ -179,7 +179,7 @@ impl Jobs {
     }
 
     /// Runs one claimed job to the end and stores its results. Its `slot` is freed once the
-    /// guest has run, before the results are stored.
+    /// guest has run, before the results are stored (see [`Slot::ran`]).
     #[instrument(skip_all, fields(job_id = %id))]
     pub(super) async fn execute(&self, id: &str, cancel: Arc<AtomicBool>, lease: &Lease, slot: Slot) -> JobResult<()> {
         let row = self.store.run_row(id).await?;
@@ -255,9 +255,10 @@ impl Jobs {
         }
         let job = Prepared { algorithm, inputs, dir: dir.clone(), args: row.args.0, limits, cancel };
         let ran = self.executor.run(id, job, self.live.clone()).await?;
-        drop(slot);
-        let result = match ran {
-            Ran::Finished(result) => *result,
+        // The slot is freed once the guest has run (a run that did not finish keeps it until
+        // the job is failed or back in the queue).
+        let (result, _storing) = match ran {
+            Ran::Finished(result) => (*result, slot.ran().await),
             Ran::NotRun { status, error } => {
                 let _ = blocking(move || std::fs::remove_dir_all(&dir)).await;
                 return self.fail(id, Some(lease), status, &error).await;

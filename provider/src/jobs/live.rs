@@ -49,6 +49,15 @@ impl LiveJobs {
         self.lock().remove(id);
     }
 
+    /// Removes job `id` if it is still the run whose stop flag is `cancel` (not a later run
+    /// of the same job, claimed again after this one put it back in the queue).
+    pub fn remove_run(&self, id: &str, cancel: &Arc<AtomicBool>) {
+        let mut live = self.lock();
+        if live.get(id).is_some_and(|l| Arc::ptr_eq(&l.cancel, cancel)) {
+            live.remove(id);
+        }
+    }
+
     /// Asks a live job to stop; false if it is not live.
     pub fn cancel(&self, id: &str) -> bool {
         self.lock().get(id).map(|l| l.cancel.store(true, Ordering::Relaxed)).is_some()
@@ -91,5 +100,24 @@ impl LiveJobs {
             }
             JobEvent::Guest(GuestEvent::Metric { .. }) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_removes_only_its_own_entry_not_a_later_runs() {
+        let live = LiveJobs::default();
+        let first = live.insert("j");
+        // The job crashed, went back to the queue, and was claimed again.
+        let second = live.insert("j");
+        live.remove_run("j", &first);
+        assert_eq!(live.count(), 1, "the second run is still live");
+        assert!(live.cancel("j"));
+        assert!(second.load(Ordering::Relaxed) && !first.load(Ordering::Relaxed), "a stop reaches the second run");
+        live.remove_run("j", &second);
+        assert_eq!(live.count(), 0);
     }
 }

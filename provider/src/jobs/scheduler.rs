@@ -20,11 +20,25 @@ const SETTLE_EVERY: Duration = Duration::from_secs(10);
 const CLUSTER_SETTLE_EVERY: Duration = Duration::from_secs(1);
 
 /// One of the `max_concurrent_jobs` slots, held by a job from its claim until its guest has
-/// run: what it bounds is running guests (CPU, memory), not the writes that store a run's
-/// results and settle it. Freeing it wakes the scheduler, so the next due job starts at once.
+/// run ([`Slot::ran`]) or the job ended otherwise: what it bounds is running guests (CPU,
+/// memory), not the writes that store a run's results and settle it. Freeing it wakes the
+/// scheduler, so the next due job starts at once.
 pub(super) struct Slot {
     permit: Option<OwnedSemaphorePermit>,
+    /// As many places for runs storing their results (each holds its outputs on disk and its
+    /// logs in memory): a run waits for one, still holding its slot, so storing that falls
+    /// behind slows the runs down instead of piling up.
+    storing: Arc<Semaphore>,
     jobs: Arc<Jobs>,
+}
+
+impl Slot {
+    /// The guest has run: takes a place for storing the results, then frees the slot.
+    pub(super) async fn ran(self) -> Option<OwnedSemaphorePermit> {
+        let storing = self.storing.clone().acquire_owned().await.ok();
+        drop(self);
+        storing
+    }
 }
 
 impl Drop for Slot {
@@ -109,12 +123,13 @@ impl Jobs {
     /// second passes.
     async fn schedule(self: Arc<Self>) {
         let slots = Arc::new(Semaphore::new(self.config.max_concurrent_jobs.max(1)));
+        let storing = Arc::new(Semaphore::new(self.config.max_concurrent_jobs.max(1)));
         let (mut last_settle, mut last_reap) = (Instant::now(), Instant::now());
         let settle_every =
             if self.config.cluster && self.receipts.is_some() { CLUSTER_SETTLE_EVERY } else { SETTLE_EVERY };
         loop {
             if self.config.run_jobs
-                && let Err(e) = self.start_due(&slots).await
+                && let Err(e) = self.start_due(&slots, &storing).await
             {
                 tracing::error!(error = %crate::error_chain(&e), "scheduling jobs");
             }
@@ -135,7 +150,7 @@ impl Jobs {
     }
 
     /// Claims due jobs, as many as there are free slots, and starts them.
-    async fn start_due(self: &Arc<Self>, slots: &Arc<Semaphore>) -> JobResult<()> {
+    async fn start_due(self: &Arc<Self>, slots: &Arc<Semaphore>, storing: &Arc<Semaphore>) -> JobResult<()> {
         let free = slots.available_permits();
         if free == 0 {
             return Ok(());
@@ -168,8 +183,9 @@ impl Jobs {
         }
         for (id, lease, cancel) in claimed {
             let Ok(permit) = slots.clone().acquire_owned().await else { return Ok(()) };
-            let slot = Slot { permit: Some(permit), jobs: self.clone() };
+            let slot = Slot { permit: Some(permit), storing: storing.clone(), jobs: self.clone() };
             let jobs = self.clone();
+            let run_cancel = cancel.clone();
             tokio::spawn(async move {
                 let heartbeat = jobs
                     .config
@@ -197,7 +213,8 @@ impl Jobs {
                             .await;
                     }
                 }
-                jobs.live.remove(&id);
+                // Unless a crashed run put it back in the queue and it was claimed again.
+                jobs.live.remove_run(&id, &run_cancel);
                 if let Err(e) = jobs.settle(&id).await {
                     tracing::error!(job_id = %id, error = %crate::error_chain(&e), "settling failed; will retry");
                 }
