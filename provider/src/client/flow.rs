@@ -331,10 +331,11 @@ impl Client {
                 }
             }
             if let (Some((receipt, files, payout, shown)), Some(did)) = (&fetched, output_did) {
-                // The job as the results showed it, but for the output asset published since
-                // (a provider that did not show it is asked).
+                // The job as the results showed it, with what the keeper's events said since:
+                // the payment released, the output asset published (a provider that did not
+                // show it is asked).
                 let job = match shown {
-                    Some(shown) => JobView { output_did: Some(did), ..shown.clone() },
+                    Some(shown) => JobView { output_did: Some(did), payment: PaymentState::Released, ..shown.clone() },
                     None => self.job(job.as_deref().unwrap_or_default()).await?,
                 };
                 return Ok(ComputeOutcome {

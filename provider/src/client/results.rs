@@ -61,14 +61,18 @@ impl Client {
                 }
                 ResultKind::Receipt => {
                     // The receipt came inline: its file is its pretty-printed JSON, unless
-                    // that is not the size listed (then it is downloaded).
+                    // that is not the file listed (then it is downloaded).
                     let inline = results
                         .receipt
                         .as_ref()
                         .map(serde_json::to_string_pretty)
                         .transpose()
                         .map_err(|e| ClientError::Protocol(format!("receipt: {e}")))?;
-                    match inline.filter(|json| json.len() as u64 == r.size) {
+                    let listed = |json: &String| {
+                        json.len() as u64 == r.size
+                            && r.hash == Some(tidepool_runtime::tree::blake3_b256(json.as_bytes()))
+                    };
+                    match inline.filter(listed) {
                         Some(json) => std::fs::write(&dest, json)?,
                         None => {
                             self.download(job, r.index, &dest).await?;

@@ -203,10 +203,13 @@ impl Jobs {
     /// the job itself and its receipt inline.
     pub async fn results(&self, id: &str, signer: Address) -> JobResult<ResultsView> {
         let (mut view, receipt) = self.listed(id, signer).await?;
-        view.receipt = receipt
-            .map(|json| serde_json::from_str(&json))
-            .transpose()
-            .map_err(|e| JobError::Corrupt(format!("the stored receipt of job {id}: {e}")))?;
+        // A receipt this version cannot read (written by a newer node, say) is still served
+        // as a file; it is only not inline.
+        view.receipt = receipt.and_then(|json| {
+            serde_json::from_str(&json)
+                .inspect_err(|e| tracing::warn!(job_id = %id, error = %e, "the stored receipt is not inline"))
+                .ok()
+        });
         view.job = Some(self.load(id).await?);
         Ok(view)
     }
@@ -221,9 +224,10 @@ impl Jobs {
         let receipt = self.store.receipt(id).await?;
         let mut results = row.results.map(|r| r.0).unwrap_or_default();
         // In a cluster the receipt is signed at settlement, after its entry was written: its
-        // size is the stored receipt's, as served.
+        // size and hash are the stored receipt's, as served.
         if let Some(entry) = results.iter_mut().find(|r| r.kind == ResultKind::Receipt) {
             entry.size = receipt.as_ref().map_or(0, |r| r.len() as u64);
+            entry.hash = receipt.as_deref().map(|r| tidepool_runtime::tree::blake3_b256(r.as_bytes()));
         }
         let view = ResultsView {
             job_id: id.to_string(),

@@ -337,7 +337,8 @@ pub struct ResultsView {
     /// The job as it is when this answer is made, so that a client need not ask again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<JobView>,
-    /// The signed receipt, which the `receipt` result serves as pretty-printed JSON.
+    /// The signed receipt, which the `receipt` result serves as pretty-printed JSON (that
+    /// result's entry has the file's size and BLAKE3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt: Option<tidepool_runtime::Receipt>,
 }
