@@ -116,10 +116,79 @@ pub(crate) fn readable(fd: RawFd, timeout_ms: i32) -> io::Result<bool> {
     }
 }
 
+/// Writes all of `data` to `fd` (a pipe), or fails with `TimedOut` once `timeout` has passed
+/// with the reader not taking it. The descriptor is non-blocking meanwhile, blocking again
+/// after.
+pub(crate) fn write_within(fd: &impl AsRawFd, data: &[u8], timeout: std::time::Duration) -> io::Result<()> {
+    let fd = fd.as_raw_fd();
+    // SAFETY: fcntl on a descriptor the caller holds open.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    let mut written = 0;
+    let result = loop {
+        if written == data.len() {
+            break Ok(());
+        }
+        let rest = &data[written..];
+        // SAFETY: writes from a live slice of `rest.len()` bytes.
+        match unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) } {
+            n if n >= 0 => written += n as usize,
+            _ => {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::Interrupted => {}
+                    io::ErrorKind::WouldBlock => {
+                        let left = deadline.saturating_duration_since(std::time::Instant::now());
+                        let mut poll = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+                        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+                        // SAFETY: one pollfd that lives for the call.
+                        let ready = unsafe { libc::poll(&mut poll, 1, ms) };
+                        if ready == 0 {
+                            break Err(io::Error::new(io::ErrorKind::TimedOut, "the reader did not take the data"));
+                        }
+                        if ready < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                            break Err(io::Error::last_os_error());
+                        }
+                    }
+                    _ => break Err(e),
+                }
+            }
+        }
+    };
+    // SAFETY: as above; the flags as they were.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+
+    #[test]
+    fn a_write_to_a_pipe_ends_when_its_reader_takes_it_or_at_the_timeout() {
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| i as u8).collect();
+        let (read, write) = pipe().unwrap();
+        // Nobody reads: far more than a pipe holds, so it times out.
+        let started = std::time::Instant::now();
+        let err = write_within(&write, &data, std::time::Duration::from_millis(200)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        drop((read, write));
+        // A reader takes it all, in order.
+        let (read, write) = pipe().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            std::fs::File::from(read).read_to_end(&mut got).unwrap();
+            got
+        });
+        write_within(&write, &data, std::time::Duration::from_secs(60)).unwrap();
+        drop(write);
+        assert_eq!(reader.join().unwrap(), data);
+    }
 
     #[test]
     fn descriptors_and_data_cross_a_socket_and_a_closed_peer_reads_as_nothing() {

@@ -18,9 +18,14 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::fdpass;
 use crate::process::Process;
 use crate::protocol::{FailureKind, FromWorker, JobDone, JobRequest, MAX_LINE, ToWorker};
 use crate::template::Template;
+
+/// How long a worker may take to read its job and module from its stdin (it reads them
+/// before anything else) before it is killed.
+const GIVE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How to start a worker: a program and its arguments (`tidepool job-worker`).
 #[derive(Clone, Debug)]
@@ -214,9 +219,10 @@ impl Pool {
 }
 
 impl Spawned {
-    /// The worker, once `job` (a [`line`] and the module after it) is written to its stdin.
-    fn given(mut self, job: &[u8]) -> std::io::Result<Self> {
-        write_line(&mut self.stdin, job)?;
+    /// The worker, once `job` (a [`line`] and the module after it) is written to its stdin;
+    /// a worker that does not take it within [`GIVE_TIMEOUT`] is killed.
+    fn given(self, job: &[u8]) -> std::io::Result<Self> {
+        fdpass::write_within(&self.stdin, job, GIVE_TIMEOUT)?;
         Ok(self)
     }
 }
