@@ -136,7 +136,7 @@ impl Blobs {
 
     /// Stores what `reader` yields, up to `limit` bytes; returns its hash and size, or
     /// `None` when it is longer than `limit` (nothing is stored then). A new blob is on disk
-    /// (fsynced) when this returns.
+    /// (it and its directory entries fsynced) when this returns.
     pub fn put_reader(&self, reader: impl Read, limit: u64) -> io::Result<Option<(B256, u64)>> {
         let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp)?;
         let copying = Copying { reader, copy: &mut tmp, left: limit };
@@ -145,10 +145,18 @@ impl Blobs {
             Err(e) if e.get_ref().is_some_and(|inner| inner.is::<TooLong>()) => return Ok(None),
             Err(e) => return Err(e),
         };
-        if !self.dir.is_file(name(&hash)) {
+        let new = !self.dir.is_file(name(&hash));
+        if new {
             tmp.as_file().sync_all()?;
         }
         self.adopt(tmp.into_temp_path().keep().map_err(|e| e.error)?.as_path(), &hash)?;
+        if new {
+            // The rename, and the directory it made, on disk too.
+            let path = self.cached_path(&hash)?;
+            for dir in path.ancestors().skip(1).take(2) {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+        }
         Ok(Some((hash, size)))
     }
 
