@@ -264,7 +264,7 @@ impl Authorized {
 
     /// Streams the body into `spool`, bounded by the limit and the address's quota; returns
     /// the spool, the size and the BLAKE3 once the body hashes to what was signed.
-    async fn stream(self, api: &Arc<Api>, body: Body, mut spool: Spool) -> ApiResult<(Spool, u64, B256)> {
+    async fn stream(&self, api: &Arc<Api>, body: Body, mut spool: Spool) -> ApiResult<(Spool, u64, B256)> {
         let (who, limit) = (self.who, self.limit);
         let (mut keccak, mut blake) = (Keccak256::new(), blake3::Hasher::new());
         let mut size = 0u64;
