@@ -237,6 +237,8 @@ impl Client {
         progress(&Step::Initialized { agreement });
 
         let deadline = Instant::now() + req.wait;
+        // The provider answers once an event the consumer acts on is there.
+        let until: Vec<EventName> = subs.keys().copied().collect();
         let mut cursor = 0u64;
         let mut job: Option<String> = None;
         let mut fetched: Option<Fetched> = None;
@@ -254,8 +256,6 @@ impl Client {
             // come back at least every quarter second to show its progress.
             let following = job.is_some() && fetched.is_none();
             let wait = if following { Duration::from_millis(250) } else { Duration::from_secs(5) };
-            // The provider answers once an event the consumer acts on is there.
-            let until: Vec<EventName> = subs.keys().copied().collect();
             let events = self.wait_for_events(cursor, Some(agreement), wait, &until).await?;
             let heard = !events.is_empty();
             for event in events {

@@ -206,10 +206,10 @@ enum Spool {
 
 impl Spool {
     /// A temporary file in `dir`.
-    async fn file(dir: &Path) -> std::io::Result<Self> {
+    async fn file(dir: &Path) -> std::io::Result<(tempfile::TempPath, tokio::fs::File)> {
         let tmp = tempfile::NamedTempFile::new_in(dir)?.into_temp_path();
         let file = tokio::fs::File::create(&tmp).await?;
-        Ok(Self::File(tmp, file))
+        Ok((tmp, file))
     }
 
     /// Appends `chunk`; memory past [`IN_MEMORY`] bytes goes on in a temporary file in `dir`.
@@ -218,11 +218,9 @@ impl Spool {
             && held.len() + chunk.len() > IN_MEMORY
         {
             let held = std::mem::take(held);
-            let mut spilled = Self::file(dir).await?;
-            if let Self::File(_, file) = &mut spilled {
-                file.write_all(&held).await?;
-            }
-            *self = spilled;
+            let (tmp, mut file) = Self::file(dir).await?;
+            file.write_all(&held).await?;
+            *self = Self::File(tmp, file);
         }
         match self {
             Self::Memory(held) => held.extend_from_slice(chunk),
@@ -237,7 +235,8 @@ impl Authorized {
     /// and that it hashes to what was signed.
     pub async fn receive(self, api: &Arc<Api>, body: Body) -> ApiResult<Received> {
         let who = self.who;
-        let (spool, size, blake3) = self.stream(api, body, Spool::file(api.assets.upload_dir()).await?).await?;
+        let (tmp, file) = Spool::file(api.assets.upload_dir()).await?;
+        let (spool, size, blake3) = self.stream(api, body, Spool::File(tmp, file)).await?;
         let Spool::File(tmp, mut file) = spool else { unreachable!("a file spool stays a file") };
         // tokio's `sync_all` does not report a failed last write (the disk full, say): `flush`
         // waits for it and does.

@@ -221,7 +221,7 @@ impl Jobs {
         if row.consumer.0 != signer {
             return Err(JobError::NotConsumer { signer });
         }
-        let receipt = self.store.receipt(id).await?;
+        let receipt = row.receipt;
         let mut results = row.results.map(|r| r.0).unwrap_or_default();
         // In a cluster the receipt is signed at settlement, after its entry was written: its
         // size and hash are the stored receipt's, as served.

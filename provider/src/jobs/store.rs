@@ -93,6 +93,8 @@ pub(super) struct ResultsRow {
     pub consumer: Text<Address>,
     pub results: Option<Json<Vec<ResultEntry>>>,
     pub outputs: Option<Json<Tree>>,
+    /// The signed receipt, as stored (JSON).
+    pub receipt: Option<String>,
 }
 
 /// What running a job needs from its row.
@@ -212,7 +214,7 @@ impl JobStore {
 
     /// A finished job's results.
     pub async fn results(&self, id: &str) -> JobResult<ResultsRow> {
-        sqlx::query_as("SELECT consumer, results, outputs FROM jobs WHERE id = $1")
+        sqlx::query_as("SELECT consumer, results, outputs, receipt FROM jobs WHERE id = $1")
             .bind(id)
             .fetch_optional(self.db.pool())
             .await?

@@ -145,18 +145,7 @@ impl Blobs {
             Err(e) if e.get_ref().is_some_and(|inner| inner.is::<TooLong>()) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let new = !self.dir.is_file(name(&hash));
-        if new {
-            tmp.as_file().sync_all()?;
-        }
-        self.adopt(tmp.into_temp_path().keep().map_err(|e| e.error)?.as_path(), &hash)?;
-        if new {
-            // The rename, and the directory it made, on disk too.
-            let path = self.cached_path(&hash)?;
-            for dir in path.ancestors().skip(1).take(2) {
-                std::fs::File::open(dir)?.sync_all()?;
-            }
-        }
+        self.keep(tmp, &hash)?;
         Ok(Some((hash, size)))
     }
 
@@ -169,9 +158,27 @@ impl Blobs {
             self.upload(&hash)?;
             return Ok(hash);
         }
-        let (stored, _) = self.put_reader(bytes, u64::MAX)?.expect("no limit");
-        debug_assert_eq!(stored, hash);
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp)?;
+        tmp.write_all(bytes)?;
+        self.keep(tmp, &hash)?;
         Ok(hash)
+    }
+
+    /// Moves `tmp`, whose BLAKE3 is `hash`, into the store. A new blob is on disk when this
+    /// returns: the file, the rename and a directory it made fsynced.
+    fn keep(&self, tmp: tempfile::NamedTempFile, hash: &B256) -> io::Result<()> {
+        let new = !self.dir.is_file(name(hash));
+        if new {
+            tmp.as_file().sync_all()?;
+        }
+        self.adopt(tmp.into_temp_path().keep().map_err(|e| e.error)?.as_path(), hash)?;
+        if new {
+            let path = self.cached_path(hash)?;
+            for dir in path.ancestors().skip(1).take(2) {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+        }
+        Ok(())
     }
 
     /// Moves the file at `path` (whose BLAKE3 the caller computed as `hash`) into the store.
