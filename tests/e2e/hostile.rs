@@ -126,6 +126,36 @@ async fn an_endless_chunked_body_is_refused_at_the_limit() {
     operator.balance(operator.address()).await.unwrap();
 }
 
+/// A refusal sent before the body is read (here a 401 to an unsigned upload) says
+/// `Connection: close`: hyper closes that connection after the answer, and a pooling client
+/// told nothing would send its next request on it and get a closed connection instead of an
+/// answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusal_before_the_body_is_read_loses_no_next_request() {
+    let d = Daemon::start(&[]);
+    let client = reqwest::Client::new();
+    let body = vec![b' '; 256 << 10];
+    for i in 0..30 {
+        let refused = client.post(format!("{}/api/v1/uploads", d.url)).body(body.clone()).send().await.unwrap();
+        assert_eq!(refused.status().as_u16(), 401);
+        let connection = refused.headers().get("connection").map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(connection.as_deref(), Some("close"), "round {i}");
+        let next = client.get(format!("{}/api/v1/health", d.url)).send().await;
+        assert!(next.is_ok_and(|r| r.status().is_success()), "round {i}: the next request was lost");
+    }
+    // A request whose body was read keeps its connection.
+    let operator = d.operator().await;
+    let key = PrivateKeySigner::random();
+    let envelope = Envelope::sign(&key, operator.domain(), "POST", "/api/v1/uploads", b"{}", 1, unix_now() + 60);
+    let mut read = client.post(format!("{}/api/v1/uploads", d.url)).body("{}");
+    for (name, value) in envelope.headers() {
+        read = read.header(name, value);
+    }
+    let read = read.send().await.unwrap();
+    assert_eq!(read.status().as_u16(), 201);
+    assert!(read.headers().get("connection").is_none(), "{:?}", read.headers());
+}
+
 /// Guests that never stop (`loop {}`) hold every job slot; the API still answers every request
 /// meanwhile, and the guests end at their wall-clock or fuel limit.
 #[tokio::test(flavor = "multi_thread")]

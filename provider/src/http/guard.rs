@@ -8,17 +8,23 @@
 //! `body_idle_timeout` (408). The health check and the metrics are never rate limited or
 //! shed, so an operator can see an attack while it happens. (The connection-level limits,
 //! header read timeout and connection cap, are in [`super::server`].)
+//!
+//! A response to a request whose body was not read to its end (a 413 on the declared
+//! length, a 401 before an upload is read, any early refusal) says `Connection: close`, as
+//! RFC 9112 section 9.6 asks: hyper closes such a connection after the response, and a client
+//! told nothing would send its next request on it and lose that request to the close.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, MatchedPath, Request};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body::{Frame, SizeHint};
@@ -166,12 +172,24 @@ fn is_exempt(path: &str) -> bool {
 pub async fn guard(axum::extract::State(g): axum::extract::State<Arc<Guard>>, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_string();
     let method = req.method().as_str().to_string();
-    let response = admit(&g, req, next).await;
+    let read = Arc::new(AtomicBool::new(!has_body(req.headers())));
+    let mut response = admit(&g, req, next, &read).await;
+    if !read.load(Ordering::Acquire) {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     g.metrics.requests.inc((route, method, response.status().as_u16()));
     response
 }
 
-async fn admit(g: &Guard, req: Request, next: Next) -> Response {
+/// Whether a request comes with a body (a `Content-Length` over 0, or a `Transfer-Encoding`).
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers.get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0")
+}
+
+/// The checks, then the handler with the body wrapped to time out when idle and to set
+/// `read` once it has been read to its end.
+async fn admit(g: &Guard, req: Request, next: Next, read: &Arc<AtomicBool>) -> Response {
     if let Err((e, why)) = g.check_sizes(&req) {
         g.metrics.reject(why);
         return e.into_response();
@@ -201,7 +219,7 @@ async fn admit(g: &Guard, req: Request, next: Next) -> Response {
         }
     };
     let idle = Duration::from_millis(g.config.body_idle_timeout_ms.max(1));
-    let req = req.map(|body| Body::new(IdleTimeout::new(body, idle)));
+    let req = req.map(|body| Body::new(IdleTimeout::new(body, idle, read.clone())));
     let response = next.run(req).await;
     match response.status().as_u16() {
         401 => g.metrics.reject(reason::BAD_SIGNATURE),
@@ -252,12 +270,14 @@ impl RateLimiter {
     }
 }
 
-/// A request body that fails with [`BodyIdle`] when no data arrives for `idle`.
+/// A request body that fails with [`BodyIdle`] when no data arrives for `idle`, and sets
+/// `read` once it has been read to its end.
 #[derive(Debug)]
 pub struct IdleTimeout {
     inner: Body,
     idle: Duration,
     timer: Pin<Box<tokio::time::Sleep>>,
+    read: Arc<AtomicBool>,
 }
 
 /// A request body sent nothing for longer than the body idle timeout.
@@ -266,8 +286,8 @@ pub struct IdleTimeout {
 pub struct BodyIdle(Duration);
 
 impl IdleTimeout {
-    fn new(inner: Body, idle: Duration) -> Self {
-        Self { inner, idle, timer: Box::pin(tokio::time::sleep(idle)) }
+    fn new(inner: Body, idle: Duration, read: Arc<AtomicBool>) -> Self {
+        Self { inner, idle, timer: Box::pin(tokio::time::sleep(idle)), read }
     }
 }
 
@@ -278,6 +298,9 @@ impl http_body::Body for IdleTimeout {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
+                if frame.is_none() || self.inner.is_end_stream() {
+                    self.read.store(true, Ordering::Release);
+                }
                 let deadline = tokio::time::Instant::now() + self.idle;
                 self.timer.as_mut().reset(deadline);
                 Poll::Ready(frame)
