@@ -310,17 +310,20 @@ pub(crate) fn settings(spec: &EngineSpec) -> Vec<Setting> {
                     false,
                     if cpu == CpuFeatures::Baseline { baseline() } else { none() },
                 ),
+                setting("instrument_code", instrument::CODE_REVISION, false, none()),
                 setting("opt", "speed", false, opt),
                 setting("epoch_interruption", epochs, false, epoch),
-                // The interrupt memory is a second memory of one one-byte page: the engine allows
-                // multi-memory and custom page sizes for it, while the pass refuses guests that
-                // use either (it validates with FEATURES).
+                // The interrupt memory is a second memory of one one-byte page, read with an
+                // atomic load: the engine allows multi-memory, custom page sizes and atomics
+                // (threads) for it, while the pass refuses guests that use any of them (it
+                // validates with FEATURES).
                 setting(
                     "interrupt_check",
                     interrupt,
                     false,
                     set(move |c| {
                         c.wasm_multi_memory(interrupt).wasm_custom_page_sizes(interrupt);
+                        c.wasm_features(WasmFeatures::THREADS, interrupt);
                     }),
                 ),
                 setting("native_max_wasm_stack", stack, false, native_stack),

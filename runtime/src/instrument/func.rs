@@ -291,24 +291,30 @@ impl<'w, 'a> Walk<'w, 'a> {
         }
         let fuel_check = fuel && !self.weakened(Weaken::FuelCheck);
         let interrupt = self.ctx.interrupt_memory.filter(|_| !self.weakened(Weaken::InterruptCheck));
-        if !fuel_check && interrupt.is_none() {
-            return;
-        }
+        // Two tests, each its own branch to its own stop: Cranelift fuses each compare with its
+        // branch, where one branch on the two tests or-ed together materializes both as
+        // integers on every loop iteration (csv-stats ran 10 % slower that way).
         if fuel_check {
             self.out.push(Instruction::LocalGet(f));
             self.out.push(Instruction::I64Const(0));
             self.out.push(Instruction::I64LtS);
+            self.stop_if();
         }
         if let Some(memory_index) = interrupt {
             self.out.push(Instruction::I32Const(0));
-            self.out.push(Instruction::I32Load8U(wasm_encoder::MemArg { offset: 0, align: 0, memory_index }));
-            if fuel_check {
-                self.out.push(Instruction::I32Or);
-            }
+            // Atomic, so that the compiler loads it afresh at every check: a plain load may be
+            // replaced by an earlier one when nothing stores between them (in a loop that never
+            // stores, the byte would be read once).
+            self.out.push(Instruction::I32AtomicLoad8U(wasm_encoder::MemArg { offset: 0, align: 0, memory_index }));
+            self.stop_if();
         }
+    }
+
+    /// Stops the guest when the `i32` on the stack is non-zero: writes the counter back, traps.
+    fn stop_if(&mut self) {
         self.out.push(Instruction::If(EBlock::Empty));
-        if fuel {
-            self.out.push(Instruction::LocalGet(f));
+        if self.ctx.options.fuel {
+            self.out.push(Instruction::LocalGet(self.fuel_local));
             self.out.push(Instruction::GlobalSet(self.ctx.fuel_global));
         }
         self.out.push(Instruction::Unreachable);

@@ -5,9 +5,12 @@
 //! path is a call into the host; no float register survives a call, so Cranelift spills a
 //! float loop's values around it on every iteration (mandelbrot ran 1.5× slower with epochs on
 //! than off). Instead the pass gives the module a one-byte memory of its own, exported as
-//! [`INTERRUPT_MEMORY`], and folds a load of its first byte into the fuel check
-//! ([`super::fuel`]): where the module compares its fuel counter with zero, it also tests that
-//! byte, and when either says stop, it writes its counter back and traps (`unreachable`). The
+//! [`INTERRUPT_MEMORY`], and tests that byte beside the fuel check ([`super::fuel`]): where the
+//! module compares its fuel counter with zero, it also loads the byte, and when either says
+//! stop, it writes its counter back and traps (`unreachable`). The load is atomic (the engine
+//! allows atomics for this memory only): Cranelift may replace a plain load by an earlier one
+//! of the same address when no store lies between them, so in a loop that never stores, a plain
+//! load would be made once, before the loop, and the raised byte never seen. The
 //! host's ticker thread sets the byte from outside when the job's deadline passes or it is
 //! asked to stop (`crate::engine::watchdog`), and the job reads the trap as `timeout` or
 //! `stopped` (a counter below zero still means `out_of_fuel` first).

@@ -59,7 +59,8 @@ fn engines() -> &'static Engines {
     static E: std::sync::OnceLock<Engines> = std::sync::OnceLock::new();
     E.get_or_init(|| {
         let mut c = Config::new();
-        // Custom page sizes for the interrupt memory (`instrument::interrupt`).
+        // Custom page sizes and atomics for the interrupt memory (`instrument::interrupt`).
+        c.wasm_features(wasmtime::WasmFeatures::THREADS, true);
         c.consume_fuel(true)
             .wasm_custom_page_sizes(true)
             .wasm_backtrace_max_frames(None)

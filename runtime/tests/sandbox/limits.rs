@@ -43,6 +43,29 @@ fn the_wall_clock_timeout_stops_an_endless_loop() {
     assert!(r.result.receipt.hash_is_consistent());
 }
 
+/// A loop that only loads, never stores and never calls is stopped at its wall-clock limit
+/// too: the compiler must not reuse the interrupt check's load of an earlier check (as it
+/// may a plain load when nothing between them stores). With the fuel it has, the loop would
+/// run for minutes.
+#[test]
+fn the_wall_clock_timeout_stops_a_loop_that_never_stores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spin = wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+             (func (export "_start") (loop $l (br_if $l (i32.eqz (i32.load (i32.const 0)))))))"#,
+    )
+    .unwrap();
+    let spec = Opts::default()
+        .limits(|l| {
+            l.timeout_ms = 300;
+            l.fuel = 200_000_000_000;
+        })
+        .spec(Algorithm::new("spin", spin), &tmp.path().join("out"));
+    let started = std::time::Instant::now();
+    let outcome = runtime().run(&spec).unwrap().receipt.outcome;
+    assert_eq!(outcome, Outcome::Timeout, "after {:?}", started.elapsed());
+}
+
 #[test]
 fn memory_bombs_hit_the_memory_limit() {
     let r = misbehave(&["alloc"], |l| l.memory_bytes = 16 << 20);
