@@ -1,9 +1,11 @@
 //! The examples' compute kernels: wasm on the production engine (v2: NaN canonicalization,
 //! fuel, the stack limit and the wall-clock stop all done by the module itself) against the
 //! same Rust code built natively; fuel metering on against off; the wall-clock stop (the
-//! module's interrupt check, and wasmtime's epochs it replaced) against none. Reported beside them: the legacy engine of version-1 receipts
-//! (wasmtime fuel, Cranelift's eager canonicalization), which shows what the admission pass
-//! saved (see the README's "Benchmarks" section).
+//! module's interrupt check, and wasmtime's epochs it replaced) against none. Reported beside
+//! them: the legacy engine of version-1 receipts (wasmtime fuel, Cranelift's eager
+//! canonicalization), which shows what the admission pass saved, and the floor: the module
+//! with no NaN canonicalization, no fuel and no wall-clock stop, an engine no job runs on, which
+//! shows what Cranelift's code costs by itself (see the README's "Benchmarks" section).
 //!
 //! Both sides are the `kernels` program of `bench/kernels`: natively a subprocess, in wasm a
 //! job through the runtime. Each run generates its input, then runs the kernel `reps` times;
@@ -101,6 +103,12 @@ pub fn kernels(ctx: &Ctx) -> Result<Vec<Row>> {
     let no_stop = Runtime::new(RuntimeConfig { interrupt_check: false, ..RuntimeConfig::default() });
     let epochs_instead =
         Runtime::new(RuntimeConfig { interrupt_check: false, epoch_interruption: true, ..RuntimeConfig::default() });
+    let floor = Runtime::new(RuntimeConfig {
+        nan_canonicalization: false,
+        fuel_metering: false,
+        interrupt_check: false,
+        ..RuntimeConfig::default()
+    });
     let sides = [
         Side::Native(&native),
         Side::Wasm(&production, &algorithm, Semantics::V2),
@@ -108,19 +116,20 @@ pub fn kernels(ctx: &Ctx) -> Result<Vec<Row>> {
         Side::Wasm(&no_stop, &algorithm, Semantics::V2),
         Side::Wasm(&production, &algorithm, Semantics::Legacy),
         Side::Wasm(&epochs_instead, &algorithm, Semantics::V2),
+        Side::Wasm(&floor, &algorithm, Semantics::V2),
     ];
     let (reps, runs) = (ctx.runs(4, 1) as u32, ctx.runs(5, 1));
     let runs_text = format!("median of {runs} runs × {reps} repetitions, minus input generation");
-    let (mut speed, mut metering, mut stops, mut epochs, mut legacy) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut speed, mut metering, mut stops, mut epochs, mut legacy, mut floors) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for kernel in KERNELS {
         progress(&format!(
             "the {kernel} kernel natively, in wasm, without fuel, without a wall-clock stop, on the legacy engine, \
-             and with epochs"
+             with epochs, and with no check at all"
         ));
         let m = measure(ctx, &sides, kernel, reps, runs)?;
-        let [native_t, wasm_t, free_t, no_stop_t, legacy_t, epochs_t] =
-            [m.per_rep[0], m.per_rep[1], m.per_rep[2], m.per_rep[3], m.per_rep[4], m.per_rep[5]];
+        let [native_t, wasm_t, free_t, no_stop_t, legacy_t, epochs_t, floor_t] =
+            [m.per_rep[0], m.per_rep[1], m.per_rep[2], m.per_rep[3], m.per_rep[4], m.per_rep[5], m.per_rep[6]];
         let same = m.checksums.iter().all(|c| *c == m.checksums[0]);
         let mut row = Row::ratio(
             &format!("{kernel} kernel, wasm (v2 engine: pass-made NaN canonicalization, fuel and stack limit)"),
@@ -165,10 +174,22 @@ pub fn kernels(ctx: &Ctx) -> Result<Vec<Row>> {
             Target::Reported,
             &runs_text,
         ));
+        floors.push(Row::ratio(
+            &format!(
+                "{kernel} kernel with no NaN canonicalization, fuel or wall-clock stop (no job runs so: the floor, \
+                 Cranelift's code by itself)"
+            ),
+            millis(floor_t),
+            format!("{} (the same Rust code built natively)", millis(native_t)),
+            floor_t.as_secs_f64() / native_t.as_secs_f64(),
+            Target::Reported,
+            &runs_text,
+        ));
     }
     speed.extend(metering);
     speed.extend(stops);
     speed.extend(epochs);
     speed.extend(legacy);
+    speed.extend(floors);
     Ok(speed)
 }
