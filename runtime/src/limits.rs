@@ -63,6 +63,9 @@ impl Limits {
     pub const DEFAULT_MAX_WASM_STACK: u64 = 512 * KIB;
     /// Stack height units (see [`max_stack_height`](Self::max_stack_height)).
     pub const DEFAULT_MAX_STACK_HEIGHT: u64 = 256 * 1024;
+    /// The most fuel a job may have: fuel is counted down in a signed 64-bit counter (the
+    /// module's own, or wasmtime's), so a larger limit could not be metered exactly.
+    pub const MAX_FUEL: u64 = i64::MAX as u64;
     /// The most stack units a job may ask for (a native stack of about 64 MiB).
     pub const MAX_STACK_HEIGHT: u64 = 1 << 22;
 
@@ -71,6 +74,12 @@ impl Limits {
         let bad = |what: &str| Err(Error::InvalidLimits { reason: what.to_string() });
         if self.fuel == 0 {
             return bad("fuel must be at least 1");
+        }
+        if self.fuel > Self::MAX_FUEL {
+            return bad(&format!(
+                "fuel can be at most {} (2^63 - 1): the counter is a signed 64-bit integer",
+                Self::MAX_FUEL
+            ));
         }
         if self.memory_bytes > 4 * GIB {
             return bad("memory cannot exceed 4 GiB (wasm32)");
@@ -214,6 +223,9 @@ mod tests {
         Limits::default().validate().unwrap();
         let zero_fuel = Limits { fuel: 0, ..Limits::default() };
         assert!(zero_fuel.validate().is_err());
+        Limits { fuel: Limits::MAX_FUEL, ..Limits::default() }.validate().unwrap();
+        let too_much = Limits { fuel: Limits::MAX_FUEL + 1, ..Limits::default() };
+        assert!(too_much.validate().unwrap_err().to_string().contains("at most 9223372036854775807"));
         let tiny_stack = Limits { max_wasm_stack: 1, ..Limits::default() };
         assert!(tiny_stack.validate().is_err());
     }

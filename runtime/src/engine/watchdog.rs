@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::instrument::interrupt::{RAISED, SEEN};
+
 /// Why a guest was stopped from outside.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Interrupt {
@@ -75,11 +77,15 @@ impl Watchdog {
         Watch { dog: self.clone(), id }
     }
 
-    /// Stops watching guest `id`; why its byte was raised, if it was.
+    /// Stops watching guest `id`; why its byte was raised, if it was and the guest's check
+    /// saw it (the byte [`SEEN`]).
     fn unwatch(&self, id: u64) -> Option<Interrupt> {
         let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
         let at = watched.entries.iter().position(|e| e.id == id)?;
-        watched.entries.swap_remove(at).fired
+        let entry = watched.entries.swap_remove(at);
+        // SAFETY: the entry was in the list until now, so its memory is alive (see `Flag`).
+        let seen = unsafe { AtomicU8::from_ptr(entry.flag.0.as_ptr()) }.load(Ordering::Acquire) == SEEN;
+        entry.fired.filter(|_| seen)
     }
 
     /// Raises the interrupt byte of every guest past its deadline or asked to stop.
@@ -96,7 +102,7 @@ impl Watchdog {
             };
             // SAFETY: the entry is in the list, so its memory is alive (see `Flag`); an atomic
             // byte store, which the guest's plain byte load sees at its next check.
-            unsafe { AtomicU8::from_ptr(entry.flag.0.as_ptr()) }.store(1, Ordering::Release);
+            unsafe { AtomicU8::from_ptr(entry.flag.0.as_ptr()) }.store(RAISED, Ordering::Release);
         }
     }
 }
@@ -138,15 +144,36 @@ mod tests {
         };
         drop(unwatched);
         dog.tick();
+        // The guests' checks see their raised bytes (as the module's stop path marks them).
+        let see = |i: usize| {
+            assert_eq!(bytes[i], RAISED);
+            // SAFETY: within `bytes`.
+            unsafe { AtomicU8::from_ptr(ptr(i).as_ptr()) }.store(SEEN, Ordering::Release);
+        };
+        see(0);
         assert_eq!(late.end(), Some(Interrupt::Timeout));
         cancel.store(true, Ordering::Relaxed);
         dog.tick();
+        see(1);
         assert_eq!(stopped.end(), Some(Interrupt::Stopped));
-        assert_eq!(bytes, [1, 1, 0], "the unwatched guest's byte was written");
+        assert_eq!(bytes, [SEEN, SEEN, 0], "the unwatched guest's byte was written");
         // SAFETY: as above.
         let early = unsafe { dog.watch(ptr(2), now + Duration::from_secs(3600), None) };
         dog.tick();
         assert_eq!(early.end(), None, "not due, not asked");
         assert_eq!(bytes[2], 0);
+    }
+
+    /// A guest that stopped by itself (its own trap) while its byte was being raised keeps its
+    /// own outcome: the stop is the watchdog's only when the guest's check saw the byte.
+    #[test]
+    fn a_raised_byte_the_guest_never_saw_is_not_its_stop() {
+        let dog = Arc::new(Watchdog::default());
+        let mut byte = 0u8;
+        // SAFETY: `byte` outlives the watch.
+        let watch = unsafe { dog.watch(NonNull::from(&mut byte), Instant::now(), None) };
+        dog.tick();
+        assert_eq!(watch.end(), None);
+        assert_eq!(byte, RAISED);
     }
 }

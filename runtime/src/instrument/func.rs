@@ -11,7 +11,7 @@ use wasm_encoder::{BlockType as EBlock, Instruction};
 use wasmparser::{BlockType, Operator, ValType};
 
 use super::nan::Nan;
-use super::{Error, Options, Weaken, stack};
+use super::{Error, Options, Weaken, interrupt, stack};
 
 mod body;
 mod out;
@@ -132,6 +132,11 @@ pub(crate) struct Rewritten<'a> {
 }
 
 /// Rewrites one function.
+/// The interrupt byte: the first of memory `memory_index`.
+fn byte(memory_index: u32) -> wasm_encoder::MemArg {
+    wasm_encoder::MemArg { offset: 0, align: 0, memory_index }
+}
+
 pub(crate) fn rewrite<'a>(body: &Body<'a>, ctx: &ModuleCtx<'_>) -> Result<Rewritten<'a>, Error> {
     let initial = Locals::initial(body);
     let mut locals =
@@ -298,24 +303,30 @@ impl<'w, 'a> Walk<'w, 'a> {
             self.out.push(Instruction::LocalGet(f));
             self.out.push(Instruction::I64Const(0));
             self.out.push(Instruction::I64LtS);
-            self.stop_if();
+            self.stop_if(None);
         }
         if let Some(memory_index) = interrupt {
             self.out.push(Instruction::I32Const(0));
             // Atomic, so that the compiler loads it afresh at every check: a plain load may be
             // replaced by an earlier one when nothing stores between them (in a loop that never
             // stores, the byte would be read once).
-            self.out.push(Instruction::I32AtomicLoad8U(wasm_encoder::MemArg { offset: 0, align: 0, memory_index }));
-            self.stop_if();
+            self.out.push(Instruction::I32AtomicLoad8U(byte(memory_index)));
+            self.stop_if(Some(memory_index));
         }
     }
 
-    /// Stops the guest when the `i32` on the stack is non-zero: writes the counter back, traps.
-    fn stop_if(&mut self) {
+    /// Stops the guest when the `i32` on the stack is non-zero: writes the counter back, marks
+    /// the interrupt byte [`interrupt::SEEN`] when the stop is the interrupt's, traps.
+    fn stop_if(&mut self, interrupt_memory: Option<u32>) {
         self.out.push(Instruction::If(EBlock::Empty));
         if self.ctx.options.fuel {
             self.out.push(Instruction::LocalGet(self.fuel_local));
             self.out.push(Instruction::GlobalSet(self.ctx.fuel_global));
+        }
+        if let Some(memory_index) = interrupt_memory {
+            self.out.push(Instruction::I32Const(0));
+            self.out.push(Instruction::I32Const(i32::from(interrupt::SEEN)));
+            self.out.push(Instruction::I32AtomicStore8(byte(memory_index)));
         }
         self.out.push(Instruction::Unreachable);
         self.out.push(Instruction::End);

@@ -7,7 +7,8 @@
 //! than off). Instead the pass gives the module a one-byte memory of its own, exported as
 //! [`INTERRUPT_MEMORY`], and tests that byte beside the fuel check ([`super::fuel`]): where the
 //! module compares its fuel counter with zero, it also loads the byte, and when either says
-//! stop, it writes its counter back and traps (`unreachable`). The load is atomic (the engine
+//! stop, it writes its counter back, marks the byte [`SEEN`] and traps (`unreachable`). The
+//! load is atomic (the engine
 //! allows atomics for this memory only): Cranelift may replace a plain load by an earlier one
 //! of the same address when no store lies between them, so in a loop that never stores, a plain
 //! load would be made once, before the loop, and the raised byte never seen. The
@@ -24,6 +25,14 @@ use wasm_encoder::{MemorySection, MemoryType};
 
 /// The export name of the interrupt memory; its first byte is non-zero once the guest must stop.
 pub const INTERRUPT_MEMORY: &str = "tidepool:interrupt";
+
+/// The byte as the host raises it: the guest must stop.
+pub const RAISED: u8 = 1;
+
+/// The byte as the guest leaves it when its check saw it raised and stopped it. The host
+/// reads a stop as its own only then: a guest that trapped by itself (its own `unreachable`,
+/// a stack overflow) while the byte was being raised keeps its trap as its outcome.
+pub const SEEN: u8 = 2;
 
 /// `section` with the interrupt memory added: one byte (a page of one byte, the custom page
 /// sizes proposal), which never grows. So small that resetting it between jobs is a store, not

@@ -52,7 +52,7 @@ pub const PASS_VERSION: &str = "tidepool-instrument-1";
 /// The revision of the code the pass emits: bump it with any change to what it emits that no
 /// receipt can observe (how a check is shaped, say). It keys the compile cache, so compiled
 /// code of an older revision is not reused, and leaves the engine hash alone.
-pub const CODE_REVISION: u32 = 2;
+pub const CODE_REVISION: u32 = 3;
 
 /// The export the start function is moved to (called by the host after setting the globals).
 pub const START_EXPORT: &str = "tidepool:start";

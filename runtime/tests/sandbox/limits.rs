@@ -66,6 +66,22 @@ fn the_wall_clock_timeout_stops_a_loop_that_never_stores() {
     assert_eq!(outcome, Outcome::Timeout, "after {:?}", started.elapsed());
 }
 
+/// The largest fuel limit is metered exactly (a job uses what it uses, not the limit's excess
+/// over the counter's range), and one past it is refused before anything runs.
+#[test]
+fn the_largest_fuel_limit_is_metered_exactly_and_a_larger_one_refused() {
+    let small = misbehave(&["exit", "0"], |_| {});
+    let largest = misbehave(&["exit", "0"], |l| l.fuel = tidepool_runtime::Limits::MAX_FUEL);
+    assert_eq!(largest.outcome(), &Outcome::Exited { code: 0 });
+    assert_eq!(largest.result.receipt.fuel_consumed, small.result.receipt.fuel_consumed);
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = Opts::default()
+        .limits(|l| l.fuel = tidepool_runtime::Limits::MAX_FUEL + 1)
+        .spec(crate::util::guest("misbehave"), &tmp.path().join("out"));
+    let err = runtime().run(&spec).unwrap_err();
+    assert!(matches!(err, Error::InvalidLimits { .. }), "{err}");
+}
+
 #[test]
 fn memory_bombs_hit_the_memory_limit() {
     let r = misbehave(&["alloc"], |l| l.memory_bytes = 16 << 20);
