@@ -8,6 +8,7 @@ use tidepool_provider::protocol::api::ExecRequest;
 use tidepool_provider::protocol::ddo::{AlgorithmPolicy, AssetKind, Did};
 use tidepool_provider::protocol::events::EventName;
 use tidepool_provider::protocol::signing::{Envelope, unix_now};
+use tidepool_provider::protocol::template::ConditionName;
 
 use crate::daemon::{Daemon, initialize_signed, publish, request};
 use crate::provider_flow::wait_for_event;
@@ -97,6 +98,15 @@ async fn every_error_class_has_its_status() {
     let mut not_mine = request("not an operator's");
     not_mine.kind = AssetKind::Dataset;
     expect(consumer.publish(&session, &not_mine).await, 403, "forbidden");
+    // 400: a condition timeout no keeper can add to a date (refused when published, not at
+    // every consumer's initialize).
+    let mut forever = request("never times out");
+    forever.timeouts.insert(ConditionName::LockPayment, u64::MAX);
+    expect(
+        d.operator().await.publish_dirs(&[("a".into(), data.path().to_path_buf())], &forever).await,
+        400,
+        "bad_request",
+    );
 
     // 413: a module over the provider's size limit. 422: not a module; a forbidden import.
     expect(consumer.upload_module(agreement, &vec![0u8; 400_000], "big").await, 413, "too_large");

@@ -141,6 +141,11 @@ impl Assets {
             }
             Some(v) => Ok(v),
         };
+        if let Some((name, t)) = req.timeouts.iter().find(|(_, t)| **t > MAX_CONDITION_TIMEOUT_SECS) {
+            return Err(AssetError::Invalid(format!(
+                "the timeout of {name:?} is {t} s; at most {MAX_CONDITION_TIMEOUT_SECS} s (100 years) is accepted"
+            )));
+        }
         let l = &req.limits;
         let environment = Environment {
             runtime: "wasmtime".into(),
@@ -167,6 +172,11 @@ impl Assets {
         Ok(computing_service(offer, &terms, environment, policy, &req.timeouts))
     }
 }
+
+/// The longest condition timeout an asset may set: 100 years, so that the agreement's time
+/// plus it fits every keeper's arithmetic (a larger one made every `initialize` of the asset
+/// fail, blaming the consumer).
+pub const MAX_CONDITION_TIMEOUT_SECS: u64 = 100 * 365 * 86_400;
 
 /// Who offers a Computing service, and on which keeper.
 #[derive(Clone, Copy, Debug)]

@@ -117,8 +117,7 @@ async fn download(
             (Body::from_stream(tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file))), Some(entry.size))
         }
     };
-    let disposition =
-        format!("attachment; filename=\"{}\"", entry.name.rsplit('/').next().unwrap_or("result").replace('"', "_"));
+    let disposition = content_disposition(entry.name.rsplit('/').next().unwrap_or("result"));
     let mut response = (
         [(header::CONTENT_TYPE, "application/octet-stream".to_string()), (header::CONTENT_DISPOSITION, disposition)],
         body,
@@ -133,6 +132,29 @@ async fn download(
     Ok(response)
 }
 
+/// `Content-Disposition` for a file named `name` by a guest, which may hold any byte but `/`
+/// and NUL: an ASCII `filename` with every byte that cannot stand in a quoted string (controls,
+/// quotes, backslashes, non-ASCII) as `_`, and, when that changed anything, the exact name as
+/// `filename*` (RFC 6266, percent-encoded UTF-8).
+fn content_disposition(name: &str) -> String {
+    let plain: String = name
+        .chars()
+        .map(|c| if (c.is_ascii_graphic() && c != '"' && c != '\\') || c == ' ' { c } else { '_' })
+        .collect();
+    if plain == name {
+        return format!("attachment; filename=\"{plain}\"");
+    }
+    let mut exact = String::new();
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            exact.push(char::from(b));
+        } else {
+            exact.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("attachment; filename=\"{plain}\"; filename*=UTF-8''{exact}")
+}
+
 #[instrument(skip_all, fields(job_id = %id))]
 async fn stop(
     State(api): State<Arc<Api>>,
@@ -140,4 +162,24 @@ async fn stop(
     SignedJson(who, Empty {}): SignedJson<Empty>,
 ) -> ApiResult<Json<JobView>> {
     Ok(Json(api.jobs.stop(&id, who).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::content_disposition;
+
+    #[test]
+    fn any_file_name_makes_a_valid_content_disposition() {
+        assert_eq!(content_disposition("out put.csv"), "attachment; filename=\"out put.csv\"");
+        for (name, expected) in [
+            ("a\nb", "attachment; filename=\"a_b\"; filename*=UTF-8''a%0Ab"),
+            ("x\u{1}", "attachment; filename=\"x_\"; filename*=UTF-8''x%01"),
+            ("say \"hi\"", "attachment; filename=\"say _hi_\"; filename*=UTF-8''say%20%22hi%22"),
+            ("über", "attachment; filename=\"_ber\"; filename*=UTF-8''%C3%BCber"),
+        ] {
+            let value = content_disposition(name);
+            assert_eq!(value, expected);
+            axum::http::HeaderValue::from_str(&value).unwrap();
+        }
+    }
 }
