@@ -156,6 +156,26 @@ async fn a_refusal_before_the_body_is_read_loses_no_next_request() {
     assert!(read.headers().get("connection").is_none(), "{:?}", read.headers());
 }
 
+/// A provider that accepts the connection and then says nothing is an error for the client
+/// after its timeout, not a wait without end.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_provider_is_an_error_not_a_hang() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let held = std::thread::spawn(move || listener.accept().map(|(socket, _)| socket));
+    let started = Instant::now();
+    let connecting = tidepool_provider::client::Client::connect_with_timeout(
+        &url,
+        PrivateKeySigner::random(),
+        Duration::from_millis(300),
+    );
+    let result = tokio::time::timeout(Duration::from_secs(20), connecting).await;
+    let err = result.expect("the client waited on a silent provider").map(|_| ()).expect_err("an answer from nobody");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(matches!(err, tidepool_provider::client::ClientError::Connect { .. }), "{err}");
+    drop(held.join());
+}
+
 /// Guests that never stop (`loop {}`) hold every job slot; the API still answers every request
 /// meanwhile, and the guests end at their wall-clock or fuel limit.
 #[tokio::test(flavor = "multi_thread")]

@@ -89,7 +89,8 @@ impl Client {
             query.service_agreement_id, query.signed_checksum, did
         );
         let path = format!("/api/v1/services/compute/upload?{qs}");
-        decode(self.send_with(|| self.signed(reqwest::Method::POST, &path, keccak256([]))).await?).await
+        decode(self.send_with(|| self.signed(reqwest::Method::POST, &path, keccak256([])).timeout(self.timeout)).await?)
+            .await
     }
 
     /// Locks the agreement's payment: through the provider, or from the consumer's own

@@ -88,16 +88,48 @@ pub struct Client {
     provider: ProviderView,
     domain: Eip712Domain,
     nonce: AtomicU64,
+    /// How long a JSON request may take end to end.
+    timeout: std::time::Duration,
 }
+
+/// How long connecting to a node may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a JSON request may take, from connecting to the last byte of its answer: longer
+/// than the longest event wait (30 s), so that a provider that accepted the connection and
+/// then fell silent is an error, not a wait without end. (Uploads and downloads, whose time
+/// grows with their size, have the connect timeout only.)
+const JSON_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
+/// How long an idle connection is kept for the next request: below the server's shortest
+/// sensible keep-alive (its header read timeout, 10 s by default), so that a request is not
+/// sent on a connection the server is closing at that moment.
+const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Client {
     /// Connects to the provider at `base` (e.g. `http://127.0.0.1:8030`) as `signer`.
     pub async fn connect(base: &str, signer: PrivateKeySigner) -> ClientResult<Self> {
+        Self::connect_with_timeout(base, signer, JSON_TIMEOUT).await
+    }
+
+    /// [`Client::connect`], with each JSON request allowed `timeout` end to end (90 s by
+    /// default) before it fails.
+    pub async fn connect_with_timeout(
+        base: &str,
+        signer: PrivateKeySigner,
+        timeout: std::time::Duration,
+    ) -> ClientResult<Self> {
         let base = base.trim_end_matches('/').to_string();
-        let http =
-            reqwest::Client::builder().build().map_err(|e| ClientError::Connect { url: base.clone(), source: e })?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build()
+            .map_err(|e| ClientError::Connect { url: base.clone(), source: e })?;
         let url = format!("{base}/api/v1/provider");
-        let resp = http.get(&url).send().await.map_err(|e| ClientError::Connect { url: base.clone(), source: e })?;
+        let resp = http
+            .get(&url)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| ClientError::Connect { url: base.clone(), source: e })?;
         let provider: ProviderView = decode(resp).await?;
         let domain = eip712::domain(provider.chain_id, provider.address);
         Ok(Self {
@@ -109,6 +141,7 @@ impl Client {
             provider,
             domain,
             nonce: AtomicU64::new(0),
+            timeout,
         })
     }
 

@@ -99,16 +99,18 @@ impl Client {
             self.signed(reqwest::Method::POST, path, hash)
                 .header("content-type", "application/json")
                 .body(bytes.clone())
+                .timeout(self.timeout)
         };
         decode(self.send_with(req).await?).await
     }
 
     pub(super) async fn get_signed<T: DeserializeOwned>(&self, path: &str) -> ClientResult<T> {
-        decode(self.send_with(|| self.signed(reqwest::Method::GET, path, keccak256([]))).await?).await
+        decode(self.send_with(|| self.signed(reqwest::Method::GET, path, keccak256([])).timeout(self.timeout)).await?)
+            .await
     }
 
     pub(super) async fn get_public<T: DeserializeOwned>(&self, path: &str) -> ClientResult<T> {
-        decode(self.send_with(|| self.http.get(format!("{}{path}", self.base()))).await?).await
+        decode(self.send_with(|| self.http.get(format!("{}{path}", self.base())).timeout(self.timeout)).await?).await
     }
 }
 
