@@ -112,6 +112,9 @@ pub struct HttpConfig {
     pub rate_limit_per_sec: f64,
     /// Requests one peer may make in a burst.
     pub rate_limit_burst: u32,
+    /// Requests of one peer in progress at once (0: no bound); 429 beyond. Long polls and
+    /// slowly sent bodies hold theirs, so one peer cannot take every request slot.
+    pub max_requests_per_peer: usize,
     /// Reverse proxies whose `X-Forwarded-For` is believed; from any other peer the header is
     /// ignored and the connection's address is the peer.
     pub trusted_proxies: Vec<IpAddr>,
@@ -138,6 +141,7 @@ impl Default for HttpConfig {
             max_json_bytes: 1 << 20,
             rate_limit_per_sec: 100.0,
             rate_limit_burst: 1000,
+            max_requests_per_peer: 64,
             trusted_proxies: Vec::new(),
             max_concurrent_uploads: 8,
             max_uploads_per_address: 2,

@@ -176,6 +176,36 @@ async fn a_silent_provider_is_an_error_not_a_hang() {
     drop(held.join());
 }
 
+/// One peer's long polls hold its requests in progress, not every request slot: past its
+/// bound it is answered 429 at once, while the health check still answers, and it is served
+/// again once its polls end.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_peers_long_polls_are_bounded_not_everyones_slots() {
+    let d = Daemon::start(&["--max-requests-per-peer", "2"]);
+    let client = reqwest::Client::new();
+    let poll = format!("{}/api/v1/keeper/events?after=18446744073709551615&waitMs=3000", d.url);
+    let polls: Vec<_> = (0..2).map(|_| tokio::spawn(client.get(&poll).send())).collect();
+    // Both polls are in progress once a third request is refused.
+    let started = Instant::now();
+    let third = loop {
+        let r = client.get(format!("{}/api/v1/provider", d.url)).send().await.unwrap();
+        if r.status().as_u16() == 429 || started.elapsed() > Duration::from_secs(2) {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(third.status().as_u16(), 429, "a third request while two polls wait");
+    let body: serde_json::Value = third.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("2 requests in progress"), "{body}");
+    let health = client.get(format!("{}/api/v1/health", d.url)).send().await.unwrap();
+    assert!(health.status().is_success(), "the health check is never bounded");
+    for p in polls {
+        assert_eq!(p.await.unwrap().unwrap().status().as_u16(), 200);
+    }
+    let after = client.get(format!("{}/api/v1/provider", d.url)).send().await.unwrap();
+    assert_eq!(after.status().as_u16(), 200, "served again once the polls ended");
+}
+
 /// Guests that never stop (`loop {}`) hold every job slot; the API still answers every request
 /// meanwhile, and the guests end at their wall-clock or fuel limit.
 #[tokio::test(flavor = "multi_thread")]

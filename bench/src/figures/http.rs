@@ -32,13 +32,14 @@ async fn provider(ctx: &Ctx, args: &[&str], limits: ServiceLimits) -> Result<Pro
 }
 
 /// The environment of the bench's daemons: the compile cache `cache`, no per-peer rate limit
-/// (every consumer of the bench is the same loopback peer, where a provider's real clients
+/// or bound on a peer's requests in progress (every consumer of the bench is the same loopback peer, where a provider's real clients
 /// are many), and room for sixteen consumers' uploads at once (the default, 8, answers the
 /// ninth 503).
-pub(crate) fn daemon_env(cache: &Path) -> [(&'static str, &Path); 3] {
+pub(crate) fn daemon_env(cache: &Path) -> [(&'static str, &Path); 4] {
     [
         ("TIDEPOOL_CACHE_DIR", cache),
         ("TIDEPOOL_RATE_LIMIT", Path::new("0")),
+        ("TIDEPOOL_MAX_REQUESTS_PER_PEER", Path::new("0")),
         ("TIDEPOOL_MAX_CONCURRENT_UPLOADS", Path::new("64")),
     ]
 }

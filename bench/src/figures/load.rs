@@ -1,7 +1,7 @@
 //! The daemon under load (issue 10): ten thousand requests from a hundred concurrent clients
-//! against one `tidepool serve` with its default limits but for the per-peer rate limit
-//! (every client here is the same loopback peer): no answer may be a 5xx; p50 and p99 are
-//! reported.
+//! against one `tidepool serve` with its default limits but for the per-peer ones (rate and
+//! requests in progress; every client here is the same loopback peer): no answer may be a
+//! 5xx; p50 and p99 are reported.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,8 +27,13 @@ struct Tally {
 /// concurrent clients.
 pub async fn load(ctx: &Ctx) -> Result<Row> {
     let (requests, concurrency) = (ctx.runs(10_000, 1_000), 100);
-    // The bench's clients are one peer: lift its rate limit, keep every other limit.
-    let daemon = Daemon::start(&ctx.native("tidepool")?, &[], &["--rate-limit", "1000000", "--rate-burst", "1000000"]);
+    // The bench's clients are one peer: lift its rate limit and its bound on requests in
+    // progress, keep every other limit.
+    let daemon = Daemon::start(
+        &ctx.native("tidepool")?,
+        &[],
+        &["--rate-limit", "1000000", "--rate-burst", "1000000", "--max-requests-per-peer", "0"],
+    );
     let did = super::http::publish_on(ctx, &daemon, ServiceLimits::default()).await?;
     progress(&format!("{requests} requests from {concurrency} concurrent clients"));
     let per_client = requests / concurrency;

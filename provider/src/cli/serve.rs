@@ -174,6 +174,9 @@ pub struct HttpArgs {
     /// Requests per peer in a burst [default: 1000].
     #[arg(long, env = "TIDEPOOL_RATE_BURST", value_name = "N")]
     pub rate_burst: Option<u32>,
+    /// Requests of one peer in progress at once, 429 beyond; 0: no bound [default: 64].
+    #[arg(long, env = "TIDEPOOL_MAX_REQUESTS_PER_PEER", value_name = "N")]
+    pub max_requests_per_peer: Option<usize>,
     /// A reverse proxy whose X-Forwarded-For is believed (repeatable, or comma-separated).
     #[arg(long = "trusted-proxy", env = "TIDEPOOL_TRUSTED_PROXIES", value_delimiter = ',', value_name = "IP")]
     pub trusted_proxies: Vec<IpAddr>,
@@ -230,6 +233,9 @@ impl HttpArgs {
         }
         if let Some(v) = self.rate_burst {
             c.rate_limit_burst = v;
+        }
+        if let Some(v) = self.max_requests_per_peer {
+            c.max_requests_per_peer = v;
         }
         c.trusted_proxies.extend(self.trusted_proxies.iter().copied());
         if let Some(v) = self.max_concurrent_uploads {

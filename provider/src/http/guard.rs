@@ -3,8 +3,9 @@
 //!
 //! In order: the path and query at most `max_uri_bytes` (414), the headers at most
 //! `max_header_bytes` in at most `max_headers` (431), the peer within its rate (429, see
-//! [`RateLimiter`]), a free request slot out of `max_concurrent_requests` (503 with
-//! `Retry-After`: load shedding), and a body that never idles longer than
+//! [`RateLimiter`]), at most `max_requests_per_peer` of its requests in progress at once (429:
+//! one peer's long polls or trickled bodies cannot take every slot), a free request slot out
+//! of `max_concurrent_requests` (503 with `Retry-After`: load shedding), and a body that never idles longer than
 //! `body_idle_timeout` (408). The health check and the metrics are never rate limited or
 //! shed, so an operator can see an attack while it happens. (The connection-level limits,
 //! header read timeout and connection cap, are in [`super::server`].)
@@ -43,6 +44,8 @@ pub mod reason {
     pub const OVERLOADED: &str = "overloaded";
     /// The peer is over its rate (429).
     pub const RATE_LIMITED: &str = "rate_limited";
+    /// The peer has its most requests in progress already (429).
+    pub const PEER_BUSY: &str = "peer_busy";
     /// The path and query are over the limit (414).
     pub const URI_TOO_LONG: &str = "uri_too_long";
     /// Too many headers, or too many bytes of them (431).
@@ -101,6 +104,7 @@ pub struct Guard {
     config: HttpConfig,
     slots: Arc<Semaphore>,
     rates: RateLimiter,
+    peers: Arc<PeerSlots>,
     /// The requests answered and refused.
     pub metrics: HttpMetrics,
 }
@@ -111,6 +115,7 @@ impl Guard {
         Arc::new(Self {
             slots: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),
             rates: RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst),
+            peers: Arc::new(PeerSlots { limit: config.max_requests_per_peer, active: Mutex::default() }),
             config,
             metrics: HttpMetrics::default(),
         })
@@ -196,8 +201,8 @@ async fn admit(g: &Guard, req: Request, next: Next, read: &Arc<AtomicBool>) -> R
     }
     let exempt = is_exempt(req.uri().path());
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-    if !exempt
-        && let Some(ip) = g.client_ip(peer, req.headers())
+    let ip = if exempt { None } else { g.client_ip(peer, req.headers()) };
+    if let Some(ip) = ip
         && let Err(wait) = g.rates.check(ip)
     {
         g.metrics.reject(reason::RATE_LIMITED);
@@ -207,6 +212,14 @@ async fn admit(g: &Guard, req: Request, next: Next, read: &Arc<AtomicBool>) -> R
         }
         .into_response();
     }
+    let _peer_slot = match ip.map(|ip| PeerSlots::enter(&g.peers, ip)) {
+        Some(Err(e)) => {
+            g.metrics.reject(reason::PEER_BUSY);
+            return e.into_response();
+        }
+        Some(Ok(slot)) => slot,
+        None => None,
+    };
     let _slot = if exempt {
         None
     } else {
@@ -230,6 +243,52 @@ async fn admit(g: &Guard, req: Request, next: Next, read: &Arc<AtomicBool>) -> R
         _ => {}
     }
     response
+}
+
+/// Requests in progress per peer, at most `limit` each (0: no bound).
+#[derive(Debug)]
+struct PeerSlots {
+    limit: usize,
+    active: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One request in progress of a peer, counted until dropped.
+#[derive(Debug)]
+struct PeerSlot {
+    peers: Arc<PeerSlots>,
+    ip: IpAddr,
+}
+
+impl PeerSlots {
+    /// Counts a request of `ip`; a 429 when it has `limit` in progress already (`None`: no
+    /// bound to count against).
+    fn enter(peers: &Arc<Self>, ip: IpAddr) -> Result<Option<PeerSlot>, ApiError> {
+        if peers.limit == 0 {
+            return Ok(None);
+        }
+        let mut active = peers.active.lock().unwrap_or_else(|p| p.into_inner());
+        let n = active.entry(ip).or_insert(0);
+        if *n >= peers.limit {
+            return Err(ApiError::TooManyRequests {
+                retry_after_secs: 1,
+                message: format!("{ip} has {n} requests in progress; at most {} at once", peers.limit),
+            });
+        }
+        *n += 1;
+        Ok(Some(PeerSlot { peers: peers.clone(), ip }))
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut active = self.peers.active.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = active.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                active.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Per-peer token buckets: `rate` requests a second on average, `burst` at once.
@@ -341,6 +400,22 @@ pub fn body_error(e: axum::Error) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_has_at_most_its_limit_of_requests_in_progress() {
+        let peers = Arc::new(PeerSlots { limit: 2, active: Mutex::default() });
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let first = PeerSlots::enter(&peers, a).unwrap();
+        let _second = PeerSlots::enter(&peers, a).unwrap();
+        assert_eq!(PeerSlots::enter(&peers, a).unwrap_err().status(), 429);
+        let _other = PeerSlots::enter(&peers, b).unwrap();
+        drop(first);
+        let _again = PeerSlots::enter(&peers, a).unwrap();
+        drop((_second, _again, _other));
+        assert!(peers.active.lock().unwrap().is_empty(), "no peer is kept once it has nothing in progress");
+        let unbounded = Arc::new(PeerSlots { limit: 0, active: Mutex::default() });
+        assert!((0..1000).all(|_| PeerSlots::enter(&unbounded, a).unwrap().is_none()));
+    }
 
     #[test]
     fn a_peer_gets_its_burst_then_its_rate() {
