@@ -206,6 +206,69 @@ async fn one_peers_long_polls_are_bounded_not_everyones_slots() {
     assert_eq!(after.status().as_u16(), 200, "served again once the polls ended");
 }
 
+/// Reads one HTTP/1.1 message (head, then a `Content-Length` body) from `from`; `None` at the
+/// end of the stream.
+fn read_message(from: &mut impl Read) -> Option<Vec<u8>> {
+    let mut message = Vec::new();
+    let mut byte = [0u8; 1];
+    while !message.ends_with(b"\r\n\r\n") {
+        if from.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        message.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&message).to_ascii_lowercase();
+    let length =
+        head.lines().find_map(|l| l.strip_prefix("content-length:")).map_or(0, |n| n.trim().parse::<usize>().unwrap());
+    let mut body = vec![0u8; length];
+    from.read_exact(&mut body).ok()?;
+    message.extend_from_slice(&body);
+    Some(message)
+}
+
+/// A node that applies every request and answers faucet requests with a closed connection
+/// (as a node killed between its commit and its answer): the client sends the same signed
+/// request to the next node, which refuses it as a replay, so no request is applied twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_a_node_applied_but_never_answered_is_not_applied_again() {
+    let d = Daemon::start(&[]);
+    let upstream = host(&d);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = format!("http://{}", listener.local_addr().unwrap());
+    let dropped = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = dropped.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let (mut client, upstream, dropped) = (client.unwrap(), upstream.clone(), counted.clone());
+            std::thread::spawn(move || {
+                let mut node = TcpStream::connect(&upstream).unwrap();
+                while let Some(request) = read_message(&mut client) {
+                    node.write_all(&request).unwrap();
+                    let Some(answer) = read_message(&mut node) else { return };
+                    if request.starts_with(b"POST /api/v1/keeper/faucet ") {
+                        dropped.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        return; // applied, never answered
+                    }
+                    client.write_all(&answer).unwrap();
+                }
+            });
+        }
+    });
+    let key = PrivateKeySigner::random();
+    let c = tidepool_provider::client::Client::connect_many(&[&proxy, &d.url], key.clone()).await.unwrap();
+    let calls = 6;
+    for _ in 0..calls {
+        // Through the proxy first or not, each call is applied once; one the proxy dropped
+        // is refused at the other node as a replay.
+        if let Err(e) = c.faucet().await {
+            assert_eq!(e.status(), Some(409), "{e}");
+        }
+    }
+    assert!(dropped.load(std::sync::atomic::Ordering::SeqCst) > 0, "no request went through the dropping node");
+    let balance = d.operator().await.balance(key.address()).await.unwrap();
+    assert_eq!(balance, crate::daemon::faucet_amount() * alloy_primitives::U256::from(calls), "applied once each");
+}
+
 /// Guests that never stop (`loop {}`) hold every job slot; the API still answers every request
 /// meanwhile, and the guests end at their wall-clock or fuel limit.
 #[tokio::test(flavor = "multi_thread")]

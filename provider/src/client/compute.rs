@@ -34,12 +34,8 @@ impl Client {
         let path = format!(
             "/api/v1/services/compute/upload?serviceAgreementId={agreement}&signedChecksum={checksum}&algorithmName={name}"
         );
-        let hash = keccak256(module);
-        let req = || {
-            self.signed(reqwest::Method::POST, &path, hash)
-                .header("content-type", "application/wasm")
-                .body(module.to_vec())
-        };
+        let signed = self.sign(reqwest::Method::POST, &path, keccak256(module));
+        let req = || self.to_next(&signed).header("content-type", "application/wasm").body(module.to_vec());
         decode(self.send_with(req).await?).await
     }
 
@@ -61,11 +57,9 @@ impl Client {
              &environment={}",
             files.environment
         );
-        let hash = keccak256(&files.archive);
+        let signed = self.sign(reqwest::Method::POST, &path, keccak256(&files.archive));
         let req = || {
-            self.signed(reqwest::Method::POST, &path, hash)
-                .header("content-type", "application/vnd.tidepool.files")
-                .body(files.archive.clone())
+            self.to_next(&signed).header("content-type", "application/vnd.tidepool.files").body(files.archive.clone())
         };
         decode(self.send_with(req).await?).await
     }
@@ -89,8 +83,8 @@ impl Client {
             query.service_agreement_id, query.signed_checksum, did
         );
         let path = format!("/api/v1/services/compute/upload?{qs}");
-        decode(self.send_with(|| self.signed(reqwest::Method::POST, &path, keccak256([])).timeout(self.timeout)).await?)
-            .await
+        let signed = self.sign(reqwest::Method::POST, &path, keccak256([]));
+        decode(self.send_with(|| self.to_next(&signed).timeout(self.timeout)).await?).await
     }
 
     /// Locks the agreement's payment: through the provider, or from the consumer's own
@@ -125,7 +119,8 @@ impl Client {
     /// Downloads result `index` of a job to `dest` (streamed); returns its size in bytes.
     pub async fn download(&self, id: &str, index: u32, dest: &Path) -> ClientResult<u64> {
         let path = format!("/api/v1/services/compute/jobs/{id}/results/{index}");
-        let resp = self.send_with(|| self.signed(reqwest::Method::GET, &path, keccak256([]))).await?;
+        let signed = self.sign(reqwest::Method::GET, &path, keccak256([]));
+        let resp = self.send_with(|| self.to_next(&signed)).await?;
         let resp = check(resp).await?;
         if let Some(parent) = dest.parent() {
             tokio::fs::create_dir_all(parent).await?;

@@ -16,6 +16,14 @@ use crate::protocol::signing::{Envelope, sign_typed, unix_now};
 /// How long a signed request stays valid.
 const REQUEST_TTL: u64 = 300;
 
+/// A signed request, sent to whichever node as it is.
+#[derive(Debug)]
+pub(super) struct Signed {
+    method: reqwest::Method,
+    path: String,
+    headers: Vec<(&'static str, String)>,
+}
+
 impl Client {
     /// The URL of the next request's node.
     fn base(&self) -> &str {
@@ -24,8 +32,9 @@ impl Client {
 
     /// Sends what `make` builds (again, to the next node, while a node cannot be reached or
     /// closed the connection without an answer: a node killed since its connection was pooled).
-    /// A request a dying node did apply is refused when sent again (each step of the flow is
-    /// once per agreement: a second one is a conflict), so a retry never applies one twice.
+    /// A signed request is signed once ([`Client::sign`]) and `make` sends that same signature
+    /// to each node, so a request a dying node did apply is refused as a replay when sent
+    /// again (the nodes share their nonces): a retry never applies one twice.
     pub(super) async fn send_with(
         &self,
         make: impl Fn() -> reqwest::RequestBuilder,
@@ -59,8 +68,24 @@ impl Client {
         }
     }
 
-    /// A signed request: `path` includes the query; `body` is hashed into the signature.
+    /// A signed request to the next node: `path` includes the query; `body` is hashed into the
+    /// signature.
     pub(super) fn signed(&self, method: reqwest::Method, path: &str, body_hash: B256) -> reqwest::RequestBuilder {
+        self.to_next(&self.sign(method, path, body_hash))
+    }
+
+    /// `signed`, to the next node (the signature does not name the node).
+    pub(super) fn to_next(&self, signed: &Signed) -> reqwest::RequestBuilder {
+        let mut builder = self.http.request(signed.method.clone(), format!("{}{}", self.base(), signed.path));
+        for (name, value) in &signed.headers {
+            builder = builder.header(*name, value);
+        }
+        builder
+    }
+
+    /// Signs a request (a fresh nonce, an expiry): `path` includes the query; `body_hash` is
+    /// the body's keccak-256.
+    pub(super) fn sign(&self, method: reqwest::Method, path: &str, body_hash: B256) -> Signed {
         let nonce = self.next_nonce();
         let expiry = unix_now() + REQUEST_TTL;
         let request = eip712::Request {
@@ -77,11 +102,7 @@ impl Client {
             content_hash: Some(body_hash),
             signature: sign_typed(&self.signer, &self.domain, &request),
         };
-        let mut builder = self.http.request(method, format!("{}{path}", self.base()));
-        for (name, value) in envelope.headers() {
-            builder = builder.header(name, value);
-        }
-        builder
+        Signed { method, path: path.to_string(), headers: envelope.headers() }
     }
 
     /// Sends once, to the next node (a streamed body cannot be sent twice).
@@ -95,18 +116,16 @@ impl Client {
     pub(super) async fn post_json<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> ClientResult<T> {
         let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let hash = keccak256(&bytes);
+        let signed = self.sign(reqwest::Method::POST, path, hash);
         let req = || {
-            self.signed(reqwest::Method::POST, path, hash)
-                .header("content-type", "application/json")
-                .body(bytes.clone())
-                .timeout(self.timeout)
+            self.to_next(&signed).header("content-type", "application/json").body(bytes.clone()).timeout(self.timeout)
         };
         decode(self.send_with(req).await?).await
     }
 
     pub(super) async fn get_signed<T: DeserializeOwned>(&self, path: &str) -> ClientResult<T> {
-        decode(self.send_with(|| self.signed(reqwest::Method::GET, path, keccak256([])).timeout(self.timeout)).await?)
-            .await
+        let signed = self.sign(reqwest::Method::GET, path, keccak256([]));
+        decode(self.send_with(|| self.to_next(&signed).timeout(self.timeout)).await?).await
     }
 
     pub(super) async fn get_public<T: DeserializeOwned>(&self, path: &str) -> ClientResult<T> {
