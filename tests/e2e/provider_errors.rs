@@ -110,6 +110,9 @@ async fn every_error_class_has_its_status() {
 
     // 413: a module over the provider's size limit. 422: not a module; a forbidden import.
     expect(consumer.upload_module(agreement, &vec![0u8; 400_000], "big").await, 413, "too_large");
+    // Far over it: the 413 still reaches a client that is sending, not a broken pipe (the
+    // server reads and drops the rest of the body before it closes).
+    expect(consumer.upload_module(agreement, &vec![0u8; 64 << 20], "bigger").await, 413, "too_large");
     expect(consumer.upload_module(agreement, b"not wasm at all", "junk").await, 422, "unprocessable");
     let forbidden = wat::parse_str(
         r#"(module (import "env" "net_connect" (func)) (memory (export "memory") 1) (func (export "_start")))"#,

@@ -13,7 +13,9 @@
 //! A response to a request whose body was not read to its end (a 413 on the declared
 //! length, a 401 before an upload is read, any early refusal) says `Connection: close`, as
 //! RFC 9112 section 9.6 asks: hyper closes such a connection after the response, and a client
-//! told nothing would send its next request on it and lose that request to the close.
+//! told nothing would send its next request on it and lose that request to the close. The
+//! rest of such a body is read and dropped, bounded, before the close ([`IdleTimeout`]): a
+//! client still sending would otherwise get a reset instead of its answer.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -28,6 +30,7 @@ use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use http_body::{Frame, SizeHint};
 use tokio::sync::Semaphore;
 
@@ -178,7 +181,9 @@ pub async fn guard(axum::extract::State(g): axum::extract::State<Arc<Guard>>, re
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_string();
     let method = req.method().as_str().to_string();
     let read = Arc::new(AtomicBool::new(!has_body(req.headers())));
-    let mut response = admit(&g, req, next, &read).await;
+    let idle = Duration::from_millis(g.config.body_idle_timeout_ms.max(1));
+    let req = req.map(|body| Body::new(IdleTimeout::new(body, idle, read.clone())));
+    let mut response = admit(&g, req, next).await;
     if !read.load(Ordering::Acquire) {
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -192,9 +197,8 @@ fn has_body(headers: &HeaderMap) -> bool {
         || headers.get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0")
 }
 
-/// The checks, then the handler with the body wrapped to time out when idle and to set
-/// `read` once it has been read to its end.
-async fn admit(g: &Guard, req: Request, next: Next, read: &Arc<AtomicBool>) -> Response {
+/// The checks, then the handler.
+async fn admit(g: &Guard, req: Request, next: Next) -> Response {
     if let Err((e, why)) = g.check_sizes(&req) {
         g.metrics.reject(why);
         return e.into_response();
@@ -231,8 +235,6 @@ async fn admit(g: &Guard, req: Request, next: Next, read: &Arc<AtomicBool>) -> R
             }
         }
     };
-    let idle = Duration::from_millis(g.config.body_idle_timeout_ms.max(1));
-    let req = req.map(|body| Body::new(IdleTimeout::new(body, idle, read.clone())));
     let response = next.run(req).await;
     match response.status().as_u16() {
         401 => g.metrics.reject(reason::BAD_SIGNATURE),
@@ -330,7 +332,10 @@ impl RateLimiter {
 }
 
 /// A request body that fails with [`BodyIdle`] when no data arrives for `idle`, and sets
-/// `read` once it has been read to its end.
+/// `read` once it has been read to its end. Dropped before that (its request answered before
+/// its body was read: a 413, a 401...), it reads and drops the rest in the background, up to
+/// [`LINGER_BYTES`] for at most [`LINGER`]: closing a connection whose client is still
+/// sending resets it, and the client then sees a broken pipe instead of its answer.
 #[derive(Debug)]
 pub struct IdleTimeout {
     inner: Body,
@@ -347,6 +352,34 @@ pub struct BodyIdle(Duration);
 impl IdleTimeout {
     fn new(inner: Body, idle: Duration, read: Arc<AtomicBool>) -> Self {
         Self { inner, idle, timer: Box::pin(tokio::time::sleep(idle)), read }
+    }
+}
+
+/// How long a dropped body is read on at most (nginx's `lingering_time`).
+const LINGER: Duration = Duration::from_secs(30);
+/// How many bytes of a dropped body are read on at most.
+const LINGER_BYTES: usize = 256 << 20;
+
+impl Drop for IdleTimeout {
+    fn drop(&mut self) {
+        if self.read.load(Ordering::Acquire) || http_body::Body::is_end_stream(&self.inner) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let body = std::mem::replace(&mut self.inner, Body::empty());
+        let idle = self.idle.min(Duration::from_secs(5));
+        runtime.spawn(async move {
+            let deadline = tokio::time::Instant::now() + LINGER;
+            let mut stream = body.into_data_stream();
+            let mut left = LINGER_BYTES;
+            while left > 0 {
+                let until = deadline.min(tokio::time::Instant::now() + idle);
+                match tokio::time::timeout_at(until, stream.next()).await {
+                    Ok(Some(Ok(chunk))) => left = left.saturating_sub(chunk.len()),
+                    _ => break,
+                }
+            }
+        });
     }
 }
 
