@@ -124,6 +124,9 @@ pub struct HttpConfig {
     pub max_uploads_per_address: usize,
     /// Bytes one address may upload per hour (0: no bound); 429 beyond.
     pub upload_bytes_per_address_per_hour: u64,
+    /// Bytes one peer (an IP address, an IPv6 /64) may upload per hour, whatever addresses
+    /// sign them (0: no bound); 429 beyond.
+    pub upload_bytes_per_peer_per_hour: u64,
     /// Serve Prometheus metrics at `/metrics`.
     pub metrics: bool,
 }
@@ -146,6 +149,7 @@ impl Default for HttpConfig {
             max_concurrent_uploads: 8,
             max_uploads_per_address: 2,
             upload_bytes_per_address_per_hour: 32 << 30,
+            upload_bytes_per_peer_per_hour: 64 << 30,
             metrics: true,
         }
     }

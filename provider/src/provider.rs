@@ -243,6 +243,7 @@ impl Provider {
                 max_concurrent: config.http.max_concurrent_uploads,
                 max_per_address: config.http.max_uploads_per_address,
                 bytes_per_address_per_hour: config.http.upload_bytes_per_address_per_hour,
+                bytes_per_peer_per_hour: config.http.upload_bytes_per_peer_per_hour,
             }),
         });
         Arc::new(Self { config, signer, keeper, algorithms, jobs, dispatcher, api })

@@ -277,6 +277,26 @@ async fn a_request_a_node_applied_but_never_answered_is_not_applied_again() {
     assert_eq!(balance, crate::daemon::faucet_amount() * alloy_primitives::U256::from(calls), "applied once each");
 }
 
+/// Upload quotas hold per peer too: a stranger who signs each upload with a new key (keys
+/// cost nothing) still meets its peer's hourly bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn new_keys_do_not_escape_the_peers_upload_quota() {
+    let d = Daemon::start(&["--upload-quota-per-peer", "1000"]);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), vec![b'x'; 600]).unwrap();
+    let first = d.consumer().await;
+    let session = first.create_session().await.unwrap();
+    first.upload_file(&session, "a", "x.txt", file.path()).await.unwrap();
+    let second = d.consumer().await;
+    let session = second.create_session().await.unwrap();
+    match second.upload_file(&session, "a", "x.txt", file.path()).await {
+        Err(tidepool_provider::client::ClientError::Api { status: 429, message, .. }) => {
+            assert!(message.contains("for this peer"), "{message}")
+        }
+        other => panic!("expected a 429 for the peer, got {other:?}"),
+    }
+}
+
 /// Guests that never stop (`loop {}`) hold every job slot; the API still answers every request
 /// meanwhile, and the guests end at their wall-clock or fuel limit.
 #[tokio::test(flavor = "multi_thread")]

@@ -189,6 +189,10 @@ pub struct HttpArgs {
     /// Bytes one address may upload per hour, 429 beyond; 0: no bound [default: 32GiB].
     #[arg(long, env = "TIDEPOOL_UPLOAD_QUOTA", value_name = "SIZE", value_parser = parse_size)]
     pub upload_quota: Option<u64>,
+    /// Bytes one peer (an IP address, an IPv6 /64) may upload per hour whatever addresses sign
+    /// them, 429 beyond; 0: no bound [default: 64GiB].
+    #[arg(long, env = "TIDEPOOL_UPLOAD_QUOTA_PER_PEER", value_name = "SIZE", value_parser = parse_size)]
+    pub upload_quota_per_peer: Option<u64>,
 }
 
 fn parse_isolation(s: &str) -> Result<Isolation, String> {
@@ -246,6 +250,9 @@ impl HttpArgs {
         }
         if let Some(v) = self.upload_quota {
             c.upload_bytes_per_address_per_hour = v;
+        }
+        if let Some(v) = self.upload_quota_per_peer {
+            c.upload_bytes_per_peer_per_hour = v;
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -11,6 +12,7 @@ use serde::Deserialize;
 use tracing::instrument;
 
 use super::extract::{ApiPath, ApiQuery, Envelope, SignedJson};
+use super::guard::Peer;
 use super::{Api, ApiError, ApiResult};
 use crate::assets::StagedFile;
 use crate::protocol::api::{Empty, PublishRequest, Published, ReferenceRequest, UploadSession, UploadedFile};
@@ -52,6 +54,7 @@ async fn create_session(
 async fn upload_file(
     State(api): State<Arc<Api>>,
     envelope: Envelope,
+    peer: Option<Extension<Peer>>,
     ApiPath((id, dataset, path)): ApiPath<(String, String, String)>,
     headers: HeaderMap,
     body: Body,
@@ -60,7 +63,7 @@ async fn upload_file(
     crate::protocol::names::check_path(&path).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     // The signature over the body's claimed hash, and the session's owner, before a byte of
     // the body is accepted.
-    let authorized = super::upload::authorize(&api, &envelope, &headers, api.limits.max_file_bytes).await?;
+    let authorized = super::upload::authorize(&api, &envelope, peer, &headers, api.limits.max_file_bytes).await?;
     api.assets.check_session(&id, authorized.who).await?;
     let streamed = authorized.receive(&api, body).await?;
     let who = streamed.who;

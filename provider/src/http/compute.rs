@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -11,6 +12,7 @@ use axum::{Json, Router};
 use tracing::instrument;
 
 use super::extract::{ApiPath, ApiQuery, Envelope, Signed, SignedJson};
+use super::guard::Peer;
 use super::{Api, ApiError, ApiResult};
 use crate::agreement::AlgorithmSource;
 use crate::jobs::ResultBody;
@@ -40,11 +42,12 @@ async fn initialize(
 async fn upload(
     State(api): State<Arc<Api>>,
     envelope: Envelope,
+    peer: Option<Extension<Peer>>,
     ApiQuery(q): ApiQuery<UploadQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<UploadResponse>> {
-    let authorized = super::upload::authorize(&api, &envelope, &headers, api.limits.max_module_bytes).await?;
+    let authorized = super::upload::authorize(&api, &envelope, peer, &headers, api.limits.max_module_bytes).await?;
     let streamed = authorized.receive_bytes(&api, body).await?;
     let who = streamed.who;
     if q.algorithm_did.is_some() && q.environment.is_some() {

@@ -197,8 +197,13 @@ fn has_body(headers: &HeaderMap) -> bool {
         || headers.get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0")
 }
 
+/// The peer a request is counted against (see [`Guard::client_ip`]), for handlers that count
+/// more (upload quotas). Absent on the exempt paths.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub IpAddr);
+
 /// The checks, then the handler.
-async fn admit(g: &Guard, req: Request, next: Next) -> Response {
+async fn admit(g: &Guard, mut req: Request, next: Next) -> Response {
     if let Err((e, why)) = g.check_sizes(&req) {
         g.metrics.reject(why);
         return e.into_response();
@@ -215,6 +220,9 @@ async fn admit(g: &Guard, req: Request, next: Next) -> Response {
             message: format!("too many requests from {ip}; slow down"),
         }
         .into_response();
+    }
+    if let Some(ip) = ip {
+        req.extensions_mut().insert(Peer(ip));
     }
     let _peer_slot = match ip.map(|ip| PeerSlots::enter(&g.peers, ip)) {
         Some(Err(e)) => {

@@ -6,8 +6,10 @@
 //! 1. the declared `Content-Length` is checked against the limit (413 at once);
 //! 2. the signature over the *claimed* hash is verified and the nonce recorded (401, 409);
 //! 3. the caller gets an upload slot: at most `max_concurrent_uploads` at once (503 beyond),
-//!    at most `max_uploads_per_address` of them one address's, and at most
-//!    `upload_bytes_per_address_per_hour` bytes an hour from one address (429 beyond).
+//!    at most `max_uploads_per_address` of them one address's, at most
+//!    `upload_bytes_per_address_per_hour` bytes an hour from one address and at most
+//!    `upload_bytes_per_peer_per_hour` from one peer, whatever addresses sign them (429
+//!    beyond).
 //!
 //! Only then is the body streamed into a temporary file (or, for a module the caller reads
 //! whole, into memory up to 1 MiB), bounded by the limit, and hashed; a body that stalls (the
@@ -15,11 +17,13 @@
 //! its temporary file removed at once.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, B256, Keccak256};
+use axum::Extension;
 use axum::body::Body;
 use axum::http::HeaderMap;
 use futures_util::StreamExt;
@@ -29,7 +33,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::Api;
 use super::error::{ApiError, ApiResult};
 use super::extract::Envelope;
-use super::guard::body_error;
+use super::guard::{Peer, body_error};
 use crate::protocol::signing::{AuthError, HEADER_CONTENT_HASH};
 
 /// Bounds on uploads.
@@ -41,14 +45,28 @@ pub struct UploadLimits {
     pub max_per_address: usize,
     /// Bytes one address may upload per hour (0: no bound).
     pub bytes_per_address_per_hour: u64,
+    /// Bytes one peer (an IP address; an IPv6 /64) may upload per hour, whatever addresses
+    /// sign them (0: no bound): addresses cost nothing to make.
+    pub bytes_per_peer_per_hour: u64,
 }
 
-/// The upload slots and per-address quotas.
+/// The upload slots and the quotas per address and per peer.
 #[derive(Debug)]
 pub struct UploadGate {
     limits: UploadLimits,
     slots: Arc<Semaphore>,
-    per_address: Mutex<HashMap<Address, Quota>>,
+    per_address: Quotas<Address>,
+    per_peer: Quotas<IpAddr>,
+}
+
+/// Per-key uploads in progress and bytes in the current hour.
+#[derive(Debug)]
+struct Quotas<K> {
+    /// What a key is, for messages ("address", "peer").
+    what: &'static str,
+    /// Bytes a key may upload per hour (0: no bound).
+    budget: u64,
+    map: Mutex<HashMap<K, Quota>>,
 }
 
 #[derive(Debug)]
@@ -60,19 +78,92 @@ struct Quota {
 
 const WINDOW: Duration = Duration::from_secs(3600);
 
+impl<K: std::hash::Hash + Eq + Copy + std::fmt::Display> Quotas<K> {
+    fn new(what: &'static str, budget: u64) -> Self {
+        Self { what, budget, map: Mutex::new(HashMap::new()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Quota>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts an upload of `key` of `declared` bytes in progress, when it has fewer than
+    /// `max_active` (if bounded) and its hour's budget has room.
+    fn enter(&self, key: K, max_active: Option<usize>, declared: u64) -> ApiResult<()> {
+        let mut quotas = self.lock();
+        // Forget keys that have been quiet for a window, so the map stays small.
+        if quotas.len() > 10_000 {
+            quotas.retain(|_, q| q.active > 0 || q.window_start.elapsed() < WINDOW);
+        }
+        let q = quotas.entry(key).or_insert_with(|| Quota { active: 0, window_start: Instant::now(), bytes: 0 });
+        if q.window_start.elapsed() >= WINDOW {
+            q.window_start = Instant::now();
+            q.bytes = 0;
+        }
+        if let Some(max) = max_active
+            && q.active >= max
+        {
+            return Err(ApiError::TooManyRequests {
+                retry_after_secs: 1,
+                message: format!("{key} already has {} uploads in progress", q.active),
+            });
+        }
+        self.check_bytes(q, declared)?;
+        q.active += 1;
+        Ok(())
+    }
+
+    /// Counts `n` more bytes against `key`'s hourly budget.
+    fn charge(&self, key: K, n: u64) -> ApiResult<()> {
+        let mut quotas = self.lock();
+        let Some(q) = quotas.get_mut(&key) else { return Ok(()) };
+        self.check_bytes(q, n)?;
+        q.bytes = q.bytes.saturating_add(n);
+        Ok(())
+    }
+
+    /// An upload of `key` is no longer in progress.
+    fn leave(&self, key: K) {
+        if let Some(q) = self.lock().get_mut(&key) {
+            q.active = q.active.saturating_sub(1);
+        }
+    }
+
+    fn check_bytes(&self, q: &Quota, more: u64) -> ApiResult<()> {
+        if self.budget > 0 && q.bytes.saturating_add(more) > self.budget {
+            let wait = WINDOW.saturating_sub(q.window_start.elapsed()).as_secs().max(1);
+            return Err(ApiError::TooManyRequests {
+                retry_after_secs: wait,
+                message: format!("over the upload quota of {} bytes per hour for this {}", self.budget, self.what),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The peer an upload quota counts: the IP address, or for IPv6 its /64 (one subscriber's
+/// network, where a host picks addresses at will).
+fn quota_peer(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        v4 => v4,
+    }
+}
+
 /// An upload's slot, given back when dropped.
 #[derive(Debug)]
 pub struct UploadSlot {
     gate: Arc<UploadGate>,
     address: Address,
+    peer: Option<IpAddr>,
     _slot: OwnedSemaphorePermit,
 }
 
 impl Drop for UploadSlot {
     fn drop(&mut self) {
-        let mut quotas = self.gate.lock();
-        if let Some(q) = quotas.get_mut(&self.address) {
-            q.active = q.active.saturating_sub(1);
+        self.gate.per_address.leave(self.address);
+        if let Some(peer) = self.peer {
+            self.gate.per_peer.leave(peer);
         }
     }
 }
@@ -83,57 +174,39 @@ impl UploadGate {
         Arc::new(Self {
             limits,
             slots: Arc::new(Semaphore::new(limits.max_concurrent.max(1))),
-            per_address: Mutex::new(HashMap::new()),
+            per_address: Quotas::new("address", limits.bytes_per_address_per_hour),
+            per_peer: Quotas::new("peer", limits.bytes_per_peer_per_hour),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Address, Quota>> {
-        self.per_address.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A slot for an upload by `address` of `declared` bytes (when known).
-    pub fn enter(self: &Arc<Self>, address: Address, declared: Option<u64>) -> ApiResult<UploadSlot> {
+    /// A slot for an upload by `address` from `peer` (when known) of `declared` bytes (when
+    /// known).
+    pub fn enter(
+        self: &Arc<Self>,
+        address: Address,
+        peer: Option<IpAddr>,
+        declared: Option<u64>,
+    ) -> ApiResult<UploadSlot> {
         let slot = self.slots.clone().try_acquire_owned().map_err(|_| ApiError::overloaded("uploads"))?;
-        let mut quotas = self.lock();
-        // Forget addresses that have been quiet for a window, so the map stays small.
-        if quotas.len() > 10_000 {
-            quotas.retain(|_, q| q.active > 0 || q.window_start.elapsed() < WINDOW);
+        let declared = declared.unwrap_or(0);
+        let peer = peer.map(quota_peer);
+        self.per_address.enter(address, Some(self.limits.max_per_address), declared)?;
+        if let Some(ip) = peer
+            && let Err(e) = self.per_peer.enter(ip, None, declared)
+        {
+            self.per_address.leave(address);
+            return Err(e);
         }
-        let q = quotas.entry(address).or_insert_with(|| Quota { active: 0, window_start: Instant::now(), bytes: 0 });
-        if q.window_start.elapsed() >= WINDOW {
-            q.window_start = Instant::now();
-            q.bytes = 0;
-        }
-        if q.active >= self.limits.max_per_address {
-            return Err(ApiError::TooManyRequests {
-                retry_after_secs: 1,
-                message: format!("{address} already has {} uploads in progress", q.active),
-            });
-        }
-        self.check_bytes(q, declared.unwrap_or(0))?;
-        q.active += 1;
-        Ok(UploadSlot { gate: self.clone(), address, _slot: slot })
+        Ok(UploadSlot { gate: self.clone(), address, peer, _slot: slot })
     }
 
-    /// Counts `n` more bytes against the uploader's hourly quota.
-    fn charge(&self, address: Address, n: u64) -> ApiResult<()> {
-        let mut quotas = self.lock();
-        let Some(q) = quotas.get_mut(&address) else { return Ok(()) };
-        self.check_bytes(q, n)?;
-        q.bytes = q.bytes.saturating_add(n);
-        Ok(())
-    }
-
-    fn check_bytes(&self, q: &Quota, more: u64) -> ApiResult<()> {
-        let budget = self.limits.bytes_per_address_per_hour;
-        if budget > 0 && q.bytes.saturating_add(more) > budget {
-            let wait = WINDOW.saturating_sub(q.window_start.elapsed()).as_secs().max(1);
-            return Err(ApiError::TooManyRequests {
-                retry_after_secs: wait,
-                message: format!("over the upload quota of {budget} bytes per hour for this address"),
-            });
+    /// Counts `n` more bytes against the uploader's and its peer's hourly quotas.
+    fn charge(&self, slot: &UploadSlot, n: u64) -> ApiResult<()> {
+        self.per_address.charge(slot.address, n)?;
+        match slot.peer {
+            Some(peer) => self.per_peer.charge(peer, n),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -181,17 +254,23 @@ pub struct Authorized {
     pub who: Address,
     claimed: B256,
     limit: u64,
-    _slot: UploadSlot,
+    slot: UploadSlot,
 }
 
 /// Authenticates a streamed upload from its headers alone and gives it an upload slot (steps
 /// 1 to 3 of the module).
-pub async fn authorize(api: &Arc<Api>, envelope: &Envelope, headers: &HeaderMap, limit: u64) -> ApiResult<Authorized> {
+pub async fn authorize(
+    api: &Arc<Api>,
+    envelope: &Envelope,
+    peer: Option<Extension<Peer>>,
+    headers: &HeaderMap,
+    limit: u64,
+) -> ApiResult<Authorized> {
     let declared = check_declared_length(headers, limit)?;
     let claimed = envelope.envelope.content_hash.ok_or(AuthError::Missing(HEADER_CONTENT_HASH))?;
     let who = api.auth.authorize(envelope, claimed).await?;
-    let slot = api.uploads.enter(who, declared)?;
-    Ok(Authorized { who, claimed, limit, _slot: slot })
+    let slot = api.uploads.enter(who, peer.map(|Extension(Peer(ip))| ip), declared)?;
+    Ok(Authorized { who, claimed, limit, slot })
 }
 
 /// Bodies up to this size are held in memory by [`Authorized::receive_bytes`]; a longer one
@@ -264,7 +343,7 @@ impl Authorized {
     /// Streams the body into `spool`, bounded by the limit and the address's quota; returns
     /// the spool, the size and the BLAKE3 once the body hashes to what was signed.
     async fn stream(&self, api: &Arc<Api>, body: Body, mut spool: Spool) -> ApiResult<(Spool, u64, B256)> {
-        let (who, limit) = (self.who, self.limit);
+        let limit = self.limit;
         let (mut keccak, mut blake) = (Keccak256::new(), blake3::Hasher::new());
         let mut size = 0u64;
         let mut stream = body.into_data_stream();
@@ -274,7 +353,7 @@ impl Authorized {
             if size > limit {
                 return Err(ApiError::TooLarge(format!("the body is over its {limit}-byte limit")));
             }
-            api.uploads.charge(who, chunk.len() as u64)?;
+            api.uploads.charge(&self.slot, chunk.len() as u64)?;
             keccak.update(&chunk);
             blake.update(&chunk);
             spool.write(api.assets.upload_dir(), &chunk).await?;
@@ -312,19 +391,51 @@ mod tests {
 
     #[test]
     fn uploads_are_bounded_at_once_per_address_and_per_hour() {
-        let gate =
-            UploadGate::new(UploadLimits { max_concurrent: 3, max_per_address: 2, bytes_per_address_per_hour: 100 });
+        let gate = UploadGate::new(UploadLimits {
+            max_concurrent: 3,
+            max_per_address: 2,
+            bytes_per_address_per_hour: 100,
+            bytes_per_peer_per_hour: 0,
+        });
         let (a, b) = (Address::repeat_byte(1), Address::repeat_byte(2));
-        let first = gate.enter(a, Some(10)).unwrap();
-        let _second = gate.enter(a, None).unwrap();
-        assert_eq!(gate.enter(a, None).unwrap_err().status(), 429, "a third from one address");
-        let _third = gate.enter(b, None).unwrap();
-        assert_eq!(gate.enter(Address::repeat_byte(3), None).unwrap_err().status(), 503, "no slot left");
+        let first = gate.enter(a, None, Some(10)).unwrap();
+        let _second = gate.enter(a, None, None).unwrap();
+        assert_eq!(gate.enter(a, None, None).unwrap_err().status(), 429, "a third from one address");
+        let _third = gate.enter(b, None, None).unwrap();
+        assert_eq!(gate.enter(Address::repeat_byte(3), None, None).unwrap_err().status(), 503, "no slot left");
         drop(first);
-        let again = gate.enter(a, None).unwrap();
-        gate.charge(a, 60).unwrap();
-        assert_eq!(gate.charge(a, 60).unwrap_err().status(), 429, "over the hourly bytes");
+        let again = gate.enter(a, None, None).unwrap();
+        gate.charge(&again, 60).unwrap();
+        assert_eq!(gate.charge(&again, 60).unwrap_err().status(), 429, "over the hourly bytes");
         drop(again);
-        assert_eq!(gate.enter(b, Some(101)).unwrap_err().status(), 429, "a declared length over the quota");
+        assert_eq!(gate.enter(b, None, Some(101)).unwrap_err().status(), 429, "a declared length over the quota");
+    }
+
+    #[test]
+    fn a_peer_is_bounded_whatever_addresses_sign_its_uploads() {
+        let gate = UploadGate::new(UploadLimits {
+            max_concurrent: 8,
+            max_per_address: 2,
+            bytes_per_address_per_hour: 0,
+            bytes_per_peer_per_hour: 100,
+        });
+        let peer: IpAddr = "2001:db8::1".parse().unwrap();
+        let neighbour: IpAddr = "2001:db8::2".parse().unwrap();
+        let elsewhere: IpAddr = "2001:db8:0:1::1".parse().unwrap();
+        let one = gate.enter(Address::repeat_byte(1), Some(peer), None).unwrap();
+        gate.charge(&one, 60).unwrap();
+        drop(one);
+        // A new address from the same /64 shares its budget; another /64 does not.
+        let two = gate.enter(Address::repeat_byte(2), Some(neighbour), None).unwrap();
+        let err = gate.charge(&two, 60).unwrap_err();
+        assert_eq!(err.status(), 429);
+        assert!(err.to_string().contains("for this peer"), "{err}");
+        assert_eq!(gate.enter(Address::repeat_byte(3), Some(peer), Some(50)).unwrap_err().status(), 429);
+        let three = gate.enter(Address::repeat_byte(3), Some(elsewhere), Some(50)).unwrap();
+        gate.charge(&three, 50).unwrap();
+        // A refusal for the peer leaves the address's count as it was.
+        drop((two, three));
+        assert!(gate.per_address.lock().values().all(|q| q.active == 0));
+        assert!(gate.per_peer.lock().values().all(|q| q.active == 0));
     }
 }
