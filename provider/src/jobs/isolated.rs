@@ -150,23 +150,41 @@ fn checked(done: tidepool_sandbox::JobDone, job: &IsolatedJob, outputs: &Path) -
     if receipt.clone().seal().receipt_hash != receipt.receipt_hash {
         return Err("a receipt whose hash is not its fields'".into());
     }
+    if receipt.limits != job.limits {
+        return Err("a receipt of other limits than the job's".into());
+    }
+    // The worker's files are read as what they claim to be and no more: it may have run
+    // hostile code, and it could leave a link (to `/dev/zero`, to an input's view, whose files
+    // storing the outputs would then move away) or a FIFO where a log or the outputs go.
     let log = |name: &str, cap: u64, hash, len: u64| -> Result<Vec<u8>, String> {
-        // The worker writes no file for an empty log.
-        let bytes = match std::fs::read(job.dir.join(name)) {
+        let path = job.dir.join(name);
+        let bytes = match std::fs::symlink_metadata(&path) {
+            // The worker writes no file for an empty log.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            read => read.map_err(|e| format!("{name}: {e}"))?,
+            Err(e) => return Err(format!("{name}: {e}")),
+            Ok(meta) if !meta.is_file() => return Err(format!("{name} is not a plain file")),
+            Ok(_) => {
+                let mut bytes = Vec::new();
+                std::fs::File::open(&path)
+                    .and_then(|f| {
+                        std::io::Read::read_to_end(&mut std::io::Read::take(f, cap.saturating_add(1)), &mut bytes)
+                    })
+                    .map_err(|e| format!("{name}: {e}"))?;
+                bytes
+            }
         };
         if bytes.len() as u64 > cap || bytes.len() as u64 > len || tree::blake3_b256(&bytes) != hash {
             return Err(format!("{name} is not the log the receipt hashes"));
         }
         Ok(bytes)
     };
-    let stdout = log("stdout.log", receipt.limits.stdout_bytes, receipt.stdout_hash, receipt.stdout_len)?;
-    let stderr = log("stderr.log", receipt.limits.stderr_bytes, receipt.stderr_hash, receipt.stderr_len)?;
-    let on_disk = if outputs.exists() {
-        tree::scan(outputs).map_err(|e| format!("scanning the outputs: {e}"))?
-    } else {
-        Tree::default()
+    let stdout = log("stdout.log", job.limits.stdout_bytes, receipt.stdout_hash, receipt.stdout_len)?;
+    let stderr = log("stderr.log", job.limits.stderr_bytes, receipt.stderr_hash, receipt.stderr_len)?;
+    let on_disk = match std::fs::symlink_metadata(outputs) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Tree::default(),
+        Err(e) => return Err(format!("the outputs: {e}")),
+        Ok(meta) if !meta.is_dir() => return Err("the outputs are not a plain directory".into()),
+        Ok(_) => tree::scan(outputs).map_err(|e| format!("scanning the outputs: {e}"))?,
     };
     if on_disk != done.outputs || on_disk.root() != receipt.outputs_root {
         return Err("outputs on disk that are not the ones the receipt hashes".into());
