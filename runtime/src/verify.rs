@@ -34,6 +34,9 @@ pub struct VerifyReport {
     pub mismatches: Vec<FieldDiff>,
     /// How the claimed outputs differ from the re-executed ones (path by path).
     pub output_mismatches: Vec<String>,
+    /// Why the receipt could be neither confirmed nor refuted (a re-execution that timed out
+    /// while the receipt claims a deterministic outcome): no "yes", but no proven "no" either.
+    pub unconfirmed: Vec<String>,
     /// Things worth knowing that do not make the verdict (e.g. a timeout receipt).
     pub notes: Vec<String>,
     /// The receipt the re-execution produced; `None` when the job was not re-executed because
@@ -42,9 +45,18 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
+    fn not_rerun(mismatches: Vec<FieldDiff>, notes: Vec<String>) -> Self {
+        VerifyReport { mismatches, output_mismatches: Vec::new(), unconfirmed: Vec::new(), notes, rerun: None }
+    }
+
     /// True when the receipt is confirmed.
     pub fn verified(&self) -> bool {
-        self.mismatches.is_empty() && self.output_mismatches.is_empty()
+        self.mismatches.is_empty() && self.output_mismatches.is_empty() && self.unconfirmed.is_empty()
+    }
+
+    /// True when nothing refutes the receipt but it could not be confirmed either.
+    pub fn inconclusive(&self) -> bool {
+        self.mismatches.is_empty() && self.output_mismatches.is_empty() && !self.unconfirmed.is_empty()
     }
 }
 
@@ -80,6 +92,24 @@ impl Runtime {
                     claimed.version
                 ),
             });
+        }
+        // Version 1 had no environment (its hash cannot cover one); version 2 hashes it and a
+        // receipt of that version without one is not well formed, whatever its hash says.
+        match (claimed.version, &claimed.environment) {
+            (1, Some(env)) => mismatches.push(FieldDiff {
+                field: "environment".into(),
+                expected: "(absent: version-1 receipts have none)".into(),
+                actual: format!("`{}` (not covered by a version-1 hash)", env.name),
+            }),
+            (2.., None) => mismatches.push(FieldDiff {
+                field: "environment".into(),
+                expected: format!("(present in a version-{} receipt)", claimed.version),
+                actual: "(absent)".into(),
+            }),
+            _ => {}
+        }
+        if mismatches.iter().any(|d| d.field == "environment") {
+            return Ok(VerifyReport::not_rerun(mismatches, notes));
         }
         // The receipt names its engine: version-1 receipts were made by the legacy engine, and
         // are re-executed and compared in version 1.
@@ -133,7 +163,29 @@ impl Runtime {
                  cannot be re-executed as it ran, so it was not",
                 claimed_env.name, claimed_env.module_hash, given_env.name, given_env.module_hash
             ));
-            return Ok(VerifyReport { mismatches, output_mismatches: Vec::new(), notes, rerun: None });
+            return Ok(VerifyReport::not_rerun(mismatches, notes));
+        }
+        // What defines the job is checked before anything runs: another module, or limits no
+        // runtime would have run under, is a precise no without a re-execution (which could
+        // only fail to start, or run something else).
+        let given_hash = algorithm.hash();
+        if given_hash != claimed.algorithm_hash {
+            mismatches.push(FieldDiff {
+                field: "algorithm_hash".into(),
+                expected: claimed.algorithm_hash.to_string(),
+                actual: format!("{given_hash} (the algorithm given)"),
+            });
+        }
+        if let Err(e) = claimed.limits.validate() {
+            mismatches.push(FieldDiff {
+                field: "limits".into(),
+                expected: "limits a job can run under".into(),
+                actual: e.to_string(),
+            });
+        }
+        if !mismatches.iter().all(|d| d.field == "receipt_hash") {
+            notes.push("the job the receipt describes is not the one given, so it was not re-executed".into());
+            return Ok(VerifyReport::not_rerun(mismatches, notes));
         }
 
         let scratch = tempfile::tempdir().map_err(Error::io("creating a directory for the re-execution"))?;
@@ -150,8 +202,19 @@ impl Runtime {
         let rerun = self.run_with(&spec, semantics)?;
 
         // A receipt whose outcome depended on wall time (a timeout, a stop) can only be checked
-        // for what defines the job; a rerun that timed out says nothing about the results.
-        let comparable = claimed.deterministic && rerun.receipt.outcome.is_deterministic();
+        // for what defines the job. Its `deterministic` flag is hashed but follows from its
+        // outcome: a receipt that says otherwise is refuted, never taken at its word (else a
+        // forged `deterministic: false` would excuse every result field from comparison).
+        let claimed_deterministic = claimed.outcome.is_deterministic();
+        if claimed.deterministic != claimed_deterministic {
+            mismatches.push(FieldDiff {
+                field: "deterministic".into(),
+                expected: format!("{claimed_deterministic} (the receipt's outcome, {}, says so)", claimed.outcome),
+                actual: claimed.deterministic.to_string(),
+            });
+        }
+        let rerun_deterministic = rerun.receipt.outcome.is_deterministic();
+        let comparable = claimed_deterministic && rerun_deterministic;
         for d in claimed.diff(&rerun.receipt) {
             let timing = TIMING_DEPENDENT.iter().any(|f| d.field == *f || d.field.starts_with(&format!("{f}.")));
             if !comparable && timing {
@@ -159,11 +222,19 @@ impl Runtime {
             }
             mismatches.push(d);
         }
-        if !comparable {
+        let mut unconfirmed = Vec::new();
+        if claimed_deterministic && !rerun_deterministic {
+            unconfirmed.push(format!(
+                "the receipt claims a deterministic outcome ({}), but the re-execution {} before it ended, so its \
+                 results could not be compared: re-execute on a machine fast enough to finish within the receipt's \
+                 timeout of {} ms",
+                claimed.outcome, rerun.receipt.outcome, claimed.limits.timeout_ms
+            ));
+        } else if !comparable {
             notes.push(format!(
-                "the receipt's outcome ({}) or the re-execution's ({}) depends on wall time, so only what defines the \
-                 job (algorithm, inputs, arguments, limits, seed, runtime) was compared",
-                claimed.outcome, rerun.receipt.outcome
+                "the receipt's outcome ({}) depends on wall time, so only what defines the job (algorithm, inputs, \
+                 arguments, limits, seed, runtime) was compared",
+                claimed.outcome
             ));
         }
 
@@ -183,6 +254,6 @@ impl Runtime {
                 Err(e) => output_mismatches.push(format!("cannot read the claimed outputs: {e}")),
             }
         }
-        Ok(VerifyReport { mismatches, output_mismatches, notes, rerun: Some(rerun.receipt) })
+        Ok(VerifyReport { mismatches, output_mismatches, unconfirmed, notes, rerun: Some(rerun.receipt) })
     }
 }

@@ -110,3 +110,24 @@ fn unusable_arguments_exit_2() {
         assert!(ran.stderr().contains(expected), "{args:?}: expected `{expected}` in:\n{}", ran.stderr());
     }
 }
+
+/// A receipt that claims its job finished, re-executed where the job times out: exit 2 and
+/// why, never a "verified" (the results were not compared) nor an unproven "NOT verified".
+#[test]
+fn a_rerun_that_times_out_exits_2_with_the_reason() {
+    let work = tempfile::tempdir().unwrap();
+    let (receipt, misbehave) = (work.path().join("receipt.json"), module("misbehave"));
+    let out = work.path().join("out");
+    tp(&["run", "-q", s(&misbehave), "--output", s(&out), "--fuel", "5000000", "--receipt", s(&receipt), "--", "spin"])
+        .expect_code(1);
+    let mut claimed: tidepool_runtime::Receipt = serde_json::from_value(read_json(&receipt)).unwrap();
+    assert_eq!(claimed.outcome, tidepool_runtime::receipt::Outcome::OutOfFuel);
+    claimed.outcome = tidepool_runtime::receipt::Outcome::Exited { code: 0 };
+    claimed.limits.fuel = u64::MAX / 2;
+    claimed.limits.timeout_ms = 300;
+    std::fs::write(&receipt, serde_json::to_string(&claimed.seal()).unwrap()).unwrap();
+    let ran = tp(&["verify", s(&receipt), "--algorithm", s(&misbehave)]);
+    ran.expect_code(2);
+    assert!(ran.stdout().starts_with("could not be checked: 0x"), "{}", ran.stdout());
+    assert!(ran.stdout().contains("timeout of 300 ms"), "{}", ran.stdout());
+}

@@ -247,7 +247,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             );
         }
     } else {
-        eprintln!("NOT verified: {:?} {:?}", report.mismatches, report.output_mismatches);
+        eprintln!("NOT verified: {:?} {:?} {:?}", report.mismatches, report.output_mismatches, report.unconfirmed);
     }
 
     let _ = stop_tx.send(());

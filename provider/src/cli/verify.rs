@@ -92,6 +92,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 "field": d.field, "expected": d.expected, "actual": d.actual,
             })).collect::<Vec<_>>(),
             "output_mismatches": report.output_mismatches,
+            "inconclusive": report.unconfirmed,
             "notes": report.notes,
         });
         println!("{}", serde_json::to_string_pretty(&json)?);
@@ -109,6 +110,11 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 if args.outputs.is_some() { "; the outputs match" } else { "" },
                 if chain.is_some() { "; it is the hash committed on chain" } else { "" },
             );
+        } else if report.inconclusive() && on_chain_ok {
+            println!("could not be checked: {}", receipt.receipt_hash);
+            for u in &report.unconfirmed {
+                println!("  {u}");
+            }
         } else {
             println!("NOT verified: {}", receipt.receipt_hash);
             for d in &report.mismatches {
@@ -125,5 +131,9 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if verified { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(match verified {
+        true => ExitCode::SUCCESS,
+        false if report.inconclusive() && on_chain_ok => ExitCode::from(2),
+        false => ExitCode::from(1),
+    })
 }

@@ -157,9 +157,14 @@ fn verify_names_what_differs() {
     let f = fields(&verify(guest("wordfreq"), &resealed, &[("books", books.path())], None));
     assert_eq!(f, ["outcome.code"], "{f:?}");
 
-    // Another algorithm.
-    let f = fields(&verify(guest("csv-stats"), &receipt, &[("books", books.path())], None));
-    assert!(f.contains(&"algorithm_hash".to_string()), "{f:?}");
+    // Another algorithm, or limits no job runs under: a precise no before anything runs.
+    let report = verify(guest("csv-stats"), &receipt, &[("books", books.path())], None);
+    assert_eq!((fields(&report), report.rerun.is_some()), (vec!["algorithm_hash".to_string()], false));
+    let mut unrunnable = receipt.clone();
+    unrunnable.limits.fuel = 0;
+    let report = verify(guest("wordfreq"), &unrunnable.seal(), &[("books", books.path())], None);
+    assert_eq!((fields(&report), report.rerun.is_some()), (vec!["limits".to_string()], false));
+    assert!(report.mismatches[0].actual.contains("fuel must be at least 1"), "{:?}", report.mismatches);
 
     // Claimed outputs that were altered.
     std::fs::write(ran.outputs().join("wordfreq.csv"), "word,count\nfake,1000\n").unwrap();
@@ -168,6 +173,46 @@ fn verify_names_what_differs() {
     assert!(report.mismatches.is_empty(), "the job itself re-executes identically");
     assert!(report.output_mismatches.iter().any(|m| m == "differs: wordfreq.csv"), "{:?}", report.output_mismatches);
     assert!(report.output_mismatches.iter().any(|m| m == "extra: extra.txt"));
+}
+
+/// A receipt's `deterministic` flag follows from its outcome. A forged `false` on a successful
+/// job must not excuse its results from comparison: here the outputs, the fuel and the stdout
+/// are all false, and resealed.
+#[test]
+fn a_receipt_cannot_excuse_its_results_by_claiming_to_be_nondeterministic() {
+    let books = dataset(&[("dickens.txt", BOOK.as_bytes())]);
+    let ran = run("wordfreq", &Opts::default().input("books", books.path()));
+    let forged = tidepool_runtime::Receipt {
+        deterministic: false,
+        outputs_root: alloy_primitives::B256::ZERO,
+        stdout_hash: alloy_primitives::B256::ZERO,
+        fuel_consumed: 1,
+        ..ran.result.receipt.clone()
+    }
+    .seal();
+    let report = verify(guest("wordfreq"), &forged, &[("books", books.path())], None);
+    assert!(!report.verified() && !report.inconclusive());
+    let f: Vec<&str> = report.mismatches.iter().map(|d| d.field.as_str()).collect();
+    for field in ["deterministic", "outputs_root", "fuel_consumed", "stdout_hash"] {
+        assert!(f.contains(&field), "{field} not in {f:?}");
+    }
+}
+
+/// A receipt that claims a deterministic outcome, re-executed on a machine where the job
+/// times out: neither a yes nor a proven no, but "could not be checked", with the reason.
+#[test]
+fn a_rerun_that_times_out_confirms_nothing() {
+    let honest = run("misbehave", &Opts::default().args(&["spin"]).limits(|l| l.fuel = 5_000_000));
+    assert_eq!(honest.outcome(), &Outcome::OutOfFuel);
+    let mut claimed = honest.result.receipt.clone();
+    claimed.outcome = Outcome::Exited { code: 0 };
+    claimed.limits.fuel = u64::MAX / 2;
+    claimed.limits.timeout_ms = 300;
+    let report = verify(guest("misbehave"), &claimed.seal(), &[], None);
+    assert_eq!(report.rerun.as_ref().map(|r| &r.outcome), Some(&Outcome::Timeout));
+    assert!(!report.verified(), "a timed-out rerun proves nothing about the claimed results");
+    assert!(report.inconclusive(), "{:?}", report.mismatches);
+    assert!(report.unconfirmed[0].contains("timeout of 300 ms"), "{:?}", report.unconfirmed);
 }
 
 #[test]
@@ -199,6 +244,14 @@ fn version_1_receipts_verify_on_the_engine_that_made_them() {
     assert!(report.verified(), "{:?}", report.mismatches);
     assert_eq!(report.rerun.as_ref().map(|r| r.version), Some(1));
     assert!(report.notes.iter().any(|n| n.contains("compared in version 1")), "{:?}", report.notes);
+    // Each version has its shape: an environment a version-1 hash cannot cover, or a version-2
+    // receipt without one, is refused before anything runs.
+    for (version, environment) in [(1, v2.environment.clone()), (2, None)] {
+        let malformed = tidepool_runtime::Receipt { environment, ..if version == 1 { v1.clone() } else { v2.clone() } };
+        let report = verify(guest("wordfreq"), &malformed.seal(), &[("books", books.path())], None);
+        let fields: Vec<&str> = report.mismatches.iter().map(|d| d.field.as_str()).collect();
+        assert_eq!((fields, report.rerun.is_some()), (vec!["environment"], false), "version {version}");
+    }
     // A version-1 receipt from an engine this verifier cannot make says which one it needs.
     let mut other = v1.clone();
     other.runtime.engine_config_hash = alloy_primitives::B256::repeat_byte(7);
