@@ -49,7 +49,9 @@ impl std::fmt::Display for FieldDiff {
     }
 }
 
-/// The hashed part of a receipt as JSON, with inputs keyed by name for readable diffs.
+/// The hashed part of a receipt as JSON, with inputs keyed by name for readable diffs, and
+/// their names in order beside (`inputs_order`): the hash covers the list, so two receipts whose
+/// inputs differ only in order or by a repeated name differ here too.
 fn hashed_json(r: &Receipt) -> serde_json::Value {
     let mut v = serde_json::to_value(r).unwrap_or_default();
     if let Some(obj) = v.as_object_mut() {
@@ -58,6 +60,8 @@ fn hashed_json(r: &Receipt) -> serde_json::Value {
         }
         let inputs: serde_json::Map<String, serde_json::Value> =
             r.inputs.iter().map(|i| (i.name.clone(), serde_json::json!({ "root": i.root }))).collect();
+        let order: Vec<&str> = r.inputs.iter().map(|i| i.name.as_str()).collect();
+        obj.insert("inputs_order".into(), serde_json::json!(order));
         obj.insert("inputs".into(), serde_json::Value::Object(inputs));
     }
     v

@@ -207,3 +207,19 @@ fn diff_names_nested_fields() {
     let fields: Vec<String> = a.diff(&b).into_iter().map(|d| d.field).collect();
     assert_eq!(fields, ["inputs[books].root", "limits.memory_bytes", "fuel_consumed"], "causes first");
 }
+
+#[test]
+fn diff_sees_inputs_that_differ_only_in_order_or_by_a_repeated_name() {
+    let mut a = sample();
+    a.inputs.push(InputRoot { name: "prices".into(), root: B256::repeat_byte(0x23) });
+    let mut reordered = a.clone();
+    reordered.inputs.reverse();
+    assert_ne!(a.compute_hash(), reordered.compute_hash(), "the hash covers the order");
+    let fields: Vec<String> = a.diff(&reordered).into_iter().map(|d| d.field).collect();
+    assert_eq!(fields, ["inputs_order"]);
+
+    let mut repeated = a.clone();
+    repeated.inputs[1] = repeated.inputs[0].clone();
+    let fields: Vec<String> = a.diff(&repeated).into_iter().map(|d| d.field).collect();
+    assert!(fields.contains(&"inputs_order".to_string()), "{fields:?}");
+}
