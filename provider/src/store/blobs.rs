@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use alloy_primitives::B256;
 use cap_std::ambient_authority;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 
 use cap_std::fs::Dir;
 
@@ -131,7 +131,7 @@ impl Blobs {
 
     /// Is blob `hash` here (in a cluster: here or, fetched now, in the bucket)?
     pub fn contains(&self, hash: &B256) -> bool {
-        self.dir.is_file(name(hash)) || self.ensure_local(hash).is_ok()
+        self.dir.is_file(name(hash)) || (self.remote.is_some() && self.ensure_local(hash).is_ok())
     }
 
     /// Stores what `reader` yields, up to `limit` bytes; returns its hash and size, or
@@ -164,50 +164,54 @@ impl Blobs {
         Ok(hash)
     }
 
-    /// Moves `tmp`, whose BLAKE3 is `hash`, into the store. A new blob is on disk when this
-    /// returns: the file, the rename and a directory it made fsynced.
+    /// Moves `tmp`, whose BLAKE3 is `hash`, into the store (see [`adopt`](Self::adopt)).
     fn keep(&self, tmp: tempfile::NamedTempFile, hash: &B256) -> io::Result<()> {
-        let new = !self.dir.is_file(name(hash));
-        if new {
-            tmp.as_file().sync_all()?;
-        }
-        self.adopt(tmp.into_temp_path().keep().map_err(|e| e.error)?.as_path(), hash)?;
-        if new {
+        self.adopt(tmp.into_temp_path().keep().map_err(|e| e.error)?.as_path(), hash)
+    }
+
+    /// Moves the file at `path` (whose BLAKE3 the caller computed as `hash`) into the store.
+    /// If the blob exists already, the file is removed instead. A new blob is on disk when this
+    /// returns: the file, the rename and a directory it made fsynced.
+    pub fn adopt(&self, path: &Path, hash: &B256) -> io::Result<()> {
+        if self.adopt_local(path, hash)? {
             let path = self.cached_path(hash)?;
             for dir in path.ancestors().skip(1).take(2) {
                 std::fs::File::open(dir)?.sync_all()?;
             }
         }
-        Ok(())
-    }
-
-    /// Moves the file at `path` (whose BLAKE3 the caller computed as `hash`) into the store.
-    /// If the blob exists already, the file is removed instead.
-    pub fn adopt(&self, path: &Path, hash: &B256) -> io::Result<()> {
-        self.adopt_local(path, hash)?;
         self.upload(hash)
     }
 
-    /// [`adopt`](Self::adopt) into this node's directory only.
-    fn adopt_local(&self, path: &Path, hash: &B256) -> io::Result<()> {
+    /// [`adopt`](Self::adopt) into this node's directory only; true when the blob is new (its
+    /// file synced, its directories not yet).
+    fn adopt_local(&self, path: &Path, hash: &B256) -> io::Result<bool> {
         let target = name(hash);
         if self.dir.is_file(&target) {
-            return std::fs::remove_file(path);
+            std::fs::remove_file(path)?;
+            return Ok(false);
         }
         self.dir.create_dir_all(&target[..2])?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444))?;
+        // The file itself, never what a symlink (a job's output, say) points at.
+        let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::other(format!("{} is not a plain file", path.display())));
+        }
+        file.sync_all()?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o444))?;
         let parent = path.parent().unwrap_or(Path::new("."));
         let from = Dir::open_ambient_dir(parent, ambient_authority())?;
         let file_name = path.file_name().ok_or_else(|| io::Error::other("not a file path"))?;
         match from.rename(file_name, &self.dir, &target) {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(true),
             Err(e) if e.raw_os_error() == Some(18 /* EXDEV */) => {
-                let mut src = std::fs::File::open(path)?;
+                // Another file system: copy into the store's, and remove the original only
+                // once the copy is in place.
                 let mut dst = tempfile::NamedTempFile::new_in(&self.tmp)?;
-                io::copy(&mut src, &mut dst)?;
-                std::fs::remove_file(path)?;
+                io::copy(&mut &file, &mut dst)?;
                 let kept = dst.into_temp_path().keep().map_err(|e| e.error)?;
-                self.adopt_local(&kept, hash)
+                let new = self.adopt_local(&kept, hash)?;
+                std::fs::remove_file(path)?;
+                Ok(new)
             }
             Err(e) => Err(e),
         }
@@ -291,5 +295,24 @@ mod tests {
         let view_dir = Dir::open_ambient_dir(&view, ambient_authority()).unwrap();
         blobs.link_into(&a, &view_dir, "sub/greeting.txt").unwrap();
         assert_eq!(std::fs::read(view.join("sub/greeting.txt")).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn adopting_a_symlink_is_refused_and_what_it_points_at_is_left_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(tmp.path()).unwrap();
+        let secret = tmp.path().join("secret");
+        std::fs::write(&secret, "not the job's").unwrap();
+        let link = tmp.path().join("output");
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        let hash = tidepool_runtime::tree::blake3_b256(b"not the job's");
+        assert!(blobs.adopt(&link, &hash).is_err());
+        assert!(!blobs.contains(&hash));
+        assert!(!std::fs::metadata(&secret).unwrap().permissions().readonly(), "the target was not touched");
+        // A plain file is adopted, and removed from where it was.
+        let plain = tmp.path().join("plain");
+        std::fs::write(&plain, "not the job's").unwrap();
+        blobs.adopt(&plain, &hash).unwrap();
+        assert!(blobs.contains(&hash) && !plain.exists());
     }
 }
