@@ -148,9 +148,11 @@ impl Jobs {
         }
     }
 
-    /// Removes every job's scratch directory: at start, no job runs yet, so what is there was
-    /// left by a daemon that was killed (and the jobs it held run again from the start).
-    pub(super) async fn clear_scratch(&self) -> JobResult<()> {
+    /// Removes the jobs' scratch directories, at start, except those of the jobs in `running`
+    /// (in a cluster, jobs other nodes may be running on a data directory they share): what is
+    /// there was left by a daemon that was killed (and the jobs it held run again from the
+    /// start).
+    pub(super) async fn clear_scratch(&self, running: std::collections::HashSet<String>) -> JobResult<()> {
         let dir = self.config.jobs_dir.clone();
         let removed = blocking(move || {
             let mut removed = 0;
@@ -159,8 +161,12 @@ impl Jobs {
                 Err(e) => return Err(e),
                 Ok(entries) => {
                     for entry in entries {
-                        let path = entry?.path();
-                        if path.is_dir() {
+                        let entry = entry?;
+                        if entry.file_name().to_str().is_some_and(|name| running.contains(name)) {
+                            continue;
+                        }
+                        let path = entry.path();
+                        if entry.file_type()?.is_dir() {
                             std::fs::remove_dir_all(&path)?;
                         } else {
                             std::fs::remove_file(&path)?;
@@ -230,8 +236,8 @@ impl Jobs {
             // Stopped between its claim and here: it never ran, and nothing is charged.
             return self.fail(id, Some(lease), JobStatus::Stopped, "stopped before it started").await;
         }
-        let dir = self.config.jobs_dir.join(id);
-        let fresh = dir.clone();
+        let scratch = Scratch(self.config.jobs_dir.join(id));
+        let (fresh, dir) = (scratch.0.clone(), scratch.0.clone());
         blocking(move || {
             if fresh.exists() {
                 std::fs::remove_dir_all(&fresh)?;
@@ -259,22 +265,59 @@ impl Jobs {
         // the job is failed or back in the queue).
         let (result, _storing) = match ran {
             Ran::Finished(result) => (*result, slot.ran().await),
-            Ran::NotRun { status, error } => {
-                let _ = blocking(move || std::fs::remove_dir_all(&dir)).await;
-                return self.fail(id, Some(lease), status, &error).await;
-            }
+            Ran::NotRun { status, error } => return self.fail(id, Some(lease), status, &error).await,
             Ran::Killed { after } => {
-                let _ = blocking(move || std::fs::remove_dir_all(&dir)).await;
                 let error = format!("timeout: still running {} s after it started, and killed", after.as_secs());
                 return self.fail(id, Some(lease), JobStatus::AlgorithmFailed, &error).await;
             }
-            Ran::Crashed(detail) => {
-                let _ = blocking(move || std::fs::remove_dir_all(&dir)).await;
-                return self.crashed(id, lease, &detail).await;
+            Ran::Crashed(detail) => return self.crashed(id, lease, &detail).await,
+        };
+        self.store_results(id, lease, result, &dir).await
+    }
+}
+
+/// A job's scratch directory, removed when the run ends however it ends (an error included).
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let dir = std::mem::take(&mut self.0);
+        let remove = move || {
+            if let Err(e) = std::fs::remove_dir_all(&dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(dir = %dir.display(), error = %e, "a job's scratch directory could not be removed");
             }
         };
-        self.store_results(id, lease, result, &dir).await?;
-        let _ = blocking(move || std::fs::remove_dir_all(&dir)).await;
-        Ok(())
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(remove)),
+            Err(_) => remove(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Scratch;
+
+    #[test]
+    fn a_jobs_scratch_directory_goes_when_its_run_does_even_on_an_early_return() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("job-1");
+        let run = |fail: bool| -> Result<(), ()> {
+            let scratch = Scratch(dir.clone());
+            std::fs::create_dir_all(scratch.0.join("outputs/deep")).unwrap();
+            std::fs::write(scratch.0.join("outputs/deep/file"), "x").unwrap();
+            if fail {
+                return Err(());
+            }
+            Ok(())
+        };
+        for fail in [true, false] {
+            let _ = run(fail);
+            assert!(!dir.exists(), "fail={fail}");
+        }
+        // Already gone: nothing to do, nothing to complain about.
+        drop(Scratch(dir.clone()));
     }
 }

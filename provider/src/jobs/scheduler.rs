@@ -53,7 +53,10 @@ impl Jobs {
     /// Resumes interrupted work and starts the scheduler in the background.
     pub async fn start(self: &Arc<Self>) -> JobResult<()> {
         if self.config.cluster {
-            // Other nodes may be running jobs right now: only expired leases are taken back.
+            // Other nodes may be running jobs right now: only expired leases are taken back,
+            // and only the scratch space of jobs no node runs is removed.
+            let running = self.store.active().await?.into_iter().map(|(id, _)| id).collect();
+            self.clear_scratch(running).await?;
             self.reap().await;
             self.settle_pending().await;
             let jobs = Arc::downgrade(self);
@@ -74,7 +77,7 @@ impl Jobs {
     /// attempts), then settles what was left unsettled.
     #[instrument(skip_all)]
     async fn recover(&self) -> JobResult<()> {
-        self.clear_scratch().await?;
+        self.clear_scratch(Default::default()).await?;
         for (id, attempts) in self.store.active().await? {
             if attempts >= self.config.max_job_attempts {
                 let error = format!("interrupted {attempts} times by provider restarts; giving up");
