@@ -82,15 +82,26 @@ impl LiveJobs {
         let Some(live) = jobs.get_mut(id) else { return };
         match event {
             JobEvent::Stage(stage) => {
+                // Stages only move forward: one reported again or out of order (a worker
+                // process is a stream of reports the supervisor does not trust) changes nothing
+                // and sends nothing, so a job sends at most one update per stage.
+                const ORDER: [JobStatus; 4] = [
+                    JobStatus::ConfiguringVolumes,
+                    JobStatus::Provisioning,
+                    JobStatus::Running,
+                    JobStatus::PublishingResults,
+                ];
                 let stage = match stage {
                     Stage::ConfiguringVolumes => JobStatus::ConfiguringVolumes,
                     Stage::Provisioning => JobStatus::Provisioning,
                     Stage::Running => JobStatus::Running,
                     Stage::PublishingResults => JobStatus::PublishingResults,
                 };
-                if live.stage != Some(stage)
-                    && let Some(stages) = &live.stages
-                {
+                let rank = |s: Option<JobStatus>| s.and_then(|s| ORDER.iter().position(|o| *o == s));
+                if rank(Some(stage)) <= rank(live.stage) {
+                    return;
+                }
+                if let Some(stages) = &live.stages {
                     let _ = stages.send(stage);
                 }
                 live.stage = Some(stage);
@@ -119,5 +130,24 @@ mod tests {
         assert!(second.load(Ordering::Relaxed) && !first.load(Ordering::Relaxed), "a stop reaches the second run");
         live.remove_run("j", &second);
         assert_eq!(live.count(), 0);
+    }
+
+    #[test]
+    fn stages_only_move_forward_and_each_is_sent_once() {
+        let live = LiveJobs::default();
+        live.insert("j");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        live.follow_stages("j", tx);
+        let flood = [Stage::ConfiguringVolumes, Stage::Running, Stage::Provisioning, Stage::Running];
+        for stage in flood.into_iter().cycle().take(10_000) {
+            live.record("j", JobEvent::Stage(stage));
+        }
+        live.record("j", JobEvent::Stage(Stage::PublishingResults));
+        let mut sent = Vec::new();
+        while let Ok(stage) = rx.try_recv() {
+            sent.push(stage);
+        }
+        assert_eq!(sent, [JobStatus::ConfiguringVolumes, JobStatus::Running, JobStatus::PublishingResults]);
+        assert_eq!(live.snapshot("j").0, Some(JobStatus::PublishingResults));
     }
 }
