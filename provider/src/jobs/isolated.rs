@@ -198,3 +198,121 @@ fn checked(done: tidepool_sandbox::JobDone, job: &IsolatedJob, outputs: &Path) -
         compile_cached: done.compile_cached,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use alloy_primitives::B256;
+    use tidepool_runtime::receipt::{EnvironmentInfo, Outcome, Receipt, RuntimeInfo};
+
+    use super::*;
+
+    /// A job dir with what an honest worker leaves (a stdout log, one output file) and the
+    /// worker's report of it.
+    fn honest() -> (tempfile::TempDir, IsolatedJob, tidepool_sandbox::JobDone) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("job");
+        std::fs::create_dir_all(dir.join("outputs")).unwrap();
+        std::fs::write(dir.join("stdout.log"), "counted\n").unwrap();
+        std::fs::write(dir.join("outputs/result.csv"), "word,count\n").unwrap();
+        let outputs = tree::scan(&dir.join("outputs")).unwrap();
+        let job = IsolatedJob {
+            id: "job".into(),
+            name: "wordfreq".into(),
+            module: Arc::from(&b"\0asm"[..]),
+            module_hash: B256::repeat_byte(1),
+            environment: None,
+            inputs: Vec::new(),
+            dir,
+            args: Vec::new(),
+            limits: Limits::default(),
+            cancel: Arc::default(),
+            live: Arc::default(),
+        };
+        let receipt = Receipt {
+            version: tidepool_runtime::receipt::RECEIPT_VERSION,
+            receipt_hash: B256::ZERO,
+            environment: Some(EnvironmentInfo::module("wordfreq")),
+            algorithm_hash: job.module_hash,
+            algorithm_name: "wordfreq".into(),
+            args: Vec::new(),
+            inputs: Vec::new(),
+            outputs_root: outputs.root(),
+            stdout_hash: tree::blake3_b256(b"counted\n"),
+            stdout_len: 8,
+            stderr_hash: tree::blake3_b256(b""),
+            stderr_len: 0,
+            outcome: Outcome::Exited { code: 0 },
+            fuel_consumed: 1000,
+            limits: job.limits.clone(),
+            runtime: RuntimeInfo {
+                tidepool_version: "test".into(),
+                wasmtime_version: "test".into(),
+                engine_config_hash: B256::ZERO,
+            },
+            seed: B256::ZERO,
+            deterministic: true,
+            signatures: Vec::new(),
+            meta: None,
+        }
+        .seal();
+        let done = tidepool_sandbox::JobDone { receipt, outputs, wall_time_ms: 1, compile_cached: false };
+        (tmp, job, done)
+    }
+
+    fn check(job: &IsolatedJob, done: &tidepool_sandbox::JobDone) -> Result<RunResult, String> {
+        checked(done.clone(), job, &job.dir.join("outputs"))
+    }
+
+    #[test]
+    fn an_honest_workers_files_are_taken() {
+        let (_tmp, job, done) = honest();
+        let result = check(&job, &done).unwrap();
+        assert_eq!((result.stdout.as_slice(), result.stderr.len()), (&b"counted\n"[..], 0));
+        assert_eq!(result.outputs, done.outputs);
+    }
+
+    #[test]
+    fn logs_and_outputs_that_are_links_are_refused_even_to_the_right_content() {
+        // A log that is a link to a file with the very bytes the receipt hashes.
+        let (tmp, job, done) = honest();
+        let elsewhere = tmp.path().join("elsewhere.log");
+        std::fs::rename(job.dir.join("stdout.log"), &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, job.dir.join("stdout.log")).unwrap();
+        assert_eq!(check(&job, &done).unwrap_err(), "stdout.log is not a plain file");
+
+        // The outputs directory as a link to a directory with the very files hashed.
+        let (tmp, job, done) = honest();
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::rename(job.dir.join("outputs"), &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, job.dir.join("outputs")).unwrap();
+        assert_eq!(check(&job, &done).unwrap_err(), "the outputs are not a plain directory");
+
+        // A FIFO where a log goes: refused, not read (which would block).
+        let (_tmp, job, done) = honest();
+        std::fs::remove_file(job.dir.join("stdout.log")).unwrap();
+        let fifo = std::ffi::CString::new(job.dir.join("stdout.log").into_os_string().into_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        assert_eq!(check(&job, &done).unwrap_err(), "stdout.log is not a plain file");
+    }
+
+    #[test]
+    fn a_log_past_its_cap_or_a_receipt_of_other_limits_is_refused() {
+        // A log longer than the job's cap, with a receipt that hashes it all.
+        let (_tmp, mut job, mut done) = honest();
+        job.limits.stdout_bytes = 4;
+        done.receipt.limits = job.limits.clone();
+        done.receipt = done.receipt.clone().seal();
+        assert_eq!(check(&job, &done).unwrap_err(), "stdout.log is not the log the receipt hashes");
+
+        // Other limits than the job's (more fuel, say), honestly hashed.
+        let (_tmp, job, mut done) = honest();
+        done.receipt.limits.fuel += 1;
+        done.receipt = done.receipt.clone().seal();
+        assert_eq!(check(&job, &done).unwrap_err(), "a receipt of other limits than the job's");
+
+        // Outputs changed after the report.
+        let (_tmp, job, done) = honest();
+        std::fs::write(job.dir.join("outputs/planted"), "x").unwrap();
+        assert_eq!(check(&job, &done).unwrap_err(), "outputs on disk that are not the ones the receipt hashes");
+    }
+}
