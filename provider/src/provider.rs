@@ -60,6 +60,7 @@ pub(crate) fn runtime(config: &ProviderConfig) -> Arc<Runtime> {
     Arc::new(Runtime::new(RuntimeConfig {
         cache_dir: Some(config.cache_path()),
         max_instances: config.max_concurrent_jobs,
+        perf_map: crate::cli::perf_map(),
         ..RuntimeConfig::default()
     }))
 }

@@ -199,7 +199,7 @@ impl CacheArgs {
                     .map(|d| d.join("tidepool"))
             })
         };
-        Runtime::new(RuntimeConfig { cache_dir, ..RuntimeConfig::default() })
+        Runtime::new(RuntimeConfig { cache_dir, perf_map: crate::cli::perf_map(), ..RuntimeConfig::default() })
     }
 }
 
