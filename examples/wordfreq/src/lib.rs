@@ -147,6 +147,22 @@ fn to_lower(x: u64) -> u64 {
     x | (upper >> 2)
 }
 
+/// Where the word starting at `i` ends: the first separator from `i` on, or the end.
+fn word_end(bytes: &[u8], mut i: usize) -> usize {
+    while i < bytes.len() && WORD_BYTE[usize::from(bytes[i])] {
+        i += 1;
+    }
+    i
+}
+
+/// The first word byte from `i` on, or the end.
+fn separators_end(bytes: &[u8], mut i: usize) -> usize {
+    while i < bytes.len() && !WORD_BYTE[usize::from(bytes[i])] {
+        i += 1;
+    }
+    i
+}
+
 fn unpack(key: u128) -> Vec<u8> {
     let b = key.to_le_bytes();
     b[..usize::from(b[15])].to_vec()
@@ -170,31 +186,29 @@ impl std::fmt::Debug for WordCounter {
 
 impl WordCounter {
     /// Counts the words in `bytes`; a word may continue in the next chunk.
+    ///
+    /// The loops that look at every byte hold no call: a call in a byte loop makes a
+    /// compiler keep the loop's values on the stack around it (Cranelift reloads them for
+    /// every byte), so words are counted between the loops, once per word.
     pub fn feed(&mut self, bytes: &[u8]) {
-        let mut start = None;
-        for (i, &b) in bytes.iter().enumerate() {
-            match (WORD_BYTE[usize::from(b)], start) {
-                (true, None) => start = Some(i),
-                (false, Some(s)) => {
-                    self.word(&bytes[s..i]);
-                    start = None;
-                }
-                (false, None) if !self.partial.is_empty() => self.end_word(),
-                _ => {}
+        let mut i = 0;
+        if !self.partial.is_empty() {
+            // The word the last chunk ended in goes on here.
+            i = word_end(bytes, 0);
+            self.partial.extend_from_slice(&bytes[..i]);
+            if i == bytes.len() {
+                return;
             }
-        }
-        if let Some(s) = start {
-            self.partial.extend_from_slice(&bytes[s..]);
-        }
-    }
-
-    /// A complete word found in a chunk (continuing the partial one, if any).
-    fn word(&mut self, word: &[u8]) {
-        if self.partial.is_empty() {
-            self.count(word);
-        } else {
-            self.partial.extend_from_slice(word);
             self.end_word();
+        }
+        loop {
+            let start = separators_end(bytes, i);
+            i = word_end(bytes, start);
+            if i == bytes.len() {
+                self.partial.extend_from_slice(&bytes[start..]);
+                return;
+            }
+            self.count(&bytes[start..i]);
         }
     }
 
