@@ -115,13 +115,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Logs go to stderr; `RUST_LOG` wins over `-v`.
 /// Whether `TIDEPOOL_PERFMAP` (set, not `0`) asks for compiled guest functions to be named in
 /// `/tmp/perf-PID.map`, for profiling guests with `perf`.
 pub(crate) fn perf_map() -> bool {
     std::env::var_os("TIDEPOOL_PERFMAP").is_some_and(|v| !v.is_empty() && v != "0")
 }
 
+/// Logs go to stderr; `RUST_LOG` wins over `-v`.
 pub fn init_tracing(verbose: u8) {
     let default = match verbose {
         0 => "warn",
