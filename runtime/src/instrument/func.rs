@@ -279,16 +279,21 @@ impl<'w, 'a> Walk<'w, 'a> {
 
     /// Charges `amount` fuel; at a check point (function entry, loop top) also stops the guest
     /// when its counter is below zero or the host raised its interrupt byte.
-    fn charge(&mut self, amount: u64, check: bool) {
+    fn charge(&mut self, amount: i64, check: bool) {
         if self.dead() {
             return;
         }
         let fuel = self.ctx.options.fuel;
         let f = self.fuel_local;
-        if fuel && amount > 0 && !self.weakened(Weaken::FuelCharge) {
+        if fuel && amount != 0 && !self.weakened(Weaken::FuelCharge) {
             self.out.push(Instruction::LocalGet(f));
-            self.out.push(Instruction::I64Const(amount.min(i64::MAX as u64) as i64));
-            self.out.push(Instruction::I64Sub);
+            if amount > 0 {
+                self.out.push(Instruction::I64Const(amount));
+                self.out.push(Instruction::I64Sub);
+            } else {
+                self.out.push(Instruction::I64Const(-amount));
+                self.out.push(Instruction::I64Add);
+            }
             self.out.push(Instruction::LocalSet(f));
         }
         if !check {
@@ -481,7 +486,7 @@ impl<'w, 'a> Walk<'w, 'a> {
         let charges = &body.charges;
         for (i, op) in body.ops.iter().enumerate() {
             let loop_top = i > 0 && matches!(body.ops[i - 1].op, Operator::Loop { .. });
-            if charges[i] > 0 || i == 0 || loop_top {
+            if charges[i] != 0 || i == 0 || loop_top {
                 self.charge(charges[i], i == 0 || loop_top);
             }
             self.step(op)?;

@@ -52,7 +52,7 @@ pub const PASS_VERSION: &str = "tidepool-instrument-1";
 /// The revision of the code the pass emits: bump it with any change to what it emits that no
 /// receipt can observe (how a check is shaped, say). It keys the compile cache, so compiled
 /// code of an older revision is not reused, and leaves the engine hash alone.
-pub const CODE_REVISION: u32 = 3;
+pub const CODE_REVISION: u32 = 4;
 
 /// The export the start function is moved to (called by the host after setting the globals).
 pub const START_EXPORT: &str = "tidepool:start";
@@ -69,6 +69,11 @@ pub struct Options {
     /// The interrupt check ([`interrupt`]): a memory of its own, which the engine must allow
     /// (multi-memory) besides [`FEATURES`]. Off by default: engines turn it on.
     pub interrupt: bool,
+    /// A loop's first charge made on the edges into it, merged with the charges before them
+    /// ([`fuel::plan`]): the same counts at every point a receipt can observe, one subtraction
+    /// fewer per iteration. Off only to compare the two in tests.
+    #[doc(hidden)]
+    pub merge_loop_charges: bool,
     /// Leaves out one kind of inserted check, to show that the tests notice. Never in an engine.
     #[doc(hidden)]
     pub weaken: Weaken,
@@ -76,7 +81,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { nan: true, fuel: true, stack: true, interrupt: false, weaken: Weaken::Nothing }
+        Self { nan: true, fuel: true, stack: true, interrupt: false, merge_loop_charges: true, weaken: Weaken::Nothing }
     }
 }
 
@@ -99,6 +104,9 @@ pub enum Weaken {
     FuelCheck,
     /// No fuel charged at all.
     FuelCharge,
+    /// A loop's charge made on a conditional branch into it is not given back when the branch
+    /// is not taken ([`fuel::plan`]).
+    FuelLoopRefund,
     /// The fuel counter is not handed over at calls: not written back before a call or a
     /// return, not read again after a call.
     FuelSync,

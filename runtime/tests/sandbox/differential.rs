@@ -79,6 +79,9 @@ struct Observed {
     calls: Vec<Result<Vec<u128>, String>>,
     memories: Vec<Vec<u8>>,
     globals: Vec<(String, u128)>,
+    /// The rewritten module's fuel counter after its start and after each call (empty for the
+    /// original).
+    fuel: Vec<i64>,
 }
 
 fn bits(v: &Val) -> u128 {
@@ -134,7 +137,15 @@ fn observe(engine: &Engine, bytes: &[u8], instrumented: bool, fuel: i64) -> Resu
     let mut store = Store::new(engine, ());
     let instance = match Instance::new(&mut store, &module, &[]) {
         Ok(i) => i,
-        Err(e) => return Ok(Observed { start: Err(trap_name(&e)), calls: vec![], memories: vec![], globals: vec![] }),
+        Err(e) => {
+            return Ok(Observed {
+                start: Err(trap_name(&e)),
+                calls: vec![],
+                memories: vec![],
+                globals: vec![],
+                fuel: vec![],
+            });
+        }
     };
     // The host sets the counters before every job; here, before every call.
     let counters = |store: &mut Store<()>| -> Result<(), String> {
@@ -149,12 +160,17 @@ fn observe(engine: &Engine, bytes: &[u8], instrumented: bool, fuel: i64) -> Resu
     let stack_left = |store: &mut Store<()>| {
         instance.get_global(&mut *store, STACK_GLOBAL).and_then(|g| g.get(&mut *store).i64()).unwrap_or(0)
     };
+    let fuel_left =
+        |store: &mut Store<()>| instance.get_global(&mut *store, FUEL_GLOBAL).and_then(|g| g.get(store).i64());
+    let mut fuels = Vec::new();
     counters(&mut store)?;
-    if let Some(f) = instance.get_func(&mut store, instrument::START_EXPORT)
-        && let Err(e) = f.call(&mut store, &[], &mut [])
-    {
-        let start = Err(if stack_left(&mut store) < 0 { "StackLimit".into() } else { trap_name(&e) });
-        return Ok(Observed { start, calls: vec![], memories: vec![], globals: vec![] });
+    if let Some(f) = instance.get_func(&mut store, instrument::START_EXPORT) {
+        let started = f.call(&mut store, &[], &mut []);
+        fuels.extend(fuel_left(&mut store));
+        if let Err(e) = started {
+            let start = Err(if stack_left(&mut store) < 0 { "StackLimit".into() } else { trap_name(&e) });
+            return Ok(Observed { start, calls: vec![], memories: vec![], globals: vec![], fuel: fuels });
+        }
     }
     let exports: Vec<(String, wasmtime::Extern)> =
         instance.exports(&mut store).map(|e| (e.name().to_string(), e.into_extern())).collect();
@@ -176,6 +192,7 @@ fn observe(engine: &Engine, bytes: &[u8], instrumented: bool, fuel: i64) -> Resu
                 Err(_) if instrumented && stack_left(&mut store) < 0 => Err("StackLimit".into()),
                 Err(e) => Err(trap_name(&e)),
             });
+            fuels.extend(fuel_left(&mut store));
         }
     }
     let mut memories = Vec::new();
@@ -189,7 +206,7 @@ fn observe(engine: &Engine, bytes: &[u8], instrumented: bool, fuel: i64) -> Resu
             _ => {}
         }
     }
-    Ok(Observed { start: Ok(()), calls, memories, globals })
+    Ok(Observed { start: Ok(()), calls, memories, globals, fuel: fuels })
 }
 
 /// Whether a run hit a stack limit, whose depth legitimately differs between the native
@@ -211,6 +228,20 @@ fn compare(original: &[u8], options: &Options) -> Result<(), String> {
     if off != on {
         return Err(format!("(i) canonicalization on and off differ:\n  off {off:?}\n  on  {on:?}"));
     }
+    // Loops charged on their edges count exactly as loops charged at their tops: with fuel to
+    // spare, and with so little that calls run out part way.
+    let plain = Options { merge_loop_charges: false, ..options.clone() };
+    let plain = instrument::instrument(original, &plain).map_err(|e| format!("instrument: {e}"))?;
+    for fuel in [fuel, 40, 700] {
+        let merged = if fuel == 1 << 40 { off.clone() } else { observe(&e.off, &rewritten, true, fuel)? };
+        let unmerged = observe(&e.off, &plain, true, fuel)?;
+        if merged != unmerged {
+            return Err(format!(
+                "loops charged on their edges count otherwise (fuel {fuel}):\n  edges {merged:?}\n  tops  {unmerged:?}"
+            ));
+        }
+    }
+    let off = Observed { fuel: Vec::new(), ..off };
     if !overflowed(&eager) && !overflowed(&off) && eager != off {
         return Err(format!(
             "(ii) the rewritten module differs from the eager engine:\n  eager {eager:?}\n  ours  {off:?}"
@@ -297,6 +328,18 @@ pub const CASES: &[(&str, &str)] = &[
             (f64.store (i32.const 8) (f64.neg (local.get $x)))
             (f64.store (i32.const 16) (f64.abs (f64.neg (local.get $x))))
             (f64.store (i32.const 24) (f64.copysign (local.get $x) (f64.const -2)))))"#,
+    ),
+    (
+        "a loop left by its first branch, or by not taking its branch back (charged on its edges)",
+        r#"(module
+          (func (export "run") (param $stop i32) (result i32)
+            (local $i i32) (local $n i32)
+            (block $done
+              (loop $l
+                (br_if $done (i32.ge_u (local.get $i) (local.get $stop)))
+                (local.set $n (i32.add (local.get $n) (local.get $i)))
+                (br_if $l (i32.lt_u (local.tee $i (i32.add (local.get $i) (i32.const 1))) (i32.const 5)))))
+            (local.get $n)))"#,
     ),
     (
         "reinterpret of a computed NaN",
@@ -571,6 +614,7 @@ fn every_weakened_check_is_caught() {
         Weaken::V128,
         Weaken::FuelCheck,
         Weaken::FuelCharge,
+        Weaken::FuelLoopRefund,
         Weaken::FuelSync,
         Weaken::StackCheck,
         Weaken::StackRestore,

@@ -26,8 +26,8 @@ pub(crate) struct Body<'a> {
     pub(super) declared: Vec<(u32, ValType)>,
     pub(super) max_operands: u64,
     pub(super) type_index: u32,
-    /// The fuel charged before each operator.
-    pub(super) charges: Vec<u64>,
+    /// The fuel charged before each operator (negative: given back), [`fuel::plan`].
+    pub(super) charges: Vec<i64>,
 }
 
 /// Validates `body` and records its operators.
@@ -76,6 +76,11 @@ pub(crate) fn read<'a>(
         ops.push(Op { op, raw, pushed, pops });
     }
     reader.finish()?;
-    let charges = fuel::segment_charges(&ops.iter().map(|o| o.op.clone()).collect::<Vec<_>>());
+    let options = ctx.options;
+    let charges = fuel::plan(
+        &ops.iter().map(|o| o.op.clone()).collect::<Vec<_>>(),
+        options.merge_loop_charges,
+        options.weaken != crate::instrument::Weaken::FuelLoopRefund,
+    );
     Ok(Body { ops, locals, params, declared, max_operands, type_index, charges })
 }
