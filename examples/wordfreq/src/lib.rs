@@ -148,19 +148,47 @@ fn to_lower(x: u64) -> u64 {
 }
 
 /// Where the word starting at `i` ends: the first separator from `i` on, or the end.
-fn word_end(bytes: &[u8], mut i: usize) -> usize {
-    while i < bytes.len() && WORD_BYTE[usize::from(bytes[i])] {
-        i += 1;
-    }
-    i
+fn word_end(bytes: &[u8], i: usize) -> usize {
+    find(bytes, i, |words| !words)
 }
 
-/// The first word byte from `i` on, or the end.
+/// The first word byte from `i` on, or the end. Byte by byte: words are mostly one separator
+/// apart, and a step of eight costs more than one byte's.
 fn separators_end(bytes: &[u8], mut i: usize) -> usize {
     while i < bytes.len() && !WORD_BYTE[usize::from(bytes[i])] {
         i += 1;
     }
     i
+}
+
+/// The first byte from `i` on that `wanted` marks, or the end. `wanted` turns the word bytes
+/// of eight (as [`word_bytes`] marks them) into the ones sought: eight bytes per step, so a
+/// word or a run of separators takes a step or two, not a step per byte.
+fn find(bytes: &[u8], mut i: usize, wanted: impl Fn(u64) -> u64) -> usize {
+    while i + 8 <= bytes.len() {
+        let found = wanted(word_bytes(le_u64(&bytes[i..]))) & HIGH_BITS;
+        if found != 0 {
+            return i + (found.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    let words = |b: &u8| wanted(if WORD_BYTE[usize::from(*b)] { HIGH_BITS } else { 0 }) & HIGH_BITS != 0;
+    bytes[i..].iter().position(words).map_or(bytes.len(), |k| i + k)
+}
+
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+/// The top bit of each of the eight bytes of `x` (little-endian) set where the byte belongs to
+/// a word ([`WORD_BYTE`]): an ASCII letter or digit, or any byte from 0x80 up.
+fn word_bytes(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let low7 = x & (0x7f * ONES);
+    // The top bit of each byte of `low7 + (0x80 - lo)` is set where the byte is at least `lo`
+    // (no carries cross bytes: 0x7f + 0x80 - 0x30 < 0x100).
+    let from = |lo: u8| low7 + (0x80 - u64::from(lo)) * ONES;
+    let range = |lo: u8, hi: u8| from(lo) & !from(hi + 1);
+    let alnum = range(b'0', b'9') | range(b'A', b'Z') | range(b'a', b'z');
+    (alnum & !x | x) & HIGH_BITS
 }
 
 fn unpack(key: u128) -> Vec<u8> {
@@ -289,6 +317,28 @@ mod tests {
                 assert_eq!(pack(word), u128::from_le_bytes(expected), "{word:?}");
                 assert_eq!(unpack(pack(word)), word.to_ascii_lowercase());
             }
+        }
+    }
+
+    #[test]
+    fn word_bytes_are_found_eight_at_a_time_as_one_at_a_time() {
+        for b in 0..=255u8 {
+            for lane in 0..8 {
+                // The byte in each lane, among neighbours of both kinds.
+                let mut eight = [b'a', b' ', 0xc3, b'.', b'Z', b'\n', b'5', b','];
+                eight[lane] = b;
+                let marks = word_bytes(u64::from_le_bytes(eight));
+                for (k, byte) in eight.iter().enumerate() {
+                    let marked = marks >> (8 * k) & 0x80 != 0;
+                    assert_eq!(marked, WORD_BYTE[usize::from(*byte)], "byte {byte:#x} in lane {k}");
+                }
+            }
+        }
+        let text = b"ab  cd\xc3\xbc, 12345678901 ..,,;;:: x";
+        for i in 0..text.len() {
+            let slow_end = (i..text.len()).find(|&k| !WORD_BYTE[usize::from(text[k])]).unwrap_or(text.len());
+            let slow_sep = (i..text.len()).find(|&k| WORD_BYTE[usize::from(text[k])]).unwrap_or(text.len());
+            assert_eq!((word_end(text, i), separators_end(text, i)), (slow_end, slow_sep), "from {i}");
         }
     }
 
