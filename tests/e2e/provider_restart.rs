@@ -12,7 +12,7 @@ use tidepool_provider::protocol::events::EventName;
 use tidepool_runtime::{Algorithm, InputSpec, JobSpec, Limits, Runtime, RuntimeConfig};
 
 use crate::daemon::{Daemon, faucet_amount, initialize_signed, publish, request};
-use crate::provider_flow::wait_for_event;
+use crate::provider_flow::{wait_for_end, wait_for_event};
 use crate::util::{dataset, module};
 
 /// Enough work for the job to be caught running (about two seconds of Mandelbrot).
@@ -70,7 +70,8 @@ async fn a_killed_daemon_loses_and_duplicates_nothing() {
     d.restart();
     wait_for_event(&c, agreement, EventName::OutputPublished).await;
 
-    let view = c.job(&job).await.unwrap();
+    // The job records its settlement just after the output is published on the keeper.
+    let view = wait_for_end(&c, &job).await;
     assert_eq!((view.status.code(), view.payment.as_str()), (70, "released"), "{view:?}\n{}", d.log());
     assert_eq!(view.attempts, 2, "the interrupted run, then the one that finished");
     let events = c.events(0, Some(agreement)).await.unwrap();
