@@ -164,6 +164,7 @@ fn separators_end(bytes: &[u8], mut i: usize) -> usize {
 /// The first byte from `i` on that `wanted` marks, or the end. `wanted` turns the word bytes
 /// of eight (as [`word_bytes`] marks them) into the ones sought: eight bytes per step, so a
 /// word or a run of separators takes a step or two, not a step per byte.
+#[inline(always)]
 fn find(bytes: &[u8], mut i: usize, wanted: impl Fn(u64) -> u64) -> usize {
     while i + 8 <= bytes.len() {
         let found = wanted(word_bytes(le_u64(&bytes[i..]))) & HIGH_BITS;
@@ -180,6 +181,7 @@ const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
 
 /// The top bit of each of the eight bytes of `x` (little-endian) set where the byte belongs to
 /// a word ([`WORD_BYTE`]): an ASCII letter or digit, or any byte from 0x80 up.
+#[inline(always)]
 fn word_bytes(x: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     let low7 = x & (0x7f * ONES);
