@@ -61,6 +61,18 @@ pub(crate) fn ends_segment(op: &Operator<'_>) -> bool {
     matches!(op, Loop { .. } | If { .. } | Else | End | Br { .. } | BrIf { .. } | BrTable { .. } | Return | Unreachable)
 }
 
+/// Whether the counter is checked before the operator that follows `previous` (`None`: the
+/// function's first): at function entry and at the top of every loop.
+pub(crate) fn checks_after(previous: Option<&Operator<'_>>) -> bool {
+    previous.is_none_or(|op| matches!(op, Operator::Loop { .. }))
+}
+
+/// A segment's charge as the signed amount the plan adds and takes back (bounded so that a
+/// few of them summed cannot overflow; no function has segments anywhere near as costly).
+fn signed(charge: u64) -> i64 {
+    charge.min(i64::MAX as u64 / 4) as i64
+}
+
 /// Whether the walker hands the counter over at `op` (writes it to the global before it).
 fn hands_over(op: &Operator<'_>) -> bool {
     use Operator::*;
@@ -80,11 +92,11 @@ fn hands_over(op: &Operator<'_>) -> bool {
 /// `merge_loops`. `refund` is false only to show that the tests notice a missing refund.
 pub(crate) fn plan(ops: &[Operator<'_>], merge_loops: bool, refund: bool) -> Vec<i64> {
     let charges = segment_charges(ops);
-    let mut plan: Vec<i64> = charges.iter().map(|&c| c.min(i64::MAX as u64 / 4) as i64).collect();
+    let mut plan: Vec<i64> = charges.iter().map(|&c| signed(c)).collect();
     if !merge_loops {
         return plan;
     }
-    let check_point = |i: usize| i == 0 || matches!(ops[i - 1], Operator::Loop { .. });
+    let check_point = |i: usize| checks_after(i.checked_sub(1).map(|k| &ops[k]));
     // Each operator's segment start, and whether the counter is handed over between the two.
     let mut segment = vec![(0usize, false); ops.len()];
     let (mut start, mut handed) = (0, false);
@@ -131,7 +143,7 @@ pub(crate) fn plan(ops: &[Operator<'_>], merge_loops: bool, refund: bool) -> Vec
     }
     for (p, edges) in loops {
         let Some(edges) = edges else { continue };
-        let first = charges.get(p + 1).map_or(0, |&c| c.min(i64::MAX as u64 / 4) as i64);
+        let first = charges.get(p + 1).map_or(0, |&c| signed(c));
         let qualifies = |&(b, _): &(usize, bool)| {
             let (start, handed) = segment[b];
             !check_point(start) && !handed && b + 1 < ops.len()

@@ -8,10 +8,10 @@
 use std::collections::HashMap;
 
 use wasm_encoder::{BlockType as EBlock, Instruction};
-use wasmparser::{BlockType, Operator, ValType};
+use wasmparser::{BlockType, ValType};
 
 use super::nan::Nan;
-use super::{Error, Options, Weaken, interrupt, stack};
+use super::{Error, Options, Weaken, fuel, interrupt, stack};
 
 mod body;
 mod out;
@@ -485,9 +485,9 @@ impl<'w, 'a> Walk<'w, 'a> {
         self.prologue();
         let charges = &body.charges;
         for (i, op) in body.ops.iter().enumerate() {
-            let loop_top = i > 0 && matches!(body.ops[i - 1].op, Operator::Loop { .. });
-            if charges[i] != 0 || i == 0 || loop_top {
-                self.charge(charges[i], i == 0 || loop_top);
+            let check = fuel::checks_after(i.checked_sub(1).map(|k| &body.ops[k].op));
+            if charges[i] != 0 || check {
+                self.charge(charges[i], check);
             }
             self.step(op)?;
             if self.frames.is_empty() {
