@@ -49,14 +49,19 @@ impl VerifyReport {
         VerifyReport { mismatches, output_mismatches: Vec::new(), unconfirmed: Vec::new(), notes, rerun: None }
     }
 
+    /// True when something in the receipt is shown wrong.
+    fn refuted(&self) -> bool {
+        !self.mismatches.is_empty() || !self.output_mismatches.is_empty()
+    }
+
     /// True when the receipt is confirmed.
     pub fn verified(&self) -> bool {
-        self.mismatches.is_empty() && self.output_mismatches.is_empty() && self.unconfirmed.is_empty()
+        !self.refuted() && self.unconfirmed.is_empty()
     }
 
     /// True when nothing refutes the receipt but it could not be confirmed either.
     pub fn inconclusive(&self) -> bool {
-        self.mismatches.is_empty() && self.output_mismatches.is_empty() && !self.unconfirmed.is_empty()
+        !self.refuted() && !self.unconfirmed.is_empty()
     }
 }
 

@@ -80,6 +80,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let chain = committed(&args, &receipt)?;
     let on_chain_ok = chain.is_none_or(|(same, _)| same);
     let verified = report.verified() && on_chain_ok;
+    let inconclusive = report.inconclusive() && on_chain_ok;
 
     if args.json {
         let json = serde_json::json!({
@@ -110,7 +111,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 if args.outputs.is_some() { "; the outputs match" } else { "" },
                 if chain.is_some() { "; it is the hash committed on chain" } else { "" },
             );
-        } else if report.inconclusive() && on_chain_ok {
+        } else if inconclusive {
             println!("could not be checked: {}", receipt.receipt_hash);
             for u in &report.unconfirmed {
                 println!("  {u}");
@@ -131,9 +132,9 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(match verified {
-        true => ExitCode::SUCCESS,
-        false if report.inconclusive() && on_chain_ok => ExitCode::from(2),
-        false => ExitCode::from(1),
+    Ok(match (verified, inconclusive) {
+        (true, _) => ExitCode::SUCCESS,
+        (false, true) => ExitCode::from(2),
+        (false, false) => ExitCode::from(1),
     })
 }

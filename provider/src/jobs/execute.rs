@@ -237,7 +237,7 @@ impl Jobs {
             return self.fail(id, Some(lease), JobStatus::Stopped, "stopped before it started").await;
         }
         let scratch = Scratch(self.config.jobs_dir.join(id));
-        let (fresh, dir) = (scratch.0.clone(), scratch.0.clone());
+        let fresh = scratch.0.clone();
         blocking(move || {
             if fresh.exists() {
                 std::fs::remove_dir_all(&fresh)?;
@@ -259,7 +259,7 @@ impl Jobs {
             });
             self.live.follow_stages(id, tx);
         }
-        let job = Prepared { algorithm, inputs, dir: dir.clone(), args: row.args.0, limits, cancel };
+        let job = Prepared { algorithm, inputs, dir: scratch.0.clone(), args: row.args.0, limits, cancel };
         let ran = self.executor.run(id, job, self.live.clone()).await?;
         // The slot is freed once the guest has run (a run that did not finish keeps it until
         // the job is failed or back in the queue).
@@ -272,7 +272,7 @@ impl Jobs {
             }
             Ran::Crashed(detail) => return self.crashed(id, lease, &detail).await,
         };
-        self.store_results(id, lease, result, &dir).await
+        self.store_results(id, lease, result, &scratch.0).await
     }
 }
 
