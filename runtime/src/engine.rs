@@ -143,7 +143,7 @@ pub(crate) const MAX_TABLES: usize = 4;
 /// Bytes of a pooled table zeroed in place when its job ends (the rest is decommitted).
 const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 /// Bytes of a pooled memory zeroed in place when its job ends (the rest is decommitted): one
-/// host page, so the one-byte interrupt memory is reset by a store instead of an `madvise`,
+/// host page, so the 16-byte interrupt memory is reset by a store instead of an `madvise`,
 /// at the price of zeroing a guest's first page.
 const INTERRUPT_KEEP_RESIDENT: usize = 4096;
 

@@ -313,7 +313,7 @@ pub(crate) fn settings(spec: &EngineSpec) -> Vec<Setting> {
                 setting("instrument_code", instrument::CODE_REVISION, false, none()),
                 setting("opt", "speed", false, opt),
                 setting("epoch_interruption", epochs, false, epoch),
-                // The interrupt memory is a second memory of one one-byte page, read with an
+                // The interrupt memory is a second memory of 16 one-byte pages, read with an
                 // atomic load: the engine allows multi-memory, custom page sizes and atomics
                 // (threads) for it, while the pass refuses guests that use any of them (it
                 // validates with FEATURES).

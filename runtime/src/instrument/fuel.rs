@@ -22,7 +22,9 @@
 //!   it qualifies (no call between its segment's start and the branch, that start not itself
 //!   a check, no `br_table` to the loop). Counts, and where a job runs out, are unchanged.
 //! * **Checking.** At function entry and at the top of every loop the counter is compared with
-//!   zero; below it, the guest stops with a trap (`unreachable`, after writing the counter back).
+//!   zero (with the interrupt check, with the floor the host raises to stop the guest, zero until
+//!   then: [`super::interrupt`]); below it, the guest stops with a trap (`unreachable`, after
+//!   writing the counter back).
 //!   There is no call on this path, taken or not, so no register is spilled around it. Between
 //!   two checks the code is loop-free and bounded by the function's size, so a guest can
 //!   overrun its fuel by at most one function's worth of straight-line code, and a host call

@@ -132,11 +132,6 @@ pub(crate) struct Rewritten<'a> {
 }
 
 /// Rewrites one function.
-/// The interrupt byte: the first of memory `memory_index`.
-fn byte(memory_index: u32) -> wasm_encoder::MemArg {
-    wasm_encoder::MemArg { offset: 0, align: 0, memory_index }
-}
-
 pub(crate) fn rewrite<'a>(body: &Body<'a>, ctx: &ModuleCtx<'_>) -> Result<Rewritten<'a>, Error> {
     let initial = Locals::initial(body);
     let mut locals =
@@ -278,7 +273,8 @@ impl<'w, 'a> Walk<'w, 'a> {
     }
 
     /// Charges `amount` fuel; at a check point (function entry, loop top) also stops the guest
-    /// when its counter is below zero or the host raised its interrupt byte.
+    /// when its counter is below the floor: zero, or with the interrupt check the interrupt
+    /// memory's floor, which the host raises above every counter to stop the guest.
     fn charge(&mut self, amount: i64, check: bool) {
         if self.dead() {
             return;
@@ -301,27 +297,27 @@ impl<'w, 'a> Walk<'w, 'a> {
         }
         let fuel_check = fuel && !self.weakened(Weaken::FuelCheck);
         let interrupt = self.ctx.interrupt_memory.filter(|_| !self.weakened(Weaken::InterruptCheck));
-        // Two tests, each its own branch to its own stop: Cranelift fuses each compare with its
-        // branch, where one branch on the two tests or-ed together materializes both as
-        // integers on every loop iteration (csv-stats ran 10 % slower that way).
-        if fuel_check {
-            self.out.push(Instruction::LocalGet(f));
-            self.out.push(Instruction::I64Const(0));
-            self.out.push(Instruction::I64LtS);
-            self.stop_if(None);
+        if !fuel_check && interrupt.is_none() {
+            return;
         }
-        if let Some(memory_index) = interrupt {
-            self.out.push(Instruction::I32Const(0));
-            // Atomic, so that the compiler loads it afresh at every check: a plain load may be
-            // replaced by an earlier one when nothing stores between them (in a loop that never
-            // stores, the byte would be read once).
-            self.out.push(Instruction::I32AtomicLoad8U(byte(memory_index)));
-            self.stop_if(Some(memory_index));
+        // One comparison, `counter < floor`, fused by Cranelift with its branch: two tests
+        // or-ed together would materialize both as integers on every loop iteration (csv-stats
+        // ran 10 % slower that way), and two branches cost one more test and branch per check.
+        self.out.push(if fuel_check { Instruction::LocalGet(f) } else { Instruction::I64Const(0) });
+        match interrupt {
+            Some(memory_index) => {
+                self.out.push(Instruction::I32Const(0));
+                self.out.push(Instruction::I64AtomicLoad(interrupt::floor(memory_index)));
+            }
+            None => self.out.push(Instruction::I64Const(0)),
         }
+        self.out.push(Instruction::I64LtS);
+        self.stop_if(interrupt);
     }
 
     /// Stops the guest when the `i32` on the stack is non-zero: writes the counter back, marks
-    /// the interrupt byte [`interrupt::SEEN`] when the stop is the interrupt's, traps.
+    /// the interrupt memory [`interrupt::SEEN`] (whatever failed: a counter below zero is read
+    /// as `out_of_fuel` first), traps.
     fn stop_if(&mut self, interrupt_memory: Option<u32>) {
         self.out.push(Instruction::If(EBlock::Empty));
         if self.ctx.options.fuel {
@@ -331,7 +327,7 @@ impl<'w, 'a> Walk<'w, 'a> {
         if let Some(memory_index) = interrupt_memory {
             self.out.push(Instruction::I32Const(0));
             self.out.push(Instruction::I32Const(i32::from(interrupt::SEEN)));
-            self.out.push(Instruction::I32AtomicStore8(byte(memory_index)));
+            self.out.push(Instruction::I32AtomicStore8(interrupt::seen(memory_index)));
         }
         self.out.push(Instruction::Unreachable);
         self.out.push(Instruction::End);

@@ -9,14 +9,14 @@
 //! * [`nan`]: lazy NaN canonicalization, bit-identical to the eager engine;
 //! * [`fuel`]: fuel counted in the module, with the host's WASI charges on the same counter;
 //! * [`stack`]: a stack limit in wasm terms, the same depth on every architecture;
-//! * [`interrupt`]: a wall-clock stop the host can raise from another thread, checked where
-//!   fuel is (no call on the path, unlike wasmtime's epochs).
+//! * [`interrupt`]: a wall-clock stop the host can raise from another thread, checked by the
+//!   fuel check's own comparison (no call on the path, unlike wasmtime's epochs).
 //!
 //! The module is validated first against exactly the proposals the engine enables
 //! ([`FEATURES`]); anything else (exceptions, GC, threads, memory64, multi-memory...) is refused
 //! with the validator's reason. Function indices, globals, tables and custom sections (names
 //! included) are kept; the pass adds two exported globals ([`fuel::FUEL_GLOBAL`],
-//! [`stack::STACK_GLOBAL`]), with [`Options::interrupt`] a one-page memory after the module's
+//! [`stack::STACK_GLOBAL`]), with [`Options::interrupt`] a 16-byte memory after the module's
 //! own ([`interrupt::INTERRUPT_MEMORY`]), and turns a start function into an export
 //! ([`START_EXPORT`]) that the host calls once it has set them.
 
@@ -52,7 +52,7 @@ pub const PASS_VERSION: &str = "tidepool-instrument-1";
 /// The revision of the code the pass emits: bump it with any change to what it emits that no
 /// receipt can observe (how a check is shaped, say). It keys the compile cache, so compiled
 /// code of an older revision is not reused, and leaves the engine hash alone.
-pub const CODE_REVISION: u32 = 4;
+pub const CODE_REVISION: u32 = 5;
 
 /// The export the start function is moved to (called by the host after setting the globals).
 pub const START_EXPORT: &str = "tidepool:start";

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::instrument::{
     START_EXPORT,
     fuel::FUEL_GLOBAL,
-    interrupt::INTERRUPT_MEMORY,
+    interrupt::{self, INTERRUPT_MEMORY},
     stack::{STACK_GLOBAL, STACK_TRAP_MESSAGE},
 };
 use crate::limits::Limits;
@@ -75,10 +75,12 @@ pub(super) fn start(
     store.data_mut().memory = instance.get_memory(&mut *store, "memory");
     if let Some(stop) = stop
         && let Some(memory) = instance.get_memory(&mut *store, INTERRUPT_MEMORY)
-        && let Some(flag) = std::ptr::NonNull::new(memory.data_ptr(&*store))
     {
-        // SAFETY: the interrupt memory is one page that never grows, so its first byte stays
-        // where it is while the store lives; the caller drops the watch before the store.
+        let flag = std::ptr::NonNull::new(memory.data_ptr(&*store))
+            .filter(|&p| interrupt::usable(p, memory.data_size(&*store)))
+            .ok_or_else(|| wasmtime::format_err!("the interrupt memory is not aligned for its floor"))?;
+        // SAFETY: the interrupt memory never grows, so it stays where it is while the store
+        // lives; the caller drops the watch before the store.
         *watch = Some(unsafe { engine.watchdog.watch(flag, stop.deadline, stop.cancel) });
     }
     if engine.instrumented() {

@@ -16,10 +16,11 @@
 //! `every_weakened_check_is_caught` shows the tests can fail: it leaves out each kind of check
 //! the pass inserts ([`Weaken`]) and expects a difference every time.
 
-use std::sync::atomic::Ordering;
-
 use tidepool_runtime::instrument::{
-    self, Options, Weaken, fuel::FUEL_GLOBAL, interrupt::INTERRUPT_MEMORY, stack::STACK_GLOBAL,
+    self, Options, Weaken,
+    fuel::FUEL_GLOBAL,
+    interrupt::{self, INTERRUPT_MEMORY},
+    stack::STACK_GLOBAL,
 };
 
 use crate::smith;
@@ -519,18 +520,20 @@ fn fuel_and_stack_rules(options: &Options) -> Result<(), String> {
     Ok(())
 }
 
-/// Raises the interrupt byte at `flag` (the address of an interrupt memory's first byte, whose
-/// store outlives the call), as the engine's watchdog does: an atomic store.
+/// Raises the floor of the interrupt memory at `flag` (the address of its first byte, whose
+/// store outlives the call), as the engine's watchdog does.
 fn raise(flag: usize) {
+    let flag = std::ptr::NonNull::new(flag as *mut u8).expect("a memory's address");
+    assert!(interrupt::usable(flag, interrupt::SIZE as usize));
     // SAFETY: see above.
-    unsafe { std::sync::atomic::AtomicU8::from_ptr(flag as *mut u8) }.store(1, Ordering::Release);
+    unsafe { interrupt::raise(flag) };
 }
 
-/// What the interrupt check must achieve: a guest whose interrupt byte is raised stops at its
+/// What the interrupt check must achieve: a guest whose interrupt floor is raised stops at its
 /// next check, loops, calls, tail calls and recursion alike, with its fuel counter written back
-/// and not below zero (not `out_of_fuel`), whether the byte was raised before it ran or by
+/// and not below zero (not `out_of_fuel`), whether the floor was raised before it ran or by
 /// another thread while it runs (a recursion: before, as it reaches the native stack's end
-/// first); a guest whose byte stays down runs out of fuel as before.
+/// first); a guest whose floor stays down runs out of fuel as before.
 fn interrupt_rules(options: &Options) -> Result<(), String> {
     let options = Options { interrupt: true, ..options.clone() };
     let e = engines();
@@ -540,7 +543,7 @@ fn interrupt_rules(options: &Options) -> Result<(), String> {
         ("tail calls", ENDLESS_TAIL_CALLS),
         ("a recursion", ENDLESS_RECURSION),
     ] {
-        // A recursion reaches the native stack's end long before a thread could raise the byte.
+        // A recursion reaches the native stack's end long before a thread could raise the floor.
         let ways: &[bool] = if wat == ENDLESS_RECURSION { &[false] } else { &[false, true] };
         for &raised_while_running in ways {
             let rewritten = instrument::instrument(&case_module(wat), &options).unwrap();
@@ -579,13 +582,13 @@ fn interrupt_rules(options: &Options) -> Result<(), String> {
             let fuel = fuel_g.get(&mut store).unwrap_i64();
             if trap != "UnreachableCodeReached" || fuel < 0 || fuel == 1 << 40 && raised_while_running {
                 return Err(format!(
-                    "{what}, raised {}: not stopped by its interrupt byte (trap {trap}, fuel left {fuel})",
+                    "{what}, raised {}: not stopped by its raised floor (trap {trap}, fuel left {fuel})",
                     if raised_while_running { "while running" } else { "before" }
                 ));
             }
         }
     }
-    // The byte down: the check never fires by itself.
+    // The floor down: the check never fires by itself.
     let a = run_counted(ENDLESS_LOOP, &options, 1_000_000);
     if a.0 != "UnreachableCodeReached" || a.1 >= 0 {
         return Err(format!("with the interrupt check, an endless loop did not run out of fuel: {a:?}"));
@@ -594,7 +597,7 @@ fn interrupt_rules(options: &Options) -> Result<(), String> {
 }
 
 #[test]
-fn a_raised_interrupt_byte_stops_loops_calls_and_recursion() {
+fn a_raised_interrupt_floor_stops_loops_calls_and_recursion() {
     interrupt_rules(&Options::default()).unwrap();
 }
 

@@ -148,7 +148,7 @@ fn exits_traps_and_panics_are_outcomes() {
     );
 }
 
-/// A stopped guest's raised interrupt byte does not outlive it: the next job in the same
+/// A stopped guest's raised interrupt floor does not outlive it: the next job in the same
 /// instance slot (one slot, so the same one) runs to its end.
 #[test]
 fn the_next_job_in_a_timed_out_jobs_slot_runs_to_its_end() {
