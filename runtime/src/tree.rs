@@ -149,21 +149,91 @@ pub fn scan(path: &Path) -> Result<Tree, ScanError> {
 }
 
 /// Scans an open directory.
+///
+/// Files of at least [`PARALLEL_MIN`] bytes are hashed on helper threads, one per core (at
+/// most [`MAX_HELPERS`]), while the walk goes on: a dataset of several large files hashes
+/// at the machine's speed rather than one core's. The walk opens each file itself (the helpers
+/// get open files, never paths), and at most two files per helper wait open at a time.
 pub fn scan_dir(dir: &Dir) -> Result<Tree, ScanError> {
+    let helpers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_HELPERS);
     let mut entries = Vec::new();
-    walk(dir, "", &mut entries)?;
+    if helpers < 2 {
+        walk(dir, "", &mut entries, &mut |_, path, file| hash_file(file).map(Some).map_err(io_error(path)))?;
+    } else {
+        scan_parallel(dir, helpers, &mut entries)?;
+    }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Tree { entries })
 }
 
-fn walk(dir: &Dir, prefix: &str, out: &mut Vec<Entry>) -> Result<(), ScanError> {
-    let io = |path: &str| {
-        let path = path.to_string();
-        move |source| ScanError::Io { path, source }
-    };
+/// Files at least this large are hashed on a helper thread (smaller ones by the walk itself:
+/// handing them over would cost more than hashing them).
+pub const PARALLEL_MIN: u64 = 1 << 20;
+/// Most helper threads of one scan.
+const MAX_HELPERS: usize = 4;
+
+/// A file the walk hands to a helper: its entry's index, its path (for errors), the file.
+type Handed = (usize, String, std::fs::File);
+
+/// [`scan_dir`]'s walk with `helpers` threads hashing the large files.
+fn scan_parallel(dir: &Dir, helpers: usize, entries: &mut Vec<Entry>) -> Result<(), ScanError> {
+    use std::sync::mpsc::{channel, sync_channel};
+    let (work_tx, work_rx) = sync_channel::<Handed>(helpers * 2);
+    let work_rx = std::sync::Mutex::new(work_rx);
+    let (done_tx, done_rx) = channel::<(usize, Result<(u64, B256), ScanError>)>();
+    std::thread::scope(|s| {
+        for _ in 0..helpers {
+            let (work_rx, done_tx) = (&work_rx, done_tx.clone());
+            s.spawn(move || {
+                loop {
+                    // The lock is held only while waiting for the next file.
+                    let next = work_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    let Ok((index, path, file)) = next else { break };
+                    let hashed = hash_file(file).map_err(io_error(&path));
+                    if done_tx.send((index, hashed)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        let walked = walk(dir, "", entries, &mut |index, path, file| {
+            let len = file.metadata().map_err(io_error(path))?.len();
+            if len < PARALLEL_MIN {
+                return hash_sized(file, len).map(Some).map_err(io_error(path));
+            }
+            // The helpers only stop once this sender is dropped, so the send cannot fail.
+            work_tx.send((index, path.to_string(), file)).map_err(|e| io_error(path)(std::io::Error::other(e)))?;
+            Ok(None)
+        });
+        drop(work_tx);
+        // Every helper's result, also after a failed walk (the helpers finish what they hold).
+        let mut first_error = walked.err();
+        for (index, hashed) in done_rx {
+            match hashed {
+                Ok((size, hash)) => entries[index].kind = EntryKind::File { size, hash },
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    })
+}
+
+fn io_error(path: &str) -> impl FnOnce(std::io::Error) -> ScanError + use<> {
+    let path = path.to_string();
+    move |source| ScanError::Io { path, source }
+}
+
+/// Hashes the file at entry `index` (`path`): its size and hash now, or `None` when it is
+/// hashed elsewhere and its entry filled in later.
+type HashFile<'a> = dyn FnMut(usize, &str, std::fs::File) -> Result<Option<(u64, B256)>, ScanError> + 'a;
+
+fn walk(dir: &Dir, prefix: &str, out: &mut Vec<Entry>, hash: &mut HashFile<'_>) -> Result<(), ScanError> {
     let shown = if prefix.is_empty() { "." } else { prefix };
-    for entry in dir.entries().map_err(io(shown))? {
-        let entry = entry.map_err(io(shown))?;
+    for entry in dir.entries().map_err(io_error(shown))? {
+        let entry = entry.map_err(io_error(shown))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else {
             return Err(ScanError::NonUtf8Name { path: format!("{prefix}/{}", name.to_string_lossy()) });
@@ -172,17 +242,18 @@ fn walk(dir: &Dir, prefix: &str, out: &mut Vec<Entry>) -> Result<(), ScanError> 
         if out.len() >= MAX_ENTRIES {
             return Err(ScanError::TooManyEntries { limit: MAX_ENTRIES });
         }
-        let ft = entry.file_type().map_err(io(&path))?;
+        let ft = entry.file_type().map_err(io_error(&path))?;
         if ft.is_dir() {
             out.push(Entry { path: path.clone(), kind: EntryKind::Dir });
-            let sub = entry.open_dir().map_err(io(&path))?;
-            walk(&sub, &path, out)?;
+            let sub = entry.open_dir().map_err(io_error(&path))?;
+            walk(&sub, &path, out, hash)?;
         } else if ft.is_file() {
-            let file = entry.open().map_err(io(&path))?;
-            let (size, hash) = hash_file(file.into_std()).map_err(io(&path))?;
+            let file = entry.open().map_err(io_error(&path))?;
+            // Filled in by the helper that hashes it, when one does.
+            let (size, hash) = hash(out.len(), &path, file.into_std())?.unwrap_or_default();
             out.push(Entry { path, kind: EntryKind::File { size, hash } });
         } else if ft.is_symlink() {
-            let target = dir.read_link_contents(name).map_err(io(&path))?;
+            let target = dir.read_link_contents(name).map_err(io_error(&path))?;
             let target = target.to_str().ok_or_else(|| ScanError::NonUtf8Name { path: path.clone() })?.to_string();
             out.push(Entry { path, kind: EntryKind::Symlink { target } });
         } else {
@@ -217,7 +288,13 @@ const PIPELINE_BUF: usize = 1 << 20;
 /// (files are read, not memory-mapped: a mapped file truncated under us would kill the
 /// process).
 pub fn hash_file(file: std::fs::File) -> std::io::Result<(u64, B256)> {
-    if file.metadata()?.len() < PIPELINE_MIN {
+    let len = file.metadata()?.len();
+    hash_sized(file, len)
+}
+
+/// [`hash_file`] of a file whose size, when it was opened, was `len`.
+fn hash_sized(file: std::fs::File, len: u64) -> std::io::Result<(u64, B256)> {
+    if len < PIPELINE_MIN {
         return hash_reader(file);
     }
     use std::sync::mpsc::sync_channel;
@@ -330,6 +407,44 @@ mod tests {
         assert_eq!(hash, blake3_b256(&data));
         std::fs::write(&path, &data[..1000]).unwrap();
         assert_eq!(hash_file(std::fs::File::open(&path).unwrap()).unwrap(), (1000, blake3_b256(&data[..1000])));
+    }
+
+    /// A tree of large files (hashed by helpers), small ones (by the walk) and directories
+    /// scans to the same entries as a hash of each file read whole, in canonical order; with
+    /// more large files than helpers and queue together, so the walk waits for them.
+    #[test]
+    fn files_hashed_on_helper_threads_land_in_their_own_entries() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut expected = Vec::new();
+        for d in ["a", "b", "b/c"] {
+            std::fs::create_dir(tmp.path().join(d)).unwrap();
+            expected.push(Entry { path: d.to_string(), kind: EntryKind::Dir });
+        }
+        for i in 0..(MAX_HELPERS * 3 + 1) {
+            // Large and small files alternate, each with its own contents and size.
+            let size = if i % 2 == 0 { PARALLEL_MIN as usize + i * 4099 } else { 100 + i };
+            let data: Vec<u8> = (0..size).map(|k| ((k * 31 + i * 7) % 253) as u8).collect();
+            let path = format!("{}/f{i:02}", ["a", "b", "b/c"][i % 3]);
+            std::fs::write(tmp.path().join(&path), &data).unwrap();
+            expected.push(Entry { path, kind: EntryKind::File { size: size as u64, hash: blake3_b256(&data) } });
+        }
+        expected.sort_by(|a, b| a.path.cmp(&b.path));
+        let tree = scan(tmp.path()).unwrap();
+        assert_eq!(tree.entries, expected);
+    }
+
+    /// A walk that fails while helpers hash large files reports its error (after they finish).
+    #[test]
+    fn a_failed_walk_with_files_in_flight_reports_its_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        for i in 0..6 {
+            std::fs::write(tmp.path().join(format!("big{i}")), vec![i as u8; PARALLEL_MIN as usize]).unwrap();
+        }
+        let fifo = std::ffi::CString::new(tmp.path().join("pipe").into_os_string().into_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let e = scan(tmp.path()).unwrap_err();
+        assert!(matches!(e, ScanError::Unsupported { ref path, kind: "FIFO" } if path == "pipe"), "{e}");
     }
 
     #[test]
