@@ -152,16 +152,13 @@ pub fn scan(path: &Path) -> Result<Tree, ScanError> {
 ///
 /// Files of at least [`PARALLEL_MIN`] bytes are hashed on helper threads, one per core (at
 /// most [`MAX_HELPERS`]), while the walk goes on: a dataset of several large files hashes
-/// at the machine's speed rather than one core's. The walk opens each file itself (the helpers
-/// get open files, never paths), and at most two files per helper wait open at a time.
+/// at the machine's speed rather than one core's. The helpers start with the first such file
+/// (a tree of small files, a job's usual outputs, starts none). The walk opens each file
+/// itself (the helpers get open files, never paths), and at most two files per helper wait
+/// open at a time.
 pub fn scan_dir(dir: &Dir) -> Result<Tree, ScanError> {
-    let helpers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_HELPERS);
     let mut entries = Vec::new();
-    if helpers < 2 {
-        walk(dir, "", &mut entries, &mut |_, path, file| hash_file(file).map(Some).map_err(io_error(path)))?;
-    } else {
-        scan_parallel(dir, helpers, &mut entries)?;
-    }
+    scan_parallel(dir, helpers(), &mut entries)?;
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Tree { entries })
 }
@@ -172,41 +169,55 @@ pub const PARALLEL_MIN: u64 = 1 << 20;
 /// Most helper threads of one scan.
 const MAX_HELPERS: usize = 4;
 
+/// Helper threads a scan may start: one per core, at most [`MAX_HELPERS`]; none on one core.
+fn helpers() -> usize {
+    static HELPERS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *HELPERS.get_or_init(|| match std::thread::available_parallelism().map_or(1, |n| n.get()) {
+        1 => 0,
+        n => n.min(MAX_HELPERS),
+    })
+}
+
 /// A file the walk hands to a helper: its entry's index, its path (for errors), the file.
 type Handed = (usize, String, std::fs::File);
 
-/// [`scan_dir`]'s walk with `helpers` threads hashing the large files.
+/// [`scan_dir`]'s walk with up to `helpers` threads hashing the large files.
 fn scan_parallel(dir: &Dir, helpers: usize, entries: &mut Vec<Entry>) -> Result<(), ScanError> {
     use std::sync::mpsc::{channel, sync_channel};
-    let (work_tx, work_rx) = sync_channel::<Handed>(helpers * 2);
-    let work_rx = std::sync::Mutex::new(work_rx);
     let (done_tx, done_rx) = channel::<(usize, Result<(u64, B256), ScanError>)>();
     std::thread::scope(|s| {
-        for _ in 0..helpers {
-            let (work_rx, done_tx) = (&work_rx, done_tx.clone());
-            s.spawn(move || {
-                loop {
-                    // The lock is held only while waiting for the next file.
-                    let next = work_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                    let Ok((index, path, file)) = next else { break };
-                    let hashed = hash_file(file).map_err(io_error(&path));
-                    if done_tx.send((index, hashed)).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(done_tx);
+        // The helpers' queue, once the first large file is found.
+        let mut queue: Option<std::sync::mpsc::SyncSender<Handed>> = None;
         let walked = walk(dir, "", entries, &mut |index, path, file| {
             let len = file.metadata().map_err(io_error(path))?.len();
-            if len < PARALLEL_MIN {
+            if helpers == 0 || len < PARALLEL_MIN {
                 return hash_sized(file, len).map(Some).map_err(io_error(path));
             }
-            // The helpers only stop once this sender is dropped, so the send cannot fail.
-            work_tx.send((index, path.to_string(), file)).map_err(|e| io_error(path)(std::io::Error::other(e)))?;
+            let queue = queue.get_or_insert_with(|| {
+                let (work_tx, work_rx) = sync_channel::<Handed>(helpers * 2);
+                let work_rx = std::sync::Arc::new(std::sync::Mutex::new(work_rx));
+                for _ in 0..helpers {
+                    let (work_rx, done_tx) = (work_rx.clone(), done_tx.clone());
+                    s.spawn(move || {
+                        loop {
+                            // The lock is held only while waiting for the next file.
+                            let next = work_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                            let Ok((index, path, file)) = next else { break };
+                            let hashed = hash_file(file).map_err(io_error(&path));
+                            if done_tx.send((index, hashed)).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+                work_tx
+            });
+            // The helpers only stop once the queue is dropped, so the send cannot fail.
+            queue.send((index, path.to_string(), file)).map_err(|e| io_error(path)(std::io::Error::other(e)))?;
             Ok(None)
         });
-        drop(work_tx);
+        drop(queue);
+        drop(done_tx);
         // Every helper's result, also after a failed walk (the helpers finish what they hold).
         let mut first_error = walked.err();
         for (index, hashed) in done_rx {
@@ -410,8 +421,9 @@ mod tests {
     }
 
     /// A tree of large files (hashed by helpers), small ones (by the walk) and directories
-    /// scans to the same entries as a hash of each file read whole, in canonical order; with
-    /// more large files than helpers and queue together, so the walk waits for them.
+    /// scans to the same entries as a hash of each file read whole, in canonical order, with
+    /// any number of helpers; with more large files than helpers and queue hold together, so
+    /// the walk waits for them.
     #[test]
     fn files_hashed_on_helper_threads_land_in_their_own_entries() {
         let tmp = tempfile::tempdir().unwrap();
@@ -429,8 +441,15 @@ mod tests {
             expected.push(Entry { path, kind: EntryKind::File { size: size as u64, hash: blake3_b256(&data) } });
         }
         expected.sort_by(|a, b| a.path.cmp(&b.path));
-        let tree = scan(tmp.path()).unwrap();
-        assert_eq!(tree.entries, expected);
+        assert_eq!(scan(tmp.path()).unwrap().entries, expected);
+        // On one core (no helpers) and with one helper, the same.
+        let dir = Dir::open_ambient_dir(tmp.path(), ambient_authority()).unwrap();
+        for helpers in [0, 1, MAX_HELPERS] {
+            let mut entries = Vec::new();
+            scan_parallel(&dir, helpers, &mut entries).unwrap();
+            entries.sort_by(|a, b| a.path.cmp(&b.path));
+            assert_eq!(entries, expected, "{helpers} helpers");
+        }
     }
 
     /// A walk that fails while helpers hash large files reports its error (after they finish).
