@@ -178,8 +178,9 @@ fn helpers() -> usize {
     })
 }
 
-/// A file the walk hands to a helper: its entry's index, its path (for errors), the file.
-type Handed = (usize, String, std::fs::File);
+/// A file the walk hands to a helper: its entry's index, its path (for errors), the file and
+/// its size when opened.
+type Handed = (usize, String, std::fs::File, u64);
 
 /// [`scan_dir`]'s walk with up to `helpers` threads hashing the large files.
 fn scan_parallel(dir: &Dir, helpers: usize, entries: &mut Vec<Entry>) -> Result<(), ScanError> {
@@ -202,8 +203,8 @@ fn scan_parallel(dir: &Dir, helpers: usize, entries: &mut Vec<Entry>) -> Result<
                         loop {
                             // The lock is held only while waiting for the next file.
                             let next = work_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                            let Ok((index, path, file)) = next else { break };
-                            let hashed = hash_file(file).map_err(io_error(&path));
+                            let Ok((index, path, file, len)) = next else { break };
+                            let hashed = hash_sized(file, len).map_err(io_error(&path));
                             if done_tx.send((index, hashed)).is_err() {
                                 break;
                             }
@@ -213,7 +214,7 @@ fn scan_parallel(dir: &Dir, helpers: usize, entries: &mut Vec<Entry>) -> Result<
                 work_tx
             });
             // The helpers only stop once the queue is dropped, so the send cannot fail.
-            queue.send((index, path.to_string(), file)).map_err(|e| io_error(path)(std::io::Error::other(e)))?;
+            queue.send((index, path.to_string(), file, len)).map_err(|e| io_error(path)(std::io::Error::other(e)))?;
             Ok(None)
         });
         drop(queue);

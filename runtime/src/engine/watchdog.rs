@@ -137,7 +137,7 @@ mod tests {
 
         fn at(&mut self, i: usize) -> NonNull<u8> {
             let p = NonNull::from(&mut self.0[i]).cast::<u8>();
-            assert!(interrupt::usable(p, 16));
+            assert!(interrupt::usable(p, interrupt::SIZE as usize));
             p
         }
 

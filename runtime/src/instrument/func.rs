@@ -307,6 +307,7 @@ impl<'w, 'a> Walk<'w, 'a> {
         match interrupt {
             Some(memory_index) => {
                 self.out.push(Instruction::I32Const(0));
+                // Atomic, so it is loaded afresh at every check (see `interrupt`).
                 self.out.push(Instruction::I64AtomicLoad(interrupt::floor(memory_index)));
             }
             None => self.out.push(Instruction::I64Const(0)),

@@ -67,12 +67,13 @@ pub(crate) fn memory(mut section: MemorySection) -> MemorySection {
     section
 }
 
-/// The floor's `i64.atomic.load` in memory `memory_index` (at address 0).
+/// The floor's `i64.atomic.load` in memory `memory_index` (address 0, offset 0).
 pub(crate) fn floor(memory_index: u32) -> MemArg {
     MemArg { offset: 0, align: 3, memory_index }
 }
 
-/// The seen byte's `i32.atomic.store8` in memory `memory_index` (at address 0).
+/// The seen byte's `i32.atomic.store8` in memory `memory_index` (address 0, offset
+/// [`SEEN_AT`]).
 pub(crate) fn seen(memory_index: u32) -> MemArg {
     MemArg { offset: SEEN_AT, align: 0, memory_index }
 }
