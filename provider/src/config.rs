@@ -120,7 +120,7 @@ pub struct HttpConfig {
     pub trusted_proxies: Vec<IpAddr>,
     /// Uploads (modules, dataset files) received at once; 503 beyond.
     pub max_concurrent_uploads: usize,
-    /// Uploads received at once from one address; 429 beyond.
+    /// Uploads received at once from one address (0: no bound); 429 beyond.
     pub max_uploads_per_address: usize,
     /// Bytes one address may upload per hour (0: no bound); 429 beyond.
     pub upload_bytes_per_address_per_hour: u64,

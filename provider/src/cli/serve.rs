@@ -183,7 +183,7 @@ pub struct HttpArgs {
     /// Uploads received at once, 503 beyond [default: 8].
     #[arg(long, env = "TIDEPOOL_MAX_CONCURRENT_UPLOADS", value_name = "N")]
     pub max_concurrent_uploads: Option<usize>,
-    /// Uploads received at once from one address, 429 beyond [default: 2].
+    /// Uploads received at once from one address, 429 beyond; 0: no bound [default: 2].
     #[arg(long, env = "TIDEPOOL_MAX_UPLOADS_PER_ADDRESS", value_name = "N")]
     pub max_uploads_per_address: Option<usize>,
     /// Bytes one address may upload per hour, 429 beyond; 0: no bound [default: 32GiB].

@@ -35,6 +35,7 @@ use http_body::{Frame, SizeHint};
 use tokio::sync::Semaphore;
 
 use super::error::ApiError;
+use super::quota::Quotas;
 use crate::config::HttpConfig;
 use crate::metrics::{self, CounterVec};
 
@@ -107,7 +108,7 @@ pub struct Guard {
     config: HttpConfig,
     slots: Arc<Semaphore>,
     rates: RateLimiter,
-    peers: Arc<PeerSlots>,
+    peers: Arc<Quotas<IpAddr>>,
     /// The requests answered and refused.
     pub metrics: HttpMetrics,
 }
@@ -118,7 +119,7 @@ impl Guard {
         Arc::new(Self {
             slots: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),
             rates: RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst),
-            peers: Arc::new(PeerSlots { limit: config.max_requests_per_peer, active: Mutex::default() }),
+            peers: Quotas::new("peer", "requests", config.max_requests_per_peer, 0),
             config,
             metrics: HttpMetrics::default(),
         })
@@ -224,7 +225,7 @@ async fn admit(g: &Guard, mut req: Request, next: Next) -> Response {
     if let Some(ip) = ip {
         req.extensions_mut().insert(Peer(ip));
     }
-    let _peer_slot = match ip.map(|ip| PeerSlots::enter(&g.peers, ip)) {
+    let _peer_slot = match ip.map(|ip| g.peers.enter(ip, 0)) {
         Some(Err(e)) => {
             g.metrics.reject(reason::PEER_BUSY);
             return e.into_response();
@@ -253,52 +254,6 @@ async fn admit(g: &Guard, mut req: Request, next: Next) -> Response {
         _ => {}
     }
     response
-}
-
-/// Requests in progress per peer, at most `limit` each (0: no bound).
-#[derive(Debug)]
-struct PeerSlots {
-    limit: usize,
-    active: Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// One request in progress of a peer, counted until dropped.
-#[derive(Debug)]
-struct PeerSlot {
-    peers: Arc<PeerSlots>,
-    ip: IpAddr,
-}
-
-impl PeerSlots {
-    /// Counts a request of `ip`; a 429 when it has `limit` in progress already (`None`: no
-    /// bound to count against).
-    fn enter(peers: &Arc<Self>, ip: IpAddr) -> Result<Option<PeerSlot>, ApiError> {
-        if peers.limit == 0 {
-            return Ok(None);
-        }
-        let mut active = peers.active.lock().unwrap_or_else(|p| p.into_inner());
-        let n = active.entry(ip).or_insert(0);
-        if *n >= peers.limit {
-            return Err(ApiError::TooManyRequests {
-                retry_after_secs: 1,
-                message: format!("{ip} has {n} requests in progress; at most {} at once", peers.limit),
-            });
-        }
-        *n += 1;
-        Ok(Some(PeerSlot { peers: peers.clone(), ip }))
-    }
-}
-
-impl Drop for PeerSlot {
-    fn drop(&mut self) {
-        let mut active = self.peers.active.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = active.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                active.remove(&self.ip);
-            }
-        }
-    }
 }
 
 /// Per-peer token buckets: `rate` requests a second on average, `burst` at once.
@@ -441,22 +396,6 @@ pub fn body_error(e: axum::Error) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_peer_has_at_most_its_limit_of_requests_in_progress() {
-        let peers = Arc::new(PeerSlots { limit: 2, active: Mutex::default() });
-        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        let first = PeerSlots::enter(&peers, a).unwrap();
-        let _second = PeerSlots::enter(&peers, a).unwrap();
-        assert_eq!(PeerSlots::enter(&peers, a).unwrap_err().status(), 429);
-        let _other = PeerSlots::enter(&peers, b).unwrap();
-        drop(first);
-        let _again = PeerSlots::enter(&peers, a).unwrap();
-        drop((_second, _again, _other));
-        assert!(peers.active.lock().unwrap().is_empty(), "no peer is kept once it has nothing in progress");
-        let unbounded = Arc::new(PeerSlots { limit: 0, active: Mutex::default() });
-        assert!((0..1000).all(|_| PeerSlots::enter(&unbounded, a).unwrap().is_none()));
-    }
 
     #[test]
     fn a_peer_gets_its_burst_then_its_rate() {

@@ -16,6 +16,7 @@ pub mod guard;
 mod hardening_tests;
 mod keeper;
 mod meta;
+mod quota;
 mod response;
 pub mod server;
 #[cfg(test)]

@@ -16,11 +16,9 @@
 //! body idle timeout), grows past the limit or does not hash to what was signed is refused and
 //! its temporary file removed at once.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use alloy_primitives::{Address, B256, Keccak256};
 use axum::Extension;
@@ -34,6 +32,7 @@ use super::Api;
 use super::error::{ApiError, ApiResult};
 use super::extract::Envelope;
 use super::guard::{Peer, body_error};
+use super::quota::{Quotas, Ticket};
 use crate::protocol::signing::{AuthError, HEADER_CONTENT_HASH};
 
 /// Bounds on uploads.
@@ -41,7 +40,7 @@ use crate::protocol::signing::{AuthError, HEADER_CONTENT_HASH};
 pub struct UploadLimits {
     /// Uploads being received at once, from everyone.
     pub max_concurrent: usize,
-    /// Uploads being received at once from one address.
+    /// Uploads being received at once from one address (0: no bound).
     pub max_per_address: usize,
     /// Bytes one address may upload per hour (0: no bound).
     pub bytes_per_address_per_hour: u64,
@@ -53,92 +52,9 @@ pub struct UploadLimits {
 /// The upload slots and the quotas per address and per peer.
 #[derive(Debug)]
 pub struct UploadGate {
-    limits: UploadLimits,
     slots: Arc<Semaphore>,
-    per_address: Quotas<Address>,
-    per_peer: Quotas<IpAddr>,
-}
-
-/// Per-key uploads in progress and bytes in the current hour.
-#[derive(Debug)]
-struct Quotas<K> {
-    /// What a key is, for messages ("address", "peer").
-    what: &'static str,
-    /// Bytes a key may upload per hour (0: no bound).
-    budget: u64,
-    map: Mutex<HashMap<K, Quota>>,
-}
-
-#[derive(Debug)]
-struct Quota {
-    active: usize,
-    window_start: Instant,
-    bytes: u64,
-}
-
-const WINDOW: Duration = Duration::from_secs(3600);
-
-impl<K: std::hash::Hash + Eq + Copy + std::fmt::Display> Quotas<K> {
-    fn new(what: &'static str, budget: u64) -> Self {
-        Self { what, budget, map: Mutex::new(HashMap::new()) }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Quota>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Counts an upload of `key` of `declared` bytes in progress, when it has fewer than
-    /// `max_active` (if bounded) and its hour's budget has room.
-    fn enter(&self, key: K, max_active: Option<usize>, declared: u64) -> ApiResult<()> {
-        let mut quotas = self.lock();
-        // Forget keys that have been quiet for a window, so the map stays small.
-        if quotas.len() > 10_000 {
-            quotas.retain(|_, q| q.active > 0 || q.window_start.elapsed() < WINDOW);
-        }
-        let q = quotas.entry(key).or_insert_with(|| Quota { active: 0, window_start: Instant::now(), bytes: 0 });
-        if q.window_start.elapsed() >= WINDOW {
-            q.window_start = Instant::now();
-            q.bytes = 0;
-        }
-        if let Some(max) = max_active
-            && q.active >= max
-        {
-            return Err(ApiError::TooManyRequests {
-                retry_after_secs: 1,
-                message: format!("{key} already has {} uploads in progress", q.active),
-            });
-        }
-        self.check_bytes(q, declared)?;
-        q.active += 1;
-        Ok(())
-    }
-
-    /// Counts `n` more bytes against `key`'s hourly budget.
-    fn charge(&self, key: K, n: u64) -> ApiResult<()> {
-        let mut quotas = self.lock();
-        let Some(q) = quotas.get_mut(&key) else { return Ok(()) };
-        self.check_bytes(q, n)?;
-        q.bytes = q.bytes.saturating_add(n);
-        Ok(())
-    }
-
-    /// An upload of `key` is no longer in progress.
-    fn leave(&self, key: K) {
-        if let Some(q) = self.lock().get_mut(&key) {
-            q.active = q.active.saturating_sub(1);
-        }
-    }
-
-    fn check_bytes(&self, q: &Quota, more: u64) -> ApiResult<()> {
-        if self.budget > 0 && q.bytes.saturating_add(more) > self.budget {
-            let wait = WINDOW.saturating_sub(q.window_start.elapsed()).as_secs().max(1);
-            return Err(ApiError::TooManyRequests {
-                retry_after_secs: wait,
-                message: format!("over the upload quota of {} bytes per hour for this {}", self.budget, self.what),
-            });
-        }
-        Ok(())
-    }
+    per_address: Arc<Quotas<Address>>,
+    per_peer: Arc<Quotas<IpAddr>>,
 }
 
 /// The peer an upload quota counts: the IP address, or for IPv6 its /64 (one subscriber's
@@ -153,51 +69,35 @@ fn quota_peer(ip: IpAddr) -> IpAddr {
 /// An upload's slot, given back when dropped.
 #[derive(Debug)]
 pub struct UploadSlot {
-    gate: Arc<UploadGate>,
     address: Address,
     peer: Option<IpAddr>,
+    _tickets: (Option<Ticket<Address>>, Option<Ticket<IpAddr>>),
     _slot: OwnedSemaphorePermit,
-}
-
-impl Drop for UploadSlot {
-    fn drop(&mut self) {
-        self.gate.per_address.leave(self.address);
-        if let Some(peer) = self.peer {
-            self.gate.per_peer.leave(peer);
-        }
-    }
 }
 
 impl UploadGate {
     /// A gate with `limits`.
     pub fn new(limits: UploadLimits) -> Arc<Self> {
         Arc::new(Self {
-            limits,
             slots: Arc::new(Semaphore::new(limits.max_concurrent.max(1))),
-            per_address: Quotas::new("address", limits.bytes_per_address_per_hour),
-            per_peer: Quotas::new("peer", limits.bytes_per_peer_per_hour),
+            per_address: Quotas::new("address", "uploads", limits.max_per_address, limits.bytes_per_address_per_hour),
+            per_peer: Quotas::new("peer", "uploads", 0, limits.bytes_per_peer_per_hour),
         })
     }
 
     /// A slot for an upload by `address` from `peer` (when known) of `declared` bytes (when
     /// known).
-    pub fn enter(
-        self: &Arc<Self>,
-        address: Address,
-        peer: Option<IpAddr>,
-        declared: Option<u64>,
-    ) -> ApiResult<UploadSlot> {
+    pub fn enter(&self, address: Address, peer: Option<IpAddr>, declared: Option<u64>) -> ApiResult<UploadSlot> {
         let slot = self.slots.clone().try_acquire_owned().map_err(|_| ApiError::overloaded("uploads"))?;
         let declared = declared.unwrap_or(0);
         let peer = peer.map(quota_peer);
-        self.per_address.enter(address, Some(self.limits.max_per_address), declared)?;
-        if let Some(ip) = peer
-            && let Err(e) = self.per_peer.enter(ip, None, declared)
-        {
-            self.per_address.leave(address);
-            return Err(e);
-        }
-        Ok(UploadSlot { gate: self.clone(), address, peer, _slot: slot })
+        // Refused for the peer, the address's ticket goes back as this returns.
+        let by_address = self.per_address.enter(address, declared)?;
+        let by_peer = match peer {
+            Some(ip) => self.per_peer.enter(ip, declared)?,
+            None => None,
+        };
+        Ok(UploadSlot { address, peer, _tickets: (by_address, by_peer), _slot: slot })
     }
 
     /// Counts `n` more bytes against the uploader's and its peer's hourly quotas.
@@ -409,6 +309,17 @@ mod tests {
         assert_eq!(gate.charge(&again, 60).unwrap_err().status(), 429, "over the hourly bytes");
         drop(again);
         assert_eq!(gate.enter(b, None, Some(101)).unwrap_err().status(), 429, "a declared length over the quota");
+
+        // 0: no bound per address, only the slots.
+        let open = UploadGate::new(UploadLimits {
+            max_concurrent: 3,
+            max_per_address: 0,
+            bytes_per_address_per_hour: 0,
+            bytes_per_peer_per_hour: 0,
+        });
+        let all: Vec<_> = (0..3).map(|_| open.enter(a, None, None).unwrap()).collect();
+        assert_eq!(open.enter(a, None, None).unwrap_err().status(), 503, "the slots still bound it");
+        drop(all);
     }
 
     #[test]
@@ -435,7 +346,7 @@ mod tests {
         gate.charge(&three, 50).unwrap();
         // A refusal for the peer leaves the address's count as it was.
         drop((two, three));
-        assert!(gate.per_address.lock().values().all(|q| q.active == 0));
-        assert!(gate.per_peer.lock().values().all(|q| q.active == 0));
+        assert_eq!(gate.per_address.in_progress(), 0);
+        assert_eq!(gate.per_peer.in_progress(), 0);
     }
 }
