@@ -212,27 +212,26 @@ async fn admit(g: &Guard, mut req: Request, next: Next) -> Response {
     let exempt = is_exempt(req.uri().path());
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let ip = if exempt { None } else { g.client_ip(peer, req.headers()) };
-    if let Some(ip) = ip
-        && let Err(wait) = g.rates.check(ip)
-    {
-        g.metrics.reject(reason::RATE_LIMITED);
-        return ApiError::TooManyRequests {
-            retry_after_secs: wait,
-            message: format!("too many requests from {ip}; slow down"),
-        }
-        .into_response();
-    }
+    // The peer's rate, then its requests in progress (held until the response is made).
+    let mut _peer_ticket = None;
     if let Some(ip) = ip {
+        if let Err(wait) = g.rates.check(ip) {
+            g.metrics.reject(reason::RATE_LIMITED);
+            return ApiError::TooManyRequests {
+                retry_after_secs: wait,
+                message: format!("too many requests from {ip}; slow down"),
+            }
+            .into_response();
+        }
+        match g.peers.enter(ip, 0) {
+            Ok(ticket) => _peer_ticket = ticket,
+            Err(e) => {
+                g.metrics.reject(reason::PEER_BUSY);
+                return e.into_response();
+            }
+        }
         req.extensions_mut().insert(Peer(ip));
     }
-    let _peer_slot = match ip.map(|ip| g.peers.enter(ip, 0)) {
-        Some(Err(e)) => {
-            g.metrics.reject(reason::PEER_BUSY);
-            return e.into_response();
-        }
-        Some(Ok(slot)) => slot,
-        None => None,
-    };
     let _slot = if exempt {
         None
     } else {
