@@ -21,7 +21,7 @@ pub(super) struct LiveJobs {
 #[derive(Debug)]
 struct Live {
     cancel: Arc<AtomicBool>,
-    stage: Option<JobStatus>,
+    stage: Option<Stage>,
     progress: Option<ProgressView>,
     /// Where stage changes go besides (cluster mode: to the shared database).
     stages: Option<tokio::sync::mpsc::UnboundedSender<JobStatus>>,
@@ -66,7 +66,7 @@ impl LiveJobs {
     /// A running job's stage and progress (taken before its row is read: a job that ends in
     /// between then shows its final row, never an older stage than it had shown).
     pub fn snapshot(&self, id: &str) -> (Option<JobStatus>, Option<ProgressView>) {
-        self.lock().get(id).map_or((None, None), |l| (l.stage, l.progress.clone()))
+        self.lock().get(id).map_or((None, None), |l| (l.stage.map(status), l.progress.clone()))
     }
 
     /// Sends job `id`'s stage changes to `stages` too.
@@ -85,24 +85,11 @@ impl LiveJobs {
                 // Stages only move forward: one reported again or out of order (a worker
                 // process is a stream of reports the supervisor does not trust) changes nothing
                 // and sends nothing, so a job sends at most one update per stage.
-                const ORDER: [JobStatus; 4] = [
-                    JobStatus::ConfiguringVolumes,
-                    JobStatus::Provisioning,
-                    JobStatus::Running,
-                    JobStatus::PublishingResults,
-                ];
-                let stage = match stage {
-                    Stage::ConfiguringVolumes => JobStatus::ConfiguringVolumes,
-                    Stage::Provisioning => JobStatus::Provisioning,
-                    Stage::Running => JobStatus::Running,
-                    Stage::PublishingResults => JobStatus::PublishingResults,
-                };
-                let rank = |s: Option<JobStatus>| s.and_then(|s| ORDER.iter().position(|o| *o == s));
-                if rank(Some(stage)) <= rank(live.stage) {
+                if live.stage.is_some_and(|seen| stage <= seen) {
                     return;
                 }
                 if let Some(stages) = &live.stages {
-                    let _ = stages.send(stage);
+                    let _ = stages.send(status(stage));
                 }
                 live.stage = Some(stage);
             }
@@ -111,6 +98,16 @@ impl LiveJobs {
             }
             JobEvent::Guest(GuestEvent::Metric { .. }) => {}
         }
+    }
+}
+
+/// The job status a runtime stage shows as.
+fn status(stage: Stage) -> JobStatus {
+    match stage {
+        Stage::ConfiguringVolumes => JobStatus::ConfiguringVolumes,
+        Stage::Provisioning => JobStatus::Provisioning,
+        Stage::Running => JobStatus::Running,
+        Stage::PublishingResults => JobStatus::PublishingResults,
     }
 }
 

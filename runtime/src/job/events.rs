@@ -38,8 +38,9 @@ impl GuestEvent {
     }
 }
 
-/// The phases of a job, in order (named after Ocean's compute statuses).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The phases of a job, in the order a job goes through them (named after Ocean's compute
+/// statuses); the order of the variants is that order (`Ord`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stage {
     /// Scanning and hashing the input datasets.
     ConfiguringVolumes,
