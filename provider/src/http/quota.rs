@@ -68,7 +68,8 @@ impl<K: std::hash::Hash + Eq> Quotas<K> {
     }
 }
 
-/// Past this many keys, `enter` forgets the idle ones (those whose hour has run out).
+/// Past this many keys of a map with a byte budget, `enter` forgets the idle ones (those whose
+/// hour has run out).
 const SWEEP_ABOVE: usize = 10_000;
 
 impl<K: std::hash::Hash + Eq + Copy + std::fmt::Display> Quotas<K> {
@@ -86,7 +87,9 @@ impl<K: std::hash::Hash + Eq + Copy + std::fmt::Display> Quotas<K> {
             return Ok(None);
         }
         let mut map = self.lock();
-        if map.len() > SWEEP_ABOVE {
+        // Without a byte budget a key goes with its last ticket: the map holds busy keys only,
+        // and a sweep would find nothing to forget.
+        if self.budget > 0 && map.len() > SWEEP_ABOVE {
             map.retain(|_, q| !q.idle(self.budget));
         }
         let q = map.entry(key).or_insert_with(|| Quota { active: 0, window_start: Instant::now(), bytes: 0 });
