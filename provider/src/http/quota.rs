@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use super::error::{ApiError, ApiResult};
 
 /// The window an hourly byte budget counts over.
-pub(crate) const WINDOW: Duration = Duration::from_secs(3600);
+const WINDOW: Duration = Duration::from_secs(3600);
 
 /// Keys, bounded in work in progress and in bytes per hour.
 #[derive(Debug)]
@@ -47,6 +47,17 @@ impl Quota {
 pub(crate) struct Ticket<K: std::hash::Hash + Eq + Copy> {
     quotas: Arc<Quotas<K>>,
     key: K,
+}
+
+impl<K: std::hash::Hash + Eq + Copy + std::fmt::Display> Ticket<K> {
+    /// Counts `n` more bytes against the key's hourly budget: a 429 when they do not fit.
+    pub(crate) fn charge(&self, n: u64) -> ApiResult<()> {
+        let mut map = self.quotas.lock();
+        let Some(q) = map.get_mut(&self.key) else { return Ok(()) };
+        self.quotas.check_bytes(q, n)?;
+        q.bytes = q.bytes.saturating_add(n);
+        Ok(())
+    }
 }
 
 impl<K: std::hash::Hash + Eq + Copy> Drop for Ticket<K> {
@@ -118,15 +129,6 @@ impl<K: std::hash::Hash + Eq + Copy + std::fmt::Display> Quotas<K> {
         Ok(Some(Ticket { quotas: self.clone(), key }))
     }
 
-    /// Counts `n` more bytes against `key`'s hourly budget: a 429 when they do not fit.
-    pub(crate) fn charge(&self, key: K, n: u64) -> ApiResult<()> {
-        let mut map = self.lock();
-        let Some(q) = map.get_mut(&key) else { return Ok(()) };
-        self.check_bytes(q, n)?;
-        q.bytes = q.bytes.saturating_add(n);
-        Ok(())
-    }
-
     fn check_bytes(&self, q: &Quota, more: u64) -> ApiResult<()> {
         if self.budget > 0 && q.bytes.saturating_add(more) > self.budget {
             let wait = WINDOW.saturating_sub(q.window_start.elapsed()).as_secs().max(1);
@@ -178,8 +180,8 @@ mod tests {
     fn bytes_are_counted_for_the_hour_even_with_nothing_in_progress() {
         let addresses = Quotas::<u32>::new("address", "uploads", 0, 100);
         let t = addresses.enter(7, 10).unwrap().unwrap();
-        addresses.charge(7, 60).unwrap();
-        let err = addresses.charge(7, 60).unwrap_err();
+        t.charge(60).unwrap();
+        let err = t.charge(60).unwrap_err();
         assert_eq!(err.status(), 429);
         assert!(err.to_string().contains("for this address"), "{err}");
         drop(t);

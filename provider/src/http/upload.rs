@@ -69,9 +69,9 @@ fn quota_peer(ip: IpAddr) -> IpAddr {
 /// An upload's slot, given back when dropped.
 #[derive(Debug)]
 pub struct UploadSlot {
-    address: Address,
-    peer: Option<IpAddr>,
-    _tickets: (Option<Ticket<Address>>, Option<Ticket<IpAddr>>),
+    /// The address's and the peer's counts (none where there is no bound to count against).
+    by_address: Option<Ticket<Address>>,
+    by_peer: Option<Ticket<IpAddr>>,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -97,14 +97,18 @@ impl UploadGate {
             Some(ip) => self.per_peer.enter(ip, declared)?,
             None => None,
         };
-        Ok(UploadSlot { address, peer, _tickets: (by_address, by_peer), _slot: slot })
+        Ok(UploadSlot { by_address, by_peer, _slot: slot })
     }
+}
 
+impl UploadSlot {
     /// Counts `n` more bytes against the uploader's and its peer's hourly quotas.
-    fn charge(&self, slot: &UploadSlot, n: u64) -> ApiResult<()> {
-        self.per_address.charge(slot.address, n)?;
-        match slot.peer {
-            Some(peer) => self.per_peer.charge(peer, n),
+    fn charge(&self, n: u64) -> ApiResult<()> {
+        if let Some(t) = &self.by_address {
+            t.charge(n)?;
+        }
+        match &self.by_peer {
+            Some(t) => t.charge(n),
             None => Ok(()),
         }
     }
@@ -253,7 +257,7 @@ impl Authorized {
             if size > limit {
                 return Err(ApiError::TooLarge(format!("the body is over its {limit}-byte limit")));
             }
-            api.uploads.charge(&self.slot, chunk.len() as u64)?;
+            self.slot.charge(chunk.len() as u64)?;
             keccak.update(&chunk);
             blake.update(&chunk);
             spool.write(api.assets.upload_dir(), &chunk).await?;
@@ -305,8 +309,8 @@ mod tests {
         assert_eq!(gate.enter(Address::repeat_byte(3), None, None).unwrap_err().status(), 503, "no slot left");
         drop(first);
         let again = gate.enter(a, None, None).unwrap();
-        gate.charge(&again, 60).unwrap();
-        assert_eq!(gate.charge(&again, 60).unwrap_err().status(), 429, "over the hourly bytes");
+        again.charge(60).unwrap();
+        assert_eq!(again.charge(60).unwrap_err().status(), 429, "over the hourly bytes");
         drop(again);
         assert_eq!(gate.enter(b, None, Some(101)).unwrap_err().status(), 429, "a declared length over the quota");
 
@@ -334,16 +338,16 @@ mod tests {
         let neighbour: IpAddr = "2001:db8::2".parse().unwrap();
         let elsewhere: IpAddr = "2001:db8:0:1::1".parse().unwrap();
         let one = gate.enter(Address::repeat_byte(1), Some(peer), None).unwrap();
-        gate.charge(&one, 60).unwrap();
+        one.charge(60).unwrap();
         drop(one);
         // A new address from the same /64 shares its budget; another /64 does not.
         let two = gate.enter(Address::repeat_byte(2), Some(neighbour), None).unwrap();
-        let err = gate.charge(&two, 60).unwrap_err();
+        let err = two.charge(60).unwrap_err();
         assert_eq!(err.status(), 429);
         assert!(err.to_string().contains("for this peer"), "{err}");
         assert_eq!(gate.enter(Address::repeat_byte(3), Some(peer), Some(50)).unwrap_err().status(), 429);
         let three = gate.enter(Address::repeat_byte(3), Some(elsewhere), Some(50)).unwrap();
-        gate.charge(&three, 50).unwrap();
+        three.charge(50).unwrap();
         // A refusal for the peer leaves the address's count as it was.
         drop((two, three));
         assert_eq!(gate.per_address.in_progress(), 0);
