@@ -23,6 +23,7 @@ use crate::protocol::api::ProviderView;
 use crate::protocol::eip712;
 use crate::store::Db;
 use crate::store::blobs::Blobs;
+use crate::store::lock::DataDirLock;
 use crate::store::nonces::Nonces;
 use crate::store::s3::{S3, S3Config};
 
@@ -127,6 +128,7 @@ pub struct Provider {
     jobs: Arc<Jobs>,
     dispatcher: Arc<Dispatcher>,
     api: Arc<Api>,
+    _lock: Option<DataDirLock>,
 }
 
 impl Provider {
@@ -134,6 +136,12 @@ impl Provider {
     pub async fn open(config: ProviderConfig) -> Result<Arc<Self>> {
         let data = &config.data_dir;
         std::fs::create_dir_all(data).with_context(|| format!("creating the data directory {}", data.display()))?;
+        // Single-node mode: this daemon owns the directory (see `store::lock`). Cluster nodes
+        // keep their state in the shared database and bucket, and spare what other nodes run.
+        let lock = match &config.database {
+            None => Some(DataDirLock::acquire(data).context("locking the data directory")?),
+            Some(_) => None,
+        };
         let (signer, created) = crate::keys::load_or_create(&config.key_path(), config.key_file.is_none())?;
         if created {
             tracing::info!(address = %signer.address(), path = %config.key_path().display(), "created the provider key");
@@ -165,10 +173,11 @@ impl Provider {
             _ => anyhow::bail!("a keeper on a chain needs both the chain's RPC URL and the contracts file"),
         };
         let environments = environments(&config)?;
-        Ok(Self::assemble(config, db, blobs, keeper, signer, environments))
+        Ok(Self::assemble(config, db, blobs, keeper, signer, environments, lock))
     }
 
-    /// Builds a provider around an existing keeper (another keeper implementation, tests).
+    /// Builds a provider around an existing keeper (another keeper implementation, tests),
+    /// holding `lock` (its data directory's, if it owns one) for as long as it lives.
     pub fn assemble(
         config: ProviderConfig,
         db: Db,
@@ -176,6 +185,7 @@ impl Provider {
         keeper: Arc<dyn Keeper>,
         signer: PrivateKeySigner,
         environments: Arc<Environments>,
+        lock: Option<DataDirLock>,
     ) -> Arc<Self> {
         let blobs = Arc::new(blobs);
         let runtime = runtime(&config);
@@ -247,7 +257,7 @@ impl Provider {
                 bytes_per_peer_per_hour: config.http.upload_bytes_per_peer_per_hour,
             }),
         });
-        Arc::new(Self { config, signer, keeper, algorithms, jobs, dispatcher, api })
+        Arc::new(Self { config, signer, keeper, algorithms, jobs, dispatcher, api, _lock: lock })
     }
 
     /// The provider's address: its identity, and what its receipts are signed by.

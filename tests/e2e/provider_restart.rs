@@ -2,6 +2,8 @@
 //! lost or duplicated; interrupted jobs run again and, being deterministic, give the receipt
 //! an uninterrupted run gives.
 
+use std::io::Read;
+use std::process::Stdio;
 use std::time::Duration;
 
 use alloy_primitives::{B256, U256};
@@ -279,4 +281,46 @@ async fn random_kills_of_the_daemon_and_its_workers_leave_every_agreement_legal(
         total += c.balance(c.address()).await.unwrap();
     }
     assert_eq!(total, faucet_amount() * U256::from(consumers), "tokens are conserved");
+}
+
+/// A second daemon started on a data directory a running one owns refuses to start, naming
+/// the holder, and touches none of what the first one has in flight; once the first is killed
+/// (SIGKILL: no cleanup), a new one starts there and clears what the killed one left.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_daemon_on_the_same_data_directory_refuses_and_touches_nothing() {
+    let mut d = Daemon::start(&[]);
+    let first = d.consumer().await;
+    // What a running daemon has in flight: an upload's temporary file, a job's scratch space.
+    let upload = d.data.join("tmp").join("upload-in-flight");
+    let scratch = d.data.join("jobs").join("job-in-flight");
+    std::fs::write(&upload, b"half an upload").unwrap();
+    std::fs::create_dir_all(&scratch).unwrap();
+    std::fs::write(scratch.join("out.txt"), b"half an output").unwrap();
+
+    let mut second = crate::util::tidepool();
+    second.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&d.data);
+    let mut second = second.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let status = (0..600).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        second.try_wait().unwrap()
+    });
+    if status.is_none() {
+        let _ = second.kill();
+    }
+    let mut stderr = String::new();
+    second.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "the second daemon started beside the first: {stderr}");
+    let holder = d.pid().expect("the first daemon runs");
+    let expected = format!("is in use by another tidepool process (pid {holder})");
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(upload.exists() && scratch.join("out.txt").exists(), "the refused daemon removed the first's files");
+    // The first one still serves, and still writes.
+    let balance = first.balance(first.address()).await.unwrap();
+    assert_eq!(balance, faucet_amount(), "the first daemon's state");
+    d.consumer().await;
+
+    // SIGKILL leaves no stale lock: the next daemon starts and clears the killed one's files.
+    d.restart();
+    assert!(!upload.exists() && !scratch.exists(), "a killed daemon's leftovers are cleared at start");
+    d.consumer().await;
 }

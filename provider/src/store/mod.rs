@@ -21,6 +21,7 @@
 
 pub mod blobs;
 mod conn;
+pub mod lock;
 pub mod nonces;
 mod raw;
 pub mod read;
