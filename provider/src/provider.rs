@@ -138,10 +138,8 @@ impl Provider {
         std::fs::create_dir_all(data).with_context(|| format!("creating the data directory {}", data.display()))?;
         // Single-node mode: this daemon owns the directory (see `store::lock`). Cluster nodes
         // keep their state in the shared database and bucket, and spare what other nodes run.
-        let lock = match &config.database {
-            None => Some(DataDirLock::acquire(data).context("locking the data directory")?),
-            Some(_) => None,
-        };
+        let shared = config.database.as_deref().is_some_and(Db::is_shared_url);
+        let lock = if shared { None } else { Some(DataDirLock::acquire(data).context("locking the data directory")?) };
         let (signer, created) = crate::keys::load_or_create(&config.key_path(), config.key_file.is_none())?;
         if created {
             tracing::info!(address = %signer.address(), path = %config.key_path().display(), "created the provider key");

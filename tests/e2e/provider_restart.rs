@@ -297,22 +297,26 @@ async fn a_second_daemon_on_the_same_data_directory_refuses_and_touches_nothing(
     std::fs::create_dir_all(&scratch).unwrap();
     std::fs::write(scratch.join("out.txt"), b"half an output").unwrap();
 
-    let mut second = crate::util::tidepool();
-    second.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&d.data);
-    let mut second = second.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let status = (0..600).find_map(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        second.try_wait().unwrap()
-    });
-    if status.is_none() {
-        let _ = second.kill();
-    }
-    let mut stderr = String::new();
-    second.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    assert_eq!(status.and_then(|s| s.code()), Some(2), "the second daemon started beside the first: {stderr}");
     let holder = d.pid().expect("the first daemon runs");
     let expected = format!("is in use by another tidepool process (pid {holder})");
-    assert!(stderr.contains(&expected), "{stderr}");
+    // The data directory as given, and its SQLite file named as a database URL.
+    let db_url = format!("sqlite://{}", d.data.join("tidepool.db").display());
+    for extra in [vec![], vec!["--database", db_url.as_str()]] {
+        let mut second = crate::util::tidepool();
+        second.args(["serve", "--listen", "127.0.0.1:0"]).args(&extra).arg("--data-dir").arg(&d.data);
+        let mut second = second.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let status = (0..600).find_map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            second.try_wait().unwrap()
+        });
+        if status.is_none() {
+            let _ = second.kill();
+        }
+        let mut stderr = String::new();
+        second.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        assert_eq!(status.and_then(|s| s.code()), Some(2), "a second daemon ({extra:?}) started: {stderr}");
+        assert!(stderr.contains(&expected), "{stderr}");
+    }
     assert!(upload.exists() && scratch.join("out.txt").exists(), "the refused daemon removed the first's files");
     // The first one still serves, and still writes.
     let balance = first.balance(first.address()).await.unwrap();

@@ -123,11 +123,17 @@ impl Db {
     /// Opens the database a `--database` setting names: a `postgres://` (or `postgresql://`)
     /// URL, or else the path of a SQLite file.
     pub async fn open_url(database: &str) -> Result<Self, DbError> {
-        if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+        if Self::is_shared_url(database) {
             Self::connect_postgres(database).await
         } else {
             Self::open(Path::new(database.strip_prefix("sqlite://").unwrap_or(database))).await
         }
+    }
+
+    /// Whether `database` (as [`open_url`](Self::open_url) takes it) names a database nodes
+    /// share (PostgreSQL), not a SQLite file one process owns.
+    pub fn is_shared_url(database: &str) -> bool {
+        database.starts_with("postgres://") || database.starts_with("postgresql://")
     }
 
     /// [`open`](Self::open), with batches committed once `max_batch_age` old (tests that need
