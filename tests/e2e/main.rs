@@ -14,6 +14,7 @@
 //! * `sandbox`: jobs in confined worker processes: a worker killed or stuck mid-job,
 //!   quarantine, huge modules refused while jobs run;
 //! * `hostile`: slow connections, endless chunked bodies, endless guests, over real TCP;
+//! * `gc`: `tidepool gc` on a stopped daemon's data directory, and the provider after it;
 //! * `packaging`: the systemd unit's hardening, rated by `systemd-analyze security`.
 #![allow(clippy::unwrap_used, reason = "test helpers: a failed unwrap is a failed test")]
 
@@ -22,6 +23,7 @@ mod cli_run;
 mod cli_verify;
 mod cluster;
 mod daemon;
+mod gc;
 mod hostile;
 mod keepers;
 mod packaging;

@@ -5,6 +5,7 @@ mod chain;
 mod client_args;
 mod compute;
 mod demo;
+mod gc;
 mod keygen;
 mod progress;
 mod publish;
@@ -43,6 +44,8 @@ pub(crate) enum Command {
     Demo(demo::DemoArgs),
     /// Create a key file and print its address.
     Keygen(keygen::KeygenArgs),
+    /// Remove the blobs no row of a stopped single-node provider names.
+    Gc(gc::GcArgs),
     /// Publish datasets (operators) or an algorithm on a provider.
     Publish(publish::PublishArgs),
     /// Run an algorithm on a provider's dataset: the whole consumer flow.
@@ -92,6 +95,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Keygen(args) => keygen::run(args),
+        Command::Gc(args) => rt()?.block_on(gc::run(args)),
         Command::Serve(args) => rt()?.block_on(serve::run(*args)),
         Command::Worker(args) => rt()?.block_on(worker::run(args)),
         Command::Demo(args) => rt()?.block_on(demo::run(args)),

@@ -229,6 +229,38 @@ impl Blobs {
         self.dir.read(name(hash))
     }
 
+    /// Every blob in this node's directory, and how many of its files are not named as blobs
+    /// are (left alone by whoever asks).
+    pub fn stored(&self) -> io::Result<(Vec<StoredBlob>, usize)> {
+        let (mut blobs, mut foreign) = (Vec::new(), 0);
+        for shard in self.dir.entries()? {
+            let shard = shard?;
+            let shard_name = shard.file_name().into_string().unwrap_or_default();
+            if !shard.file_type()?.is_dir() {
+                foreign += 1;
+                continue;
+            }
+            for entry in shard.open_dir()?.entries()? {
+                let entry = entry?;
+                let file = entry.file_name().into_string().unwrap_or_default();
+                let hash = file.parse::<B256>().ok().filter(|h| name(h) == format!("{shard_name}/{file}"));
+                match hash {
+                    Some(hash) if entry.file_type()?.is_file() => {
+                        let meta = entry.metadata()?;
+                        blobs.push(StoredBlob { hash, size: meta.len(), modified: meta.modified()?.into_std() });
+                    }
+                    _ => foreign += 1,
+                }
+            }
+        }
+        Ok((blobs, foreign))
+    }
+
+    /// Removes a blob from this node's directory (in a cluster, not from the bucket).
+    pub fn remove(&self, hash: &B256) -> io::Result<()> {
+        self.dir.remove_file(name(hash))
+    }
+
     /// Hard-links a blob to `dest/relative` (creating parents): how dataset views are built.
     pub fn link_into(&self, hash: &B256, dest: &Dir, relative: &str) -> io::Result<()> {
         if let Some((parent, _)) = relative.rsplit_once('/') {
@@ -237,6 +269,17 @@ impl Blobs {
         self.ensure_local(hash)?;
         self.dir.hard_link(name(hash), dest, relative)
     }
+}
+
+/// A blob as [`Blobs::stored`] finds it.
+#[derive(Clone, Debug)]
+pub struct StoredBlob {
+    /// Its BLAKE3, its name.
+    pub hash: B256,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was stored.
+    pub modified: std::time::SystemTime,
 }
 
 /// A reader that writes what it reads to `copy`, and fails with [`TooLong`] once more than

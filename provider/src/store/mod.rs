@@ -21,6 +21,7 @@
 
 pub mod blobs;
 mod conn;
+pub mod gc;
 pub mod lock;
 pub mod nonces;
 mod raw;
