@@ -1,6 +1,7 @@
 //! The provider, wired: every component built once, each given only the handles it needs, and
 //! the background work started. This module decides nothing itself; see `ARCHITECTURE.md`.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use alloy_primitives::Address;
@@ -23,9 +24,34 @@ use crate::protocol::api::ProviderView;
 use crate::protocol::eip712;
 use crate::store::Db;
 use crate::store::blobs::Blobs;
-use crate::store::lock::DataDirLock;
+use crate::store::lock::{self, DataDirLock};
 use crate::store::nonces::Nonces;
 use crate::store::s3::{S3, S3Config};
+
+/// The SQLite file of a single-node provider; `None` on a cluster's shared database.
+pub fn sqlite_file(config: &ProviderConfig) -> Option<PathBuf> {
+    match &config.database {
+        None => Some(config.data_dir.join("tidepool.db")),
+        Some(url) => Db::sqlite_path(url).map(Path::to_path_buf),
+    }
+}
+
+/// The locks a node holds on its data directory (see `store::lock`): a single-node daemon
+/// owns the directory and its SQLite database (recorded there for `tidepool gc`); a cluster
+/// node shares the directory with other cluster nodes only.
+pub(crate) fn lock_data(config: &ProviderConfig) -> Result<Vec<DataDirLock>> {
+    let data = &config.data_dir;
+    let Some(db) = sqlite_file(config) else {
+        return Ok(vec![DataDirLock::share(data).context("locking the data directory")?]);
+    };
+    let mut locks = vec![DataDirLock::acquire(data).context("locking the data directory")?];
+    let db = std::path::absolute(&db)?;
+    if db != std::path::absolute(data.join("tidepool.db"))? {
+        locks.push(DataDirLock::acquire_database(&db).context("locking the database")?);
+    }
+    lock::record_database(data, &db).context("recording the database in the data directory")?;
+    Ok(locks)
+}
 
 /// Opens the database the configuration names (SQLite in the data directory by default).
 pub(crate) async fn open_db(config: &ProviderConfig) -> Result<Db> {
@@ -128,7 +154,7 @@ pub struct Provider {
     jobs: Arc<Jobs>,
     dispatcher: Arc<Dispatcher>,
     api: Arc<Api>,
-    _lock: Option<DataDirLock>,
+    _locks: Vec<DataDirLock>,
 }
 
 impl Provider {
@@ -136,10 +162,7 @@ impl Provider {
     pub async fn open(config: ProviderConfig) -> Result<Arc<Self>> {
         let data = &config.data_dir;
         std::fs::create_dir_all(data).with_context(|| format!("creating the data directory {}", data.display()))?;
-        // Single-node mode: this daemon owns the directory (see `store::lock`). Cluster nodes
-        // keep their state in the shared database and bucket, and spare what other nodes run.
-        let shared = config.database.as_deref().is_some_and(Db::is_shared_url);
-        let lock = if shared { None } else { Some(DataDirLock::acquire(data).context("locking the data directory")?) };
+        let locks = lock_data(&config)?;
         let (signer, created) = crate::keys::load_or_create(&config.key_path(), config.key_file.is_none())?;
         if created {
             tracing::info!(address = %signer.address(), path = %config.key_path().display(), "created the provider key");
@@ -171,11 +194,11 @@ impl Provider {
             _ => anyhow::bail!("a keeper on a chain needs both the chain's RPC URL and the contracts file"),
         };
         let environments = environments(&config)?;
-        Ok(Self::assemble(config, db, blobs, keeper, signer, environments, lock))
+        Ok(Self::assemble(config, db, blobs, keeper, signer, environments, locks))
     }
 
     /// Builds a provider around an existing keeper (another keeper implementation, tests),
-    /// holding `lock` (its data directory's, if it owns one) for as long as it lives.
+    /// holding `locks` (see [`lock_data`]) for as long as it lives.
     pub fn assemble(
         config: ProviderConfig,
         db: Db,
@@ -183,7 +206,7 @@ impl Provider {
         keeper: Arc<dyn Keeper>,
         signer: PrivateKeySigner,
         environments: Arc<Environments>,
-        lock: Option<DataDirLock>,
+        locks: Vec<DataDirLock>,
     ) -> Arc<Self> {
         let blobs = Arc::new(blobs);
         let runtime = runtime(&config);
@@ -255,7 +278,7 @@ impl Provider {
                 bytes_per_peer_per_hour: config.http.upload_bytes_per_peer_per_hour,
             }),
         });
-        Arc::new(Self { config, signer, keeper, algorithms, jobs, dispatcher, api, _lock: lock })
+        Arc::new(Self { config, signer, keeper, algorithms, jobs, dispatcher, api, _locks: locks })
     }
 
     /// The provider's address: its identity, and what its receipts are signed by.

@@ -31,6 +31,7 @@ pub(crate) const CHAIN_AND_CLUSTER: &str = "a cluster (a shared database, worker
 pub struct Worker {
     algorithms: Arc<Algorithms>,
     jobs: Arc<Jobs>,
+    _locks: Vec<crate::store::lock::DataDirLock>,
 }
 
 impl Worker {
@@ -45,6 +46,7 @@ impl Worker {
         }
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+        let locks = crate::provider::lock_data(config)?;
         let db = open_db(config).await?;
         if !db.is_shared() {
             bail!("a worker's database must be the cluster's PostgreSQL (postgres://...)");
@@ -86,7 +88,7 @@ impl Worker {
             None,
             jobs_config(config, &db, job_limits, "worker"),
         ));
-        Ok(Self { algorithms, jobs })
+        Ok(Self { algorithms, jobs, _locks: locks })
     }
 
     /// Starts claiming and running jobs in the background (and reaping expired leases).

@@ -186,6 +186,12 @@ async fn the_flow_runs_across_two_api_nodes_and_two_workers() {
     let ran = |d: &Daemon| d.log().matches("job ended").count();
     assert_eq!(cluster.api.iter().map(ran).sum::<usize>(), 0, "{}", cluster.logs());
     assert_eq!(cluster.workers.iter().map(ran).sum::<usize>(), 3, "{}", cluster.logs());
+    // Nodes hold their data directories shared: gc, which would take one for itself, is refused.
+    for node in cluster.api.iter().chain(&cluster.workers) {
+        let gc = crate::util::tp(&["gc", "--data-dir", crate::util::s(&node.data)]);
+        gc.expect_code(2);
+        assert!(gc.stderr().contains("is in use by another tidepool process"), "{}", gc.stderr());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -71,41 +71,47 @@ async fn gc_removes_exactly_the_unnamed_blobs_and_only_with_the_daemon_stopped()
     assert_eq!(second.receipt.outputs_root, outcome.receipt.outputs_root, "the same dataset, the same outputs");
 }
 
-/// Whatever cannot tell which blobs are in use makes gc refuse, removing nothing: no database,
-/// a database that is not a provider's, a cluster's shared stores, a directory with no store.
+/// Whatever cannot tell which blobs are in use makes gc refuse, removing nothing (not even a
+/// stopped daemon's temporary files): no record of the daemon's database, another database
+/// than the recorded one, no database, one that is not a provider's, a cluster's shared stores,
+/// a directory with no store.
 #[test]
 fn gc_refuses_when_it_cannot_tell_what_is_in_use() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+    let data = std::path::absolute(dir.path().join("data")).unwrap();
     let blobs = Blobs::open(&data).unwrap();
     let blob = blobs.put_bytes(b"a blob of unknown use").unwrap();
+    let leftover = data.join("tmp").join("upload-in-flight");
+    std::fs::write(&leftover, b"half an upload").unwrap();
     let data_dir = s(&data);
-    let cases: [(&str, Vec<&str>, &str); 4] = [
-        (data_dir, vec![], "no database at"),
-        (
-            data_dir,
-            vec!["--database", "postgres://tidepool@127.0.0.1:1/tidepool"],
-            "a cluster's blobs are in its shared bucket",
-        ),
-        (data_dir, vec!["--database", "other.db"], "no database at other.db"),
-        (s(dir.path()), vec![], "holds no blob store"),
-    ];
-    for (data_dir, extra, message) in cases {
-        let mut args = vec!["gc", "--min-age", "0s", "--data-dir", data_dir];
-        args.extend(extra);
-        let ran = tp(&args);
+    let refused = |args: &[&str], message: &str| {
+        let mut all = vec!["gc", "--min-age", "0s"];
+        all.extend(args);
+        let ran = tp(&all);
         ran.expect_code(2);
-        assert!(ran.stderr().contains(message), "{args:?}: {}", ran.stderr());
-    }
+        assert!(ran.stderr().contains(message), "{all:?}: {}", ran.stderr());
+    };
+    refused(&["--data-dir", data_dir], "has no record of its daemon's database");
+    refused(&["--data-dir", s(dir.path())], "holds no blob store");
+    let cluster = "a cluster's blobs are in its shared bucket";
+    refused(&["--data-dir", data_dir, "--database", "postgres://tidepool@127.0.0.1:1/tidepool"], cluster);
+    refused(&["--data-dir", data_dir, "--blobs", "http://127.0.0.1:1/bucket"], cluster);
+
+    let db = data.join("tidepool.db");
+    tidepool_provider::store::lock::record_database(&data, &db).unwrap();
+    refused(&["--data-dir", data_dir], "no database at");
+    let other = dir.path().join("other.db");
+    refused(&["--data-dir", data_dir, "--database", s(&other)], "not ");
+    refused(&["--data-dir", data_dir, "--database", s(&other)], &format!("with the database {}", db.display()));
     // A SQLite file without the provider's tables.
-    let other = data.join("tidepool.db");
-    std::process::Command::new("python3")
+    let created = std::process::Command::new("python3")
         .args(["-c", "import sqlite3,sys; sqlite3.connect(sys.argv[1]).execute('CREATE TABLE t (x TEXT)')"])
-        .arg(&other)
+        .arg(&db)
         .status()
         .unwrap();
-    let ran = tp(&["gc", "--min-age", "0s", "--data-dir", data_dir]);
-    ran.expect_code(2);
-    assert!(ran.stderr().contains("is not a provider's database (no table assets"), "{}", ran.stderr());
+    assert!(created.success());
+    refused(&["--data-dir", data_dir], "is not a provider's database (no table assets");
+
     assert_eq!(stored(&blobs), BTreeSet::from([blob]), "nothing removed");
+    assert!(leftover.exists(), "a refused gc leaves the temporary files");
 }

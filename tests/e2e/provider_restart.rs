@@ -15,7 +15,7 @@ use tidepool_runtime::{Algorithm, InputSpec, JobSpec, Limits, Runtime, RuntimeCo
 
 use crate::daemon::{Daemon, faucet_amount, initialize_signed, publish, request};
 use crate::provider_flow::{wait_for_end, wait_for_event};
-use crate::util::{dataset, module};
+use crate::util::{dataset, module, s};
 
 /// Enough work for the job to be caught running (about two seconds of Mandelbrot).
 const ARGS: [&str; 6] = ["--width", "1000", "--height", "750", "--max-iter", "3000"];
@@ -302,19 +302,9 @@ async fn a_second_daemon_on_the_same_data_directory_refuses_and_touches_nothing(
     // The data directory as given, and its SQLite file named as a database URL.
     let db_url = format!("sqlite://{}", d.data.join("tidepool.db").display());
     for extra in [vec![], vec!["--database", db_url.as_str()]] {
-        let mut second = crate::util::tidepool();
-        second.args(["serve", "--listen", "127.0.0.1:0"]).args(&extra).arg("--data-dir").arg(&d.data);
-        let mut second = second.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-        let status = (0..600).find_map(|_| {
-            std::thread::sleep(Duration::from_millis(100));
-            second.try_wait().unwrap()
-        });
-        if status.is_none() {
-            let _ = second.kill();
-        }
-        let mut stderr = String::new();
-        second.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-        assert_eq!(status.and_then(|s| s.code()), Some(2), "a second daemon ({extra:?}) started: {stderr}");
+        let mut args = vec!["--data-dir", s(&d.data)];
+        args.extend(extra);
+        let stderr = refused_to_start(&args);
         assert!(stderr.contains(&expected), "{stderr}");
     }
     assert!(upload.exists() && scratch.join("out.txt").exists(), "the refused daemon removed the first's files");
@@ -327,4 +317,39 @@ async fn a_second_daemon_on_the_same_data_directory_refuses_and_touches_nothing(
     d.restart();
     assert!(!upload.exists() && !scratch.exists(), "a killed daemon's leftovers are cleared at start");
     d.consumer().await;
+}
+
+/// Two daemons with their own data directories on one SQLite database: the second refuses.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_daemon_on_the_same_database_refuses() {
+    let shared = tempfile::tempdir().unwrap();
+    let db = shared.path().join("shared.db");
+    let url = format!("sqlite://{}", db.display());
+    let first = Daemon::start(&["--database", &url]);
+    first.consumer().await;
+    let other = tempfile::tempdir().unwrap();
+    let stderr = refused_to_start(&["--data-dir", s(other.path()), "--database", &url]);
+    let holder = first.pid().expect("the first daemon runs");
+    let expected = format!("the database {} is in use by another tidepool process (pid {holder})", db.display());
+    assert!(stderr.contains(&expected), "{stderr}");
+    first.consumer().await;
+}
+
+/// Starts `tidepool serve` on any port with `args`, expects it to exit with status 2 within a
+/// minute (killing it otherwise), and returns what it printed on stderr.
+fn refused_to_start(args: &[&str]) -> String {
+    let mut cmd = crate::util::tidepool();
+    cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(args);
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let status = (0..600).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        child.try_wait().unwrap()
+    });
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "a second daemon ({args:?}) started: {stderr}");
+    stderr
 }

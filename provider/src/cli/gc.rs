@@ -9,9 +9,8 @@ use anyhow::{Context, Result, bail};
 
 use super::args::parse_duration;
 use crate::config::ProviderConfig;
-use crate::store::Db;
 use crate::store::blobs::Blobs;
-use crate::store::lock::DataDirLock;
+use crate::store::lock::{self, DataDirLock};
 
 #[derive(Debug, clap::Args)]
 pub struct GcArgs {
@@ -24,6 +23,9 @@ pub struct GcArgs {
     /// Its SQLite database, if not DATA_DIR/tidepool.db.
     #[arg(long, env = "TIDEPOOL_DATABASE", value_name = "URL")]
     pub database: Option<String>,
+    /// A cluster's bucket (refused: gc collects a single node's store).
+    #[arg(long, env = "TIDEPOOL_BLOBS", value_name = "URL", hide = true)]
+    pub blobs: Option<String>,
     /// Keep unnamed blobs younger than this.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "60m")]
     pub min_age: Duration,
@@ -40,31 +42,58 @@ pub async fn run(args: GcArgs) -> Result<ExitCode> {
     if let Some(v) = args.database {
         config.database = Some(v);
     }
-    if config.blobs.is_some() || config.database.as_deref().is_some_and(Db::is_shared_url) {
+    if let Some(v) = args.blobs {
+        config.blobs = Some(v);
+    }
+    let db_file = crate::provider::sqlite_file(&config);
+    let (None, Some(db_file)) = (&config.blobs, db_file) else {
         bail!(
             "gc reclaims a single node's data directory; a cluster's blobs are in its shared bucket, \
              which gc does not collect"
         );
-    }
+    };
     let data = &config.data_dir;
     if !data.join("blobs").is_dir() {
         bail!("{} holds no blob store (no blobs/ directory): is it a provider's data directory?", data.display());
     }
     let _lock = DataDirLock::acquire(data).context("locking the data directory (gc runs with the daemon stopped)")?;
-    let db_file = match &config.database {
-        Some(url) => PathBuf::from(url.strip_prefix("sqlite://").unwrap_or(url)),
-        None => data.join("tidepool.db"),
+    // The database the daemon last ran on, and no other: another one (an old file, a relative
+    // path read from elsewhere) would name none of the newer blobs.
+    let db_file = std::path::absolute(&db_file)?;
+    match lock::recorded_database(data)? {
+        Some(recorded) if recorded == db_file => {}
+        Some(recorded) => bail!(
+            "the daemon last ran on {} with the database {}, not {}: give gc the daemon's --database              (or its --config)",
+            data.display(),
+            recorded.display(),
+            db_file.display()
+        ),
+        None => bail!(
+            "{} has no record of its daemon's database ({}, written by tidepool serve at start):              start and stop the daemon once with this version, then run gc",
+            data.display(),
+            lock::DATABASE_RECORD
+        ),
+    }
+    let _db_lock = if db_file != std::path::absolute(data.join("tidepool.db"))? {
+        Some(DataDirLock::acquire_database(&db_file).context("locking the database")?)
+    } else {
+        None
     };
     let blobs = Blobs::open(data)?;
-    let cleared = blobs.clear_tmp()?;
-    if cleared > 0 {
-        eprintln!("removed {cleared} temporary files left by a stopped daemon");
-    }
     let report =
         crate::store::gc::collect(&blobs, &db_file, args.min_age, args.dry_run, |step| eprintln!("{step}...")).await?;
     let verb = if args.dry_run { "would remove" } else { "removed" };
     for (hash, size) in &report.removed {
         println!("{verb} {hash} ({size} bytes)");
+    }
+    for (hash, error) in &report.failed {
+        eprintln!("could not remove {hash}: {error}");
+    }
+    if !args.dry_run {
+        let cleared = blobs.clear_tmp()?;
+        if cleared > 0 {
+            println!("removed {cleared} temporary files a stopped daemon left");
+        }
     }
     println!(
         "{} blobs: {} named by the database, {} unnamed but younger than {}, {verb} {} ({} bytes){}",
@@ -76,6 +105,9 @@ pub async fn run(args: GcArgs) -> Result<ExitCode> {
         report.removed_bytes(),
         if report.foreign > 0 { format!("; {} other files left alone", report.foreign) } else { String::new() },
     );
+    if !report.failed.is_empty() {
+        bail!("{} unnamed blobs could not be removed (above)", report.failed.len());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

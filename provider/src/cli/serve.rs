@@ -316,7 +316,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         provider.config().data_dir.display(),
         provider.keeper().kind(),
         provider.keeper().chain_id(),
-        if provider.config().database.is_some() {
+        if crate::provider::sqlite_file(provider.config()).is_none() {
             if provider.config().runs_jobs() { ", cluster API node running jobs" } else { ", cluster API node" }
         } else {
             ""
@@ -324,6 +324,10 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     );
     crate::http::serve(provider.api(), listener, shutdown_signal()).await.context("serving HTTP")?;
     eprintln!("tidepool provider stopped");
+    // Its data directory's lock is released by the process's end, not here: the runtime,
+    // dropped after this returns, still waits for blocking work (blob writes, the database's
+    // last commits) that a gc or a new daemon must not run beside.
+    std::mem::forget(provider);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -67,5 +67,7 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode> {
     );
     super::serve::shutdown_signal().await;
     eprintln!("tidepool worker stopped");
+    // Its lock goes with the process (see `serve::run`).
+    std::mem::forget(worker);
     Ok(ExitCode::SUCCESS)
 }

@@ -3,12 +3,13 @@
 //! A blob is stored before the row that names it is written (an upload's file, a job's
 //! outputs), so a request that fails in between, or a daemon killed there, leaves a blob no
 //! row names. Such blobs are found offline, with the daemon stopped (the command holds the
-//! data directory's lock, [`super::lock`]), so no write is in flight.
+//! data directory's lock, [`super::lock`]), so no write is in flight, in the database the
+//! daemon recorded there as its own.
 //!
 //! **What counts as named, conservatively.** Rows name blobs in many places: upload rows,
 //! publish sessions, dataset manifests, job results and receipts, the last three inside JSON
 //! documents. Rather than a list of those places, which a new column could silently outgrow,
-//! the collector reads every column of every table as bytes (a BLOB as its hex digits) and keeps
+//! the collector reads every column of every table as bytes (a BLOB also as its hex digits) and keeps
 //! each stored blob whose hash appears anywhere in them as 64 hexadecimal digits (with or
 //! without `0x`, any case, also inside a longer run of hex digits). A blob is removed only when no value in the database
 //! contains its hash and it is older than the given age: a hash that appears by coincidence
@@ -40,6 +41,8 @@ pub struct Report {
     pub young: usize,
     /// Not named and old enough: removed (or, in a dry run, to be removed).
     pub removed: Vec<(B256, u64)>,
+    /// Not named and old enough, but removing them failed (and why).
+    pub failed: Vec<(B256, String)>,
     /// Files in the store's directory not named as blobs are: left alone.
     pub foreign: usize,
 }
@@ -77,10 +80,10 @@ pub async fn collect(
             report.young += 1;
             continue;
         }
-        if !dry_run {
-            blobs.remove(&blob.hash)?;
+        match if dry_run { Ok(()) } else { blobs.remove(&blob.hash) } {
+            Ok(()) => report.removed.push((blob.hash, blob.size)),
+            Err(e) => report.failed.push((blob.hash, e.to_string())),
         }
-        report.removed.push((blob.hash, blob.size));
     }
     Ok(report)
 }
@@ -104,11 +107,12 @@ async fn named_in(db_file: &Path, wanted: &HashSet<B256>) -> anyhow::Result<Hash
         let columns: Vec<String> =
             sqlx::query_scalar("SELECT name FROM pragma_table_info($1)").bind(table).fetch_all(&mut conn).await?;
         for column in &columns {
-            // Bytes, not strings: a value need not be UTF-8. A BLOB is read as its hex digits,
-            // so a hash stored as 32 raw bytes is found too.
+            // Bytes, not strings: a value need not be UTF-8. A BLOB is read as itself and as
+            // its hex digits, so a hash in it is found as text or as 32 raw bytes.
             let c = quoted(column);
             let select = format!(
-                "SELECT CASE typeof({c}) WHEN 'blob' THEN CAST(hex({c}) AS BLOB) ELSE CAST({c} AS BLOB) END FROM {}",
+                "SELECT CASE typeof({c}) WHEN 'blob' THEN CAST({c} || ' ' || hex({c}) AS BLOB) \
+                 ELSE CAST({c} AS BLOB) END FROM {}",
                 quoted(table)
             );
             let mut values = sqlx::query_scalar::<_, Option<Vec<u8>>>(&select).fetch(&mut conn);

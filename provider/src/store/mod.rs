@@ -124,10 +124,9 @@ impl Db {
     /// Opens the database a `--database` setting names: a `postgres://` (or `postgresql://`)
     /// URL, or else the path of a SQLite file.
     pub async fn open_url(database: &str) -> Result<Self, DbError> {
-        if Self::is_shared_url(database) {
-            Self::connect_postgres(database).await
-        } else {
-            Self::open(Path::new(database.strip_prefix("sqlite://").unwrap_or(database))).await
+        match Self::sqlite_path(database) {
+            None => Self::connect_postgres(database).await,
+            Some(path) => Self::open(path).await,
         }
     }
 
@@ -135,6 +134,12 @@ impl Db {
     /// share (PostgreSQL), not a SQLite file one process owns.
     pub fn is_shared_url(database: &str) -> bool {
         database.starts_with("postgres://") || database.starts_with("postgresql://")
+    }
+
+    /// The SQLite file `database` names (`sqlite://PATH`, or a path), or `None` for a shared
+    /// database.
+    pub fn sqlite_path(database: &str) -> Option<&Path> {
+        (!Self::is_shared_url(database)).then(|| Path::new(database.strip_prefix("sqlite://").unwrap_or(database)))
     }
 
     /// [`open`](Self::open), with batches committed once `max_batch_age` old (tests that need
