@@ -63,13 +63,15 @@ pub async fn run(args: GcArgs) -> Result<ExitCode> {
     match lock::recorded_database(data)? {
         Some(recorded) if recorded == db_file => {}
         Some(recorded) => bail!(
-            "the daemon last ran on {} with the database {}, not {}: give gc the daemon's --database              (or its --config)",
+            "the daemon last ran on {} with the database {}, not {}: give gc the daemon's --database \
+             (or its --config)",
             data.display(),
             recorded.display(),
             db_file.display()
         ),
         None => bail!(
-            "{} has no record of its daemon's database ({}, written by tidepool serve at start):              start and stop the daemon once with this version, then run gc",
+            "{} has no record of its daemon's database ({}, written by tidepool serve at start): \
+             start and stop the daemon once with this version, then run gc",
             data.display(),
             lock::DATABASE_RECORD
         ),
