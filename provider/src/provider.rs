@@ -169,8 +169,11 @@ impl Provider {
         }
         let db = open_db(&config).await?;
         let blobs = open_blobs(&config).await?;
-        // What a killed daemon left half written: nothing refers to it.
-        let cleared = blobs.clear_tmp().context("clearing the blob store's temporary files")?;
+        // What a killed daemon left half written: nothing refers to it. A cluster node may
+        // share the directory with nodes writing there now: it removes only what nothing has
+        // written to for an hour (an upload in progress writes as its bytes arrive).
+        let idle_for = sqlite_file(&config).is_none().then_some(std::time::Duration::from_secs(3600));
+        let cleared = blobs.clear_tmp(idle_for).context("clearing the blob store's temporary files")?;
         if cleared > 0 {
             tracing::info!(files = cleared, "removed temporary files left by a previous run");
         }

@@ -92,7 +92,7 @@ pub async fn run(args: GcArgs) -> Result<ExitCode> {
         eprintln!("could not remove {hash}: {error}");
     }
     if !args.dry_run {
-        let cleared = blobs.clear_tmp()?;
+        let cleared = blobs.clear_tmp(None)?;
         if cleared > 0 {
             println!("removed {cleared} temporary files a stopped daemon left");
         }

@@ -108,12 +108,20 @@ impl Blobs {
         Ok(())
     }
 
-    /// Removes every file left in the temporary directory (by a daemon killed while it wrote
-    /// them); call before anything writes there. Returns how many were removed.
-    pub fn clear_tmp(&self) -> io::Result<usize> {
+    /// Removes what is left in the temporary directory (by a daemon killed while it wrote
+    /// there): everything when `idle_for` is `None` (call before anything writes there), else
+    /// only what nothing has modified for that long (in a cluster, other nodes sharing the
+    /// directory may be writing there now). Returns how many entries were removed.
+    pub fn clear_tmp(&self, idle_for: Option<std::time::Duration>) -> io::Result<usize> {
         let mut removed = 0;
+        let now = std::time::SystemTime::now();
         for entry in std::fs::read_dir(&self.tmp)? {
             let entry = entry?;
+            if let Some(idle_for) = idle_for
+                && now.duration_since(last_modified(&entry.path())?).unwrap_or_default() < idle_for
+            {
+                continue;
+            }
             if entry.file_type()?.is_dir() {
                 std::fs::remove_dir_all(entry.path())?;
             } else {
@@ -271,6 +279,18 @@ impl Blobs {
     }
 }
 
+/// The latest modification time of `path` or of anything under it (symlinks not followed).
+fn last_modified(path: &Path) -> io::Result<std::time::SystemTime> {
+    let meta = std::fs::symlink_metadata(path)?;
+    let mut latest = meta.modified()?;
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            latest = latest.max(last_modified(&entry?.path())?);
+        }
+    }
+    Ok(latest)
+}
+
 /// A blob as [`Blobs::stored`] finds it.
 #[derive(Clone, Debug)]
 pub struct StoredBlob {
@@ -313,6 +333,37 @@ impl<R: Read, W: Write> Read for Copying<'_, R, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idle_temporary_files_go_and_recent_ones_stay_unless_all_are_cleared() {
+        let tmp = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(tmp.path()).unwrap();
+        let dir = blobs.tmp_dir().to_path_buf();
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        let age = |path: &Path| std::fs::File::open(path).unwrap().set_modified(long_ago).unwrap();
+        std::fs::write(dir.join("abandoned"), b"x").unwrap();
+        age(&dir.join("abandoned"));
+        std::fs::write(dir.join("uploading"), b"x").unwrap();
+        // A directory counts as recent when anything in it is.
+        std::fs::create_dir_all(dir.join("staging/a")).unwrap();
+        std::fs::write(dir.join("staging/a/part"), b"x").unwrap();
+        for old in ["staging/a", "staging"] {
+            age(&dir.join(old));
+        }
+        std::fs::create_dir_all(dir.join("stale/b")).unwrap();
+        std::fs::write(dir.join("stale/b/part"), b"x").unwrap();
+        for old in ["stale/b/part", "stale/b", "stale"] {
+            age(&dir.join(old));
+        }
+        let hour = std::time::Duration::from_secs(3600);
+        assert_eq!(blobs.clear_tmp(Some(hour)).unwrap(), 2);
+        let mut left: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, ["staging", "uploading"]);
+        assert_eq!(blobs.clear_tmp(None).unwrap(), 2);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    }
 
     #[test]
     fn blobs_are_stored_once_by_content_and_read_only() {
