@@ -28,10 +28,13 @@ use crate::store::lock::{self, DataDirLock};
 use crate::store::nonces::Nonces;
 use crate::store::s3::{S3, S3Config};
 
+/// A single-node provider's SQLite file in its data directory, unless `--database` names one.
+const DB_FILE: &str = "tidepool.db";
+
 /// The SQLite file of a single-node provider; `None` on a cluster's shared database.
 pub fn sqlite_file(config: &ProviderConfig) -> Option<PathBuf> {
     match &config.database {
-        None => Some(config.data_dir.join("tidepool.db")),
+        None => Some(config.data_dir.join(DB_FILE)),
         Some(url) => Db::sqlite_path(url).map(Path::to_path_buf),
     }
 }
@@ -46,11 +49,18 @@ pub(crate) fn lock_data(config: &ProviderConfig) -> Result<Vec<DataDirLock>> {
     };
     let mut locks = vec![DataDirLock::acquire(data).context("locking the data directory")?];
     let db = std::path::absolute(&db)?;
-    if db != std::path::absolute(data.join("tidepool.db"))? {
-        locks.push(DataDirLock::acquire_database(&db).context("locking the database")?);
-    }
+    locks.extend(lock_database(data, &db)?);
     lock::record_database(data, &db).context("recording the database in the data directory")?;
     Ok(locks)
+}
+
+/// The lock of a single-node provider's SQLite file `db` (absolute), when the file is kept
+/// outside its data directory `data`; inside, the directory's lock covers it.
+pub(crate) fn lock_database(data: &Path, db: &Path) -> Result<Option<DataDirLock>> {
+    if db == std::path::absolute(data.join(DB_FILE))? {
+        return Ok(None);
+    }
+    Ok(Some(DataDirLock::acquire_database(db).context("locking the database")?))
 }
 
 /// Opens the database the configuration names (SQLite in the data directory by default).
@@ -59,7 +69,7 @@ pub(crate) async fn open_db(config: &ProviderConfig) -> Result<Db> {
         Some(url) => Db::open_url(url).await.context("connecting to the database"),
         None => {
             let busy = std::time::Duration::from_millis(config.db_busy_timeout_ms);
-            Db::open_with_busy_timeout(&config.data_dir.join("tidepool.db"), busy).await.context("opening the database")
+            Db::open_with_busy_timeout(&config.data_dir.join(DB_FILE), busy).await.context("opening the database")
         }
     }
 }

@@ -76,11 +76,7 @@ pub async fn run(args: GcArgs) -> Result<ExitCode> {
             lock::DATABASE_RECORD
         ),
     }
-    let _db_lock = if db_file != std::path::absolute(data.join("tidepool.db"))? {
-        Some(DataDirLock::acquire_database(&db_file).context("locking the database")?)
-    } else {
-        None
-    };
+    let _db_lock = crate::provider::lock_database(data, &db_file)?;
     let blobs = Blobs::open(data)?;
     let report =
         crate::store::gc::collect(&blobs, &db_file, args.min_age, args.dry_run, |step| eprintln!("{step}...")).await?;

@@ -9,11 +9,11 @@
 //! **What counts as named, conservatively.** Rows name blobs in many places: upload rows,
 //! publish sessions, dataset manifests, job results and receipts, the last three inside JSON
 //! documents. Rather than a list of those places, which a new column could silently outgrow,
-//! the collector reads every column of every table as bytes (a BLOB also as its hex digits) and keeps
-//! each stored blob whose hash appears anywhere in them as 64 hexadecimal digits (with or
-//! without `0x`, any case, also inside a longer run of hex digits). A blob is removed only when no value in the database
-//! contains its hash and it is older than the given age: a hash that appears by coincidence
-//! keeps a blob, never the reverse.
+//! the collector reads every column of every table as bytes (a BLOB also as its hex digits)
+//! and keeps each stored blob whose hash appears anywhere in them as 64 hexadecimal digits
+//! (with or without `0x`, any case, also inside a longer run of hex digits). A blob is removed
+//! only when no value in the database contains its hash and it is older than the given age: a
+//! hash that appears by coincidence keeps a blob, never the reverse.
 
 use std::collections::HashSet;
 use std::path::Path;
